@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sourced by scripts/dev.sh and scripts/test.sh: installs what a fresh Debian machine lacks
+# for building quorumkv (libclang for the rocksdb crate's bindgen, a C++ compiler), and
+# points cargo at a build cache outside the checkout so a fresh clone reuses earlier builds.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quorumkv-target}"
+
+quorumkv_prereqs() {
+    local missing=()
+    command -v cargo >/dev/null 2>&1 || { echo "error: cargo (Rust) is required: https://rustup.rs" >&2; return 1; }
+    # bindgen (used by librocksdb-sys) needs libclang; the C++ part needs g++.
+    if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+        missing+=(libclang-dev)
+    fi
+    command -v clang >/dev/null 2>&1 || missing+=(clang)
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)
+    command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing missing packages: ${missing[*]}" >&2
+        local sudo=""
+        if [ "$(id -u)" != 0 ]; then
+            command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; return 1; }
+            sudo="sudo"
+        fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    mkdir -p "$CARGO_TARGET_DIR"
+}

@@ -1,0 +1,400 @@
+//! Causality: version vectors, dots and the dotted object every replica stores.
+//!
+//! We follow the dotted-version-vector design Riak 2.0 adopted after "sibling explosion"
+//! (Preguiça et al., *Dotted Version Vectors*): every stored value (a *sibling*) carries
+//! exactly one **dot** — `(actor, counter)`, the event that wrote it — and the object as a
+//! whole carries a **version vector** that summarises every event the object has seen.
+//!
+//! Why not a plain vector clock per sibling, with the coordinator as actor? Because a
+//! coordinator that does not read the key first cannot tell two concurrent blind writes
+//! apart: both would get `{coord: c+1}` and one would silently win. Here the dot is issued
+//! by a *replica* that serialises writes to the key ([`Object::apply_write`]); the counter is
+//! one more than any event that replica has issued for the key, so dots never repeat and a
+//! context covers exactly the events a client saw.
+//!
+//! The laws (checked by property tests below): [`Object::merge`] is commutative,
+//! associative and idempotent; a write with context `C` removes exactly the siblings whose
+//! dots `C` covers and keeps every other one.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Errors for decoding a client-supplied causal context.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CausalityError {
+    /// The context string is not base64url.
+    #[error("causal context is not valid base64url: {0}")]
+    ContextEncoding(String),
+    /// The context decoded to bytes that are not a version vector.
+    #[error("causal context is not a valid version vector: {0}")]
+    ContextDecode(String),
+    /// The context is larger than any version vector this cluster could produce.
+    #[error("causal context is {len} bytes; the limit is {max}")]
+    ContextTooLarge {
+        /// Length of the encoded context.
+        len: usize,
+        /// Largest accepted length.
+        max: usize,
+    },
+}
+
+/// Largest encoded context we accept: a version vector has one entry per node that ever
+/// coordinated a write, so even thousands of nodes fit comfortably.
+pub const MAX_CONTEXT_LEN: usize = 64 * 1024;
+
+/// One event: the `counter`-th write issued by `actor` (a node name) for one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dot {
+    /// The replica node that issued the event.
+    pub actor: String,
+    /// Strictly increasing per (actor, key).
+    pub counter: u64,
+}
+
+/// A version vector: for every actor, the highest counter seen. Counters for one actor and
+/// key are contiguous, so `vv[a] = n` means "events (a,1)..(a,n) are all known".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionVector(pub BTreeMap<String, u64>);
+
+impl VersionVector {
+    /// The empty vector: has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counter recorded for `actor` (0 when absent).
+    pub fn get(&self, actor: &str) -> u64 {
+        self.0.get(actor).copied().unwrap_or(0)
+    }
+
+    /// Whether the event `dot` is among those this vector has seen.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        self.get(&dot.actor) >= dot.counter
+    }
+
+    /// Raise `actor`'s entry to at least `counter`.
+    pub fn witness(&mut self, actor: &str, counter: u64) {
+        let entry = self.0.entry(actor.to_string()).or_insert(0);
+        if *entry < counter {
+            *entry = counter;
+        }
+    }
+
+    /// Pointwise maximum: the events seen by either vector.
+    pub fn join(&mut self, other: &VersionVector) {
+        for (actor, counter) in &other.0 {
+            self.witness(actor, *counter);
+        }
+    }
+
+    /// Partial order of vectors: `Less` means `self` happened before `other`, `None` means
+    /// concurrent.
+    pub fn partial_cmp_vv(&self, other: &VersionVector) -> Option<Ordering> {
+        let mut less = false;
+        let mut greater = false;
+        for actor in self.0.keys().chain(other.0.keys()) {
+            match self.get(actor).cmp(&other.get(actor)) {
+                Ordering::Less => less = true,
+                Ordering::Greater => greater = true,
+                Ordering::Equal => {}
+            }
+        }
+        match (less, greater) {
+            (false, false) => Some(Ordering::Equal),
+            (true, false) => Some(Ordering::Less),
+            (false, true) => Some(Ordering::Greater),
+            (true, true) => None,
+        }
+    }
+
+    /// Opaque, URL-safe text form handed to clients as the causal context.
+    pub fn to_context(&self) -> String {
+        // Encoding a BTreeMap<String,u64> to MessagePack cannot fail.
+        let bytes = rmp_serde::to_vec(&self.0).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Parse a context produced by [`VersionVector::to_context`]. The empty string is the
+    /// empty context ("I have seen nothing").
+    pub fn from_context(text: &str) -> Result<Self, CausalityError> {
+        if text.len() > MAX_CONTEXT_LEN {
+            return Err(CausalityError::ContextTooLarge {
+                len: text.len(),
+                max: MAX_CONTEXT_LEN,
+            });
+        }
+        if text.is_empty() {
+            return Ok(Self::new());
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|e| CausalityError::ContextEncoding(e.to_string()))?;
+        let map: BTreeMap<String, u64> = rmp_serde::from_slice(&bytes)
+            .map_err(|e| CausalityError::ContextDecode(e.to_string()))?;
+        Ok(Self(map))
+    }
+}
+
+/// One stored version of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    /// The write event that created this version.
+    pub dot: Dot,
+    /// The value, or `None` for a tombstone (a delete is a write like any other, so it
+    /// obeys the same causality rules and cannot be undone by a stale replica).
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// Wall-clock milliseconds at the issuing replica; informational ("last modified"),
+    /// never used to order versions.
+    pub written_at_ms: u64,
+}
+
+/// Everything a replica stores for one key: the siblings and the causal summary.
+///
+/// Invariant: `vv` covers every sibling's dot, and no two siblings share a dot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    /// Every event this object has seen (including overwritten ones).
+    pub vv: VersionVector,
+    /// Concurrent versions, none of which has seen another. Kept sorted by dot so equal
+    /// objects compare equal.
+    pub siblings: Vec<Sibling>,
+}
+
+impl Object {
+    /// Whether the object holds no version at all (never written on this replica).
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty() && self.vv.0.is_empty()
+    }
+
+    /// Siblings that hold a value (not tombstones).
+    pub fn live_values(&self) -> impl Iterator<Item = &Sibling> {
+        self.siblings.iter().filter(|s| s.value.is_some())
+    }
+
+    /// Apply a client write at the replica that issues its dot.
+    ///
+    /// `context` is what the client read; every sibling it covers is replaced, every
+    /// other sibling stays (a blind write, with an empty context, becomes a sibling).
+    /// Returns the new dot.
+    pub fn apply_write(
+        &mut self,
+        actor: &str,
+        context: &VersionVector,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+    ) -> Dot {
+        self.siblings.retain(|s| !context.covers(&s.dot));
+        // The context may know events this replica has not received yet; joining it means
+        // those versions, when they arrive, are recognised as overwritten.
+        self.vv.join(context);
+        // One more than anything this actor issued or anyone saw for this key, so the dot
+        // is new even if the client's context is ahead of our local copy.
+        let counter = self.vv.get(actor) + 1;
+        let dot = Dot {
+            actor: actor.to_string(),
+            counter,
+        };
+        self.vv.witness(actor, counter);
+        self.siblings.push(Sibling {
+            dot: dot.clone(),
+            value,
+            written_at_ms: now_ms,
+        });
+        self.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+        dot
+    }
+
+    /// Join two replicas' states. A sibling survives if both sides have it, or if the other
+    /// side has not seen its event (so it cannot have overwritten it).
+    pub fn merge(&mut self, other: &Object) {
+        let mut kept: Vec<Sibling> = self
+            .siblings
+            .iter()
+            .filter(|s| other.siblings.iter().any(|o| o.dot == s.dot) || !other.vv.covers(&s.dot))
+            .cloned()
+            .collect();
+        for s in &other.siblings {
+            let already = kept.iter().any(|k| k.dot == s.dot);
+            if !already && !self.vv.covers(&s.dot) {
+                kept.push(s.clone());
+            }
+        }
+        kept.sort_by(|a, b| a.dot.cmp(&b.dot));
+        self.siblings = kept;
+        self.vv.join(&other.vv);
+    }
+
+    /// The merge of `self` and `other` as a new object.
+    pub fn merged(&self, other: &Object) -> Object {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vv(entries: &[(&str, u64)]) -> VersionVector {
+        VersionVector(entries.iter().map(|(a, c)| (a.to_string(), *c)).collect())
+    }
+
+    /// Goal: a blind write on an existing key keeps the old value as a sibling, and a write
+    /// carrying the read context replaces exactly what was read.
+    #[test]
+    fn blind_write_makes_sibling_and_context_write_collapses() {
+        let mut o = Object::default();
+        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1);
+        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2);
+        assert_eq!(o.live_values().count(), 2, "blind write must not overwrite");
+        let ctx = o.vv.clone();
+        o.apply_write("n2", &ctx, Some(b"c".to_vec()), 3);
+        let values: Vec<_> = o.live_values().map(|s| s.value.clone().unwrap()).collect();
+        assert_eq!(values, vec![b"c".to_vec()]);
+    }
+
+    /// Goal: a context write does not remove a concurrent version it never saw, even when
+    /// that version arrives at the replica after the write.
+    #[test]
+    fn context_write_keeps_unseen_concurrent_version() {
+        let mut a = Object::default();
+        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1);
+        let ctx = a.vv.clone();
+        let mut b = a.clone();
+        // Concurrently, n2 gets a blind write.
+        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2);
+        // The client that read v1 writes v2 through n1.
+        a.apply_write("n1", &ctx, Some(b"v2".to_vec()), 3);
+        a.merge(&b);
+        let mut values: Vec<_> = a.live_values().map(|s| s.value.clone().unwrap()).collect();
+        values.sort();
+        assert_eq!(values, vec![b"other".to_vec(), b"v2".to_vec()]);
+    }
+
+    /// Goal: a stale replica cannot resurrect a value that a later write (or delete) replaced.
+    #[test]
+    fn merge_does_not_resurrect_overwritten_value() {
+        let mut fresh = Object::default();
+        fresh.apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1);
+        let stale = fresh.clone();
+        let ctx = fresh.vv.clone();
+        fresh.apply_write("n1", &ctx, None, 2); // delete
+        fresh.merge(&stale);
+        assert_eq!(fresh.live_values().count(), 0);
+        assert_eq!(fresh.siblings.len(), 1, "only the tombstone remains");
+    }
+
+    /// Goal: contexts survive their text round trip and garbage is refused with an error.
+    #[test]
+    fn context_round_trip_and_garbage() {
+        let v = vv(&[("n1", 3), ("n2", 7)]);
+        assert_eq!(VersionVector::from_context(&v.to_context()).unwrap(), v);
+        assert_eq!(
+            VersionVector::from_context("").unwrap(),
+            VersionVector::new()
+        );
+        assert!(matches!(
+            VersionVector::from_context("!!!"),
+            Err(CausalityError::ContextEncoding(_))
+        ));
+        assert!(matches!(
+            VersionVector::from_context("AAAA"),
+            Err(CausalityError::ContextDecode(_))
+        ));
+    }
+
+    /// Goal: the partial order of version vectors classifies before/after/concurrent.
+    #[test]
+    fn version_vector_order() {
+        assert_eq!(
+            vv(&[("a", 1)]).partial_cmp_vv(&vv(&[("a", 2)])),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            vv(&[("a", 1), ("b", 1)]).partial_cmp_vv(&vv(&[("a", 2)])),
+            None
+        );
+        assert_eq!(vv(&[]).partial_cmp_vv(&vv(&[])), Some(Ordering::Equal));
+    }
+
+    /// A random history of writes at random replicas with random (possibly stale) contexts
+    /// and random merges, producing replica states that obey the invariants.
+    fn arb_objects() -> impl Strategy<Value = Vec<Object>> {
+        // (replica index, kind: 0 = blind write, 1 = context write, 2 = merge from other)
+        prop::collection::vec((0usize..3, 0u8..3, 0usize..3), 0..25).prop_map(|steps| {
+            let actors = ["n1", "n2", "n3"];
+            let mut reps = vec![Object::default(), Object::default(), Object::default()];
+            for (i, (r, kind, other)) in steps.into_iter().enumerate() {
+                match kind {
+                    0 => {
+                        reps[r].apply_write(
+                            actors[r],
+                            &VersionVector::new(),
+                            Some(vec![i as u8]),
+                            0,
+                        );
+                    }
+                    1 => {
+                        let ctx = reps[other].vv.clone();
+                        reps[r].apply_write(actors[r], &ctx, Some(vec![i as u8]), 0);
+                    }
+                    _ => {
+                        let o = reps[other].clone();
+                        reps[r].merge(&o);
+                    }
+                }
+            }
+            reps
+        })
+    }
+
+    proptest! {
+        /// Law: merge is commutative.
+        #[test]
+        fn merge_commutative(reps in arb_objects()) {
+            prop_assert_eq!(reps[0].merged(&reps[1]), reps[1].merged(&reps[0]));
+        }
+
+        /// Law: merge is associative.
+        #[test]
+        fn merge_associative(reps in arb_objects()) {
+            let left = reps[0].merged(&reps[1]).merged(&reps[2]);
+            let right = reps[0].merged(&reps[1].merged(&reps[2]));
+            prop_assert_eq!(left, right);
+        }
+
+        /// Law: merge is idempotent.
+        #[test]
+        fn merge_idempotent(reps in arb_objects()) {
+            prop_assert_eq!(reps[0].merged(&reps[0]), reps[0].clone());
+        }
+
+        /// Invariant: the vector covers every sibling and dots are unique, after any history.
+        #[test]
+        fn invariants_hold(reps in arb_objects()) {
+            for o in &reps {
+                for s in &o.siblings {
+                    prop_assert!(o.vv.covers(&s.dot));
+                }
+                let mut dots: Vec<_> = o.siblings.iter().map(|s| s.dot.clone()).collect();
+                dots.dedup();
+                prop_assert_eq!(dots.len(), o.siblings.len());
+            }
+        }
+
+        /// Law: version-vector join is an upper bound of both inputs.
+        #[test]
+        fn join_is_upper_bound(reps in arb_objects()) {
+            let mut j = reps[0].vv.clone();
+            j.join(&reps[1].vv);
+            prop_assert!(matches!(reps[0].vv.partial_cmp_vv(&j), Some(Ordering::Less | Ordering::Equal)));
+            prop_assert!(matches!(reps[1].vv.partial_cmp_vv(&j), Some(Ordering::Less | Ordering::Equal)));
+        }
+    }
+}

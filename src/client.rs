@@ -1,0 +1,304 @@
+//! The Rust client library: talks QUIC to any node of a cluster.
+//!
+//! Used by the CLI and (later) the shell, the benchmark and the Jepsen-like harness. It
+//! keeps one connection to a contact point and moves to the next contact point when that
+//! one is unreachable. A request that may already have been applied (the connection broke
+//! after a write was sent) is *not* retried: the error says the outcome is unknown, which
+//! is what a Jepsen history records as `info`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint};
+use tokio::sync::Mutex;
+
+use crate::config::{ClusterFile, Member};
+use crate::key::Key;
+use crate::keyspace::KeyspaceDef;
+use crate::proto::{
+    self, ClientRequest, ClientResponse, ErrorKind, GetRequest, GetResponse, Message, NodeStatus,
+    PutRequest, PutResponse, Reply,
+};
+use crate::tls::{self, TlsError, TransportSettings};
+use crate::transport::quic::{connect, exchange, ExchangeError};
+
+/// Client-side errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The local UDP socket could not be opened.
+    #[error("cannot open a client socket: {0}")]
+    Socket(std::io::Error),
+    /// No contact point answered.
+    #[error("no contact point is reachable: {}", .0.join("; "))]
+    Unreachable(Vec<String>),
+    /// The connection broke after a write was sent; it may or may not have been applied.
+    #[error("connection to {node} lost during the request; the write may or may not have been applied: {message}")]
+    Indeterminate {
+        /// The contact node.
+        node: String,
+        /// What broke.
+        message: String,
+    },
+    /// The request did not complete within the client timeout.
+    #[error("no reply from {node} within {ms} ms; a write may or may not have been applied")]
+    Timeout {
+        /// The contact node.
+        node: String,
+        /// The client timeout.
+        ms: u64,
+    },
+    /// The node answered with an error.
+    #[error("{message}")]
+    Server {
+        /// Error class.
+        kind: ErrorKind,
+        /// The node's message.
+        message: String,
+    },
+    /// The node answered with something unexpected.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Per-request options.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// Read quorum override.
+    pub r: Option<u8>,
+    /// Write quorum override.
+    pub w: Option<u8>,
+    /// Causal context from a read ("" or None for a blind write).
+    pub context: Option<String>,
+    /// Ask the coordinator for a timeline.
+    pub trace: bool,
+}
+
+/// A connection to a cluster.
+pub struct Client {
+    endpoint: Endpoint,
+    contacts: Vec<Member>,
+    current: Mutex<Option<(usize, Connection)>>,
+    timeout: Duration,
+    max_frame: usize,
+}
+
+/// Largest reply the client accepts (a read of a key at the sibling cap with large values).
+const CLIENT_MAX_FRAME: usize = 256 << 20;
+
+impl Client {
+    /// A client for the cluster described by `cf`. Connects lazily.
+    pub fn new(cf: &ClusterFile) -> Result<Arc<Self>, ClientError> {
+        let settings = TransportSettings {
+            idle: Duration::from_secs(30),
+            max_streams: 16,
+        };
+        let cc = tls::client_config(&cf.ca_cert, &cf.client_cert, &cf.client_key, &settings)?;
+        let bind = if cf.contact_points.iter().all(|m| m.addr.is_ipv6()) {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let mut endpoint = Endpoint::client(
+            bind.parse()
+                .map_err(|e| ClientError::Protocol(format!("{e}")))?,
+        )
+        .map_err(ClientError::Socket)?;
+        endpoint.set_default_client_config(cc);
+        Ok(Arc::new(Client {
+            endpoint,
+            contacts: cf.contact_points.clone(),
+            current: Mutex::new(None),
+            timeout: Duration::from_millis(cf.timeout_ms),
+            max_frame: CLIENT_MAX_FRAME,
+        }))
+    }
+
+    /// The contact point currently in use, if connected.
+    pub async fn connected_to(&self) -> Option<String> {
+        let cur = self.current.lock().await;
+        cur.as_ref().map(|(i, _)| self.contacts[*i].name.clone())
+    }
+
+    /// A live connection, trying contact points in order starting after the last one that
+    /// failed.
+    async fn connection(&self) -> Result<(usize, Connection), ClientError> {
+        let mut cur = self.current.lock().await;
+        if let Some((i, c)) = cur.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok((*i, c.clone()));
+            }
+        }
+        let start = cur.as_ref().map(|(i, _)| i + 1).unwrap_or(0);
+        let mut errors = Vec::new();
+        for k in 0..self.contacts.len() {
+            let i = (start + k) % self.contacts.len();
+            let m = &self.contacts[i];
+            match connect(
+                &self.endpoint,
+                m.addr,
+                &m.name,
+                self.timeout.min(Duration::from_secs(3)),
+            )
+            .await
+            {
+                Ok(c) => {
+                    *cur = Some((i, c.clone()));
+                    return Ok((i, c));
+                }
+                Err(e) => errors.push(format!("{} ({}): {e}", m.name, m.addr)),
+            }
+        }
+        *cur = None;
+        Err(ClientError::Unreachable(errors))
+    }
+
+    /// Send any request. Requests that cannot have changed data are retried on the next
+    /// contact point when the connection breaks.
+    pub async fn request(&self, req: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let idempotent = !matches!(req, ClientRequest::Put(_));
+        let frame = proto::encode(&Message::Client(req));
+        let mut last_err = None;
+        for _ in 0..self.contacts.len().max(1) {
+            let (i, conn) = self.connection().await?;
+            let node = self.contacts[i].name.clone();
+            match tokio::time::timeout(self.timeout, exchange(&conn, &frame, self.max_frame)).await
+            {
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        node,
+                        ms: self.timeout.as_millis() as u64,
+                    })
+                }
+                Ok(Ok(bytes)) => {
+                    return match proto::decode::<Reply>(&bytes, self.max_frame) {
+                        Ok(Reply::Client(ClientResponse::Error(e))) => Err(ClientError::Server {
+                            kind: e.kind,
+                            message: e.message,
+                        }),
+                        Ok(Reply::Client(r)) => Ok(r),
+                        Ok(Reply::Peer(p)) => Err(ClientError::Protocol(format!(
+                            "unexpected peer reply {p:?}"
+                        ))),
+                        Err(e) => Err(ClientError::Protocol(e.to_string())),
+                    };
+                }
+                Ok(Err(ExchangeError::Reply(e))) => {
+                    return Err(ClientError::Protocol(e.to_string()))
+                }
+                Ok(Err(ExchangeError::Connection(m))) => {
+                    conn.close(0u32.into(), b"");
+                    if !idempotent {
+                        return Err(ClientError::Indeterminate { node, message: m });
+                    }
+                    last_err = Some(ClientError::Unreachable(vec![format!("{node}: {m}")]));
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ClientError::Unreachable(vec![])))
+    }
+
+    /// Read a key.
+    pub async fn get(
+        &self,
+        keyspace: &str,
+        key: Key,
+        opts: &RequestOptions,
+    ) -> Result<GetResponse, ClientError> {
+        let req = ClientRequest::Get(GetRequest {
+            keyspace: keyspace.to_string(),
+            key,
+            r: opts.r,
+            trace: opts.trace,
+        });
+        match self.request(req).await? {
+            ClientResponse::Get(g) => Ok(g),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Write a value (`Some`) or delete (`None`).
+    pub async fn put(
+        &self,
+        keyspace: &str,
+        key: Key,
+        value: Option<Vec<u8>>,
+        opts: &RequestOptions,
+    ) -> Result<PutResponse, ClientError> {
+        let req = ClientRequest::Put(PutRequest {
+            keyspace: keyspace.to_string(),
+            key,
+            value,
+            context: opts.context.clone().unwrap_or_default(),
+            w: opts.w,
+            trace: opts.trace,
+        });
+        match self.request(req).await? {
+            ClientResponse::Put(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Delete a key (write a tombstone).
+    pub async fn delete(
+        &self,
+        keyspace: &str,
+        key: Key,
+        opts: &RequestOptions,
+    ) -> Result<PutResponse, ClientError> {
+        self.put(keyspace, key, None, opts).await
+    }
+
+    /// Create a keyspace; returns the nodes that stored it and those that did not answer.
+    pub async fn create_keyspace(
+        &self,
+        def: KeyspaceDef,
+    ) -> Result<(Vec<String>, Vec<String>), ClientError> {
+        match self.request(ClientRequest::CreateKeyspace(def)).await? {
+            ClientResponse::KeyspaceCreated { acked, missing, .. } => Ok((acked, missing)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Keyspaces the contacted node knows.
+    pub async fn keyspaces(&self) -> Result<Vec<KeyspaceDef>, ClientError> {
+        match self.request(ClientRequest::ListKeyspaces).await? {
+            ClientResponse::Keyspaces(k) => Ok(k),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The preference list of a key.
+    pub async fn replicas(&self, keyspace: &str, key: Key) -> Result<Vec<String>, ClientError> {
+        let req = ClientRequest::Replicas {
+            keyspace: keyspace.to_string(),
+            key,
+        };
+        match self.request(req).await? {
+            ClientResponse::Replicas(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cluster status as the contacted node sees it: (that node, members).
+    pub async fn status(&self) -> Result<(String, Vec<NodeStatus>), ClientError> {
+        match self.request(ClientRequest::Status).await? {
+            ClientResponse::Status { node, nodes } => Ok((node, nodes)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ping the contact node; returns its name.
+    pub async fn ping(&self) -> Result<String, ClientError> {
+        match self.request(ClientRequest::Ping).await? {
+            ClientResponse::Pong(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(r: ClientResponse) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {r:?}"))
+}

@@ -1,0 +1,349 @@
+//! Client subcommands: put, get, delete, keyspaces, status, replicas.
+//!
+//! Output is text for people by default, `--output json` for scripts. Errors go to stderr
+//! with a non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine as _;
+use clap::{Args, ValueEnum};
+use quorumkv::client::{Client, RequestOptions};
+use quorumkv::config::ClusterFile;
+use quorumkv::key::Key;
+use quorumkv::keyspace::KeyspaceDef;
+use quorumkv::proto::{GetResponse, PutResponse, TraceEvent};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Client connection file written by `dev-cluster` or `cluster-up`.
+    #[arg(long, env = "QUORUMKV_CLUSTER", default_value_os_t = super::default_cluster_file())]
+    cluster: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// Keyspace (default: the cluster file's `keyspace`).
+    #[arg(long, short = 'k')]
+    keyspace: Option<String>,
+    /// Print the coordinator's timeline of the request.
+    #[arg(long)]
+    trace: bool,
+    /// Key: `partition` or `partition/sort`.
+    key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    k: KeyArgs,
+    /// Read quorum for this request.
+    #[arg(long, short = 'r')]
+    r: Option<u8>,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    k: KeyArgs,
+    /// The value (UTF-8 text).
+    value: String,
+    /// Write quorum for this request.
+    #[arg(long, short = 'w')]
+    w: Option<u8>,
+    /// Causal context from a `get`: replaces exactly the versions that read returned.
+    /// Without it, the write becomes a sibling of whatever exists.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    k: KeyArgs,
+    /// Write quorum for this request.
+    #[arg(long, short = 'w')]
+    w: Option<u8>,
+    /// Causal context from a `get`.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateKeyspaceArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// Keyspace name.
+    name: String,
+    /// Replicas per key.
+    #[arg(long, short = 'n', default_value_t = quorumkv::keyspace::DEFAULT_N)]
+    n: u8,
+    /// Default read quorum.
+    #[arg(long, short = 'r', default_value_t = quorumkv::keyspace::DEFAULT_R)]
+    r: u8,
+    /// Default write quorum.
+    #[arg(long, short = 'w', default_value_t = quorumkv::keyspace::DEFAULT_W)]
+    w: u8,
+    /// Most siblings per key.
+    #[arg(long, default_value_t = quorumkv::keyspace::DEFAULT_MAX_SIBLINGS)]
+    max_siblings: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicasArgs {
+    #[command(flatten)]
+    k: KeyArgs,
+}
+
+/// Connect and run `f` on a fresh runtime.
+fn with_client<T>(
+    cluster: PathBuf,
+    f: impl FnOnce(
+        std::sync::Arc<Client>,
+        ClusterFile,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>,
+) -> anyhow::Result<T> {
+    let cf = ClusterFile::load(&cluster).with_context(|| {
+        "no cluster to talk to: start one with `scripts/dev.sh` (or `quorumkv dev-cluster`), or pass --cluster FILE".to_string()
+    })?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let client = Client::new(&cf)?;
+        f(client, cf).await
+    })
+}
+
+fn keyspace_of(k: &KeyArgs, cf: &ClusterFile) -> String {
+    k.keyspace.clone().unwrap_or_else(|| cf.keyspace.clone())
+}
+
+/// A value for display: UTF-8 text as is, anything else as base64 (never raw bytes).
+pub fn printable(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => s.to_string(),
+        _ => format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode(v)
+        ),
+    }
+}
+
+fn json_value(v: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(v) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(v) }),
+    }
+}
+
+fn print_trace(trace: &[TraceEvent]) {
+    if trace.is_empty() {
+        return;
+    }
+    eprintln!("{:>10}  {:<6}  activity", "elapsed µs", "node");
+    for t in trace {
+        eprintln!("{:>10}  {:<6}  {}", t.elapsed_us, t.node, t.activity);
+    }
+}
+
+fn trace_json(trace: &[TraceEvent]) -> serde_json::Value {
+    serde_json::to_value(trace).unwrap_or(serde_json::Value::Null)
+}
+
+pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
+    let output = a.k.c.output;
+    let key_text = a.k.key.clone();
+    let res: GetResponse = with_client(a.k.c.cluster.clone(), |client, cf| {
+        let ks = keyspace_of(&a.k, &cf);
+        let opts = RequestOptions {
+            r: a.r,
+            trace: a.k.trace,
+            ..Default::default()
+        };
+        Box::pin(async move { Ok(client.get(&ks, Key::parse(&a.k.key), &opts).await?) })
+    })?;
+    if output == Output::Json {
+        let out = json!({
+            "key": key_text,
+            "values": res.values.iter().map(|s| json_value(&s.value)).collect::<Vec<_>>(),
+            "siblings": res.values.iter().map(|s| json!({"value": json_value(&s.value), "id": s.dot, "written_at_ms": s.written_at_ms})).collect::<Vec<_>>(),
+            "tombstones": res.tombstones,
+            "context": res.context,
+            "trace": trace_json(&res.trace),
+        });
+        println!("{out}");
+    } else {
+        print_trace(&res.trace);
+        match res.values.len() {
+            0 if res.tombstones > 0 => println!("(not found: deleted)"),
+            0 => println!("(not found)"),
+            1 => println!("{}", printable(&res.values[0].value)),
+            n => {
+                println!("{n} siblings:");
+                for s in &res.values {
+                    println!("  [{}] {}", s.dot, printable(&s.value));
+                }
+            }
+        }
+        if res.tombstones > 0 && !res.values.is_empty() {
+            println!("(and {} concurrent delete(s))", res.tombstones);
+        }
+        if !res.context.is_empty() {
+            println!("context: {}", res.context);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_put(res: &PutResponse, output: Output, key: &str) {
+    if output == Output::Json {
+        println!(
+            "{}",
+            json!({"key": key, "ok": true, "id": res.dot, "context": res.context, "trace": trace_json(&res.trace)})
+        );
+    } else {
+        print_trace(&res.trace);
+        println!("OK [{}]", res.dot);
+        println!("context: {}", res.context);
+    }
+}
+
+pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
+    let output = a.k.c.output;
+    let key_text = a.k.key.clone();
+    let res = with_client(a.k.c.cluster.clone(), |client, cf| {
+        let ks = keyspace_of(&a.k, &cf);
+        let opts = RequestOptions {
+            w: a.w,
+            context: a.context.clone(),
+            trace: a.k.trace,
+            ..Default::default()
+        };
+        Box::pin(async move {
+            Ok(client
+                .put(&ks, Key::parse(&a.k.key), Some(a.value.into_bytes()), &opts)
+                .await?)
+        })
+    })?;
+    print_put(&res, output, &key_text);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let output = a.k.c.output;
+    let key_text = a.k.key.clone();
+    let res = with_client(a.k.c.cluster.clone(), |client, cf| {
+        let ks = keyspace_of(&a.k, &cf);
+        let opts = RequestOptions {
+            w: a.w,
+            context: a.context.clone(),
+            trace: a.k.trace,
+            ..Default::default()
+        };
+        Box::pin(async move { Ok(client.delete(&ks, Key::parse(&a.k.key), &opts).await?) })
+    })?;
+    print_put(&res, output, &key_text);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn create_keyspace(a: CreateKeyspaceArgs) -> anyhow::Result<ExitCode> {
+    let mut def = KeyspaceDef::new(&a.name, a.n, a.r, a.w);
+    def.max_siblings = a.max_siblings;
+    let output = a.c.output;
+    let d = def.clone();
+    let (acked, missing) = with_client(a.c.cluster.clone(), |client, _| {
+        Box::pin(async move { Ok(client.create_keyspace(d).await?) })
+    })?;
+    if output == Output::Json {
+        println!(
+            "{}",
+            json!({"keyspace": def, "acked": acked, "missing": missing})
+        );
+    } else {
+        println!(
+            "keyspace {} created ({}); stored on {:?}",
+            def.name,
+            def.summary(),
+            acked
+        );
+        if !missing.is_empty() {
+            println!(
+                "not reached: {missing:?} (they learn it from the first request that names it)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn keyspaces(a: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let list = with_client(a.cluster.clone(), |client, _| {
+        Box::pin(async move { Ok(client.keyspaces().await?) })
+    })?;
+    if a.output == Output::Json {
+        println!("{}", json!(list));
+    } else {
+        println!(
+            "{:<20} {:>3} {:>3} {:>3} {:>12}  policy",
+            "keyspace", "n", "r", "w", "max_siblings"
+        );
+        for k in list {
+            println!(
+                "{:<20} {:>3} {:>3} {:>3} {:>12}  {:?}",
+                k.name, k.n, k.r, k.w, k.max_siblings, k.policy
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let (node, nodes) = with_client(a.cluster.clone(), |client, _| {
+        Box::pin(async move { Ok(client.status().await?) })
+    })?;
+    if a.output == Output::Json {
+        println!("{}", json!({"contacted": node, "nodes": nodes}));
+    } else {
+        println!("as seen by {node}:");
+        println!(
+            "{:<8} {:<22} {:<8} {:>9}",
+            "node", "address", "state", "ownership"
+        );
+        for n in nodes {
+            println!(
+                "{:<8} {:<22} {:<8} {:>8.1}%",
+                n.name,
+                n.addr,
+                n.state,
+                n.ownership * 100.0
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replicas(a: ReplicasArgs) -> anyhow::Result<ExitCode> {
+    let output = a.k.c.output;
+    let key_text = a.k.key.clone();
+    let list = with_client(a.k.c.cluster.clone(), |client, cf| {
+        let ks = keyspace_of(&a.k, &cf);
+        Box::pin(async move { Ok(client.replicas(&ks, Key::parse(&a.k.key)).await?) })
+    })?;
+    if output == Output::Json {
+        println!("{}", json!({"key": key_text, "replicas": list}));
+    } else {
+        println!("{}", list.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,438 @@
+//! Node configuration (`node.toml`) and the client's cluster file (`cluster.toml`).
+//!
+//! Every field is documented with its default here; `docs/OPERATIONS.md` carries the same
+//! table for operators. Unknown fields are errors, not silently ignored, because a typo in
+//! `sync` or `w` would otherwise quietly change durability or consistency.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::keyspace::KeyspaceDef;
+
+/// Errors for reading and checking configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped fields.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (names the field and line).
+        message: String,
+    },
+    /// The values do not make a working node.
+    #[error("config is invalid: {0}")]
+    Invalid(String),
+}
+
+/// Default tokens per node on the ring.
+pub const DEFAULT_VNODES: usize = 256;
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name; must appear in `cluster.nodes`. Required.
+    pub name: String,
+    /// UDP address the QUIC endpoint listens on, for peers and clients. Required.
+    pub listen: SocketAddr,
+    /// Directory for the RocksDB database. Required when `storage.engine = "rocksdb"`.
+    pub data_dir: PathBuf,
+    /// TLS material. Required.
+    pub tls: TlsConfig,
+    /// Storage engine settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Ring settings.
+    #[serde(default)]
+    pub ring: RingConfig,
+    /// Size limits and queue bounds.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Cluster membership (static until gossip lands).
+    pub cluster: ClusterConfig,
+    /// Keyspaces created at start. Default: none.
+    #[serde(default)]
+    pub keyspaces: Vec<KeyspaceDef>,
+}
+
+/// Certificates and key, PEM files. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate; peers and clients must present a certificate it signed.
+    pub ca_cert: PathBuf,
+    /// This node's certificate (made by `quorumkv certs`).
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// Which storage engine and how durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `"rocksdb"` (default) or `"memory"` (tests only: loses everything on exit).
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// fsync the write-ahead log before acknowledging a write. Default `true`.
+    /// `false` is faster and UNSAFE on power loss or kernel crash: acknowledged writes
+    /// can vanish (a process crash alone does not lose them).
+    #[serde(default = "yes")]
+    pub sync: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            engine: default_engine(),
+            sync: true,
+        }
+    }
+}
+
+/// Ring settings; every node must use the same values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    /// Tokens per node. Default 256.
+    #[serde(default = "default_vnodes")]
+    pub vnodes: usize,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            vnodes: DEFAULT_VNODES,
+        }
+    }
+}
+
+/// Limits on sizes and queues.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest value accepted by a put, bytes. Default 1 MiB.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+    /// Largest key (partition + sort), bytes. Default 4096.
+    #[serde(default = "default_max_key_bytes")]
+    pub max_key_bytes: usize,
+    /// Largest message on the wire, bytes; a larger frame is refused before it is decoded.
+    /// Must exceed `max_value_bytes` × the largest `max_siblings`. Default 64 MiB.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Requests a node handles at once (client and peer together); further streams wait
+    /// for a slot, which pushes back on senders through QUIC flow control. Default 1024.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight_requests: usize,
+    /// Open QUIC streams allowed per connection. Default 256.
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: u32,
+    /// Background read repairs queued at once; extra ones are dropped (and counted) rather
+    /// than letting repair work grow without bound. Default 256.
+    #[serde(default = "default_max_repairs")]
+    pub max_pending_read_repairs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_value_bytes: default_max_value_bytes(),
+            max_key_bytes: default_max_key_bytes(),
+            max_frame_bytes: default_max_frame_bytes(),
+            max_inflight_requests: default_max_inflight(),
+            max_streams_per_connection: default_max_streams(),
+            max_pending_read_repairs: default_max_repairs(),
+        }
+    }
+}
+
+/// Timeouts, milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// How long a coordinator waits for R or W replies before failing with
+    /// `quorum not reached`. Default 2000.
+    #[serde(default = "default_request_ms")]
+    pub request_ms: u64,
+    /// How long to wait for a QUIC handshake with a peer. Default 1000.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// A connection with no traffic for this long is dead (keep-alives are sent at a third
+    /// of it). Default 6000.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request_ms: default_request_ms(),
+            connect_ms: default_connect_ms(),
+            idle_ms: default_idle_ms(),
+        }
+    }
+}
+
+/// Static cluster membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Every node of the cluster, this one included; all nodes must list the same set.
+    pub nodes: Vec<Member>,
+}
+
+/// One cluster member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Node name; also the DNS name in its certificate.
+    pub name: String,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+}
+
+fn default_engine() -> String {
+    "rocksdb".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_vnodes() -> usize {
+    DEFAULT_VNODES
+}
+fn default_max_value_bytes() -> usize {
+    1 << 20
+}
+fn default_max_key_bytes() -> usize {
+    4096
+}
+fn default_max_frame_bytes() -> usize {
+    64 << 20
+}
+fn default_max_inflight() -> usize {
+    1024
+}
+fn default_max_streams() -> u32 {
+    256
+}
+fn default_max_repairs() -> usize {
+    256
+}
+fn default_request_ms() -> u64 {
+    2000
+}
+fn default_connect_ms() -> u64 {
+    1000
+}
+fn default_idle_ms() -> u64 {
+    6000
+}
+
+/// Read a TOML file into `T`, resolving nothing.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Make `p` absolute relative to `base` (the config file's directory).
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl NodeConfig {
+    /// Load, resolve relative paths against the file's directory, and validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: NodeConfig = read_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.data_dir = resolve(base, &cfg.data_dir);
+        cfg.tls.ca_cert = resolve(base, &cfg.tls.ca_cert);
+        cfg.tls.cert = resolve(base, &cfg.tls.cert);
+        cfg.tls.key = resolve(base, &cfg.tls.key);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check the values make a working node.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !self.cluster.nodes.iter().any(|m| m.name == self.name) {
+            return invalid(format!(
+                "this node ({:?}) is not listed in cluster.nodes",
+                self.name
+            ));
+        }
+        let mut names: Vec<_> = self.cluster.nodes.iter().map(|m| &m.name).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.cluster.nodes.len() {
+            return invalid("cluster.nodes lists a node name twice".into());
+        }
+        if !matches!(self.storage.engine.as_str(), "rocksdb" | "memory") {
+            return invalid(format!(
+                "storage.engine = {:?}: expected \"rocksdb\" or \"memory\"",
+                self.storage.engine
+            ));
+        }
+        if self.ring.vnodes == 0 || self.ring.vnodes > 4096 {
+            return invalid(format!(
+                "ring.vnodes = {}: expected 1..=4096",
+                self.ring.vnodes
+            ));
+        }
+        let l = &self.limits;
+        if l.max_value_bytes == 0 || l.max_key_bytes == 0 || l.max_inflight_requests == 0 {
+            return invalid("limits must be positive".into());
+        }
+        if l.max_streams_per_connection == 0 || l.max_pending_read_repairs == 0 {
+            return invalid("limits must be positive".into());
+        }
+        if l.max_frame_bytes < l.max_value_bytes + 64 * 1024 {
+            return invalid(format!(
+                "limits.max_frame_bytes ({}) must exceed limits.max_value_bytes ({}) by at least 64 KiB",
+                l.max_frame_bytes, l.max_value_bytes
+            ));
+        }
+        let t = &self.timeouts;
+        if t.request_ms == 0 || t.connect_ms == 0 || t.idle_ms == 0 {
+            return invalid("timeouts must be positive".into());
+        }
+        for ks in &self.keyspaces {
+            ks.validate(self.cluster.nodes.len())
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a client needs to reach a cluster: contact points and its TLS identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// The client's certificate (PEM), signed by the CA.
+    pub client_cert: PathBuf,
+    /// The client's private key (PEM).
+    pub client_key: PathBuf,
+    /// Nodes to try, in order; the client moves to the next when one is unreachable.
+    pub contact_points: Vec<Member>,
+    /// Default keyspace for the CLI and shell. Default `"default"`.
+    #[serde(default = "default_keyspace")]
+    pub keyspace: String,
+    /// Client-side timeout per request, milliseconds; should exceed the nodes'
+    /// `timeouts.request_ms`. Default 5000.
+    #[serde(default = "default_client_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_keyspace() -> String {
+    "default".into()
+}
+fn default_client_timeout() -> u64 {
+    5000
+}
+
+impl ClusterFile {
+    /// Load and resolve relative paths against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut cf: ClusterFile = read_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cf.ca_cert = resolve(base, &cf.ca_cert);
+        cf.client_cert = resolve(base, &cf.client_cert);
+        cf.client_key = resolve(base, &cf.client_key);
+        if cf.contact_points.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: contact_points is empty",
+                path.display()
+            )));
+        }
+        Ok(cf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("node.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = r#"
+name = "n1"
+listen = "127.0.0.1:7001"
+data_dir = "data"
+[tls]
+ca_cert = "ca.pem"
+cert = "n1.pem"
+key = "n1.key"
+[cluster]
+nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.0.1:7002" }]
+"#;
+
+    /// Goal: a minimal config loads, fills every default and resolves relative paths.
+    #[test]
+    fn minimal_config_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert!(cfg.storage.sync, "durable by default");
+        assert_eq!(cfg.storage.engine, "rocksdb");
+        assert_eq!(cfg.ring.vnodes, DEFAULT_VNODES);
+        assert_eq!(cfg.timeouts.request_ms, 2000);
+        assert_eq!(cfg.data_dir, dir.path().join("data"));
+    }
+
+    /// Goal: typos, bad values and bad keyspaces are refused with a message naming them.
+    #[test]
+    fn bad_configs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let typo = MINIMAL.replace("[tls]", "synk = true\n[tls]");
+        let e = NodeConfig::load(&write(dir.path(), &typo))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("synk"), "{e}");
+        let bad = format!("{MINIMAL}\n[[keyspaces]]\nname = \"k\"\nn = 2\nw = 3\n");
+        let e = NodeConfig::load(&write(dir.path(), &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("w=3 is invalid"), "{e}");
+        let e = NodeConfig::load(&write(
+            dir.path(),
+            &MINIMAL.replacen("name = \"n1\"", "name = \"n9\"", 1),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not listed"), "{e}");
+        let e = NodeConfig::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+}

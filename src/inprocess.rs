@@ -1,0 +1,240 @@
+//! Whole clusters in one process, for tests, examples and (later) the simulator.
+//!
+//! [`MemoryCluster`] wires nodes through the in-memory network (cut links, crash nodes,
+//! no sockets). [`QuicCluster`] runs real nodes — QUIC, TLS, RocksDB — on loopback ports
+//! inside the current tokio runtime, with the same config files a real deployment uses.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    ClusterConfig, ClusterFile, Limits, Member, NodeConfig, RingConfig, StorageConfig, Timeouts,
+    TlsConfig, DEFAULT_VNODES,
+};
+use crate::keyspace::KeyspaceDef;
+use crate::node::{Node, NodeError, NodeParams};
+use crate::runtime::{self, RunningNode, StartError};
+use crate::storage::{MemoryStorage, Storage};
+use crate::tls::{self, Role, TlsError};
+use crate::transport::memory::MemoryNetwork;
+use crate::transport::PeerHandler;
+
+/// Nodes connected by a [`MemoryNetwork`].
+pub struct MemoryCluster {
+    /// The network; cut and heal links here.
+    pub net: MemoryNetwork,
+    /// The nodes, `n1`..`nN`.
+    pub nodes: Vec<Arc<Node>>,
+}
+
+impl MemoryCluster {
+    /// `n` nodes with in-memory storage, the given keyspaces and request timeout.
+    pub fn new(
+        n: usize,
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+    ) -> Result<Self, NodeError> {
+        let members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("n{i}"),
+                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+            })
+            .collect();
+        let net = MemoryNetwork::new();
+        let mut nodes = Vec::new();
+        for m in &members {
+            let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let node = Node::new(NodeParams {
+                name: m.name.clone(),
+                members: members.clone(),
+                vnodes: DEFAULT_VNODES,
+                storage,
+                transport: Arc::new(net.transport(&m.name)),
+                clock,
+                limits: Limits::default(),
+                request_timeout,
+                keyspaces: keyspaces.clone(),
+            })?;
+            let handler: Arc<dyn PeerHandler> = node.clone();
+            net.register(&m.name, Arc::downgrade(&handler));
+            nodes.push(node);
+        }
+        Ok(MemoryCluster { net, nodes })
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> &Arc<Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name() == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+}
+
+/// Errors setting up a QUIC cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterSetupError {
+    /// Certificates could not be made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A node did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Writing a file failed.
+    #[error("cannot write {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Write certificates, node configs and a cluster file for `n` nodes under `dir`;
+/// returns the node configs (already validated) and the cluster file path.
+///
+/// Layout: `dir/certs/`, `dir/<node>/node.toml`, `dir/<node>/data/`, `dir/cluster.toml`.
+pub fn write_cluster_files(
+    dir: &Path,
+    addrs: &[SocketAddr],
+    keyspaces: &[KeyspaceDef],
+    storage: StorageConfig,
+    timeouts: Timeouts,
+) -> Result<(Vec<NodeConfig>, PathBuf), ClusterSetupError> {
+    let io = |p: &Path, e| ClusterSetupError::Io(p.to_path_buf(), e);
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(|e| io(&certs, e))?;
+    let ca = tls::ensure_ca(&certs)?;
+    let members: Vec<Member> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Member {
+            name: format!("n{}", i + 1),
+            addr: *a,
+        })
+        .collect();
+    let mut configs = Vec::new();
+    for m in &members {
+        let ids = tls::issue(&certs, &m.name, Role::Node, &[m.addr.ip()])?;
+        let node_dir = dir.join(&m.name);
+        std::fs::create_dir_all(&node_dir).map_err(|e| io(&node_dir, e))?;
+        let cfg = NodeConfig {
+            name: m.name.clone(),
+            listen: m.addr,
+            data_dir: node_dir.join("data"),
+            tls: TlsConfig {
+                ca_cert: ca.cert.clone(),
+                cert: ids.cert,
+                key: ids.key,
+            },
+            storage: storage.clone(),
+            ring: RingConfig::default(),
+            limits: Limits::default(),
+            timeouts: timeouts.clone(),
+            cluster: ClusterConfig {
+                nodes: members.clone(),
+            },
+            keyspaces: keyspaces.to_vec(),
+        };
+        let path = node_dir.join("node.toml");
+        let text = toml::to_string_pretty(&cfg).map_err(|e| io(&path, std::io::Error::other(e)))?;
+        std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+        configs.push(cfg);
+    }
+    let client = tls::issue(&certs, "client", Role::Client, &[])?;
+    let cf = ClusterFile {
+        ca_cert: ca.cert,
+        client_cert: client.cert,
+        client_key: client.key,
+        contact_points: members,
+        keyspace: keyspaces
+            .first()
+            .map(|k| k.name.clone())
+            .unwrap_or_else(|| "default".into()),
+        timeout_ms: timeouts.request_ms * 2 + 1000,
+    };
+    let path = dir.join("cluster.toml");
+    let text = toml::to_string_pretty(&cf).map_err(|e| io(&path, std::io::Error::other(e)))?;
+    std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    Ok((configs, path))
+}
+
+/// Real nodes on loopback in this process.
+pub struct QuicCluster {
+    /// Running nodes (`None` once stopped).
+    pub nodes: Vec<Option<RunningNode>>,
+    /// Their configs.
+    pub configs: Vec<NodeConfig>,
+    /// The client connection file.
+    pub cluster_file: PathBuf,
+}
+
+impl QuicCluster {
+    /// Start `n` nodes under `dir` with the given storage settings and keyspaces.
+    pub async fn start(
+        dir: &Path,
+        n: usize,
+        keyspaces: &[KeyspaceDef],
+        storage: StorageConfig,
+        timeouts: Timeouts,
+    ) -> Result<Self, ClusterSetupError> {
+        let mut sockets = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            let s = UdpSocket::bind("127.0.0.1:0")
+                .map_err(|e| ClusterSetupError::Io(PathBuf::from("127.0.0.1:0"), e))?;
+            addrs.push(
+                s.local_addr()
+                    .map_err(|e| ClusterSetupError::Io(PathBuf::from("socket"), e))?,
+            );
+            sockets.push(s);
+        }
+        let (configs, cluster_file) =
+            write_cluster_files(dir, &addrs, keyspaces, storage, timeouts)?;
+        let mut nodes = Vec::new();
+        for (cfg, sock) in configs.iter().zip(sockets) {
+            nodes.push(Some(runtime::start(cfg, Some(sock)).await?));
+        }
+        Ok(QuicCluster {
+            nodes,
+            configs,
+            cluster_file,
+        })
+    }
+
+    /// Stop node `i` (0-based), closing its endpoint and storage.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.shutdown().await;
+        }
+    }
+
+    /// Start node `i` again on the same address and data directory.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ClusterSetupError> {
+        self.stop(i).await;
+        // The old endpoint's socket is closed once shut down; RocksDB's lock is released
+        // when the last reference to the node drops, so retry briefly.
+        let mut last = None;
+        for _ in 0..50 {
+            match runtime::start(&self.configs[i], None).await {
+                Ok(n) => {
+                    self.nodes[i] = Some(n);
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(last.map(ClusterSetupError::Start).unwrap_or_else(|| {
+            ClusterSetupError::Io(PathBuf::new(), std::io::Error::other("restart failed"))
+        }))
+    }
+
+    /// Stop every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}

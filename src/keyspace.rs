@@ -1,0 +1,263 @@
+//! Keyspaces (Riak's bucket types, Cassandra's tables): replication factor, default
+//! quorums and limits, and the registry every node keeps of them.
+//!
+//! A keyspace is created from the node config at start or at runtime by an admin request.
+//! Until gossip exists, the coordinator that creates one announces it to every node, every
+//! replica request carries the definition (so a replica that missed the announcement
+//! learns it from the first request), and a node that is asked about a keyspace it does not
+//! know asks its peers before answering "unknown keyspace".
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors for keyspace definitions and look-ups.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyspaceError {
+    /// Names are restricted so they can prefix storage keys and be typed in a shell.
+    #[error("invalid keyspace name {0:?}: use 1-64 characters from [A-Za-z0-9_-]")]
+    BadName(String),
+    /// N must be at least 1 and at most the number of nodes.
+    #[error(
+        "keyspace {name:?}: n={n} is invalid; it must be between 1 and the cluster size ({nodes})"
+    )]
+    BadN {
+        /// Keyspace name.
+        name: String,
+        /// Requested replica count.
+        n: u8,
+        /// Nodes in the cluster.
+        nodes: usize,
+    },
+    /// R or W outside 1..=N.
+    #[error(
+        "{what}={value} is invalid for keyspace {name:?} with n={n}: it must be between 1 and {n}"
+    )]
+    BadQuorum {
+        /// Keyspace name.
+        name: String,
+        /// "r" or "w".
+        what: &'static str,
+        /// Requested quorum.
+        value: u8,
+        /// Replica count.
+        n: u8,
+    },
+    /// A sibling cap of zero would refuse every write.
+    #[error("keyspace {0:?}: max_siblings must be at least 1")]
+    BadSiblingCap(String),
+    /// No node knows this keyspace.
+    #[error("unknown keyspace {0:?}")]
+    Unknown(String),
+    /// A keyspace of that name exists with other settings.
+    #[error("keyspace {name:?} already exists with different settings ({existing})")]
+    Conflict {
+        /// Keyspace name.
+        name: String,
+        /// Summary of the existing definition.
+        existing: String,
+    },
+}
+
+/// How concurrent writes are settled. The foundation keeps siblings; later policies
+/// (last-write-wins variants, CRDTs) add variants here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// Keep every concurrent value; reads return them with a causal context.
+    #[default]
+    Siblings,
+}
+
+/// Default replica count for a keyspace.
+pub const DEFAULT_N: u8 = 3;
+/// Default read quorum.
+pub const DEFAULT_R: u8 = 2;
+/// Default write quorum.
+pub const DEFAULT_W: u8 = 2;
+/// Default cap on siblings per key (Riak warns at 25 and refuses at 100; we refuse earlier
+/// because every sibling travels on every read).
+pub const DEFAULT_MAX_SIBLINGS: u16 = 32;
+
+fn default_n() -> u8 {
+    DEFAULT_N
+}
+fn default_r() -> u8 {
+    DEFAULT_R
+}
+fn default_w() -> u8 {
+    DEFAULT_W
+}
+fn default_max_siblings() -> u16 {
+    DEFAULT_MAX_SIBLINGS
+}
+
+/// A keyspace definition, as written in `[[keyspaces]]` of the node config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceDef {
+    /// Name: 1-64 characters from `[A-Za-z0-9_-]`.
+    pub name: String,
+    /// Replicas per key. Default 3.
+    #[serde(default = "default_n")]
+    pub n: u8,
+    /// Replies a read waits for unless the request overrides it. Default 2.
+    #[serde(default = "default_r")]
+    pub r: u8,
+    /// Acknowledgements a write waits for unless the request overrides it. Default 2.
+    #[serde(default = "default_w")]
+    pub w: u8,
+    /// Most siblings a key may hold; a write that would exceed it is refused until a
+    /// client resolves the siblings. Default 32.
+    #[serde(default = "default_max_siblings")]
+    pub max_siblings: u16,
+    /// Conflict policy. Default `siblings`.
+    #[serde(default)]
+    pub policy: ConflictPolicy,
+}
+
+impl KeyspaceDef {
+    /// A definition with the given replication settings and defaults elsewhere.
+    pub fn new(name: &str, n: u8, r: u8, w: u8) -> Self {
+        KeyspaceDef {
+            name: name.to_string(),
+            n,
+            r,
+            w,
+            max_siblings: DEFAULT_MAX_SIBLINGS,
+            policy: ConflictPolicy::Siblings,
+        }
+    }
+
+    /// Check the definition against a cluster of `nodes` nodes.
+    pub fn validate(&self, nodes: usize) -> Result<(), KeyspaceError> {
+        validate_name(&self.name)?;
+        if self.n == 0 || self.n as usize > nodes {
+            return Err(KeyspaceError::BadN {
+                name: self.name.clone(),
+                n: self.n,
+                nodes,
+            });
+        }
+        self.quorum("r", self.r)?;
+        self.quorum("w", self.w)?;
+        if self.max_siblings == 0 {
+            return Err(KeyspaceError::BadSiblingCap(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Resolve a per-request quorum override against this keyspace.
+    pub fn quorum(&self, what: &'static str, value: u8) -> Result<u8, KeyspaceError> {
+        if value == 0 || value > self.n {
+            return Err(KeyspaceError::BadQuorum {
+                name: self.name.clone(),
+                what,
+                value,
+                n: self.n,
+            });
+        }
+        Ok(value)
+    }
+
+    /// One-line summary, for errors and listings.
+    pub fn summary(&self) -> String {
+        format!(
+            "n={} r={} w={} max_siblings={} policy={:?}",
+            self.n, self.r, self.w, self.max_siblings, self.policy
+        )
+    }
+}
+
+/// Check a keyspace name.
+pub fn validate_name(name: &str) -> Result<(), KeyspaceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyspaceError::BadName(name.to_string()))
+    }
+}
+
+/// The keyspaces one node knows.
+#[derive(Debug, Default)]
+pub struct Registry {
+    defs: RwLock<BTreeMap<String, KeyspaceDef>>,
+}
+
+impl Registry {
+    /// Look a keyspace up.
+    pub fn get(&self, name: &str) -> Option<KeyspaceDef> {
+        self.defs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All known keyspaces, by name.
+    pub fn list(&self) -> Vec<KeyspaceDef> {
+        self.defs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Add a definition. Returns `Ok(true)` if it is new, `Ok(false)` if an identical one
+    /// was already known, and an error if a different one exists.
+    pub fn insert(&self, def: KeyspaceDef) -> Result<bool, KeyspaceError> {
+        let mut defs = self.defs.write().unwrap_or_else(|e| e.into_inner());
+        match defs.get(&def.name) {
+            Some(existing) if *existing == def => Ok(false),
+            Some(existing) => Err(KeyspaceError::Conflict {
+                name: def.name.clone(),
+                existing: existing.summary(),
+            }),
+            None => {
+                defs.insert(def.name.clone(), def);
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: invalid combinations (W>N, R=0, N beyond the cluster, bad names) are refused
+    /// with errors that name the problem.
+    #[test]
+    fn invalid_definitions() {
+        let ok = KeyspaceDef::new("users", 4, 2, 2);
+        assert!(ok.validate(5).is_ok());
+        let e = KeyspaceDef::new("users", 3, 2, 4).validate(5).unwrap_err();
+        assert!(e.to_string().contains("w=4 is invalid"), "{e}");
+        let e = KeyspaceDef::new("users", 3, 0, 2).validate(5).unwrap_err();
+        assert!(e.to_string().contains("r=0 is invalid"), "{e}");
+        let e = KeyspaceDef::new("users", 6, 2, 2).validate(5).unwrap_err();
+        assert!(e.to_string().contains("cluster size (5)"), "{e}");
+        assert!(KeyspaceDef::new("bad name", 3, 2, 2).validate(5).is_err());
+        assert!(KeyspaceDef::new("", 3, 2, 2).validate(5).is_err());
+    }
+
+    /// Goal: re-creating an identical keyspace is idempotent; a different one conflicts.
+    #[test]
+    fn registry_insert() {
+        let r = Registry::default();
+        assert_eq!(r.insert(KeyspaceDef::new("a", 3, 2, 2)), Ok(true));
+        assert_eq!(r.insert(KeyspaceDef::new("a", 3, 2, 2)), Ok(false));
+        assert!(matches!(
+            r.insert(KeyspaceDef::new("a", 3, 1, 1)),
+            Err(KeyspaceError::Conflict { .. })
+        ));
+        assert_eq!(r.list().len(), 1);
+    }
+}

@@ -1,0 +1,27 @@
+//! quorumkv: a leaderless, eventually consistent key-value store in the line of Dynamo,
+//! Riak and Cassandra.
+//!
+//! The data path, module by module:
+//! request ([`proto`], [`server`]) → [`coordinator`] → [`ring`] (preference list) →
+//! [`replica`] → [`storage`] → conflict resolution ([`causality`]) → read repair
+//! ([`coordinator`]). [`node`] ties one member together without sockets; [`transport`]
+//! moves peer messages over QUIC or an in-memory network; [`client`] is the client
+//! library. See `docs/ARCHITECTURE.md`.
+
+pub mod causality;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod coordinator;
+pub mod inprocess;
+pub mod key;
+pub mod keyspace;
+pub mod node;
+pub mod proto;
+pub mod replica;
+pub mod ring;
+pub mod runtime;
+pub mod server;
+pub mod storage;
+pub mod tls;
+pub mod transport;

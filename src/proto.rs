@@ -1,0 +1,442 @@
+//! Wire messages and their framing.
+//!
+//! Every request and reply is one frame: `b"QK"`, a big-endian `u16` protocol version,
+//! then a MessagePack (rmp-serde, named fields so optional fields can be added without a
+//! version bump) body. The version sits outside the body so a peer speaking another
+//! version is told so, instead of seeing a confusing decode error. Decoding checks the
+//! size limit first and never panics on any input (property-tested below).
+//!
+//! Client and peer messages share one QUIC endpoint; `Message::Peer` is only accepted
+//! from connections that presented a *node* certificate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::causality::{Object, VersionVector};
+use crate::key::Key;
+use crate::keyspace::KeyspaceDef;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// First bytes of every frame.
+pub const MAGIC: [u8; 2] = *b"QK";
+/// ALPN token for QUIC.
+pub const ALPN: &[u8] = b"quorumkv/1";
+
+/// Errors decoding a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtoError {
+    /// Frame larger than the limit; refused before decoding.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Frame length.
+        len: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// Not a quorumkv frame.
+    #[error("not a quorumkv frame (bad magic or shorter than the header)")]
+    BadMagic,
+    /// A frame from a different protocol version.
+    #[error("protocol version {got} is not supported (this node speaks {PROTOCOL_VERSION})")]
+    Version {
+        /// The version the sender used.
+        got: u16,
+    },
+    /// The body is not a valid message.
+    #[error("malformed message body: {0}")]
+    Body(String),
+}
+
+/// Encode a message as a frame.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    // Serialising our own plain data types to a Vec cannot fail.
+    if let Err(e) = rmp_serde::encode::write_named(&mut out, msg) {
+        tracing::error!(error = %e, "message encoding failed");
+    }
+    out
+}
+
+/// Decode a frame, checking size, magic and version.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], max: usize) -> Result<T, ProtoError> {
+    if bytes.len() > max {
+        return Err(ProtoError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    if bytes.len() < 4 || bytes[..2] != MAGIC {
+        return Err(ProtoError::BadMagic);
+    }
+    let version = u16::from_be_bytes([bytes[2], bytes[3]]);
+    if version != PROTOCOL_VERSION {
+        return Err(ProtoError::Version { got: version });
+    }
+    rmp_serde::from_slice(&bytes[4..]).map_err(|e| ProtoError::Body(e.to_string()))
+}
+
+/// Anything sent on a fresh stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Message {
+    /// From a client (or the CLI, shell, bench).
+    Client(ClientRequest),
+    /// From another node; `from` is the sender's node name.
+    Peer {
+        /// Sender node name.
+        from: String,
+        /// The request.
+        req: PeerRequest,
+    },
+}
+
+/// The reply on the same stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    /// Reply to a client request.
+    Client(ClientResponse),
+    /// Reply to a peer request.
+    Peer(PeerResponse),
+}
+
+/// A read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// The key.
+    pub key: Key,
+    /// Read quorum override; `None` uses the keyspace's R.
+    pub r: Option<u8>,
+    /// Return a timeline of what the coordinator did.
+    pub trace: bool,
+}
+
+/// A write (or, with `value = None`, a delete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// The key.
+    pub key: Key,
+    /// The value; `None` deletes (writes a tombstone).
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// The causal context from a read ("" = blind write: becomes a sibling of whatever
+    /// exists).
+    pub context: String,
+    /// Write quorum override; `None` uses the keyspace's W.
+    pub w: Option<u8>,
+    /// Return a timeline of what the coordinator did.
+    pub trace: bool,
+}
+
+/// Requests a client may send to any node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Read a key.
+    Get(GetRequest),
+    /// Write or delete a key.
+    Put(PutRequest),
+    /// Create a keyspace on every node.
+    CreateKeyspace(KeyspaceDef),
+    /// List the keyspaces the contacted node knows.
+    ListKeyspaces,
+    /// The preference list for a key.
+    Replicas {
+        /// Keyspace name.
+        keyspace: String,
+        /// The key.
+        key: Key,
+    },
+    /// Nodes, their addresses, health as this node sees it, and ring ownership.
+    Status,
+    /// Liveness check.
+    Ping,
+}
+
+/// One sibling as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingView {
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// The event that wrote it, `actor:counter` (a short, stable sibling id).
+    pub dot: String,
+    /// Wall-clock milliseconds at the replica that issued it.
+    pub written_at_ms: u64,
+}
+
+/// What a read returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetResponse {
+    /// Every concurrent value (empty if the key does not exist or was deleted).
+    pub values: Vec<SiblingView>,
+    /// Opaque causal context; send it with the next write to replace what was read.
+    pub context: String,
+    /// Deletes concurrent with the values (or the delete, if `values` is empty).
+    pub tombstones: usize,
+    /// Coordinator timeline, when asked for.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// What a write returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResponse {
+    /// The context of the object just written (covers the new version).
+    pub context: String,
+    /// The new version's id, `actor:counter`.
+    pub dot: String,
+    /// Coordinator timeline, when asked for.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// One step of a traced request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// Microseconds since the coordinator received the request.
+    pub elapsed_us: u64,
+    /// The node the step is about.
+    pub node: String,
+    /// What happened.
+    pub activity: String,
+}
+
+/// A node as seen by the contacted node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// QUIC address.
+    pub addr: String,
+    /// `up`, `down` or `unknown` (never contacted yet), from the last exchange.
+    pub state: String,
+    /// Share of the ring for which it is the primary replica (0..1).
+    pub ownership: f64,
+}
+
+/// Why one replica did not help reach a quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFailure {
+    /// The replica.
+    pub node: String,
+    /// `timeout`, `unreachable` or `error`.
+    pub kind: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// Error classes a client can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Fewer than R/W replicas answered in time.
+    QuorumNotReached {
+        /// Replies needed.
+        needed: u8,
+        /// Replies received.
+        got: u8,
+        /// What happened to the others.
+        failures: Vec<ReplicaFailure>,
+    },
+    /// No node knows the keyspace.
+    UnknownKeyspace,
+    /// The request is malformed or breaks a limit.
+    InvalidRequest,
+    /// The key has too many siblings; read it and write with its context.
+    SiblingLimit,
+    /// The node is shutting down or saturated.
+    Unavailable,
+    /// A bug or storage failure on the node.
+    Internal,
+}
+
+/// An error reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// Class.
+    pub kind: ErrorKind,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Replies to client requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// For `Get`.
+    Get(GetResponse),
+    /// For `Put`.
+    Put(PutResponse),
+    /// For `CreateKeyspace`: which nodes stored the definition now (the others learn it
+    /// from the first request that names it).
+    KeyspaceCreated {
+        /// The definition.
+        def: KeyspaceDef,
+        /// Nodes that acknowledged.
+        acked: Vec<String>,
+        /// Nodes that did not answer.
+        missing: Vec<String>,
+    },
+    /// For `ListKeyspaces`.
+    Keyspaces(Vec<KeyspaceDef>),
+    /// For `Replicas`.
+    Replicas(Vec<String>),
+    /// For `Status`.
+    Status {
+        /// The node that answered.
+        node: String,
+        /// Every member.
+        nodes: Vec<NodeStatus>,
+    },
+    /// For `Ping`: the node's name.
+    Pong(String),
+    /// Any failure.
+    Error(ErrorResponse),
+}
+
+/// Requests between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Return the replica's object for a key.
+    Read {
+        /// Keyspace (carried so a replica that missed its creation learns it).
+        keyspace: KeyspaceDef,
+        /// The key.
+        key: Key,
+    },
+    /// Be the replica that issues the dot for this write; apply it and return the object.
+    Write {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The key.
+        key: Key,
+        /// What the client had read.
+        context: VersionVector,
+        /// New value, or `None` for a tombstone.
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
+    },
+    /// Merge this object into the replica's copy (replication and read repair).
+    Replicate {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The key.
+        key: Key,
+        /// The object to merge.
+        object: Object,
+    },
+    /// Store a keyspace definition.
+    AnnounceKeyspace(KeyspaceDef),
+    /// Return a keyspace definition if known.
+    LookupKeyspace(String),
+    /// Liveness check.
+    Ping,
+}
+
+/// Replies between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// For `Read`: the object, if the replica has the key.
+    Object(Option<Object>),
+    /// For `Write`: the object after the write, and the new dot.
+    Written {
+        /// The replica's object after the write.
+        object: Object,
+    },
+    /// For `Replicate`, `AnnounceKeyspace` and `Ping`.
+    Ack,
+    /// For `LookupKeyspace`.
+    Keyspace(Option<KeyspaceDef>),
+    /// The replica refused or failed.
+    Error(PeerError),
+}
+
+/// A replica-side failure, classified so the coordinator can tell the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerError {
+    /// The write would exceed the keyspace's sibling cap.
+    SiblingLimit(String),
+    /// The request is invalid (e.g. a keyspace conflict).
+    Invalid(String),
+    /// Storage failed.
+    Storage(String),
+    /// The sender is not a node.
+    Forbidden(String),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::SiblingLimit(m) => write!(f, "sibling limit: {m}"),
+            PeerError::Invalid(m) => write!(f, "invalid: {m}"),
+            PeerError::Storage(m) => write!(f, "storage: {m}"),
+            PeerError::Forbidden(m) => write!(f, "forbidden: {m}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Goal: a message survives encode/decode unchanged.
+    #[test]
+    fn round_trip() {
+        let msg = Message::Client(ClientRequest::Put(PutRequest {
+            keyspace: "default".into(),
+            key: Key::parse("a/b"),
+            value: Some(vec![0, 1, 2, 255]),
+            context: String::new(),
+            w: Some(2),
+            trace: true,
+        }));
+        let bytes = encode(&msg);
+        let back: Message = decode(&bytes, 1 << 20).unwrap();
+        match back {
+            Message::Client(ClientRequest::Put(p)) => {
+                assert_eq!(p.value, Some(vec![0, 1, 2, 255]));
+                assert_eq!(p.key, Key::parse("a/b"));
+            }
+            other => panic!("wrong message {other:?}"),
+        }
+    }
+
+    /// Goal: oversize, foreign, wrong-version and truncated frames are refused with the
+    /// right error.
+    #[test]
+    fn refusals() {
+        let bytes = encode(&Message::Client(ClientRequest::Ping));
+        assert!(matches!(
+            decode::<Message>(&bytes, 3),
+            Err(ProtoError::TooLarge { .. })
+        ));
+        assert_eq!(
+            decode::<Message>(b"GET / HTTP/1.1", 100).unwrap_err(),
+            ProtoError::BadMagic
+        );
+        let mut v2 = bytes.clone();
+        v2[3] = 9;
+        assert_eq!(
+            decode::<Message>(&v2, 100).unwrap_err(),
+            ProtoError::Version { got: 9 }
+        );
+        let truncated = &bytes[..bytes.len() - 1];
+        assert!(matches!(
+            decode::<Message>(truncated, 100),
+            Err(ProtoError::Body(_))
+        ));
+    }
+
+    proptest! {
+        /// Goal: arbitrary bytes after a valid header never panic the decoder.
+        #[test]
+        fn garbage_never_panics(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let mut frame = MAGIC.to_vec();
+            frame.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+            frame.extend_from_slice(&body);
+            let _ = decode::<Message>(&frame, 1 << 20);
+            let _ = decode::<Reply>(&frame, 1 << 20);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Starting a node for real: storage from the config, TLS, the QUIC endpoint (serving
+//! requests and, with the node certificate, reaching peers), and the protocol core.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Endpoint, EndpointConfig, TokioRuntime};
+
+use crate::clock::SystemClock;
+use crate::config::NodeConfig;
+use crate::node::{Node, NodeError, NodeParams};
+use crate::storage::{MemoryStorage, RocksStorage, Storage, StorageError};
+use crate::tls::{self, TlsError, TransportSettings};
+use crate::transport::quic::QuicTransport;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Storage could not be opened.
+    #[error("cannot open storage in {path}: {source}")]
+    Storage {
+        /// Data directory.
+        path: String,
+        /// Why.
+        source: StorageError,
+    },
+    /// TLS material is missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The node could not be built.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// A node serving on its endpoint.
+pub struct RunningNode {
+    /// The protocol core.
+    pub node: Arc<Node>,
+    /// The QUIC endpoint.
+    pub endpoint: Endpoint,
+    /// The bound address.
+    pub addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stop accepting, close connections and wait briefly for them to drain.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.server.abort();
+    }
+}
+
+/// Open storage as configured.
+pub fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StartError> {
+    if cfg.storage.engine == "memory" {
+        return Ok(Arc::new(MemoryStorage::new()));
+    }
+    let err = |source| StartError::Storage {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err(StorageError::Rocks(e.to_string())))?;
+    Ok(Arc::new(
+        RocksStorage::open(&cfg.data_dir, cfg.storage.sync).map_err(err)?,
+    ))
+}
+
+/// Start a node. `socket` lets a caller bind first (to learn the port); otherwise the
+/// node binds `cfg.listen`.
+pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<RunningNode, StartError> {
+    let storage = open_storage(cfg)?;
+    let settings = TransportSettings {
+        idle: Duration::from_millis(cfg.timeouts.idle_ms),
+        max_streams: cfg.limits.max_streams_per_connection,
+    };
+    let server_cfg = tls::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key, &settings)?;
+    let client_cfg = tls::client_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key, &settings)?;
+    let bind_err = |source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    };
+    let socket = match socket {
+        Some(s) => s,
+        None => UdpSocket::bind(cfg.listen).map_err(bind_err)?,
+    };
+    let mut endpoint = Endpoint::new(
+        EndpointConfig::default(),
+        Some(server_cfg),
+        socket,
+        Arc::new(TokioRuntime),
+    )
+    .map_err(bind_err)?;
+    endpoint.set_default_client_config(client_cfg);
+    let addr = endpoint.local_addr().map_err(bind_err)?;
+    let transport = QuicTransport::new(
+        endpoint.clone(),
+        &cfg.name,
+        &cfg.cluster.nodes,
+        Duration::from_millis(cfg.timeouts.connect_ms),
+        cfg.limits.max_frame_bytes,
+    );
+    let node = Node::new(NodeParams {
+        name: cfg.name.clone(),
+        members: cfg.cluster.nodes.clone(),
+        vnodes: cfg.ring.vnodes,
+        storage,
+        transport: Arc::new(transport),
+        clock: Arc::new(SystemClock),
+        limits: cfg.limits.clone(),
+        request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
+        keyspaces: cfg.keyspaces.clone(),
+    })?;
+    let server = tokio::spawn(crate::server::serve(
+        endpoint.clone(),
+        Arc::clone(&node),
+        cfg.limits.max_frame_bytes,
+        cfg.limits.max_inflight_requests,
+    ));
+    tracing::info!(node = %cfg.name, %addr, engine = %cfg.storage.engine, sync = cfg.storage.sync, "node started");
+    Ok(RunningNode {
+        node,
+        endpoint,
+        addr,
+        server,
+    })
+}

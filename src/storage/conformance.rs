@@ -1,0 +1,131 @@
+//! One behaviour suite for every storage engine: what the rest of quorumkv relies on.
+
+use super::{prefix_end, BatchOp, MemoryStorage, RocksStorage, Storage};
+
+/// Run every check against a fresh engine from `make`.
+fn suite(make: &dyn Fn() -> Box<dyn Storage>) {
+    point_reads_and_overwrites(&*make());
+    batches_are_applied_whole(&*make());
+    scans_are_ordered_bounded_and_limited(&*make());
+    empty_and_binary_keys(&*make());
+}
+
+fn point_reads_and_overwrites(s: &dyn Storage) {
+    assert_eq!(s.get(b"a").unwrap(), None);
+    s.write(vec![BatchOp::Put(b"a".to_vec(), b"1".to_vec())])
+        .unwrap();
+    assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+    s.write(vec![BatchOp::Put(b"a".to_vec(), b"2".to_vec())])
+        .unwrap();
+    assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+    s.write(vec![BatchOp::Delete(b"a".to_vec())]).unwrap();
+    assert_eq!(s.get(b"a").unwrap(), None);
+}
+
+fn batches_are_applied_whole(s: &dyn Storage) {
+    s.write(vec![BatchOp::Put(b"x".to_vec(), b"old".to_vec())])
+        .unwrap();
+    s.write(vec![
+        BatchOp::Put(b"p/1".to_vec(), b"post".to_vec()),
+        BatchOp::Put(b"p/2".to_vec(), b"comment".to_vec()),
+        BatchOp::Delete(b"x".to_vec()),
+    ])
+    .unwrap();
+    assert_eq!(s.get(b"p/1").unwrap(), Some(b"post".to_vec()));
+    assert_eq!(s.get(b"p/2").unwrap(), Some(b"comment".to_vec()));
+    assert_eq!(s.get(b"x").unwrap(), None);
+    // Within one batch, a later operation on the same key wins.
+    s.write(vec![
+        BatchOp::Put(b"k".to_vec(), b"1".to_vec()),
+        BatchOp::Put(b"k".to_vec(), b"2".to_vec()),
+    ])
+    .unwrap();
+    assert_eq!(s.get(b"k").unwrap(), Some(b"2".to_vec()));
+}
+
+fn scans_are_ordered_bounded_and_limited(s: &dyn Storage) {
+    let keys: Vec<Vec<u8>> = vec![
+        b"s/c".to_vec(),
+        b"s/a".to_vec(),
+        b"s/b".to_vec(),
+        b"t/a".to_vec(),
+        b"r/z".to_vec(),
+    ];
+    s.write(
+        keys.iter()
+            .map(|k| BatchOp::Put(k.clone(), k.clone()))
+            .collect(),
+    )
+    .unwrap();
+    let end = prefix_end(b"s/").unwrap();
+    let got: Vec<Vec<u8>> = s
+        .scan(b"s/", &end, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, vec![b"s/a".to_vec(), b"s/b".to_vec(), b"s/c".to_vec()]);
+    assert_eq!(s.scan(b"s/", &end, 2).unwrap().len(), 2);
+    assert_eq!(
+        s.scan(b"s/b", &end, 100).unwrap().len(),
+        2,
+        "start is inclusive"
+    );
+    assert_eq!(
+        s.scan(b"s/a", b"s/c", 100).unwrap().len(),
+        2,
+        "end is exclusive"
+    );
+    assert!(
+        s.scan(b"z", b"a", 10).is_err(),
+        "inverted range is an error"
+    );
+}
+
+fn empty_and_binary_keys(s: &dyn Storage) {
+    let k = vec![0u8, 0xFF, 0, 1];
+    s.write(vec![BatchOp::Put(k.clone(), vec![])]).unwrap();
+    assert_eq!(s.get(&k).unwrap(), Some(vec![]), "empty values are values");
+}
+
+/// Goal: the in-memory engine meets the storage contract.
+#[test]
+fn memory_engine_conformance() {
+    suite(&|| Box::new(MemoryStorage::new()));
+}
+
+/// Goal: the RocksDB engine meets the same contract.
+#[test]
+fn rocksdb_engine_conformance() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    suite(&|| {
+        let d = tempfile::tempdir().unwrap();
+        let s = RocksStorage::open(d.path(), true).unwrap();
+        dirs.lock().unwrap().push(d);
+        Box::new(s)
+    });
+}
+
+/// Goal: a synced RocksDB write is there after the database is closed and reopened, and a
+/// second open of a live database is refused rather than corrupting it.
+#[test]
+fn rocksdb_reopen_keeps_writes_and_locks() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = RocksStorage::open(d.path(), true).unwrap();
+        s.write(vec![BatchOp::Put(b"durable".to_vec(), b"yes".to_vec())])
+            .unwrap();
+        let second = RocksStorage::open(d.path(), true);
+        assert!(second.is_err(), "a second open must fail on the lock");
+    }
+    let s = RocksStorage::open(d.path(), true).unwrap();
+    assert_eq!(s.get(b"durable").unwrap(), Some(b"yes".to_vec()));
+}
+
+/// Goal: prefix_end bounds exactly the keys with the prefix.
+#[test]
+fn prefix_end_bounds() {
+    assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+    assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+    assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+}

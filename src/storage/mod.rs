@@ -1,0 +1,74 @@
+//! Storage: the `Storage` trait every engine implements, and the engines.
+//!
+//! The trait is deliberately small — point reads, atomic batches, ordered range scans —
+//! because everything above it (causality, merges, Merkle trees later) is engine-neutral.
+//! RocksDB is the real engine; the in-memory engine exists so protocol tests and the
+//! simulation run without a disk. One conformance suite (`conformance.rs`) runs against
+//! both, so they cannot drift apart.
+
+mod memory;
+mod rocks;
+
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryStorage;
+pub use rocks::RocksStorage;
+
+/// Errors from a storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB reported an error (I/O, corruption, lock held by another process...).
+    #[error("rocksdb: {0}")]
+    Rocks(String),
+    /// A stored record could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The scan range is empty or inverted.
+    #[error("scan range is invalid: {0}")]
+    BadRange(&'static str),
+}
+
+/// One operation of an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key`.
+    Delete(Vec<u8>),
+}
+
+/// A key-value engine with atomic batches and ordered scans.
+pub trait Storage: Send + Sync + 'static {
+    /// The value stored at `key`, if any.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Apply every operation or none; durable on return when the engine is configured to
+    /// sync.
+    fn write(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;
+
+    /// Up to `limit` entries with `start <= key < end`, in key order.
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+
+    /// Whether calls may block on disk, so async callers should move them off the
+    /// runtime's worker threads.
+    fn blocking(&self) -> bool;
+}
+
+/// The smallest key greater than every key starting with `prefix` (None if there is none,
+/// i.e. the prefix is all 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}

@@ -1,0 +1,292 @@
+//! The real binary: `dev-cluster` starts nodes as OS processes; the CLI client writes and
+//! reads; `kill -9` of nodes loses no acknowledged write; bad input gets clear errors.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+
+/// Kills every node process it knows when dropped, so a failing test leaves nothing behind.
+struct Nodes {
+    dir: PathBuf,
+    extra: Vec<Child>,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for i in 1..=3 {
+            if let Some(pid) = pid_of(&self.dir, i) {
+                kill(pid, 9);
+            }
+        }
+        for c in &mut self.extra {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn pid_of(dir: &Path, i: usize) -> Option<i32> {
+    std::fs::read_to_string(dir.join(format!("n{i}/pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Whether `pid` is a running process (a zombie — killed but not yet reaped by its
+/// parent — counts as dead).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Three consecutive free UDP ports on loopback.
+fn free_base_port() -> u16 {
+    let seed = std::process::id() as u16;
+    for k in 0..200u16 {
+        let base = 30000 + (seed.wrapping_mul(7).wrapping_add(k * 13)) % 30000;
+        let ok = (0..3).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--cluster")
+        .arg(dir.join("cluster.toml"))
+        .output()
+        .expect("run quorumkv")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn restart_node(dir: &Path, i: usize) -> Child {
+    let node_dir = dir.join(format!("n{i}"));
+    let log = std::fs::File::create(node_dir.join("restart.log")).unwrap();
+    Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(node_dir.join("node.toml"))
+        .arg("--pid-file")
+        .arg(node_dir.join("pid"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Goal: the dev cluster runs each node as its own process; writes and reads work through
+/// the CLI; with a node killed (-9) W=2 still succeeds; after every node is killed with -9
+/// and restarted from its config, every acknowledged write is served.
+#[test]
+fn dev_cluster_kill_9_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dc");
+    let base = free_base_port().to_string();
+    let mut guard = Nodes {
+        dir: dir.clone(),
+        extra: vec![],
+    };
+    let out = Command::new(BIN)
+        .args([
+            "dev-cluster",
+            "--nodes",
+            "3",
+            "--detach",
+            "--base-port",
+            &base,
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dev-cluster failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("dev cluster is up"),
+        "{}",
+        stdout(&out)
+    );
+    for i in 1..=3 {
+        assert!(dir.join(format!("n{i}/node.toml")).exists());
+        assert!(alive(pid_of(&dir, i).unwrap()), "n{i} is not running");
+    }
+
+    let o = cli(&dir, &["put", "greeting", "hello"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("OK ["), "{}", stdout(&o));
+    let o = cli(&dir, &["get", "greeting", "--output", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["key"], "greeting");
+    assert_eq!(v["values"], serde_json::json!(["hello"]));
+    assert!(v["context"].as_str().unwrap().len() > 4);
+
+    // Siblings from two blind writes, then resolved with the context.
+    assert!(cli(&dir, &["put", "doc", "a"]).status.success());
+    assert!(cli(&dir, &["put", "doc", "b"]).status.success());
+    let v: serde_json::Value = serde_json::from_str(
+        stdout(&cli(&dir, &["get", "doc", "--output", "json", "-r", "3"])).trim(),
+    )
+    .unwrap();
+    let mut vals: Vec<String> = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    vals.sort();
+    assert_eq!(vals, vec!["a", "b"]);
+    let ctx = v["context"].as_str().unwrap().to_string();
+    assert!(cli(&dir, &["put", "doc", "ab", "--context", &ctx])
+        .status
+        .success());
+    let v: serde_json::Value = serde_json::from_str(
+        stdout(&cli(&dir, &["get", "doc", "--output", "json", "-r", "3"])).trim(),
+    )
+    .unwrap();
+    assert_eq!(v["values"], serde_json::json!(["ab"]));
+
+    // kill -9 one node: W=2 still succeeds.
+    let n2 = pid_of(&dir, 2).unwrap();
+    kill(n2, 9);
+    wait_until("n2 to die", || !alive(n2));
+    let o = cli(&dir, &["put", "during-outage", "yes"]);
+    assert!(
+        o.status.success(),
+        "W=2 with one node killed: {}",
+        stderr(&o)
+    );
+    // W=3 cannot be met: a clear quorum error and a non-zero exit.
+    let o = cli(&dir, &["put", "needs-all", "x", "-w", "3"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("quorum not reached") && stderr(&o).contains("n2"),
+        "{}",
+        stderr(&o)
+    );
+    guard.extra.push(restart_node(&dir, 2));
+    wait_until("n2 to come back", || {
+        cli(&dir, &["put", "probe", "x", "-w", "3"])
+            .status
+            .success()
+    });
+
+    // Acknowledged writes with W=3, then kill -9 every node at once.
+    for i in 0..30 {
+        let o = cli(
+            &dir,
+            &["put", &format!("acked:{i}"), &format!("v{i}"), "-w", "3"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let pids: Vec<i32> = (1..=3).map(|i| pid_of(&dir, i).unwrap()).collect();
+    for p in &pids {
+        kill(*p, 9);
+    }
+    for p in &pids {
+        wait_until("a node to die", || !alive(*p));
+    }
+    for i in 1..=3 {
+        guard.extra.push(restart_node(&dir, i));
+    }
+    wait_until("the cluster to come back", || {
+        cli(&dir, &["get", "acked:0", "-r", "3"]).status.success()
+    });
+    for i in 0..30 {
+        let o = cli(
+            &dir,
+            &["get", &format!("acked:{i}"), "-r", "3", "--output", "json"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(
+            v["values"],
+            serde_json::json!([format!("v{i}")]),
+            "acked:{i} lost after kill -9"
+        );
+    }
+    let o = cli(&dir, &["get", "during-outage", "-r", "3"]);
+    assert_eq!(stdout(&o).lines().next(), Some("yes"));
+    drop(guard);
+}
+
+/// Goal: user mistakes get one clear message and a non-zero exit, never a panic.
+#[test]
+fn cli_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["get", "k", "--cluster"])
+        .arg(tmp.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no cluster to talk to"),
+        "{}",
+        stderr(&o)
+    );
+    let bad = tmp.path().join("node.toml");
+    std::fs::write(&bad, "name = 3\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("is invalid") && stderr(&o).contains("name"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(BIN)
+        .args(["dev-cluster", "--nodes", "0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--nodes must be between"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("panicked"));
+}

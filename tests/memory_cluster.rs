@@ -1,0 +1,450 @@
+//! Whole clusters in one process over the in-memory network: the Dynamo semantics of
+//! quorums, siblings, contexts, deletes, read repair and partitions, with virtual time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumkv::coordinator::CoordinatorError;
+use quorumkv::inprocess::MemoryCluster;
+use quorumkv::key::Key;
+use quorumkv::keyspace::KeyspaceDef;
+use quorumkv::node::Node;
+use quorumkv::proto::{GetRequest, GetResponse, PutRequest, PutResponse};
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn cluster(n: usize, ks: KeyspaceDef) -> MemoryCluster {
+    MemoryCluster::new(n, vec![ks], TIMEOUT).expect("cluster")
+}
+
+async fn put(
+    node: &Arc<Node>,
+    key: &str,
+    value: &str,
+    context: &str,
+    w: Option<u8>,
+) -> Result<PutResponse, CoordinatorError> {
+    node.put(PutRequest {
+        keyspace: "ks".into(),
+        key: Key::parse(key),
+        value: Some(value.as_bytes().to_vec()),
+        context: context.into(),
+        w,
+        trace: false,
+    })
+    .await
+}
+
+async fn get(node: &Arc<Node>, key: &str, r: Option<u8>) -> Result<GetResponse, CoordinatorError> {
+    node.get(GetRequest {
+        keyspace: "ks".into(),
+        key: Key::parse(key),
+        r,
+        trace: false,
+    })
+    .await
+}
+
+fn values(g: &GetResponse) -> Vec<String> {
+    let mut v: Vec<String> = g
+        .values
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.value).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Goal: a write through one node is read back through every other node; a delete makes
+/// the key not found everywhere.
+#[tokio::test(start_paused = true)]
+async fn put_get_delete_through_any_node() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    put(c.node("n1"), "user:1", "alice", "", None)
+        .await
+        .unwrap();
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(
+            values(&get(c.node(n), "user:1", None).await.unwrap()),
+            vec!["alice"]
+        );
+    }
+    let ctx = get(c.node("n2"), "user:1", None).await.unwrap().context;
+    c.node("n3")
+        .put(PutRequest {
+            keyspace: "ks".into(),
+            key: Key::parse("user:1"),
+            value: None,
+            context: ctx,
+            w: None,
+            trace: false,
+        })
+        .await
+        .unwrap();
+    let g = get(c.node("n1"), "user:1", Some(3)).await.unwrap();
+    assert!(
+        g.values.is_empty(),
+        "deleted key still has values {:?}",
+        values(&g)
+    );
+    assert_eq!(g.tombstones, 1);
+}
+
+/// Goal: two blind writes through different coordinators become siblings, and a write
+/// with the read's context collapses them to one value.
+#[tokio::test(start_paused = true)]
+async fn concurrent_writes_are_siblings_and_context_resolves() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let (a, b) = tokio::join!(
+        put(c.node("n1"), "post", "from-eu", "", None),
+        put(c.node("n2"), "post", "from-us", "", None)
+    );
+    a.unwrap();
+    b.unwrap();
+    let g = get(c.node("n3"), "post", Some(3)).await.unwrap();
+    assert_eq!(values(&g), vec!["from-eu", "from-us"]);
+    put(c.node("n3"), "post", "merged", &g.context, None)
+        .await
+        .unwrap();
+    let g = get(c.node("n1"), "post", Some(3)).await.unwrap();
+    assert_eq!(values(&g), vec!["merged"]);
+}
+
+/// Goal: a blind write on an existing key (no context) does not overwrite it — it
+/// becomes a sibling, even through the same coordinator.
+#[tokio::test(start_paused = true)]
+async fn blind_write_same_coordinator_is_sibling() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    put(c.node("n1"), "k", "v1", "", None).await.unwrap();
+    put(c.node("n1"), "k", "v2", "", None).await.unwrap();
+    assert_eq!(
+        values(&get(c.node("n2"), "k", Some(3)).await.unwrap()),
+        vec!["v1", "v2"]
+    );
+}
+
+/// Goal: with N=3 W=2, one replica down still succeeds; two down fails with a quorum
+/// error that says needed 2, got 1 and why each other replica failed.
+#[tokio::test(start_paused = true)]
+async fn quorum_with_nodes_down() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    c.net.set_down("n3", true);
+    put(c.node("n1"), "k", "v", "", None)
+        .await
+        .expect("one replica down, W=2 must succeed");
+    assert_eq!(
+        values(&get(c.node("n1"), "k", None).await.unwrap()),
+        vec!["v"]
+    );
+    c.net.set_down("n2", true);
+    let e = put(c.node("n1"), "k", "v2", "", None).await.unwrap_err();
+    match &e {
+        CoordinatorError::QuorumNotReached {
+            needed,
+            got,
+            failures,
+            ..
+        } => {
+            assert_eq!((*needed, *got), (2, 1));
+            let mut nodes: Vec<_> = failures.iter().map(|f| f.node.as_str()).collect();
+            nodes.sort();
+            assert_eq!(nodes, vec!["n2", "n3"]);
+            assert!(
+                failures.iter().all(|f| f.kind == "unreachable"),
+                "{failures:?}"
+            );
+        }
+        other => panic!("expected a quorum error, got {other}"),
+    }
+    assert!(e.to_string().contains("needed 2, got 1"), "{e}");
+    // The read fails as soon as R can no longer be reached, so `got` counts the replies
+    // that had arrived by then (0 or 1).
+    let e = get(c.node("n1"), "k", None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CoordinatorError::QuorumNotReached {
+                needed: 2,
+                got: 0..=1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+/// Goal: replicas behind a partition that drops packets fail with kind "timeout" after the
+/// request timeout, not hang.
+#[tokio::test(start_paused = true)]
+async fn dropped_packets_time_out() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    c.net.partition(&["n1"], &["n2", "n3"]);
+    let started = tokio::time::Instant::now();
+    let e = put(c.node("n1"), "k", "v", "", None).await.unwrap_err();
+    assert!(started.elapsed() <= TIMEOUT + Duration::from_millis(50));
+    match e {
+        CoordinatorError::QuorumNotReached {
+            failures, got: 1, ..
+        } => {
+            assert!(failures.iter().all(|f| f.kind == "timeout"), "{failures:?}")
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// Goal: the seed's split-brain story — both sides write the same key with W=1 during a
+/// netsplit; after healing, a read returns both versions as siblings.
+#[tokio::test(start_paused = true)]
+async fn split_brain_gives_siblings_after_heal() {
+    let c = cluster(5, KeyspaceDef::new("ks", 3, 2, 2));
+    let pl = c.node("n1").ring().preference_list(b"post:42", 3);
+    put(c.node(&pl[0]), "post:42", "original", "", None)
+        .await
+        .unwrap();
+    let ctx = get(c.node(&pl[0]), "post:42", Some(3))
+        .await
+        .unwrap()
+        .context;
+    // One replica on the small side, two on the large side.
+    let others: Vec<&str> = c
+        .nodes
+        .iter()
+        .map(|n| n.name())
+        .filter(|n| *n != pl[0])
+        .collect();
+    c.net.partition(&[pl[0].as_str()], &others);
+    put(
+        c.node(&pl[0]),
+        "post:42",
+        "edit-by-eu-moderator",
+        &ctx,
+        Some(1),
+    )
+    .await
+    .unwrap();
+    put(
+        c.node(&pl[1]),
+        "post:42",
+        "edit-by-us-moderator",
+        &ctx,
+        Some(1),
+    )
+    .await
+    .unwrap();
+    c.net.heal();
+    let g = get(c.node("n5"), "post:42", Some(3)).await.unwrap();
+    assert_eq!(
+        values(&g),
+        vec!["edit-by-eu-moderator", "edit-by-us-moderator"],
+        "the original must be gone, both edits kept"
+    );
+}
+
+/// Goal: asynchronous read repair brings a replica that missed a write up to date.
+#[tokio::test(start_paused = true)]
+async fn read_repair_fixes_stale_replica() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    put(c.node("n1"), "k", "old", "", Some(3)).await.unwrap();
+    let ctx = get(c.node("n1"), "k", Some(3)).await.unwrap().context;
+    c.net.set_down("n3", true);
+    put(c.node("n1"), "k", "new", &ctx, Some(2)).await.unwrap();
+    c.net.set_down("n3", false);
+    let stale = c
+        .node("n3")
+        .local_object("ks", &Key::parse("k"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.siblings[0].value.as_deref(),
+        Some(&b"old"[..]),
+        "n3 missed the write"
+    );
+    assert_eq!(
+        values(&get(c.node("n3"), "k", Some(3)).await.unwrap()),
+        vec!["new"]
+    );
+    // Repair is asynchronous: give it a moment of (virtual) time.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fixed = c
+        .node("n3")
+        .local_object("ks", &Key::parse("k"))
+        .await
+        .unwrap();
+    let vals: Vec<_> = fixed
+        .live_values()
+        .map(|s| s.value.clone().unwrap())
+        .collect();
+    assert_eq!(
+        vals,
+        vec![b"new".to_vec()],
+        "read repair must replace the stale copy"
+    );
+}
+
+/// Goal: a 5-node cluster with N=4 W=2 survives two nodes down, places every key on 4
+/// distinct replicas, and fails once three of a key's replicas are down.
+#[tokio::test(start_paused = true)]
+async fn five_nodes_n4_w2() {
+    let c = cluster(5, KeyspaceDef::new("ks", 4, 2, 2));
+    for i in 0..20 {
+        put(
+            c.node(&format!("n{}", i % 5 + 1)),
+            &format!("k{i}"),
+            &format!("v{i}"),
+            "",
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let pl = c.node("n1").ring().preference_list(b"k0", 4);
+    assert_eq!(pl.len(), 4);
+    c.net.set_down(&pl[0], true);
+    c.net.set_down(&pl[1], true);
+    let coord = c.nodes.iter().find(|n| n.name() == pl[2]).unwrap();
+    assert_eq!(values(&get(coord, "k0", None).await.unwrap()), vec!["v0"]);
+    put(coord, "k0", "still-writable", "", None).await.unwrap();
+    c.net.set_down(&pl[2], true);
+    let e = put(c.node(&pl[3]), "k0", "x", "", None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CoordinatorError::QuorumNotReached {
+                needed: 2,
+                got: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+/// Goal: bad requests get clear errors: unknown keyspace, R above N, W of zero, oversize
+/// value, empty key, garbage context.
+#[tokio::test(start_paused = true)]
+async fn bad_requests_are_named() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let n1 = c.node("n1");
+    let e = n1
+        .get(GetRequest {
+            keyspace: "nope".into(),
+            key: Key::parse("k"),
+            r: None,
+            trace: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "unknown keyspace \"nope\"");
+    let e = get(n1, "k", Some(4)).await.unwrap_err();
+    assert!(e.to_string().contains("r=4 is invalid"), "{e}");
+    let e = put(n1, "k", "v", "", Some(0)).await.unwrap_err();
+    assert!(e.to_string().contains("w=0 is invalid"), "{e}");
+    let big = "x".repeat((1 << 20) + 1);
+    let e = put(n1, "k", &big, "", None).await.unwrap_err();
+    assert!(e.to_string().contains("limit is 1048576"), "{e}");
+    let e = put(n1, "", "v", "", None).await.unwrap_err();
+    assert!(e.to_string().contains("partition key is empty"), "{e}");
+    let e = put(n1, "k", "v", "%%%", None).await.unwrap_err();
+    assert!(e.to_string().contains("causal context"), "{e}");
+}
+
+/// Goal: a keyspace created at runtime through one node is usable through every node,
+/// including one that was partitioned away when it was created.
+#[tokio::test(start_paused = true)]
+async fn runtime_keyspace_reaches_every_node() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    c.net.partition(&["n3"], &["n1", "n2"]);
+    let resp = c
+        .node("n1")
+        .handle_client(quorumkv::proto::ClientRequest::CreateKeyspace(
+            KeyspaceDef::new("users", 3, 1, 3),
+        ))
+        .await;
+    match resp {
+        quorumkv::proto::ClientResponse::KeyspaceCreated { acked, missing, .. } => {
+            assert_eq!(acked, vec!["n1", "n2"]);
+            assert_eq!(missing, vec!["n3"]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    c.net.heal();
+    // n3 missed the announcement; it asks its peers.
+    let r = c
+        .node("n3")
+        .put(PutRequest {
+            keyspace: "users".into(),
+            key: Key::parse("u1"),
+            value: Some(b"x".to_vec()),
+            context: String::new(),
+            w: None,
+            trace: false,
+        })
+        .await;
+    r.expect("n3 must learn the keyspace from a peer");
+    // A conflicting definition is refused.
+    let resp = c
+        .node("n2")
+        .handle_client(quorumkv::proto::ClientRequest::CreateKeyspace(
+            KeyspaceDef::new("users", 2, 1, 1),
+        ))
+        .await;
+    assert!(
+        matches!(resp, quorumkv::proto::ClientResponse::Error(_)),
+        "{resp:?}"
+    );
+}
+
+/// Goal: the sibling cap stops a key growing without bound, and the error tells the
+/// client how to resolve it.
+#[tokio::test(start_paused = true)]
+async fn sibling_cap_is_enforced() {
+    let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
+    ks.max_siblings = 3;
+    let c = cluster(3, ks);
+    for i in 0..3 {
+        put(c.node("n1"), "hot", &format!("v{i}"), "", None)
+            .await
+            .unwrap();
+    }
+    let e = put(c.node("n1"), "hot", "v3", "", None).await.unwrap_err();
+    assert!(matches!(e, CoordinatorError::SiblingLimit(_)), "{e}");
+    assert!(e.to_string().contains("write with its context"), "{e}");
+    let g = get(c.node("n2"), "hot", None).await.unwrap();
+    put(c.node("n2"), "hot", "resolved", &g.context, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        values(&get(c.node("n3"), "hot", Some(3)).await.unwrap()),
+        vec!["resolved"]
+    );
+}
+
+/// Goal: a traced request reports the coordinator, every replica's reply and the repair.
+#[tokio::test(start_paused = true)]
+async fn trace_reports_replicas() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    put(c.node("n1"), "k", "v", "", Some(3)).await.unwrap();
+    let g = c
+        .node("n2")
+        .get(GetRequest {
+            keyspace: "ks".into(),
+            key: Key::parse("k"),
+            r: Some(3),
+            trace: true,
+        })
+        .await
+        .unwrap();
+    let text: Vec<String> = g
+        .trace
+        .iter()
+        .map(|t| format!("{} {}", t.node, t.activity))
+        .collect();
+    assert!(text[0].starts_with("n2 coordinating read"), "{text:?}");
+    for n in ["n1", "n2", "n3"] {
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with(n) && t.contains("replied")),
+            "{n} missing in {text:?}"
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! Real nodes — QUIC with mutual TLS, RocksDB, the client library — on loopback in one
+//! process: the foundation's end-to-end behaviour, restarts and hostile input.
+
+use std::time::Duration;
+
+use quorumkv::client::{Client, ClientError, RequestOptions};
+use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
+use quorumkv::inprocess::QuicCluster;
+use quorumkv::key::Key;
+use quorumkv::keyspace::KeyspaceDef;
+use quorumkv::proto::{self, ErrorKind, GetResponse};
+
+fn rocks() -> StorageConfig {
+    StorageConfig {
+        engine: "rocksdb".into(),
+        sync: true,
+    }
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        request_ms: 1000,
+        connect_ms: 500,
+        idle_ms: 3000,
+    }
+}
+
+fn values(g: &GetResponse) -> Vec<String> {
+    let mut v: Vec<String> = g
+        .values
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.value).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn client(c: &QuicCluster) -> std::sync::Arc<Client> {
+    Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap()
+}
+
+/// A client that only knows node `i`.
+fn client_of(c: &QuicCluster, i: usize) -> std::sync::Arc<Client> {
+    let mut cf = ClusterFile::load(&c.cluster_file).unwrap();
+    cf.contact_points = vec![cf.contact_points[i].clone()];
+    Client::new(&cf).unwrap()
+}
+
+fn opts() -> RequestOptions {
+    RequestOptions::default()
+}
+
+/// Goal: over real QUIC and RocksDB, put/get/delete work through any node; with one of
+/// three nodes down W=2 still succeeds; with two down it fails with the typed quorum error;
+/// concurrent writes give siblings and a context write collapses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let k = || Key::parse("user:1");
+    client_of(&c, 0)
+        .put("ks", k(), Some(b"alice".to_vec()), &opts())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            values(&client_of(&c, i).get("ks", k(), &opts()).await.unwrap()),
+            vec!["alice"]
+        );
+    }
+    // Concurrent blind writes through two coordinators: siblings.
+    let (c1, c2) = (client_of(&c, 1), client_of(&c, 2));
+    let o = opts();
+    let (a, b) = tokio::join!(
+        c1.put("ks", Key::parse("post"), Some(b"eu".to_vec()), &o),
+        c2.put("ks", Key::parse("post"), Some(b"us".to_vec()), &o)
+    );
+    a.unwrap();
+    b.unwrap();
+    let all = RequestOptions {
+        r: Some(3),
+        ..opts()
+    };
+    let g = client(&c)
+        .get("ks", Key::parse("post"), &all)
+        .await
+        .unwrap();
+    assert_eq!(values(&g), vec!["eu", "us"]);
+    let ctx = RequestOptions {
+        context: Some(g.context.clone()),
+        ..opts()
+    };
+    client(&c)
+        .put("ks", Key::parse("post"), Some(b"merged".to_vec()), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        values(
+            &client(&c)
+                .get("ks", Key::parse("post"), &all)
+                .await
+                .unwrap()
+        ),
+        vec!["merged"]
+    );
+    // Delete with context.
+    let g = client(&c).get("ks", k(), &opts()).await.unwrap();
+    client(&c)
+        .delete(
+            "ks",
+            k(),
+            &RequestOptions {
+                context: Some(g.context),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(client(&c)
+        .get("ks", k(), &all)
+        .await
+        .unwrap()
+        .values
+        .is_empty());
+
+    // One node down: W=2 and R=2 still work.
+    c.stop(2).await;
+    client_of(&c, 0)
+        .put("ks", Key::parse("k2"), Some(b"v".to_vec()), &opts())
+        .await
+        .expect("W=2 with one node down");
+    assert_eq!(
+        values(
+            &client_of(&c, 1)
+                .get("ks", Key::parse("k2"), &opts())
+                .await
+                .unwrap()
+        ),
+        vec!["v"]
+    );
+    // Two down: typed quorum error naming the failures.
+    c.stop(1).await;
+    let e = client_of(&c, 0)
+        .put("ks", Key::parse("k3"), Some(b"v".to_vec()), &opts())
+        .await
+        .unwrap_err();
+    match &e {
+        ClientError::Server {
+            kind:
+                ErrorKind::QuorumNotReached {
+                    needed: 2,
+                    got: 1,
+                    failures,
+                },
+            message,
+        } => {
+            let mut nodes: Vec<_> = failures.iter().map(|f| f.node.as_str()).collect();
+            nodes.sort();
+            assert_eq!(nodes, vec!["n2", "n3"], "{message}");
+        }
+        other => panic!("expected a quorum error, got {other:?}"),
+    }
+    c.shutdown().await;
+}
+
+/// Goal: read repair over QUIC fixes a replica that was down during a write, and a node
+/// restarted on its RocksDB directory serves what it had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_read_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let all = RequestOptions {
+        w: Some(3),
+        ..opts()
+    };
+    for i in 0..50 {
+        client(&c)
+            .put(
+                "ks",
+                Key::parse(&format!("k{i}")),
+                Some(format!("v{i}").into_bytes()),
+                &all,
+            )
+            .await
+            .unwrap();
+    }
+    // Restart every node: RocksDB must give back every acknowledged write.
+    for i in 0..3 {
+        c.restart(i).await.unwrap();
+    }
+    for i in 0..50 {
+        let g = client_of(&c, i % 3)
+            .get(
+                "ks",
+                Key::parse(&format!("k{i}")),
+                &RequestOptions {
+                    r: Some(3),
+                    ..opts()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(values(&g), vec![format!("v{i}")]);
+    }
+    // n3 misses an update while down; a read repairs it.
+    c.stop(2).await;
+    let g = client_of(&c, 0)
+        .get("ks", Key::parse("k0"), &opts())
+        .await
+        .unwrap();
+    client_of(&c, 0)
+        .put(
+            "ks",
+            Key::parse("k0"),
+            Some(b"new".to_vec()),
+            &RequestOptions {
+                context: Some(g.context),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    c.restart(2).await.unwrap();
+    let n3 = c.nodes[2].as_ref().unwrap().node.clone();
+    let stale = n3.local_object("ks", &Key::parse("k0")).await.unwrap();
+    assert_eq!(
+        stale.live_values().next().unwrap().value.as_deref(),
+        Some(&b"v0"[..])
+    );
+    let g = client_of(&c, 0)
+        .get(
+            "ks",
+            Key::parse("k0"),
+            &RequestOptions {
+                r: Some(3),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(values(&g), vec!["new"]);
+    let mut repaired = false;
+    for _ in 0..50 {
+        let o = n3.local_object("ks", &Key::parse("k0")).await.unwrap();
+        if o.live_values()
+            .map(|s| s.value.clone().unwrap())
+            .collect::<Vec<_>>()
+            == vec![b"new".to_vec()]
+        {
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(repaired, "read repair did not reach n3");
+    c.shutdown().await;
+}
+
+/// Goal: a 5-node cluster with N=4 W=2 over QUIC keeps serving with two nodes down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_n4_w2_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        5,
+        &[KeyspaceDef::new("ks", 4, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    for i in 0..20 {
+        client(&c)
+            .put(
+                "ks",
+                Key::parse(&format!("k{i}")),
+                Some(b"v".to_vec()),
+                &opts(),
+            )
+            .await
+            .unwrap();
+    }
+    let pl = client(&c).replicas("ks", Key::parse("k0")).await.unwrap();
+    assert_eq!(pl.len(), 4);
+    let idx = |n: &str| n[1..].parse::<usize>().unwrap() - 1;
+    c.stop(idx(&pl[0])).await;
+    c.stop(idx(&pl[1])).await;
+    let survivor = idx(&pl[2]);
+    assert_eq!(
+        values(
+            &client_of(&c, survivor)
+                .get("ks", Key::parse("k0"), &opts())
+                .await
+                .unwrap()
+        ),
+        vec!["v"]
+    );
+    client_of(&c, survivor)
+        .put("ks", Key::parse("k0"), Some(b"w".to_vec()), &opts())
+        .await
+        .unwrap();
+    c.shutdown().await;
+}
+
+/// Goal: garbage bytes and oversize frames close only the offending connection (with a
+/// logged error); the node keeps serving other clients. A client certificate cannot send
+/// peer (replica) messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let cf = ClusterFile::load(&c.cluster_file).unwrap();
+    let settings = quorumkv::tls::TransportSettings {
+        idle: Duration::from_secs(5),
+        max_streams: 8,
+    };
+    let cc = quorumkv::tls::client_config(&cf.ca_cert, &cf.client_cert, &cf.client_key, &settings)
+        .unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cc);
+    let target = &cf.contact_points[0];
+    let max = c.configs[0].limits.max_frame_bytes;
+
+    // Garbage.
+    let conn =
+        quorumkv::transport::quic::connect(&ep, target.addr, &target.name, Duration::from_secs(2))
+            .await
+            .unwrap();
+    let r =
+        quorumkv::transport::quic::exchange(&conn, b"\x00\x01garbage, not a frame", 1 << 20).await;
+    assert!(r.is_err(), "garbage must not get a reply");
+    let reason = conn.closed().await;
+    assert!(
+        reason.to_string().contains("malformed") || reason.to_string().contains("magic"),
+        "{reason}"
+    );
+
+    // Oversize frame: refused before decoding.
+    let conn =
+        quorumkv::transport::quic::connect(&ep, target.addr, &target.name, Duration::from_secs(2))
+            .await
+            .unwrap();
+    let big = vec![0u8; max + 1];
+    let _ = quorumkv::transport::quic::exchange(&conn, &big, 1 << 20).await;
+    let reason = conn.closed().await;
+    assert!(reason.to_string().contains("too large"), "{reason}");
+
+    // A client certificate sending a replica message is refused.
+    let conn =
+        quorumkv::transport::quic::connect(&ep, target.addr, &target.name, Duration::from_secs(2))
+            .await
+            .unwrap();
+    let frame = proto::encode(&proto::Message::Peer {
+        from: "n2".into(),
+        req: proto::PeerRequest::Ping,
+    });
+    let bytes = quorumkv::transport::quic::exchange(&conn, &frame, 1 << 20)
+        .await
+        .unwrap();
+    match proto::decode::<proto::Reply>(&bytes, 1 << 20).unwrap() {
+        proto::Reply::Peer(proto::PeerResponse::Error(proto::PeerError::Forbidden(_))) => {}
+        other => panic!("client cert must not speak for a node: {other:?}"),
+    }
+
+    // The node still serves everyone else.
+    client_of(&c, 0)
+        .put("ks", Key::parse("after"), Some(b"fine".to_vec()), &opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        values(
+            &client_of(&c, 0)
+                .get("ks", Key::parse("after"), &opts())
+                .await
+                .unwrap()
+        ),
+        vec!["fine"]
+    );
+    c.shutdown().await;
+}
+
+/// Goal: a certificate from another CA is rejected at the TLS handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_certificate_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let foreign =
+        quorumkv::tls::issue(other.path(), "mallory", quorumkv::tls::Role::Client, &[]).unwrap();
+    let mut cf = ClusterFile::load(&c.cluster_file).unwrap();
+    cf.client_cert = foreign.cert;
+    cf.client_key = foreign.key;
+    cf.timeout_ms = 1000;
+    let e = Client::new(&cf).unwrap().ping().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Unreachable(_) | ClientError::Indeterminate { .. }
+        ),
+        "{e:?}"
+    );
+    c.shutdown().await;
+}
+
+/// Goal: the client moves to the next contact point when the first is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_fails_over_between_contact_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let cl = client(&c);
+    assert_eq!(cl.ping().await.unwrap(), "n1");
+    c.stop(0).await;
+    let name = cl.ping().await.unwrap();
+    assert_ne!(name, "n1");
+    cl.put("ks", Key::parse("x"), Some(b"y".to_vec()), &opts())
+        .await
+        .unwrap();
+    c.shutdown().await;
+}
