@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{BatchOp, Storage, StorageError};
+use super::{BatchOp, Entries, Storage, StorageError};
 
 /// An ordered map in memory.
 #[derive(Debug, Default)]
@@ -41,12 +41,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
         if start > end {
             return Err(StorageError::BadRange("start is after end"));
         }

@@ -29,6 +29,9 @@ pub enum StorageError {
     BadRange(&'static str),
 }
 
+/// Key-value pairs in key order, as a scan returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One operation of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
@@ -48,12 +51,7 @@ pub trait Storage: Send + Sync + 'static {
     fn write(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;
 
     /// Up to `limit` entries with `start <= key < end`, in key order.
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError>;
 
     /// Whether calls may block on disk, so async callers should move them off the
     /// runtime's worker threads.

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
-use super::{BatchOp, Storage, StorageError};
+use super::{BatchOp, Entries, Storage, StorageError};
 
 /// A RocksDB database opened by this node.
 pub struct RocksStorage {
@@ -65,12 +65,7 @@ impl Storage for RocksStorage {
         self.db.write_opt(wb, &wo).map_err(rocks_err)
     }
 
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
         if start > end {
             return Err(StorageError::BadRange("start is after end"));
         }

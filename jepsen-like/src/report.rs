@@ -1,0 +1,124 @@
+//! Human-readable text rendering of a [`CheckResult`], as printed by the
+//! CLI. Long lists are capped so a report stays readable on huge histories;
+//! the JSON output (serde) carries everything.
+
+use std::fmt::Write as _;
+
+use crate::check::{CheckResult, Verdict};
+use crate::value::Value;
+
+/// How many list items (elements, errors, failures) to print.
+const LIST_CAP: usize = 10;
+
+fn list(values: &[Value]) -> String {
+    let mut s: Vec<String> = values
+        .iter()
+        .take(LIST_CAP)
+        .map(|v| v.to_string())
+        .collect();
+    if values.len() > LIST_CAP {
+        s.push(format!("... ({} more)", values.len() - LIST_CAP));
+    }
+    s.join(" ")
+}
+
+/// Renders the result for `name` (usually the file path).
+pub fn render_text(name: &str, r: &CheckResult) -> String {
+    let mut out = String::new();
+    let verdict = match r.verdict {
+        Verdict::Valid => "valid",
+        Verdict::Invalid => "INVALID",
+        Verdict::Unknown => "UNKNOWN",
+    };
+    let _ = writeln!(
+        out,
+        "{name}: {verdict} ({model}) - {ops} ops, {keys} key{s}, {ms:.1} ms",
+        model = r.model,
+        ops = r.ops,
+        keys = r.keys,
+        s = if r.keys == 1 { "" } else { "s" },
+        ms = r.elapsed_ms
+    );
+    if let Some(m) = &r.message {
+        let _ = writeln!(out, "  {m}");
+    }
+    if !r.unknown_keys.is_empty() {
+        let _ = writeln!(out, "  keys not decided in time: {}", list(&r.unknown_keys));
+    }
+    for f in r.failures.iter().take(LIST_CAP) {
+        let key = f
+            .key
+            .as_ref()
+            .map(|k| format!("key {k}: "))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {key}cannot linearize {}", f.op);
+        let _ = writeln!(
+            out,
+            "    after the longest linearizable prefix found ({} ops), register value {}",
+            f.prefix_len, f.state
+        );
+        if !f.prefix_tail.is_empty() {
+            let _ = writeln!(out, "    prefix ends with:");
+            for p in &f.prefix_tail {
+                let _ = writeln!(out, "      {p}");
+            }
+        }
+        if !f.pending.is_empty() {
+            let _ = writeln!(out, "    concurrent ops that could not help:");
+            for p in f.pending.iter().take(LIST_CAP) {
+                let _ = writeln!(out, "      {p}");
+            }
+        }
+    }
+    if r.failures.len() > LIST_CAP {
+        let _ = writeln!(
+            out,
+            "  ... and {} more failing keys",
+            r.failures.len() - LIST_CAP
+        );
+    }
+    if let Some(s) = &r.set {
+        let _ = writeln!(
+            out,
+            "  attempted {}, acknowledged {}, in final read {}, lost {}, unexpected {}, recovered {}, stale {}",
+            s.attempt_count,
+            s.acknowledged_count,
+            s.ok_count,
+            s.lost.len(),
+            s.unexpected.len(),
+            s.recovered.len(),
+            s.stale.len()
+        );
+        for (label, v) in [
+            ("lost", &s.lost),
+            ("unexpected", &s.unexpected),
+            ("stale", &s.stale),
+        ] {
+            if !v.is_empty() {
+                let _ = writeln!(out, "  {label}: {}", list(v));
+            }
+        }
+    }
+    if let Some(c) = &r.counter {
+        let _ = writeln!(
+            out,
+            "  {} reads checked, final bounds [{}, {}]",
+            c.reads, c.final_bounds.0, c.final_bounds.1
+        );
+        for e in c.errors.iter().take(LIST_CAP) {
+            let _ = writeln!(
+                out,
+                "  read {} outside [{}, {}]: {}",
+                e.value, e.lower, e.upper, e.op
+            );
+        }
+        if c.errors.len() > LIST_CAP {
+            let _ = writeln!(
+                out,
+                "  ... and {} more bad reads",
+                c.errors.len() - LIST_CAP
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,275 @@
+//! End-to-end tests of the real `jepsen-like` binary on the shipped
+//! example histories and on malformed input: verdicts, exit codes, JSON
+//! output, HTML output, conversion and generation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jepsen-like"))
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/histories")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run jepsen-like")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn check(model: &str, file: &str) -> Output {
+    let path = example(file);
+    run(&["check", "--model", model, path.to_str().expect("utf8 path")])
+}
+
+/// Goal: every shipped example gets its documented verdict and exit code
+/// (0 valid, 1 invalid).
+#[test]
+fn examples_have_expected_verdicts() {
+    let cases = [
+        ("cas-register", "cas-register-valid.edn", 0, "valid"),
+        ("cas-register", "cas-register-invalid.edn", 1, "INVALID"),
+        ("multi-register", "multi-register-valid.edn", 0, "valid"),
+        ("kv", "multi-register-invalid.edn", 1, "INVALID"),
+        ("register", "register-valid.jsonl", 0, "valid"),
+        ("set", "set-valid.edn", 0, "valid"),
+        ("counter", "counter-invalid.edn", 1, "INVALID"),
+    ];
+    for (model, file, code, word) in cases {
+        let out = check(model, file);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(code), "{file}: {text}");
+        assert!(
+            text.contains(&format!(
+                ": {word} ({}",
+                if model == "kv" {
+                    "multi-register"
+                } else {
+                    model
+                }
+            )),
+            "{file}: {text}"
+        );
+    }
+}
+
+/// Goal: the invalid cas-register example names the stale read (line 11)
+/// and the prefix it could not follow, in text and in JSON.
+#[test]
+fn invalid_report_names_the_op() {
+    let text = stdout(&check("cas-register", "cas-register-invalid.edn"));
+    assert!(text.contains("cannot linearize process 1 read 1"), "{text}");
+    assert!(text.contains("line 11"), "{text}");
+    assert!(
+        text.contains("prefix found (2 ops), register value 2"),
+        "{text}"
+    );
+
+    let path = example("cas-register-invalid.edn");
+    let out = run(&[
+        "check",
+        "-m",
+        "cas-register",
+        "--output",
+        "json",
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    let result = &json["files"][0]["result"];
+    assert_eq!(result["verdict"], "invalid");
+    assert_eq!(result["failures"][0]["op"]["line"], 11);
+    assert_eq!(result["failures"][0]["prefix_len"], 2);
+    assert_eq!(json["exit_code"], 1);
+}
+
+/// Goal: a directory argument checks each history file in it; with a mix
+/// of verdicts the exit code is 1.
+#[test]
+fn directory_of_histories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["cas-register-valid.edn", "cas-register-invalid.edn"] {
+        std::fs::copy(example(f), dir.path().join(f)).expect("copy");
+    }
+    let out = run(&[
+        "check",
+        "-m",
+        "cas-register",
+        dir.path().to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("cas-register-valid.edn: valid"), "{text}");
+    assert!(text.contains("cas-register-invalid.edn: INVALID"), "{text}");
+}
+
+/// Goal: malformed input is an error naming the line, with exit code 2,
+/// never a panic.
+#[test]
+fn malformed_input_reports_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "bad.edn",
+            "{:type :invoke, :f :read, :process 0}\n{:type :ok, :f :read\n",
+            "line 2",
+        ),
+        (
+            "bad2.edn",
+            "{:type :invoke, :f :read, :process 0}\n\n{:type :bogus, :f :read, :process 0}\n",
+            "line 3",
+        ),
+        (
+            "bad.jsonl",
+            "{\"type\":\"invoke\",\"f\":\"read\",\"process\":0}\n{\"type\":\n",
+            "line 2",
+        ),
+        (
+            "bad3.edn",
+            "{:type :invoke, :f :read, :process 0}\n{:type :invoke, :f :read, :process 0}\n",
+            "line 2",
+        ),
+    ];
+    for (name, body, needle) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write");
+        let out = run(&["check", "-m", "register", path.to_str().expect("utf8")]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {text}");
+        assert!(
+            text.contains("ERROR") && text.contains(needle),
+            "{name}: {text}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{name}"
+        );
+    }
+    // A cas in a plain register history is a model error, also exit 2.
+    let out = check("register", "cas-register-valid.edn");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+}
+
+/// Goal: a zero timeout on a non-trivial history yields unknown, exit 2.
+#[test]
+fn timeout_gives_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.edn");
+    let gen = run(&[
+        "gen",
+        "-m",
+        "multi-register",
+        "--keys",
+        "20",
+        "--ops-per-key",
+        "2000",
+        "-o",
+        path.to_str().expect("utf8"),
+    ]);
+    assert!(gen.status.success());
+    let out = run(&[
+        "check",
+        "-m",
+        "kv",
+        "--timeout",
+        "0",
+        "--output",
+        "json",
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["files"][0]["result"]["verdict"], "unknown");
+}
+
+/// Goal: the HTML timeline is written, self-contained, and highlights
+/// the failing op.
+#[test]
+fn html_timeline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let html = dir.path().join("t.html");
+    let path = example("cas-register-invalid.edn");
+    let out = run(&[
+        "check",
+        "-m",
+        "cas-register",
+        "--html",
+        html.to_str().expect("utf8"),
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let page = std::fs::read_to_string(&html).expect("html written");
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains("class='op ok bad'"), "failing op highlighted");
+    assert!(page.contains("process 1"));
+    assert!(
+        !page.contains("<script src") && !page.contains("http"),
+        "self-contained"
+    );
+}
+
+/// Goal: convert EDN -> JSONL -> EDN keeps the verdict, and gen output
+/// checks valid (or invalid with --corrupt on a set).
+#[test]
+fn convert_and_gen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jsonl = dir.path().join("h.jsonl");
+    let edn = dir.path().join("h.edn");
+    let src = example("multi-register-invalid.edn");
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    assert!(run(&["convert", "--to", "jsonl", &s(&src), &s(&jsonl)])
+        .status
+        .success());
+    assert!(run(&["convert", "--to", "edn", &s(&jsonl), &s(&edn)])
+        .status
+        .success());
+    assert_eq!(
+        run(&["check", "-m", "kv", &s(&jsonl)]).status.code(),
+        Some(1)
+    );
+    assert_eq!(run(&["check", "-m", "kv", &s(&edn)]).status.code(), Some(1));
+
+    let gen = dir.path().join("g.jsonl");
+    assert!(run(&[
+        "gen",
+        "-m",
+        "cas-register",
+        "--ops-per-key",
+        "300",
+        "--format",
+        "jsonl",
+        "-o",
+        &s(&gen)
+    ])
+    .status
+    .success());
+    assert_eq!(
+        run(&["check", "-m", "cas-register", &s(&gen)])
+            .status
+            .code(),
+        Some(0)
+    );
+    let bad = dir.path().join("bad.edn");
+    assert!(run(&[
+        "gen",
+        "-m",
+        "set",
+        "--ops-per-key",
+        "300",
+        "--corrupt",
+        "-o",
+        &s(&bad)
+    ])
+    .status
+    .success());
+    assert_eq!(
+        run(&["check", "-m", "set", &s(&bad)]).status.code(),
+        Some(1)
+    );
+}
