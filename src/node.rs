@@ -167,6 +167,25 @@ impl Node {
         }
     }
 
+    /// Ping every peer once (each bounded by `timeout`) and record who answered. Run
+    /// periodically by the node's driver so `status` reflects nodes that no request has
+    /// touched lately; gossip-based failure detection will replace it.
+    pub async fn probe_peers(self: &Arc<Self>, timeout: Duration) {
+        let mut probes = tokio::task::JoinSet::new();
+        for m in self.members.iter().filter(|m| m.name != self.name) {
+            let (me, peer) = (Arc::clone(self), m.name.clone());
+            probes.spawn(async move {
+                let ok = matches!(
+                    tokio::time::timeout(timeout, me.transport.call(&peer, PeerRequest::Ping))
+                        .await,
+                    Ok(Ok(PeerResponse::Ack))
+                );
+                me.note_health(&peer, ok);
+            });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+
     /// `Some(true)` up, `Some(false)` down, `None` never contacted.
     pub(crate) fn peer_up(&self, peer: &str) -> Option<bool> {
         if peer == self.name {

@@ -50,6 +50,7 @@ pub struct RunningNode {
     /// The bound address.
     pub addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    prober: tokio::task::JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -58,6 +59,7 @@ impl RunningNode {
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.server.abort();
+        self.prober.abort();
     }
 }
 
@@ -127,11 +129,24 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         cfg.limits.max_frame_bytes,
         cfg.limits.max_inflight_requests,
     ));
+    // Probe peers once a second so `status` shows down nodes without waiting for traffic.
+    let prober = {
+        let node = Arc::clone(&node);
+        let timeout = Duration::from_millis(cfg.timeouts.request_ms.min(1000));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                node.probe_peers(timeout).await;
+            }
+        })
+    };
     tracing::info!(node = %cfg.name, %addr, engine = %cfg.storage.engine, sync = cfg.storage.sync, "node started");
     Ok(RunningNode {
         node,
         endpoint,
         addr,
         server,
+        prober,
     })
 }

@@ -457,3 +457,45 @@ async fn client_fails_over_between_contact_points() {
         .unwrap();
     c.shutdown().await;
 }
+
+/// Goal: `status` reports a stopped node as down (learnt by the node's periodic probe,
+/// without any client request touching it) and reports it up again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_down_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let state_of = |nodes: &[quorumkv::proto::NodeStatus], n: &str| {
+        nodes.iter().find(|s| s.name == n).map(|s| s.state.clone())
+    };
+    c.stop(2).await;
+    let mut seen_down = false;
+    for _ in 0..40 {
+        let (_, nodes) = client_of(&c, 0).status().await.unwrap();
+        if state_of(&nodes, "n3").as_deref() == Some("down") {
+            seen_down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(seen_down, "n3 never reported down");
+    c.restart(2).await.unwrap();
+    let mut seen_up = false;
+    for _ in 0..40 {
+        let (_, nodes) = client_of(&c, 0).status().await.unwrap();
+        if state_of(&nodes, "n3").as_deref() == Some("up") {
+            seen_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(seen_up, "n3 never reported up again");
+    c.shutdown().await;
+}
