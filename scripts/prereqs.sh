@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by scripts/dev.sh and scripts/test.sh: installs what a fresh Debian machine lacks
-# for building quorumkv (libclang for the rocksdb crate's bindgen, a C++ compiler), and
+# for building quorumkv (libclang for the rocksdb crate's bindgen, a C++ compiler), for the
+# tests (tmux; busybox-static and iptables for the container image), and
 # points cargo at a build cache outside the checkout so a fresh clone reuses earlier builds.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quorumkv-target}"
@@ -15,6 +16,12 @@ quorumkv_prereqs() {
     command -v clang >/dev/null 2>&1 || missing+=(clang)
     command -v g++ >/dev/null 2>&1 || missing+=(g++)
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    # The container image (cluster/build-image.sh) copies a static busybox and iptables
+    # from the host; only needed where a Docker engine can run the netsplit evidence test.
+    if command -v docker >/dev/null 2>&1; then
+        dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+        [ -x /usr/sbin/xtables-legacy-multi ] || missing+=(iptables)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing missing packages: ${missing[*]}" >&2
         local sudo=""

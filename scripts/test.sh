@@ -13,3 +13,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --locked --workspace --no-fail-fast
 fi
+bash scripts/netsplit-evidence.sh

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::causality::{CausalityError, Object, VersionVector};
 use crate::key::{Key, KeyError};
-use crate::keyspace::{validate_name, KeyspaceDef, KeyspaceError};
+use crate::keyspace::{validate_name, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::node::{Node, NodeError};
 use crate::proto::{
     ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest, PeerResponse, PutRequest,
@@ -295,12 +295,52 @@ impl Node {
             .filter(|(_, o)| *o != merged)
             .map(|(n, _)| n.clone())
             .collect();
-        if !stale.is_empty() {
-            trace.add(&self.name, || {
-                format!("read repair (async): sending merged object to {stale:?}")
-            });
+        match ks.read_repair {
+            ReadRepair::Off => {}
+            ReadRepair::Async => {
+                if !stale.is_empty() {
+                    trace.add(&self.name, || {
+                        format!("read repair (async): sending merged object to {stale:?}")
+                    });
+                }
+                self.spawn_read_repair(ks, req.key.clone(), merged.clone(), replies, rx);
+            }
+            ReadRepair::Blocking => {
+                let fresh = (replies.len() - stale.len()) as u8;
+                if fresh < r {
+                    trace.add(&self.name, || {
+                        format!("read repair (blocking): sending merged object to {stale:?}")
+                    });
+                    let repair = PeerRequest::Replicate {
+                        keyspace: ks.clone(),
+                        key: req.key.clone(),
+                        object: merged.clone(),
+                    };
+                    let mut acks = self.fan_out(&stale, &repair, deadline);
+                    let (mut holding, mut failures) = (fresh, Vec::new());
+                    while holding < r {
+                        let Some((node, us, res)) = acks.recv().await else {
+                            break;
+                        };
+                        match res {
+                            Ok(_) => {
+                                trace.add(&node, || format!("repaired after {us} µs"));
+                                holding += 1;
+                            }
+                            Err(f) => failures.push(f.to_failure(&node)),
+                        }
+                    }
+                    if holding < r {
+                        return Err(CoordinatorError::QuorumNotReached {
+                            op: "read repair",
+                            needed: r,
+                            got: holding,
+                            failures,
+                        });
+                    }
+                }
+            }
         }
-        self.spawn_read_repair(ks, req.key.clone(), merged.clone(), replies, rx);
         trace.add(&self.name, || "read complete".to_string());
         Ok(GetResponse {
             values: merged

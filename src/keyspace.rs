@@ -70,6 +70,34 @@ pub enum ConflictPolicy {
     Siblings,
 }
 
+/// What a read does about replicas that answered with a stale or missing copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadRepair {
+    /// Answer at once; send the merged object to stale replicas in the background.
+    #[default]
+    Async,
+    /// Answer only after R replicas hold the merged object (Cassandra's blocking read
+    /// repair: a value once returned by a quorum read is returned by every later one).
+    Blocking,
+    /// Never repair on reads (anti-entropy alone converges replicas).
+    Off,
+}
+
+impl std::str::FromStr for ReadRepair {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "async" => Ok(ReadRepair::Async),
+            "blocking" => Ok(ReadRepair::Blocking),
+            "off" => Ok(ReadRepair::Off),
+            other => Err(format!(
+                "read repair mode {other:?}: expected async, blocking or off"
+            )),
+        }
+    }
+}
+
 /// Default replica count for a keyspace.
 pub const DEFAULT_N: u8 = 3;
 /// Default read quorum.
@@ -115,6 +143,9 @@ pub struct KeyspaceDef {
     /// Conflict policy. Default `siblings`.
     #[serde(default)]
     pub policy: ConflictPolicy,
+    /// Read repair: `async` (default), `blocking` or `off`.
+    #[serde(default)]
+    pub read_repair: ReadRepair,
 }
 
 impl KeyspaceDef {
@@ -127,6 +158,7 @@ impl KeyspaceDef {
             w,
             max_siblings: DEFAULT_MAX_SIBLINGS,
             policy: ConflictPolicy::Siblings,
+            read_repair: ReadRepair::Async,
         }
     }
 
@@ -164,8 +196,8 @@ impl KeyspaceDef {
     /// One-line summary, for errors and listings.
     pub fn summary(&self) -> String {
         format!(
-            "n={} r={} w={} max_siblings={} policy={:?}",
-            self.n, self.r, self.w, self.max_siblings, self.policy
+            "n={} r={} w={} max_siblings={} policy={:?} read_repair={:?}",
+            self.n, self.r, self.w, self.max_siblings, self.policy, self.read_repair
         )
     }
 }

@@ -22,6 +22,7 @@ pub mod replica;
 pub mod ring;
 pub mod runtime;
 pub mod server;
+pub mod shell;
 pub mod storage;
 pub mod tls;
 pub mod transport;

@@ -448,3 +448,67 @@ async fn trace_reports_replicas() {
         );
     }
 }
+
+/// Sets up a key whose newest version is only on n1 (its replication to n2 and n3 was
+/// dropped); returns the cluster.
+async fn newest_only_on_n1(mode: quorumkv::keyspace::ReadRepair) -> MemoryCluster {
+    let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
+    ks.read_repair = mode;
+    let c = cluster(3, ks);
+    put(c.node("n1"), "k", "old", "", Some(3)).await.unwrap();
+    let ctx = get(c.node("n1"), "k", Some(3)).await.unwrap().context;
+    c.net.cut_one_way("n1", "n2");
+    c.net.cut_one_way("n1", "n3");
+    put(c.node("n1"), "k", "new", &ctx, Some(1)).await.unwrap();
+    // Let the background replication tasks run into the cut (and time out) before healing.
+    tokio::time::sleep(TIMEOUT * 2).await;
+    c.net.heal();
+    c
+}
+
+async fn local_values(c: &MemoryCluster, node: &str) -> Vec<String> {
+    let o = c
+        .node(node)
+        .local_object("ks", &Key::parse("k"))
+        .await
+        .unwrap();
+    o.live_values()
+        .map(|s| String::from_utf8_lossy(s.value.as_ref().unwrap()).to_string())
+        .collect()
+}
+
+/// Goal: with `read_repair = blocking`, the read returns only once R replicas hold the
+/// merged value — the stale replicas are fixed before the answer, with no waiting after.
+#[tokio::test(start_paused = true)]
+async fn blocking_read_repair_fixes_before_answering() {
+    let c = newest_only_on_n1(quorumkv::keyspace::ReadRepair::Blocking).await;
+    assert_eq!(local_values(&c, "n2").await, vec!["old"]);
+    assert_eq!(
+        values(&get(c.node("n1"), "k", Some(3)).await.unwrap()),
+        vec!["new"]
+    );
+    assert_eq!(
+        local_values(&c, "n2").await,
+        vec!["new"],
+        "n2 must be repaired before the read returns"
+    );
+    assert_eq!(
+        local_values(&c, "n3").await,
+        vec!["new"],
+        "n3 must be repaired before the read returns"
+    );
+}
+
+/// Goal: with `read_repair = off`, reads never write to replicas: a stale replica stays
+/// stale however long we wait.
+#[tokio::test(start_paused = true)]
+async fn read_repair_off_leaves_replicas_alone() {
+    let c = newest_only_on_n1(quorumkv::keyspace::ReadRepair::Off).await;
+    assert_eq!(
+        values(&get(c.node("n1"), "k", Some(3)).await.unwrap()),
+        vec!["new"]
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(local_values(&c, "n2").await, vec!["old"]);
+    assert_eq!(local_values(&c, "n3").await, vec!["old"]);
+}

@@ -283,6 +283,12 @@ fn stop_all(procs: &mut [Proc]) {
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
-        let _ = std::fs::remove_file(&p.pid_file);
+        // A node restarted by hand after it died owns the pid file now; leave that one.
+        let ours = std::fs::read_to_string(&p.pid_file)
+            .map(|s| s.trim() == p.child.id().to_string())
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&p.pid_file);
+        }
     }
 }

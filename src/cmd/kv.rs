@@ -22,7 +22,7 @@ pub enum Output {
     Json,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// Client connection file written by `dev-cluster` or `cluster-up`.
     #[arg(long, env = "QUORUMKV_CLUSTER", default_value_os_t = super::default_cluster_file())]
@@ -30,6 +30,10 @@ pub struct ClusterArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Talk only to this node (by name, from the cluster file's contact points): it
+    /// coordinates the request, and no other contact point is tried if it is unreachable.
+    #[arg(long)]
+    node: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +104,10 @@ pub struct CreateKeyspaceArgs {
     /// Most siblings per key.
     #[arg(long, default_value_t = quorumkv::keyspace::DEFAULT_MAX_SIBLINGS)]
     max_siblings: u16,
+    /// Read repair: async, blocking (answer only once R replicas hold the merged value)
+    /// or off.
+    #[arg(long, default_value = "async")]
+    read_repair: quorumkv::keyspace::ReadRepair,
 }
 
 #[derive(Debug, Args)]
@@ -110,15 +118,26 @@ pub struct ReplicasArgs {
 
 /// Connect and run `f` on a fresh runtime.
 fn with_client<T>(
-    cluster: PathBuf,
+    args: &ClusterArgs,
     f: impl FnOnce(
         std::sync::Arc<Client>,
         ClusterFile,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>,
 ) -> anyhow::Result<T> {
-    let cf = ClusterFile::load(&cluster).with_context(|| {
+    let mut cf = ClusterFile::load(&args.cluster).with_context(|| {
         "no cluster to talk to: start one with `scripts/dev.sh` (or `quorumkv dev-cluster`), or pass --cluster FILE".to_string()
     })?;
+    if let Some(node) = &args.node {
+        let known: Vec<String> = cf.contact_points.iter().map(|m| m.name.clone()).collect();
+        cf.contact_points.retain(|m| &m.name == node);
+        if cf.contact_points.is_empty() {
+            anyhow::bail!(
+                "--node {node}: not a contact point of {} (known: {})",
+                args.cluster.display(),
+                known.join(", ")
+            );
+        }
+    }
     let rt = super::runtime()?;
     rt.block_on(async move {
         let client = Client::new(&cf)?;
@@ -165,7 +184,7 @@ fn trace_json(trace: &[TraceEvent]) -> serde_json::Value {
 pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     let output = a.k.c.output;
     let key_text = a.k.key.clone();
-    let res: GetResponse = with_client(a.k.c.cluster.clone(), |client, cf| {
+    let res: GetResponse = with_client(&a.k.c.clone(), |client, cf| {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
             r: a.r,
@@ -223,7 +242,7 @@ fn print_put(res: &PutResponse, output: Output, key: &str) {
 pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
     let output = a.k.c.output;
     let key_text = a.k.key.clone();
-    let res = with_client(a.k.c.cluster.clone(), |client, cf| {
+    let res = with_client(&a.k.c.clone(), |client, cf| {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
             w: a.w,
@@ -244,7 +263,7 @@ pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
 pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
     let output = a.k.c.output;
     let key_text = a.k.key.clone();
-    let res = with_client(a.k.c.cluster.clone(), |client, cf| {
+    let res = with_client(&a.k.c.clone(), |client, cf| {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
             w: a.w,
@@ -261,9 +280,10 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
 pub fn create_keyspace(a: CreateKeyspaceArgs) -> anyhow::Result<ExitCode> {
     let mut def = KeyspaceDef::new(&a.name, a.n, a.r, a.w);
     def.max_siblings = a.max_siblings;
+    def.read_repair = a.read_repair;
     let output = a.c.output;
     let d = def.clone();
-    let (acked, missing) = with_client(a.c.cluster.clone(), |client, _| {
+    let (acked, missing) = with_client(&a.c, |client, _| {
         Box::pin(async move { Ok(client.create_keyspace(d).await?) })
     })?;
     if output == Output::Json {
@@ -288,20 +308,26 @@ pub fn create_keyspace(a: CreateKeyspaceArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn keyspaces(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let list = with_client(a.cluster.clone(), |client, _| {
+    let list = with_client(&a, |client, _| {
         Box::pin(async move { Ok(client.keyspaces().await?) })
     })?;
     if a.output == Output::Json {
         println!("{}", json!(list));
     } else {
         println!(
-            "{:<20} {:>3} {:>3} {:>3} {:>12}  policy",
-            "keyspace", "n", "r", "w", "max_siblings"
+            "{:<20} {:>3} {:>3} {:>3} {:>12}  {:<9} read_repair",
+            "keyspace", "n", "r", "w", "max_siblings", "policy"
         );
         for k in list {
             println!(
-                "{:<20} {:>3} {:>3} {:>3} {:>12}  {:?}",
-                k.name, k.n, k.r, k.w, k.max_siblings, k.policy
+                "{:<20} {:>3} {:>3} {:>3} {:>12}  {:<9} {:?}",
+                k.name,
+                k.n,
+                k.r,
+                k.w,
+                k.max_siblings,
+                format!("{:?}", k.policy),
+                k.read_repair
             );
         }
     }
@@ -309,7 +335,7 @@ pub fn keyspaces(a: ClusterArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let (node, nodes) = with_client(a.cluster.clone(), |client, _| {
+    let (node, nodes) = with_client(&a, |client, _| {
         Box::pin(async move { Ok(client.status().await?) })
     })?;
     if a.output == Output::Json {
@@ -336,7 +362,7 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
 pub fn replicas(a: ReplicasArgs) -> anyhow::Result<ExitCode> {
     let output = a.k.c.output;
     let key_text = a.k.key.clone();
-    let list = with_client(a.k.c.cluster.clone(), |client, cf| {
+    let list = with_client(&a.k.c.clone(), |client, cf| {
         let ks = keyspace_of(&a.k, &cf);
         Box::pin(async move { Ok(client.replicas(&ks, Key::parse(&a.k.key)).await?) })
     })?;

@@ -4,6 +4,7 @@ mod certs;
 mod devcluster;
 mod kv;
 mod node;
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     Status(kv::ClusterArgs),
     /// Show the preference list (replicas) of a key.
     Replicas(kv::ReplicasArgs),
+    /// Interactive shell (cqlsh/redis-cli style): siblings, contexts, tracing, status.
+    Shell(shell::ShellArgs),
 }
 
 /// Where the client connection file is when `--cluster` is not given.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keyspaces(a) => kv::keyspaces(a),
         Command::Status(a) => kv::status(a),
         Command::Replicas(a) => kv::replicas(a),
+        Command::Shell(a) => shell::run(a),
     }
 }
 

@@ -1,0 +1,114 @@
+//! Micro-benchmarks of the data path's CPU-bound pieces: ring lookup, version-vector
+//! merge and compare, the wire codec, and replica storage on RocksDB and in memory.
+//!
+//! Run with `cargo bench --bench core`; figures go to docs/BENCHMARKS.md. Kept short
+//! (small samples) because this machine is shared; compare medians, not single runs.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use quorumkv::causality::{Object, VersionVector};
+use quorumkv::config::DEFAULT_VNODES;
+use quorumkv::key::Key;
+use quorumkv::proto::{self, ClientRequest, Message, PutRequest};
+use quorumkv::ring::Ring;
+use quorumkv::storage::{BatchOp, MemoryStorage, RocksStorage, Storage};
+
+fn ring_lookup(c: &mut Criterion) {
+    let nodes: Vec<String> = (1..=10).map(|i| format!("n{i}")).collect();
+    let ring = Ring::new(&nodes, DEFAULT_VNODES).unwrap();
+    let keys: Vec<String> = (0..1024).map(|i| format!("user:{i}")).collect();
+    let mut i = 0;
+    c.bench_function("ring/preference_list n=3 of 10 nodes x256 vnodes", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(ring.preference_list(keys[i].as_bytes(), 3))
+        })
+    });
+}
+
+/// Two replicas' objects after a few concurrent writes each.
+fn diverged_objects() -> (Object, Object) {
+    let mut a = Object::default();
+    for i in 0..3 {
+        a.apply_write(
+            &format!("n{i}"),
+            &VersionVector::new(),
+            Some(vec![i as u8; 100]),
+            0,
+        );
+    }
+    let mut b = a.clone();
+    let ctx = a.vv.clone();
+    a.apply_write("n1", &ctx, Some(vec![1; 100]), 1);
+    b.apply_write("n4", &VersionVector::new(), Some(vec![4; 100]), 2);
+    (a, b)
+}
+
+fn causality(c: &mut Criterion) {
+    let (a, b) = diverged_objects();
+    c.bench_function("causality/object merge (4 siblings)", |bench| {
+        bench.iter(|| black_box(a.merged(&b)))
+    });
+    c.bench_function("causality/version vector compare", |bench| {
+        bench.iter(|| black_box(a.vv.partial_cmp_vv(&b.vv)))
+    });
+}
+
+fn codec(c: &mut Criterion) {
+    let msg = Message::Client(ClientRequest::Put(PutRequest {
+        keyspace: "default".into(),
+        key: Key::parse("user:42/profile"),
+        value: Some(vec![7u8; 1024]),
+        context: "gaJuMQE".into(),
+        w: Some(2),
+        trace: false,
+    }));
+    let frame = proto::encode(&msg);
+    c.bench_function("codec/encode put 1 KiB", |b| {
+        b.iter(|| black_box(proto::encode(&msg)))
+    });
+    c.bench_function("codec/decode put 1 KiB", |b| {
+        b.iter(|| black_box(proto::decode::<Message>(&frame, 1 << 20).unwrap()))
+    });
+}
+
+fn storage(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let engines: Vec<(&str, Box<dyn Storage>)> = vec![
+        ("memory", Box::new(MemoryStorage::new())),
+        (
+            "rocksdb sync=false",
+            Box::new(RocksStorage::open(&dir.path().join("nosync"), false).unwrap()),
+        ),
+        (
+            "rocksdb sync=true",
+            Box::new(RocksStorage::open(&dir.path().join("sync"), true).unwrap()),
+        ),
+    ];
+    for (name, s) in &engines {
+        let mut i = 0u64;
+        c.bench_function(&format!("storage/{name} put 100 B"), |b| {
+            b.iter(|| {
+                i += 1;
+                s.write(vec![BatchOp::Put(i.to_be_bytes().to_vec(), vec![0u8; 100])])
+                    .unwrap()
+            })
+        });
+        c.bench_function(&format!("storage/{name} get"), |b| {
+            let mut j = 0u64;
+            b.iter(|| {
+                j = j % i.max(1) + 1;
+                black_box(s.get(&j.to_be_bytes()).unwrap())
+            })
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = ring_lookup, causality, codec, storage
+}
+criterion_main!(benches);

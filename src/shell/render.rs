@@ -1,0 +1,691 @@
+//! How results look: aligned tables for people, one JSON object per result for scripts.
+//!
+//! Stored values are arbitrary bytes, and a terminal must never receive them raw: text is
+//! shown as is only when it is plain printable UTF-8; otherwise it is shown quoted with the
+//! shell's own escapes (so it can be pasted back into a `put`), and bytes that are not
+//! UTF-8 are shown as `base64:...`.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::key::Key;
+use crate::proto::TraceEvent;
+
+use super::session::{ExecError, Outcome, WriteKind};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned tables.
+    Table,
+    /// One JSON object per command result, on one line.
+    Json,
+}
+
+impl Format {
+    /// Parse `table` or `json` (`text` is accepted for `table`, like the CLI's flag).
+    pub fn parse(text: &str) -> Option<Format> {
+        match text.to_ascii_lowercase().as_str() {
+            "table" | "text" => Some(Format::Table),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Characters that must not reach a terminal unescaped: controls, and the invisible
+/// direction overrides that make text display in a different order than it is stored.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A value for a terminal: plain text as is, text needing escapes as a quoted shell
+/// string, anything else as `base64:`.
+pub fn value_text(bytes: &[u8]) -> String {
+    let Ok(s) = std::str::from_utf8(bytes) else {
+        return format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+    };
+    let plain = !s.is_empty()
+        && !s.starts_with(char::is_whitespace)
+        && !s.ends_with(char::is_whitespace)
+        && !s.starts_with('"')
+        && !s.starts_with("base64:")
+        && !s.chars().any(needs_escape);
+    if plain {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && needs_escape(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            // Non-ASCII controls and direction marks: their UTF-8 bytes as \x escapes,
+            // which the shell reads back as the same bytes.
+            c if needs_escape(c) => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A value in JSON: a string if UTF-8 (JSON escapes controls), else `{"base64": ...}`.
+pub fn value_json(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// A key as the user types it: `partition` or `partition/sort`, escaped like values.
+pub fn key_text(key: &Key) -> String {
+    let mut raw = key.partition.clone();
+    if !key.sort.is_empty() {
+        raw.push(b'/');
+        raw.extend_from_slice(&key.sort);
+    }
+    value_text(&raw)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` UTC.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// A table in the style of cqlsh: a header, a rule, left-aligned cells (right-aligned
+/// where the column is marked numeric with a leading `>` in its header).
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let right: Vec<bool> = headers.iter().map(|h| h.starts_with('>')).collect();
+    let names: Vec<&str> = headers.iter().map(|h| h.trim_start_matches('>')).collect();
+    let mut widths: Vec<usize> = names.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(widths.len()) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                if right[i] {
+                    format!(" {}{c} ", " ".repeat(pad))
+                } else {
+                    format!(" {c}{} ", " ".repeat(pad))
+                }
+            })
+            .collect();
+        parts.join("|").trim_end().to_string()
+    };
+    let mut out = line(names.clone());
+    out.push('\n');
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+"),
+    );
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn trace_table(trace: &[TraceEvent]) -> String {
+    let rows: Vec<Vec<String>> = trace
+        .iter()
+        .map(|t| {
+            vec![
+                t.elapsed_us.to_string(),
+                t.node.clone(),
+                value_text(t.activity.as_bytes()),
+            ]
+        })
+        .collect();
+    format!(
+        "\n\nTracing session (from the coordinator):\n{}",
+        table(&[">elapsed µs", "node", "activity"], &rows)
+    )
+}
+
+fn trace_json(trace: &[TraceEvent]) -> Value {
+    serde_json::to_value(trace).unwrap_or(Value::Null)
+}
+
+fn quorum_note(name: &str, q: Option<u8>, default: Option<u8>) -> String {
+    match (q, default) {
+        (Some(q), _) => format!("{name}={q}"),
+        (None, Some(d)) => format!("{name}={d} (keyspace default)"),
+        (None, None) => format!("{name}=keyspace default"),
+    }
+}
+
+/// Render a successful result.
+pub fn outcome(o: &Outcome, format: Format) -> String {
+    match format {
+        Format::Table => outcome_table(o),
+        Format::Json => outcome_json(o).to_string(),
+    }
+}
+
+fn outcome_table(o: &Outcome) -> String {
+    match o {
+        Outcome::Read {
+            key,
+            r,
+            default_r,
+            coordinator,
+            response,
+            ..
+        } => {
+            let mut out = String::new();
+            if response.values.is_empty() {
+                out.push_str(if response.tombstones > 0 {
+                    "(not found: deleted)"
+                } else {
+                    "(not found)"
+                });
+            } else {
+                let rows: Vec<Vec<String>> = response
+                    .values
+                    .iter()
+                    .map(|s| vec![s.dot.clone(), value_text(&s.value), utc(s.written_at_ms)])
+                    .collect();
+                out.push_str(&table(&["id", "value", "written (UTC)"], &rows));
+                let n = response.values.len();
+                if n > 1 {
+                    out.push_str(&format!(
+                        "\n({n} siblings: concurrent writes; `resolve {} VALUE` merges them)",
+                        key_text(key)
+                    ));
+                } else {
+                    out.push_str("\n(1 value)");
+                }
+                if response.tombstones > 0 {
+                    out.push_str(&format!(
+                        "\n(and {} concurrent delete(s))",
+                        response.tombstones
+                    ));
+                }
+            }
+            out.push_str(&format!(
+                "\ncontext: {}",
+                if response.context.is_empty() {
+                    "(empty)"
+                } else {
+                    &response.context
+                }
+            ));
+            out.push_str(&format!(
+                "\n{}, coordinator {}",
+                quorum_note("r", *r, *default_r),
+                coordinator.as_deref().unwrap_or("?")
+            ));
+            if !response.trace.is_empty() {
+                out.push_str(&trace_table(&response.trace));
+            }
+            out
+        }
+        Outcome::Written {
+            kind,
+            blind,
+            replaces,
+            w,
+            default_w,
+            coordinator,
+            response,
+            ..
+        } => {
+            let what = match kind {
+                WriteKind::Put => "written",
+                WriteKind::Delete => "deleted (tombstone written)",
+                WriteKind::Resolve => "resolved",
+            };
+            let mut out = format!("OK: {what} as {}", response.dot);
+            if *kind == WriteKind::Resolve {
+                if replaces.is_empty() {
+                    out.push_str(" (the last read found nothing to replace)");
+                } else {
+                    out.push_str(&format!(", replacing {}", replaces.join(", ")));
+                }
+            } else if *blind {
+                out.push_str(" (blind: any existing value stays as a sibling)");
+            }
+            out.push_str(&format!(
+                "\ncontext: {}\n{}, coordinator {}",
+                response.context,
+                quorum_note("w", *w, *default_w),
+                coordinator.as_deref().unwrap_or("?")
+            ));
+            if !response.trace.is_empty() {
+                out.push_str(&trace_table(&response.trace));
+            }
+            out
+        }
+        Outcome::Consistency {
+            keyspace,
+            r,
+            w,
+            def,
+            changed,
+        } => {
+            let side = |name: &str, l: &Option<crate::shell::parse::Level>, dflt: Option<u8>| {
+                let n = def.as_ref().map(|d| d.n);
+                match (l, n) {
+                    (None, _) => match dflt {
+                        Some(d) => format!("{name}=default ({d} for {keyspace})"),
+                        None => format!("{name}=default"),
+                    },
+                    (Some(l), Some(n)) if l.needs_n() => {
+                        format!("{name}={l} ({} for {keyspace} with n={n})", l.resolve(n))
+                    }
+                    (Some(l), _) => format!("{name}={l}"),
+                }
+            };
+            format!(
+                "{}consistency: {}, {}",
+                if *changed { "OK, " } else { "" },
+                side("r", r, def.as_ref().map(|d| d.r)),
+                side("w", w, def.as_ref().map(|d| d.w))
+            )
+        }
+        Outcome::Used { keyspace } => format!("now using keyspace {keyspace}"),
+        Outcome::Keyspaces { current, list } => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|k| {
+                    vec![
+                        format!("{}{}", if &k.name == current { "*" } else { " " }, k.name),
+                        k.n.to_string(),
+                        k.r.to_string(),
+                        k.w.to_string(),
+                        k.max_siblings.to_string(),
+                        format!("{:?}", k.policy).to_lowercase(),
+                    ]
+                })
+                .collect();
+            format!(
+                "{}\n({} keyspace(s); * = current)",
+                table(
+                    &[" keyspace", ">n", ">r", ">w", ">max_siblings", "policy"],
+                    &rows
+                ),
+                list.len()
+            )
+        }
+        Outcome::Created {
+            def,
+            acked,
+            missing,
+        } => {
+            let mut out = format!(
+                "OK: keyspace {} created ({}); stored on {}",
+                def.name,
+                def.summary(),
+                if acked.is_empty() {
+                    "no node".to_string()
+                } else {
+                    acked.join(", ")
+                }
+            );
+            if !missing.is_empty() {
+                out.push_str(&format!(
+                    "\nnot reached: {} (they learn it from the first request that names it)",
+                    missing.join(", ")
+                ));
+            }
+            out
+        }
+        Outcome::Replicas {
+            keyspace,
+            key,
+            nodes,
+        } => {
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (n, s))| {
+                    vec![
+                        (i + 1).to_string(),
+                        n.clone(),
+                        s.clone().unwrap_or_else(|| "?".into()),
+                    ]
+                })
+                .collect();
+            format!(
+                "replicas of {} in {keyspace} (preference list order):\n{}",
+                key_text(key),
+                table(&[">#", "node", "state"], &rows)
+            )
+        }
+        Outcome::Status { contacted, nodes } => {
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        format!("{}{}", if &n.name == contacted { "*" } else { " " }, n.name),
+                        n.addr.clone(),
+                        n.state.clone(),
+                        format!("{:.1}%", n.ownership * 100.0),
+                    ]
+                })
+                .collect();
+            let up = nodes.iter().filter(|n| n.state == "up").count();
+            format!(
+                "connected to {contacted}; states as {contacted} sees them:\n{}\n({} node(s), {up} up; * = the node this shell talks to)",
+                table(&[" node", "address", "state", ">ownership"], &rows),
+                nodes.len()
+            )
+        }
+        Outcome::Ring { vnodes, rows } => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(n, own, reported)| {
+                    vec![
+                        n.clone(),
+                        vnodes.to_string(),
+                        format!("{:.1}%", own * 100.0),
+                        reported
+                            .map(|r| format!("{:.1}%", r * 100.0))
+                            .unwrap_or_else(|| "?".into()),
+                    ]
+                })
+                .collect();
+            let agree = rows
+                .iter()
+                .all(|(_, own, rep)| rep.is_none_or(|r| (r - own).abs() < 0.001));
+            let mut out = table(
+                &["node", ">vnodes", ">primary share", ">node reports"],
+                &cells,
+            );
+            out.push_str(&format!(
+                "\n(ring rebuilt here from the member names with {vnodes} vnodes per node, the default)"
+            ));
+            if !agree {
+                out.push_str(
+                    "\nnote: the cluster's shares differ: its ring.vnodes is not the default, \
+                     so trust the `node reports` column",
+                );
+            }
+            out
+        }
+        Outcome::Setting { name, value } => format!("{name}: {value}"),
+        Outcome::Help(text) => text.clone(),
+        Outcome::Exit => String::new(),
+    }
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    match o {
+        Outcome::Read {
+            keyspace,
+            key,
+            r,
+            default_r,
+            coordinator,
+            response,
+        } => json!({
+            "ok": true, "command": "get", "keyspace": keyspace, "key": value_json(&key_bytes(key)),
+            "siblings": response.values.iter().map(|s| json!({
+                "id": s.dot, "value": value_json(&s.value), "written_at_ms": s.written_at_ms,
+            })).collect::<Vec<_>>(),
+            "tombstones": response.tombstones, "context": response.context,
+            "r": r.or(*default_r), "coordinator": coordinator, "trace": trace_json(&response.trace),
+        }),
+        Outcome::Written {
+            keyspace,
+            key,
+            kind,
+            blind,
+            replaces,
+            w,
+            default_w,
+            coordinator,
+            response,
+        } => json!({
+            "ok": true,
+            "command": match kind { WriteKind::Put => "put", WriteKind::Delete => "delete", WriteKind::Resolve => "resolve" },
+            "keyspace": keyspace, "key": value_json(&key_bytes(key)), "id": response.dot,
+            "blind": blind, "replaces": replaces, "context": response.context, "w": w.or(*default_w),
+            "coordinator": coordinator, "trace": trace_json(&response.trace),
+        }),
+        Outcome::Consistency {
+            keyspace,
+            r,
+            w,
+            def,
+            ..
+        } => {
+            let n = def.as_ref().map(|d| d.n);
+            let eff = |l: &Option<crate::shell::parse::Level>, d: Option<u8>| match (l, n) {
+                (None, _) => d,
+                (Some(l), Some(n)) => Some(l.resolve(n)),
+                (Some(l), None) if !l.needs_n() => Some(l.resolve(0)),
+                _ => None,
+            };
+            json!({
+                "ok": true, "command": "consistency", "keyspace": keyspace,
+                "r": r.map(|l| l.to_string()).unwrap_or_else(|| "default".into()),
+                "w": w.map(|l| l.to_string()).unwrap_or_else(|| "default".into()),
+                "effective_r": eff(r, def.as_ref().map(|d| d.r)),
+                "effective_w": eff(w, def.as_ref().map(|d| d.w)),
+            })
+        }
+        Outcome::Used { keyspace } => json!({"ok": true, "command": "use", "keyspace": keyspace}),
+        Outcome::Keyspaces { current, list } => {
+            json!({"ok": true, "command": "keyspaces", "current": current, "keyspaces": list})
+        }
+        Outcome::Created {
+            def,
+            acked,
+            missing,
+        } => json!({
+            "ok": true, "command": "create keyspace", "keyspace": def, "acked": acked, "missing": missing,
+        }),
+        Outcome::Replicas {
+            keyspace,
+            key,
+            nodes,
+        } => json!({
+            "ok": true, "command": "replicas", "keyspace": keyspace, "key": value_json(&key_bytes(key)),
+            "replicas": nodes.iter().map(|(n, s)| json!({"node": n, "state": s})).collect::<Vec<_>>(),
+        }),
+        Outcome::Status { contacted, nodes } => {
+            json!({"ok": true, "command": "status", "contacted": contacted, "nodes": nodes})
+        }
+        Outcome::Ring { vnodes, rows } => json!({
+            "ok": true, "command": "ring", "vnodes": vnodes,
+            "nodes": rows.iter().map(|(n, own, rep)| json!({
+                "node": n, "primary_share": own, "node_reports": rep,
+            })).collect::<Vec<_>>(),
+        }),
+        Outcome::Setting { name, value } => {
+            json!({"ok": true, "command": name, "value": value})
+        }
+        Outcome::Help(text) => json!({"ok": true, "command": "help", "text": text}),
+        Outcome::Exit => json!({"ok": true, "command": "exit"}),
+    }
+}
+
+fn key_bytes(key: &Key) -> Vec<u8> {
+    let mut raw = key.partition.clone();
+    if !key.sort.is_empty() {
+        raw.push(b'/');
+        raw.extend_from_slice(&key.sort);
+    }
+    raw
+}
+
+/// Render a failure. `statement` is the input that failed (shown in JSON so a script can
+/// match results to commands); `place` says where it was ("line 3") in a script.
+pub fn error(e: &ExecError, format: Format, statement: &str, place: Option<&str>) -> String {
+    match format {
+        Format::Table => match place {
+            Some(p) => format!("error ({p}): {e}"),
+            None => format!("error: {e}"),
+        },
+        Format::Json => {
+            let mut v = json!({
+                "ok": false, "statement": statement, "error": e.to_string(),
+                "kind": error_kind(e),
+            });
+            if let ExecError::Client(crate::client::ClientError::Server {
+                kind:
+                    crate::proto::ErrorKind::QuorumNotReached {
+                        needed,
+                        got,
+                        failures,
+                    },
+                ..
+            }) = e
+            {
+                v["needed"] = json!(needed);
+                v["got"] = json!(got);
+                v["failures"] = json!(failures);
+            }
+            if let Some(p) = place {
+                v["at"] = json!(p);
+            }
+            v.to_string()
+        }
+    }
+}
+
+fn error_kind(e: &ExecError) -> &'static str {
+    use crate::client::ClientError as C;
+    use crate::proto::ErrorKind as K;
+    match e {
+        ExecError::Parse(_) => "syntax",
+        ExecError::NotRead { .. } => "not_read",
+        ExecError::UnknownKeyspace { .. } => "unknown_keyspace",
+        ExecError::Ring(_) => "ring",
+        ExecError::NoHelp(_) => "no_such_command",
+        ExecError::Client(c) => match c {
+            C::Server { kind, .. } => match kind {
+                K::QuorumNotReached { .. } => "quorum_not_reached",
+                K::UnknownKeyspace => "unknown_keyspace",
+                K::InvalidRequest => "invalid_request",
+                K::SiblingLimit => "sibling_limit",
+                K::Unavailable => "unavailable",
+                K::Internal => "internal",
+            },
+            C::Unreachable(_) => "unreachable",
+            C::Indeterminate { .. } => "indeterminate",
+            C::Timeout { .. } => "timeout",
+            C::Tls(_) | C::Socket(_) => "client_setup",
+            C::Protocol(_) => "protocol",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shell::parse;
+
+    /// Goal: plain text is shown as is; controls, quotes at the start, surrounding spaces
+    /// and direction overrides are escaped; invalid UTF-8 becomes base64 with a marker.
+    #[test]
+    fn values_never_reach_the_terminal_raw() {
+        assert_eq!(value_text(b"alice"), "alice");
+        assert_eq!(value_text("héllo wörld".as_bytes()), "héllo wörld");
+        assert_eq!(value_text(b"a\nb"), r#""a\nb""#);
+        assert_eq!(value_text(b"\x1b[31mred"), r#""\x1b[31mred""#);
+        assert_eq!(value_text(b""), r#""""#);
+        assert_eq!(value_text(b" pad"), r#"" pad""#);
+        assert_eq!(value_text("a\u{202e}b".as_bytes()), r#""a\xe2\x80\xaeb""#);
+        assert_eq!(value_text(&[0xff, 0x00, 0x41]), "base64:/wBB");
+        // A text that looks like the marker is quoted so it cannot be mistaken for one.
+        assert_eq!(value_text(b"base64:AA"), r#""base64:AA""#);
+        for bytes in [&b"\x1b[2J"[..], &[0x9b, 0x32, 0x4a], "\u{85}x".as_bytes()] {
+            let shown = value_text(bytes);
+            assert!(
+                !shown.chars().any(|c| c.is_control()),
+                "{bytes:?} shown as {shown:?}"
+            );
+        }
+    }
+
+    /// Goal: what the table shows for a value with escapes reads back, through the shell's
+    /// own parser, as the very same bytes.
+    #[test]
+    fn escaped_values_round_trip_through_the_parser() {
+        for bytes in [
+            &b"a\nb\t\"q\"\\"[..],
+            b"\x1b[0m",
+            "x\u{202e}y".as_bytes(),
+            b" lead",
+        ] {
+            let shown = value_text(bytes);
+            let stmts = parse::split(&format!("put k {shown}")).unwrap();
+            assert_eq!(stmts[0].words[2].bytes, bytes, "{shown}");
+        }
+    }
+
+    /// Goal: dates are right at known points (epoch, a leap day).
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(utc(1_718_454_896_789), "2024-06-15 12:34:56.789");
+    }
+
+    /// Goal: tables align, numeric columns right-aligned.
+    #[test]
+    fn table_layout() {
+        let t = table(
+            &["id", ">n"],
+            &[
+                vec!["a".into(), "1".into()],
+                vec!["bbb".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, " id  |  n\n-----+----\n a   |  1\n bbb | 22");
+    }
+}

@@ -1,0 +1,604 @@
+//! A shell session: what a user builds up while typing (current keyspace, default R and W,
+//! tracing, output format, the causal context of every key read) and the execution of one
+//! command against the cluster through [`crate::client::Client`].
+//!
+//! Execution returns an [`Outcome`] — plain data — and never prints: `render` decides how
+//! it looks, so the table and JSON forms always carry the same facts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::client::{Client, ClientError, RequestOptions};
+use crate::config::DEFAULT_VNODES;
+use crate::key::Key;
+use crate::keyspace::KeyspaceDef;
+use crate::proto::{ErrorKind, GetResponse, NodeStatus, PutResponse};
+use crate::ring::{Ring, RingError};
+
+use super::commands;
+use super::parse::{Command, Level, ParseError, Setting};
+use super::render::{self, Format};
+
+/// Why a command failed. The shell prints it and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The statement did not parse.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The cluster refused or could not be reached.
+    #[error("{}", describe_client_error(.0))]
+    Client(#[from] ClientError),
+    /// `resolve` of a key this session has not read.
+    #[error("{key} has not been read in this session: `get {key}` first, then resolve it")]
+    NotRead {
+        /// The key, as shown to the user.
+        key: String,
+    },
+    /// `use` (or a level like quorum) named a keyspace the cluster does not know.
+    #[error("unknown keyspace {name:?} (known: {known}); `create keyspace {name} n=3` makes it")]
+    UnknownKeyspace {
+        /// The name asked for.
+        name: String,
+        /// The names the contacted node knows.
+        known: String,
+    },
+    /// The ring could not be rebuilt from the member list.
+    #[error("cannot compute the ring: {0}")]
+    Ring(#[from] RingError),
+    /// `help` for something that is not a command.
+    #[error("no command {0:?}; `help` lists the commands")]
+    NoHelp(String),
+}
+
+/// One line per cause, so a failed quorum shows what happened to every replica.
+fn describe_client_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Server {
+            kind:
+                ErrorKind::QuorumNotReached {
+                    needed,
+                    got,
+                    failures,
+                },
+            ..
+        } => {
+            let mut out =
+                format!("quorum not reached: needed {needed} replica(s), {got} answered in time");
+            for f in failures {
+                out.push_str(&format!("\n  {}: {} ({})", f.node, f.kind, f.detail));
+            }
+            out
+        }
+        ClientError::Server {
+            kind: ErrorKind::UnknownKeyspace,
+            message,
+        } => format!("{message}; `keyspaces` lists them, `use NAME` switches"),
+        ClientError::Server {
+            kind: ErrorKind::SiblingLimit,
+            message,
+        } => format!("{message}; `get` the key and `resolve` it to merge its siblings"),
+        other => other.to_string(),
+    }
+}
+
+/// Which kind of write a [`Outcome::Written`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `put`.
+    Put,
+    /// `delete`.
+    Delete,
+    /// `resolve`.
+    Resolve,
+}
+
+/// What a successful command produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A read.
+    Read {
+        /// Keyspace read.
+        keyspace: String,
+        /// The key.
+        key: Key,
+        /// The R sent (None: the keyspace's).
+        r: Option<u8>,
+        /// The keyspace's own R, if known: what `None` meant.
+        default_r: Option<u8>,
+        /// The node that coordinated it.
+        coordinator: Option<String>,
+        /// The reply.
+        response: GetResponse,
+    },
+    /// A put, delete or resolve.
+    Written {
+        /// Keyspace written.
+        keyspace: String,
+        /// The key.
+        key: Key,
+        /// Which command.
+        kind: WriteKind,
+        /// Sent without a context.
+        blind: bool,
+        /// Sibling ids the context covered (resolve only: what the last read returned).
+        replaces: Vec<String>,
+        /// The W sent (None: the keyspace's).
+        w: Option<u8>,
+        /// The keyspace's own W, if known: what `None` meant.
+        default_w: Option<u8>,
+        /// The node that coordinated it.
+        coordinator: Option<String>,
+        /// The reply.
+        response: PutResponse,
+    },
+    /// `consistency`, shown or changed.
+    Consistency {
+        /// Current keyspace.
+        keyspace: String,
+        /// Session read level (None: keyspace default).
+        r: Option<Level>,
+        /// Session write level.
+        w: Option<Level>,
+        /// The keyspace, if known, to show what the levels mean.
+        def: Option<KeyspaceDef>,
+        /// Whether the command changed it.
+        changed: bool,
+    },
+    /// `use`.
+    Used {
+        /// The new keyspace.
+        keyspace: String,
+    },
+    /// `keyspaces`.
+    Keyspaces {
+        /// Current keyspace.
+        current: String,
+        /// Every keyspace the node knows.
+        list: Vec<KeyspaceDef>,
+    },
+    /// `create keyspace`.
+    Created {
+        /// The definition.
+        def: KeyspaceDef,
+        /// Nodes that stored it.
+        acked: Vec<String>,
+        /// Nodes that did not answer.
+        missing: Vec<String>,
+    },
+    /// `replicas`.
+    Replicas {
+        /// Keyspace.
+        keyspace: String,
+        /// The key.
+        key: Key,
+        /// Preference list with each node's state (if status answered).
+        nodes: Vec<(String, Option<String>)>,
+    },
+    /// `status`.
+    Status {
+        /// The node that answered.
+        contacted: String,
+        /// Every member.
+        nodes: Vec<NodeStatus>,
+    },
+    /// `ring`.
+    Ring {
+        /// Virtual nodes per node assumed.
+        vnodes: usize,
+        /// (node, computed ownership, ownership the node reported).
+        rows: Vec<(String, f64, Option<f64>)>,
+    },
+    /// `tracing` / `format` shown or set.
+    Setting {
+        /// Which setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `help`.
+    Help(String),
+    /// `exit`.
+    Exit,
+}
+
+/// What the session remembers about a key it read.
+#[derive(Debug, Clone)]
+struct Remembered {
+    context: String,
+    ids: Vec<String>,
+}
+
+/// The session's default R and W.
+#[derive(Debug, Clone, Copy, Default)]
+struct Consistency {
+    r: Option<Level>,
+    w: Option<Level>,
+}
+
+/// One user's session.
+pub struct Session {
+    client: Arc<Client>,
+    keyspace: String,
+    consistency: Consistency,
+    tracing: bool,
+    format: Format,
+    contexts: HashMap<(String, Key), Remembered>,
+    keyspaces: Vec<KeyspaceDef>,
+    last_contact: Option<String>,
+    notices: Vec<String>,
+    listed_once: bool,
+}
+
+impl Session {
+    /// A session on `client`, starting in `keyspace`.
+    pub fn new(client: Arc<Client>, keyspace: String, format: Format) -> Self {
+        Session {
+            client,
+            keyspace,
+            consistency: Consistency::default(),
+            tracing: false,
+            format,
+            contexts: HashMap::new(),
+            keyspaces: Vec::new(),
+            last_contact: None,
+            notices: Vec::new(),
+            listed_once: false,
+        }
+    }
+
+    /// The prompt: shows the current keyspace.
+    pub fn prompt(&self) -> String {
+        format!("quorumkv:{}> ", self.keyspace)
+    }
+
+    /// The output format in force.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The current keyspace.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    /// Messages about the session itself (e.g. a failover) since the last call.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Keyspace names last fetched, for completion.
+    pub fn keyspace_names(&self) -> Vec<String> {
+        self.keyspaces.iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// Keys read in the current keyspace with their remembered context, for completion.
+    pub fn read_keys(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .contexts
+            .iter()
+            .filter(|((ks, _), _)| *ks == self.keyspace)
+            .map(|((_, k), r)| (render::key_text(k), r.context.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Fetch the keyspace list (for completion and levels); errors are the caller's to
+    /// report or ignore.
+    pub async fn refresh_keyspaces(&mut self) -> Result<(), ExecError> {
+        self.listed_once = true;
+        self.keyspaces = self.client.keyspaces().await?;
+        Ok(())
+    }
+
+    /// The current keyspace's definition if known, listing keyspaces once per session
+    /// so reads and writes can say what "keyspace default" R/W means. Only a display aid:
+    /// a failure here is ignored (the request itself will report the problem).
+    async fn current_def(&mut self) -> Option<KeyspaceDef> {
+        if !self.listed_once {
+            let _ = self.refresh_keyspaces().await;
+        }
+        self.keyspaces
+            .iter()
+            .find(|k| k.name == self.keyspace)
+            .cloned()
+    }
+
+    /// The definition of `name`, from the cache or the cluster.
+    async fn keyspace_def(&mut self, name: &str) -> Result<KeyspaceDef, ExecError> {
+        if let Some(d) = self.keyspaces.iter().find(|k| k.name == name) {
+            return Ok(d.clone());
+        }
+        self.refresh_keyspaces().await?;
+        self.keyspaces
+            .iter()
+            .find(|k| k.name == name)
+            .cloned()
+            .ok_or_else(|| ExecError::UnknownKeyspace {
+                name: name.to_string(),
+                known: self.keyspace_names().join(", "),
+            })
+    }
+
+    /// The quorum to send: the request's level, else the session's, resolved against the
+    /// current keyspace's N when it is quorum or all.
+    async fn quorum(
+        &mut self,
+        explicit: Option<Level>,
+        session: Option<Level>,
+    ) -> Result<Option<u8>, ExecError> {
+        match explicit.or(session) {
+            None => Ok(None),
+            Some(l) if !l.needs_n() => Ok(Some(l.resolve(0))),
+            Some(l) => {
+                let ks = self.keyspace.clone();
+                Ok(Some(l.resolve(self.keyspace_def(&ks).await?.n)))
+            }
+        }
+    }
+
+    /// Note a change of contact node (the client failed over).
+    async fn track_contact(&mut self) -> Option<String> {
+        let now = self.client.connected_to().await;
+        if let (Some(before), Some(after)) = (&self.last_contact, &now) {
+            if before != after {
+                self.notices.push(format!(
+                    "lost the connection to {before}; now talking to {after}"
+                ));
+            }
+        }
+        if now.is_some() {
+            self.last_contact = now.clone();
+        }
+        now
+    }
+
+    /// Run one command.
+    pub async fn execute(&mut self, cmd: Command) -> Result<Outcome, ExecError> {
+        let result = self.run(cmd).await;
+        self.track_contact().await;
+        result
+    }
+
+    async fn run(&mut self, cmd: Command) -> Result<Outcome, ExecError> {
+        match cmd {
+            Command::Get { key, r } => {
+                let r = self.quorum(r, self.consistency.r).await?;
+                let opts = RequestOptions {
+                    r,
+                    trace: self.tracing,
+                    ..Default::default()
+                };
+                let response = self.client.get(&self.keyspace, key.clone(), &opts).await?;
+                self.contexts.insert(
+                    (self.keyspace.clone(), key.clone()),
+                    Remembered {
+                        context: response.context.clone(),
+                        ids: response.values.iter().map(|s| s.dot.clone()).collect(),
+                    },
+                );
+                let default_r = match r {
+                    Some(_) => None,
+                    None => self.current_def().await.map(|d| d.r),
+                };
+                Ok(Outcome::Read {
+                    keyspace: self.keyspace.clone(),
+                    key,
+                    r,
+                    default_r,
+                    coordinator: self.track_contact().await,
+                    response,
+                })
+            }
+            Command::Put {
+                key,
+                value,
+                w,
+                context,
+            } => {
+                self.write(key, Some(value), w, context, WriteKind::Put, vec![])
+                    .await
+            }
+            Command::Delete { key, w, context } => {
+                self.write(key, None, w, context, WriteKind::Delete, vec![])
+                    .await
+            }
+            Command::Resolve { key, value, w } => {
+                let remembered = self
+                    .contexts
+                    .get(&(self.keyspace.clone(), key.clone()))
+                    .cloned()
+                    .ok_or_else(|| ExecError::NotRead {
+                        key: render::key_text(&key),
+                    })?;
+                self.write(
+                    key,
+                    Some(value),
+                    w,
+                    Some(remembered.context),
+                    WriteKind::Resolve,
+                    remembered.ids,
+                )
+                .await
+            }
+            Command::Consistency { r, w } => {
+                let changed = r != Setting::Keep || w != Setting::Keep;
+                let apply = |cur: Option<Level>, s: Setting| match s {
+                    Setting::Keep => cur,
+                    Setting::Default => None,
+                    Setting::Set(l) => Some(l),
+                };
+                self.consistency = Consistency {
+                    r: apply(self.consistency.r, r),
+                    w: apply(self.consistency.w, w),
+                };
+                let ks = self.keyspace.clone();
+                // Showing what the levels mean needs the keyspace; its absence is not an
+                // error for this command.
+                let def = self.keyspace_def(&ks).await.ok();
+                Ok(Outcome::Consistency {
+                    keyspace: ks,
+                    r: self.consistency.r,
+                    w: self.consistency.w,
+                    def,
+                    changed,
+                })
+            }
+            Command::Use(name) => {
+                if self.keyspace_def(&name).await.is_err() {
+                    // The contacted node may not have learnt a keyspace created through
+                    // another node yet; a request naming it makes it ask its peers.
+                    self.client
+                        .replicas(&name, Key::simple("probe"))
+                        .await
+                        .map_err(|e| match e {
+                            ClientError::Server {
+                                kind: ErrorKind::UnknownKeyspace,
+                                ..
+                            } => ExecError::UnknownKeyspace {
+                                name: name.clone(),
+                                known: self.keyspace_names().join(", "),
+                            },
+                            other => other.into(),
+                        })?;
+                    let _ = self.refresh_keyspaces().await;
+                }
+                self.keyspace = name.clone();
+                Ok(Outcome::Used { keyspace: name })
+            }
+            Command::Keyspaces => {
+                self.refresh_keyspaces().await?;
+                Ok(Outcome::Keyspaces {
+                    current: self.keyspace.clone(),
+                    list: self.keyspaces.clone(),
+                })
+            }
+            Command::CreateKeyspace {
+                name,
+                n,
+                r,
+                w,
+                max_siblings,
+            } => {
+                let mut def = KeyspaceDef::new(&name, n, r, w);
+                def.max_siblings = max_siblings;
+                let (acked, missing) = self.client.create_keyspace(def.clone()).await?;
+                let _ = self.refresh_keyspaces().await;
+                Ok(Outcome::Created {
+                    def,
+                    acked,
+                    missing,
+                })
+            }
+            Command::Replicas(key) => {
+                let list = self.client.replicas(&self.keyspace, key.clone()).await?;
+                // The states are a help, not the answer: without them the list stands.
+                let states = self.client.status().await.ok().map(|(_, n)| n);
+                let nodes = list
+                    .into_iter()
+                    .map(|name| {
+                        let state = states.as_ref().and_then(|s| {
+                            s.iter().find(|n| n.name == name).map(|n| n.state.clone())
+                        });
+                        (name, state)
+                    })
+                    .collect();
+                Ok(Outcome::Replicas {
+                    keyspace: self.keyspace.clone(),
+                    key,
+                    nodes,
+                })
+            }
+            Command::Status => {
+                let (contacted, nodes) = self.client.status().await?;
+                Ok(Outcome::Status { contacted, nodes })
+            }
+            Command::Ring => {
+                let (_, nodes) = self.client.status().await?;
+                let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+                let ring = Ring::new(&names, DEFAULT_VNODES)?;
+                let computed = ring.ownership();
+                let rows = nodes
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.name.clone(),
+                            computed.get(&n.name).copied().unwrap_or(0.0),
+                            Some(n.ownership),
+                        )
+                    })
+                    .collect();
+                Ok(Outcome::Ring {
+                    vnodes: ring.vnodes(),
+                    rows,
+                })
+            }
+            Command::Tracing(set) => {
+                if let Some(on) = set {
+                    self.tracing = on;
+                }
+                Ok(Outcome::Setting {
+                    name: "tracing",
+                    value: if self.tracing { "on" } else { "off" }.into(),
+                })
+            }
+            Command::Format(set) => {
+                if let Some(f) = set {
+                    self.format = f;
+                }
+                Ok(Outcome::Setting {
+                    name: "format",
+                    value: self.format.name().into(),
+                })
+            }
+            Command::Help(None) => Ok(Outcome::Help(commands::help_overview())),
+            Command::Help(Some(topic)) => commands::topic(&topic)
+                .map(|spec| Outcome::Help(commands::help_for(spec)))
+                .ok_or(ExecError::NoHelp(topic)),
+            Command::Exit => Ok(Outcome::Exit),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        key: Key,
+        value: Option<Vec<u8>>,
+        w: Option<Level>,
+        context: Option<String>,
+        kind: WriteKind,
+        replaces: Vec<String>,
+    ) -> Result<Outcome, ExecError> {
+        let w = self.quorum(w, self.consistency.w).await?;
+        let blind = context.as_deref().unwrap_or_default().is_empty();
+        let opts = RequestOptions {
+            w,
+            context,
+            trace: self.tracing,
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .put(&self.keyspace, key.clone(), value, &opts)
+            .await?;
+        let default_w = match w {
+            Some(_) => None,
+            None => self.current_def().await.map(|d| d.w),
+        };
+        Ok(Outcome::Written {
+            keyspace: self.keyspace.clone(),
+            key,
+            kind,
+            blind,
+            replaces,
+            w,
+            default_w,
+            coordinator: self.track_contact().await,
+            response,
+        })
+    }
+
+    /// Render an outcome in the session's format.
+    pub fn render(&self, outcome: &Outcome) -> String {
+        render::outcome(outcome, self.format)
+    }
+}

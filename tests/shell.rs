@@ -1,0 +1,597 @@
+//! The real `quorumkv shell` binary against real in-process clusters (QUIC, TLS, RocksDB):
+//! scripted sessions through stdin, `-e` and `-f`, asserting on what a user sees; and one
+//! test that drives the interactive shell in a terminal (tmux) for completion, history and
+//! Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use quorumkv::client::{Client, RequestOptions};
+use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
+use quorumkv::inprocess::QuicCluster;
+use quorumkv::key::Key;
+use quorumkv::keyspace::KeyspaceDef;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+
+async fn cluster(dir: &Path) -> QuicCluster {
+    QuicCluster::start(
+        dir,
+        3,
+        &[KeyspaceDef::new("default", 3, 2, 2)],
+        StorageConfig {
+            engine: "rocksdb".into(),
+            sync: true,
+        },
+        Timeouts {
+            request_ms: 1000,
+            connect_ms: 500,
+            idle_ms: 3000,
+        },
+    )
+    .await
+    .expect("start cluster")
+}
+
+/// Run the shell with `script` on stdin; bounded at 60 s.
+async fn shell(cluster_file: &Path, args: &[&str], script: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("shell")
+        .arg("--cluster")
+        .arg(cluster_file)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn shell");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(script.as_bytes()).await.expect("write");
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("shell finished within 60 s")
+        .expect("shell output")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8"),
+        String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8"),
+    )
+}
+
+/// Goal: the core story a user follows in the shell works end to end — put/get round
+/// trip, two blind puts become siblings shown with their ids, `resolve` collapses them
+/// with the remembered context, consistency is set and shown, a new keyspace n=3 w=2 is
+/// created and used, `replicas` lists 3 nodes, `status` shows 3 nodes up, `ring` shows
+/// every node, tracing prints the coordinator's timeline; the exit code is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_session_siblings_resolve_and_cluster_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = r#"
+# a comment, then a blank line
+
+put user:1 alice
+get user:1
+put doc draft-a
+put doc "draft b"
+get doc
+resolve doc "draft a+b"
+get doc
+consistency
+consistency r=3 w=1
+consistency
+create keyspace carts n=3 w=2
+use carts
+keyspaces
+put cart/1 apples; get cart/1
+replicas cart/1
+status
+ring
+tracing on
+get cart/1
+put cart/1 pears w=3
+tracing off
+exit
+get never-run
+"#;
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    // Round trip.
+    assert!(stdout.contains("| alice "), "{stdout}");
+    // Siblings with ids, then resolved to one value.
+    let siblings = stdout
+        .split("(2 siblings")
+        .next()
+        .expect("a read with 2 siblings");
+    assert!(siblings.contains("| draft-a "), "{stdout}");
+    assert!(siblings.contains("| \"draft b\"") || siblings.contains("| draft b "));
+    assert!(
+        stdout.contains("(2 siblings: concurrent writes"),
+        "{stdout}"
+    );
+    let ids: Vec<&str> = siblings
+        .lines()
+        .rev()
+        .take(2)
+        .map(|l| l.split('|').next().unwrap().trim())
+        .collect();
+    for id in &ids {
+        assert!(id.contains(':'), "sibling id {id:?} in {stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("replacing {}, {}", ids[1], ids[0])),
+        "resolve names what it replaced: {stdout}"
+    );
+    let after = stdout.split("OK: resolved").nth(1).expect("resolved");
+    assert!(after.contains("| draft a+b "), "{stdout}");
+    assert!(after.contains("(1 value)"), "{stdout}");
+    // Consistency.
+    assert!(stdout.contains("consistency: r=default (2 for default), w=default (2 for default)"));
+    assert!(stdout.contains("OK, consistency: r=3, w=1"), "{stdout}");
+    // Keyspace created with n=3 w=2 and in use.
+    assert!(
+        stdout.contains("OK: keyspace carts created (n=3 r=2 w=2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("now using keyspace carts"));
+    assert!(stdout.contains("*carts"), "{stdout}");
+    assert!(stdout.contains("| apples "), "{stdout}");
+    // Replicas: three distinct nodes.
+    let replicas = stdout
+        .split("replicas of cart/1 in carts")
+        .nth(1)
+        .expect("replicas output");
+    let rows: Vec<&str> = replicas
+        .lines()
+        .skip(3)
+        .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 3, "{replicas}");
+    for n in ["n1", "n2", "n3"] {
+        assert!(rows.iter().any(|r| r.contains(n)), "{n} in {rows:?}");
+    }
+    // Status: three nodes, all up.
+    assert!(stdout.contains("(3 node(s), 3 up;"), "{stdout}");
+    assert!(stdout.contains("connected to n1"), "{stdout}");
+    // Ring: every node with the default vnode count.
+    let ring = stdout.split("primary share").nth(1).expect("ring");
+    for n in ["n1", "n2", "n3"] {
+        assert!(ring.contains(&format!(" {n}   |    256 |")), "{ring}");
+    }
+    // Tracing: the coordinator's own events, for a read and for a write.
+    let traces: Vec<&str> = stdout
+        .split("Tracing session (from the coordinator):")
+        .skip(1)
+        .collect();
+    assert_eq!(traces.len(), 2, "{stdout}");
+    assert!(
+        traces[0].contains("coordinating read of cart/1"),
+        "{}",
+        traces[0]
+    );
+    assert!(traces[0].contains("replied after"), "{}", traces[0]);
+    assert!(traces[0].contains("elapsed µs"));
+    assert!(traces[1].contains("stored replica after"), "{}", traces[1]);
+    // `exit` stopped the script.
+    assert!(!stdout.contains("never-run") && !stderr.contains("never-run"));
+    c.shutdown().await;
+}
+
+/// Goal: mistakes — bad syntax, an unknown command, an unknown keyspace, resolving a key
+/// never read — each print one clear message on stderr, the shell keeps running the
+/// commands after them, and the exit code is non-zero with a count at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_keep_the_shell_running_and_fail_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = "put k \"unterminated\nfrobnicate\nput k v w=lots\nuse nosuch\nresolve k merged\nput k survived\nget k\n";
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("error (line 1): unterminated quote"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error (line 2): unknown command \"frobnicate\""));
+    assert!(stderr.contains("error (line 3): w=\"lots\" is not a quorum"));
+    assert!(stderr.contains("error (line 4): unknown keyspace \"nosuch\""));
+    assert!(stderr.contains("error (line 5): k has not been read in this session"));
+    assert!(stderr.contains("5 of 7 command(s) failed"), "{stderr}");
+    assert!(stdout.contains("| survived "), "{stdout}");
+
+    // A keyspace that exists on no node, reached through the server's own error.
+    let out = shell(&c.cluster_file, &["-k", "ghost"], "get k\nstatus\n").await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("unknown keyspace \"ghost\""), "{stderr}");
+    assert!(stdout.contains("(3 node(s)"), "{stdout}");
+    c.shutdown().await;
+}
+
+/// Goal: a stopped node shows as down in `status` once a request has touched it, and a
+/// request that needs it fails with the quorum error naming it; the shell goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_node_shows_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path()).await;
+    let out = shell(&c.cluster_file, &[], "put k v\nget k r=all\nstatus\n").await;
+    assert!(
+        text(&out).0.contains("(3 node(s), 3 up;"),
+        "{:?}",
+        text(&out)
+    );
+    c.stop(2).await;
+    // R=3 needs n3: the read fails and the coordinator records n3 as down. The state is
+    // updated when the failure comes back, so poll `status` a bounded number of times.
+    let out = shell(&c.cluster_file, &[], "get k r=all\nstatus\n").await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("quorum not reached: needed 3 replica(s), 2 answered in time"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\n  n3: "), "per-replica cause: {stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = stdout;
+    while !last
+        .lines()
+        .any(|l| l.contains(" n3 ") && l.contains("| down"))
+    {
+        assert!(Instant::now() < deadline, "n3 never shown down:\n{last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = text(&shell(&c.cluster_file, &[], "status\n").await).0;
+    }
+    assert!(last.contains("2 up;"), "{last}");
+    c.shutdown().await;
+}
+
+/// Goal: when the node the shell talks to dies mid-session, the next command goes to
+/// another contact point, the shell says so, and `status` shows the new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_fails_over_to_another_contact_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path()).await;
+    let mut child = Command::new(BIN)
+        .arg("shell")
+        .arg("--cluster")
+        .arg(&c.cluster_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn shell");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    stdin.write_all(b"put k v\nstatus\n").await.unwrap();
+    // Wait (bounded) until the first status is printed, so n1 dies between commands.
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut seen = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains("node(s)") {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("first status within 30 s");
+    assert!(seen.contains("connected to n1"), "{seen}");
+    c.stop(0).await;
+    stdin.write_all(b"get k\nstatus\n").await.unwrap();
+    drop(stdin);
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut rest = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            rest.push_str(&l);
+            rest.push('\n');
+        }
+        rest
+    })
+    .await
+    .expect("rest of the output within 60 s");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{rest}\n{stderr}");
+    assert!(rest.contains("| v "), "{rest}");
+    assert!(rest.contains("connected to n2"), "{rest}");
+    assert!(
+        stderr.contains("lost the connection to n1; now talking to n2"),
+        "{stderr}"
+    );
+    c.shutdown().await;
+}
+
+/// Goal: `format json` / `--output json` print exactly one JSON object per command on
+/// stdout — results and errors alike — and the objects carry the facts (sibling ids and
+/// values, context, node states, quorum failure causes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_one_object_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = "format json\nput j one\nput j two\nget j\nstatus\nbad syntax here\nconsistency quorum\nget j\n";
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let objs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(objs.len(), 8, "{stdout}");
+    assert_eq!(objs[0]["value"], "json");
+    assert_eq!(objs[1]["command"], "put");
+    assert_eq!(objs[1]["blind"], true);
+    let sib = objs[3]["siblings"].as_array().expect("siblings");
+    assert_eq!(sib.len(), 2, "{}", objs[3]);
+    let mut vals: Vec<&str> = sib.iter().map(|s| s["value"].as_str().unwrap()).collect();
+    vals.sort();
+    assert_eq!(vals, ["one", "two"]);
+    assert!(sib.iter().all(|s| s["id"].as_str().unwrap().contains(':')));
+    assert!(!objs[3]["context"].as_str().unwrap().is_empty());
+    let nodes = objs[4]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    // Every node has answered or is still answering a request: none is down.
+    assert!(nodes.iter().all(|n| n["state"] != "down"), "{}", objs[4]);
+    assert_eq!(objs[5]["ok"], false);
+    assert_eq!(objs[5]["kind"], "syntax");
+    assert_eq!(objs[6]["effective_r"], 2);
+    assert_eq!(objs[7]["r"], 2);
+
+    // --output json from the start, and a quorum failure as a structured object.
+    let out = shell(&c.cluster_file, &["--output", "json"], "get j r=4\n").await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one object");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["kind"], "invalid_request", "{v}");
+    c.shutdown().await;
+}
+
+/// Goal: values that are not UTF-8, or that carry terminal control sequences, never reach
+/// stdout raw: non-UTF-8 is shown as `base64:`, controls are escaped, in tables and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_values_are_never_printed_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
+    let o = RequestOptions::default();
+    let binary = vec![0xff, 0xfe, 0x1b, b'[', b'2', b'J', 0x00, 0x9b];
+    client
+        .put("default", Key::parse("bin"), Some(binary.clone()), &o)
+        .await
+        .unwrap();
+    client
+        .put(
+            "default",
+            Key::parse("ansi"),
+            Some(b"\x1b[31mred\x07\nnext".to_vec()),
+            &o,
+        )
+        .await
+        .unwrap();
+    for args in [&[][..], &["--output", "json"][..]] {
+        let out = shell(&c.cluster_file, args, "get bin\nget ansi\n").await;
+        assert!(out.status.success());
+        let stdout = String::from_utf8(out.stdout.clone()).expect("stdout is valid UTF-8");
+        assert!(
+            !stdout.chars().any(|ch| ch.is_control() && ch != '\n'),
+            "a control character reached stdout: {stdout:?}"
+        );
+        if args.is_empty() {
+            assert!(stdout.contains("base64://4bWzJKAJs="), "{stdout}");
+            assert!(stdout.contains(r#""\x1b[31mred\x07\nnext""#), "{stdout}");
+        } else {
+            assert!(stdout.contains(r#"{"base64":"//4bWzJKAJs="}"#), "{stdout}");
+        }
+    }
+    c.shutdown().await;
+}
+
+/// Goal: `-e` runs `;`-separated commands and `-f` runs a file, each then exits; exit code
+/// 0 when all succeed and 1 when one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_and_file_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let out = shell(
+        &c.cluster_file,
+        &["-e", "put e \"one; two\"; get e"],
+        "get ignored-stdin\n",
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("| one; two "), "{stdout}");
+    assert!(!stdout.contains("ignored"));
+    let file = dir.path().join("script.qkv");
+    std::fs::write(&file, "# setup\nget e\n\nnope\n").unwrap();
+    let out = shell(&c.cluster_file, &["-f", file.to_str().unwrap()], "").await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("one; two"), "{stdout}");
+    assert!(
+        stderr.contains("error (line 4): unknown command \"nope\""),
+        "{stderr}"
+    );
+    c.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The interactive shell in a real terminal.
+
+/// A tmux server of our own (its own socket), killed on drop even if the test fails.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "qkv"];
+        args.extend_from_slice(keys);
+        let o = self.cmd(&args);
+        assert!(o.status.success(), "send-keys: {o:?}");
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "qkv"]).stdout).into_owned()
+    }
+
+    /// Wait (at most 20 s) until the screen satisfies `ok`; returns it.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last non-blank line on the screen.
+    fn last_line(&self) -> String {
+        self.screen()
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn start_shell(&self, cluster_file: &Path, history: &Path) {
+        let command = format!(
+            "{BIN} shell --cluster {} --history {}",
+            cluster_file.display(),
+            history.display()
+        );
+        let o = self.cmd(&[
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-s",
+            "qkv",
+            &command,
+        ]);
+        assert!(o.status.success(), "new-session: {o:?}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn tmux_installed() -> bool {
+    std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Goal: in a real terminal, `cons<Tab>` completes to `consistency`, `use d<Tab>` completes
+/// a keyspace name fetched from the cluster, Ctrl-C drops a half-typed line and the shell
+/// stays alive, Ctrl-D exits, and a command from a previous session comes back with Up
+/// after restarting with the same --history file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_completion_history_and_ctrl_c_in_tmux() {
+    if !tmux_installed() {
+        println!("SKIPPED: tmux is not installed; the interactive terminal test did not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let cluster_file: PathBuf = c.cluster_file.clone();
+    let history = dir.path().join("history");
+    let socket = format!("qkv-shell-test-{}", std::process::id());
+    // tmux and the waits are blocking; keep them off the runtime serving the cluster.
+    tokio::task::spawn_blocking(move || {
+        let t = Tmux { socket };
+        t.start_shell(&cluster_file, &history);
+        t.wait_for("the prompt", |s| s.contains("quorumkv:default>"));
+
+        // Completion of a command name.
+        t.send(&["cons", "Tab"]);
+        t.wait_for("completion of cons", |s| {
+            s.contains("quorumkv:default> consistency")
+        });
+        t.send(&["Enter"]);
+        t.wait_for("consistency output", |s| {
+            s.contains("consistency: r=default")
+        });
+
+        // Completion of a keyspace name from the cluster.
+        t.send(&["use d", "Tab"]);
+        t.wait_for("completion of the keyspace", |s| {
+            s.contains("quorumkv:default> use default")
+        });
+        t.send(&["Enter"]);
+        t.wait_for("use output", |s| s.contains("now using keyspace default"));
+
+        // Ctrl-C drops the half-typed line; the shell is still alive and answers.
+        t.send(&["put half typed", "C-c"]);
+        t.wait_for("a fresh prompt after Ctrl-C", |_| {
+            t.last_line().trim_end() == "quorumkv:default>"
+        });
+        t.send(&["get history-key", "Enter"]);
+        t.wait_for("the get after Ctrl-C", |s| s.contains("(not found)"));
+        assert!(
+            !t.screen().contains("does not take"),
+            "the cancelled line ran"
+        );
+
+        // Ctrl-D exits; the session (and pane) ends.
+        t.send(&["C-d"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while t.cmd(&["has-session", "-t", "qkv"]).status.success() {
+            assert!(Instant::now() < deadline, "shell did not exit on Ctrl-D");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Restart with the same history: Up recalls the last command.
+        t.start_shell(&cluster_file, &history);
+        t.wait_for("the prompt again", |s| s.contains("quorumkv:default>"));
+        t.send(&["Up"]);
+        t.wait_for("history recalled with Up", |s| {
+            s.contains("quorumkv:default> get history-key")
+        });
+        // The half-typed, cancelled line never reached the history.
+        t.send(&["Up", "Up", "Up"]);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!t.screen().contains("put half typed"), "{}", t.screen());
+    })
+    .await
+    .expect("tmux steps");
+    c.shutdown().await;
+}
