@@ -16,8 +16,9 @@ use crate::config::{ClusterFile, Member};
 use crate::key::Key;
 use crate::keyspace::KeyspaceDef;
 use crate::proto::{
-    self, ClientRequest, ClientResponse, ErrorKind, GetRequest, GetResponse, Message, NodeStatus,
-    PutRequest, PutResponse, Reply,
+    self, BatchItem, BatchRequest, BatchResponse, ClientRequest, ClientResponse, ErrorKind,
+    GetRequest, GetResponse, Message, NodeStatus, PutRequest, PutResponse, Reply, ScanRequest,
+    ScanResponse,
 };
 use crate::tls::{self, TlsError, TransportSettings};
 use crate::transport::quic::{connect, exchange, ExchangeError};
@@ -74,6 +75,9 @@ pub struct RequestOptions {
     pub context: Option<String>,
     /// Ask the coordinator for a timeline.
     pub trace: bool,
+    /// Make a put conditional on `context`: refused with a conflict if the key changed
+    /// since that read.
+    pub if_context: bool,
 }
 
 /// A connection to a cluster.
@@ -158,7 +162,7 @@ impl Client {
     /// Send any request. Requests that cannot have changed data are retried on the next
     /// contact point when the connection breaks.
     pub async fn request(&self, req: ClientRequest) -> Result<ClientResponse, ClientError> {
-        let idempotent = !matches!(req, ClientRequest::Put(_));
+        let idempotent = !matches!(req, ClientRequest::Put(_) | ClientRequest::Batch(_));
         let frame = proto::encode(&Message::Client(req));
         let mut last_err = None;
         for _ in 0..self.contacts.len().max(1) {
@@ -234,9 +238,56 @@ impl Client {
             context: opts.context.clone().unwrap_or_default(),
             w: opts.w,
             trace: opts.trace,
+            if_context: opts.if_context,
         });
         match self.request(req).await? {
             ClientResponse::Put(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Read items of one partition in sort order, `from` (inclusive) to `to`
+    /// (exclusive), at most `limit` stored items; `next` in the reply continues.
+    pub async fn scan(
+        &self,
+        keyspace: &str,
+        partition: &[u8],
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: u32,
+        opts: &RequestOptions,
+    ) -> Result<ScanResponse, ClientError> {
+        let req = ClientRequest::Scan(ScanRequest {
+            keyspace: keyspace.to_string(),
+            partition: partition.to_vec(),
+            from: from.to_vec(),
+            to: to.map(|t| serde_bytes::ByteBuf::from(t.to_vec())),
+            limit,
+            r: opts.r,
+            trace: opts.trace,
+        });
+        match self.request(req).await? {
+            ClientResponse::Scan(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Write several items of one partition atomically on each replica. A batch is a
+    /// write: when the connection breaks mid-request it is not retried.
+    pub async fn batch(
+        &self,
+        keyspace: &str,
+        items: Vec<BatchItem>,
+        opts: &RequestOptions,
+    ) -> Result<BatchResponse, ClientError> {
+        let req = ClientRequest::Batch(BatchRequest {
+            keyspace: keyspace.to_string(),
+            items,
+            w: opts.w,
+            trace: opts.trace,
+        });
+        match self.request(req).await? {
+            ClientResponse::Batch(b) => Ok(b),
             other => Err(unexpected(other)),
         }
     }

@@ -26,8 +26,9 @@ use crate::key::{Key, KeyError};
 use crate::keyspace::{validate_name, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::node::{Node, NodeError};
 use crate::proto::{
-    ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest, PeerResponse, PutRequest,
-    PutResponse, ReplicaFailure, SiblingView, TraceEvent,
+    BatchRequest, BatchResponse, ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest,
+    PeerResponse, PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse,
+    SiblingView, TraceEvent,
 };
 use crate::transport::TransportError;
 
@@ -69,6 +70,30 @@ pub enum CoordinatorError {
     /// The key has too many siblings.
     #[error("{0}")]
     SiblingLimit(String),
+    /// A conditional write found the key changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// A batch names keys of more than one partition.
+    #[error(
+        "a batch must stay within one partition: {first} and {other} are in different partitions"
+    )]
+    CrossPartitionBatch {
+        /// The first item's key.
+        first: String,
+        /// An item in another partition.
+        other: String,
+    },
+    /// A batch with no items.
+    #[error("a batch needs at least one item")]
+    EmptyBatch,
+    /// A batch with too many items.
+    #[error("a batch of {len} items exceeds the limit of {max}")]
+    BatchTooLarge {
+        /// Items given.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
     /// Local metadata failure.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -140,6 +165,30 @@ impl CallFailure {
 }
 
 type CallResult = Result<PeerResponse, CallFailure>;
+
+/// Most items one batch may write.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// The id (`actor:counter`) of the version `lead` just issued in `object`.
+fn newest_dot(object: &Object, lead: &str) -> String {
+    object
+        .siblings
+        .iter()
+        .find(|s| s.dot.actor == lead && s.dot.counter == object.vv.get(lead))
+        .map(|s| format!("{}:{}", s.dot.actor, s.dot.counter))
+        .unwrap_or_default()
+}
+
+/// The live siblings of an object as the client sees them.
+fn sibling_views(o: &Object) -> Vec<SiblingView> {
+    o.live_values()
+        .map(|s| SiblingView {
+            value: s.value.clone().unwrap_or_default(),
+            dot: format!("{}:{}", s.dot.actor, s.dot.counter),
+            written_at_ms: s.written_at_ms,
+        })
+        .collect()
+}
 
 impl Node {
     /// Send a replica request to `to` (locally without the network when `to` is this
@@ -343,14 +392,7 @@ impl Node {
         }
         trace.add(&self.name, || "read complete".to_string());
         Ok(GetResponse {
-            values: merged
-                .live_values()
-                .map(|s| SiblingView {
-                    value: s.value.clone().unwrap_or_default(),
-                    dot: format!("{}:{}", s.dot.actor, s.dot.counter),
-                    written_at_ms: s.written_at_ms,
-                })
-                .collect(),
+            values: sibling_views(&merged),
             tombstones: merged.siblings.iter().filter(|s| s.value.is_none()).count(),
             context: merged.vv.to_context(),
             trace: trace.finish(),
@@ -405,14 +447,7 @@ impl Node {
         let mut trace = Trace::new(req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         req.key.validate(self.limits.max_key_bytes)?;
-        if let Some(v) = &req.value {
-            if v.len() > self.limits.max_value_bytes {
-                return Err(CoordinatorError::ValueTooLarge {
-                    len: v.len(),
-                    max: self.limits.max_value_bytes,
-                });
-            }
-        }
+        self.check_value(req.value.as_deref())?;
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
         let context = VersionVector::from_context(&req.context)?;
         let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
@@ -428,49 +463,165 @@ impl Node {
             )
         });
         let deadline = Instant::now() + self.request_timeout;
-        let mut failures: BTreeMap<String, ReplicaFailure> = BTreeMap::new();
+        let write = PeerRequest::Write {
+            keyspace: ks.clone(),
+            key: req.key.clone(),
+            context,
+            value: req.value.clone(),
+            if_context: req.if_context,
+        };
+        let (lead, reply, failures) = self
+            .lead_write(&pl, &write, op, w, deadline, &mut trace)
+            .await?;
+        let PeerResponse::Written { object } = reply else {
+            return Err(CoordinatorError::Replica(format!(
+                "{lead} sent an unexpected reply to a write"
+            )));
+        };
+        let dot = newest_dot(&object, &lead);
+        let context_out = object.vv.to_context();
+        let replicate = PeerRequest::Replicate {
+            keyspace: ks,
+            key: req.key.clone(),
+            object,
+        };
+        self.replicate_from_lead(
+            &pl, &lead, &replicate, op, w, deadline, failures, &mut trace,
+        )
+        .await?;
+        Ok(PutResponse {
+            context: context_out,
+            dot,
+            trace: trace.finish(),
+        })
+    }
 
-        // 1. The lead replica issues the dot.
-        let mut lead: Option<(String, Object)> = None;
-        let candidates = self.lead_candidates(&pl);
-        let count = candidates.len() as u32;
+    /// Coordinate an atomic batch of writes to one partition.
+    pub async fn batch(
+        self: &Arc<Self>,
+        req: BatchRequest,
+    ) -> Result<BatchResponse, CoordinatorError> {
+        let mut trace = Trace::new(req.trace);
+        let ks = self.keyspace(&req.keyspace).await?;
+        let first = req.items.first().ok_or(CoordinatorError::EmptyBatch)?;
+        let partition = first.key.partition.clone();
+        if req.items.len() > MAX_BATCH_ITEMS {
+            return Err(CoordinatorError::BatchTooLarge {
+                len: req.items.len(),
+                max: MAX_BATCH_ITEMS,
+            });
+        }
+        let mut items = Vec::with_capacity(req.items.len());
+        for item in &req.items {
+            item.key.validate(self.limits.max_key_bytes)?;
+            if item.key.partition != partition {
+                return Err(CoordinatorError::CrossPartitionBatch {
+                    first: first.key.to_string(),
+                    other: item.key.to_string(),
+                });
+            }
+            self.check_value(item.value.as_deref())?;
+            items.push((
+                serde_bytes::ByteBuf::from(item.key.sort.clone()),
+                VersionVector::from_context(&item.context)?,
+                item.value.clone().map(serde_bytes::ByteBuf::from),
+            ));
+        }
+        let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
+        let pl = self.ring.preference_list(&partition, ks.n as usize);
+        trace.add(&self.name, || {
+            format!("coordinating a batch of {} item(s) in partition {}; replicas {pl:?}; waiting for w={w}", items.len(), String::from_utf8_lossy(&partition))
+        });
+        let deadline = Instant::now() + self.request_timeout;
+        let write = PeerRequest::WriteBatch {
+            keyspace: ks.clone(),
+            partition: partition.clone(),
+            items,
+        };
+        let (lead, reply, failures) = self
+            .lead_write(&pl, &write, "batch", w, deadline, &mut trace)
+            .await?;
+        let PeerResponse::WrittenBatch(objects) = reply else {
+            return Err(CoordinatorError::Replica(format!(
+                "{lead} sent an unexpected reply to a batch"
+            )));
+        };
+        let dots = objects.iter().map(|o| newest_dot(o, &lead)).collect();
+        let replicate = PeerRequest::ReplicateBatch {
+            keyspace: ks,
+            partition,
+            items: req
+                .items
+                .iter()
+                .zip(objects)
+                .map(|(i, o)| (serde_bytes::ByteBuf::from(i.key.sort.clone()), o))
+                .collect(),
+        };
+        self.replicate_from_lead(
+            &pl, &lead, &replicate, "batch", w, deadline, failures, &mut trace,
+        )
+        .await?;
+        Ok(BatchResponse {
+            dots,
+            trace: trace.finish(),
+        })
+    }
+
+    fn check_value(&self, value: Option<&[u8]>) -> Result<(), CoordinatorError> {
+        match value {
+            Some(v) if v.len() > self.limits.max_value_bytes => {
+                Err(CoordinatorError::ValueTooLarge {
+                    len: v.len(),
+                    max: self.limits.max_value_bytes,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Step 1 of a write: find a replica that issues the new version(s). Returns the lead,
+    /// its reply, and the failures met on the way.
+    async fn lead_write(
+        self: &Arc<Self>,
+        pl: &[String],
+        write: &PeerRequest,
+        op: &'static str,
+        w: u8,
+        deadline: Instant,
+        trace: &mut Trace,
+    ) -> Result<(String, PeerResponse, BTreeMap<String, ReplicaFailure>), CoordinatorError> {
+        let mut failures: BTreeMap<String, ReplicaFailure> = BTreeMap::new();
+        let candidates = self.lead_candidates(pl);
+        let count = candidates.len();
         for (i, cand) in candidates.into_iter().enumerate() {
             // Give each candidate half of what remains (the last gets all of it), so one
             // silent replica cannot use up the whole request timeout.
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
-            let attempt_deadline = if (i as u32) + 1 == count {
+            let attempt_deadline = if i + 1 == count {
                 deadline
             } else {
                 now + remaining / 2
             };
-            let write = PeerRequest::Write {
-                keyspace: ks.clone(),
-                key: req.key.clone(),
-                context: context.clone(),
-                value: req.value.clone(),
-            };
             let started = Instant::now();
-            match self.call_replica(&cand, write, attempt_deadline).await {
-                Ok(PeerResponse::Written { object }) => {
+            match self
+                .call_replica(&cand, write.clone(), attempt_deadline)
+                .await
+            {
+                Ok(reply) => {
                     trace.add(&cand, || {
                         format!(
-                            "lead replica: issued the version and stored it after {} µs",
+                            "lead replica: issued the version(s) and stored them after {} µs",
                             started.elapsed().as_micros()
                         )
                     });
-                    lead = Some((cand, object));
-                    break;
-                }
-                Ok(other) => {
-                    let f = CallFailure::Refused(PeerError::Invalid(format!(
-                        "unexpected reply {other:?}"
-                    )))
-                    .to_failure(&cand);
-                    failures.insert(cand, f);
+                    return Ok((cand, reply, failures));
                 }
                 Err(CallFailure::Refused(PeerError::SiblingLimit(m))) => {
                     return Err(CoordinatorError::SiblingLimit(m))
+                }
+                Err(CallFailure::Refused(PeerError::Conflict(m))) => {
+                    return Err(CoordinatorError::Conflict(m))
                 }
                 Err(CallFailure::Refused(PeerError::Invalid(m))) => {
                     return Err(CoordinatorError::Replica(m))
@@ -484,31 +635,31 @@ impl Node {
                 }
             }
         }
-        let Some((lead_node, object)) = lead else {
-            return Err(CoordinatorError::QuorumNotReached {
-                op,
-                needed: w,
-                got: 0,
-                failures: failures.into_values().collect(),
-            });
-        };
-        let dot = object
-            .siblings
-            .iter()
-            .find(|s| s.dot.actor == lead_node && s.dot.counter == object.vv.get(&lead_node))
-            .map(|s| format!("{}:{}", s.dot.actor, s.dot.counter))
-            .unwrap_or_default();
-        let context_out = object.vv.to_context();
+        Err(CoordinatorError::QuorumNotReached {
+            op,
+            needed: w,
+            got: 0,
+            failures: failures.into_values().collect(),
+        })
+    }
 
-        // 2. Replicate the lead's object to the others; W counts the lead.
-        let others: Vec<String> = pl.iter().filter(|n| **n != lead_node).cloned().collect();
+    /// Step 2 of a write: send the lead's result to the other replicas and wait until W
+    /// replicas (the lead included) hold it.
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate_from_lead(
+        self: &Arc<Self>,
+        pl: &[String],
+        lead: &str,
+        replicate: &PeerRequest,
+        op: &'static str,
+        w: u8,
+        deadline: Instant,
+        mut failures: BTreeMap<String, ReplicaFailure>,
+        trace: &mut Trace,
+    ) -> Result<(), CoordinatorError> {
+        let others: Vec<String> = pl.iter().filter(|n| *n != lead).cloned().collect();
         let mut acks: u8 = 1;
-        let replicate = PeerRequest::Replicate {
-            keyspace: ks.clone(),
-            key: req.key.clone(),
-            object,
-        };
-        let mut rx = self.fan_out(&others, &replicate, deadline);
+        let mut rx = self.fan_out(&others, replicate, deadline);
         let mut answered = 0usize;
         while acks < w && answered < others.len() {
             let Some((node, us, res)) = rx.recv().await else {
@@ -544,11 +695,146 @@ impl Node {
         trace.add(&self.name, || {
             format!("{op} acknowledged by {acks} replica(s)")
         });
-        Ok(PutResponse {
-            context: context_out,
-            dot,
+        Ok(())
+    }
+
+    /// Coordinate a range read of one partition: R replicas' pages merged item by item.
+    pub async fn scan(
+        self: &Arc<Self>,
+        req: ScanRequest,
+    ) -> Result<ScanResponse, CoordinatorError> {
+        let mut trace = Trace::new(req.trace);
+        let ks = self.keyspace(&req.keyspace).await?;
+        Key {
+            partition: req.partition.clone(),
+            sort: req.from.clone(),
+        }
+        .validate(self.limits.max_key_bytes)?;
+        let r = ks.quorum("r", req.r.unwrap_or(ks.r))?;
+        let limit = (req.limit as usize).clamp(1, crate::node::MAX_SCAN_LIMIT);
+        let pl = self.ring.preference_list(&req.partition, ks.n as usize);
+        trace.add(&self.name, || {
+            format!(
+                "coordinating scan of partition {}; replicas {pl:?}; waiting for r={r}",
+                String::from_utf8_lossy(&req.partition)
+            )
+        });
+        let deadline = Instant::now() + self.request_timeout;
+        let scan = PeerRequest::Scan {
+            keyspace: ks.clone(),
+            partition: req.partition.clone(),
+            from: req.from.clone(),
+            to: req.to.clone(),
+            limit: limit as u32,
+        };
+        let mut rx = self.fan_out(&pl, &scan, deadline);
+        let mut replies: Vec<(String, BTreeMap<Vec<u8>, Object>, bool)> = Vec::new();
+        let mut failures = Vec::new();
+        while replies.len() < r as usize && failures.len() <= pl.len() - r as usize {
+            let Some((node, us, res)) = rx.recv().await else {
+                break;
+            };
+            match res {
+                Ok(PeerResponse::Items { items, more }) => {
+                    trace.add(&node, || {
+                        format!("replied after {us} µs: {} item(s)", items.len())
+                    });
+                    replies.push((
+                        node,
+                        items.into_iter().map(|(s, o)| (s.into_vec(), o)).collect(),
+                        more,
+                    ));
+                }
+                Ok(other) => failures.push(
+                    CallFailure::Refused(PeerError::Invalid(format!("unexpected reply {other:?}")))
+                        .to_failure(&node),
+                ),
+                Err(f) => failures.push(f.to_failure(&node)),
+            }
+        }
+        if replies.len() < r as usize {
+            return Err(CoordinatorError::QuorumNotReached {
+                op: "scan",
+                needed: r,
+                got: replies.len() as u8,
+                failures,
+            });
+        }
+        // Every item among the first `limit` of the union was returned by every replica
+        // that stores it (a replica stops only after `limit` smaller items), so the merge
+        // of the first `limit` keys is exact.
+        let mut merged: BTreeMap<Vec<u8>, Object> = BTreeMap::new();
+        for (_, items, _) in &replies {
+            for (sort, o) in items {
+                merged.entry(sort.clone()).or_default().merge(o);
+            }
+        }
+        let more = replies.iter().any(|(_, _, more)| *more) || merged.len() > limit;
+        let page: Vec<(Vec<u8>, Object)> = merged.into_iter().take(limit).collect();
+        let next = if more {
+            page.last().map(|(s, _)| {
+                let mut n = s.clone();
+                n.push(0);
+                serde_bytes::ByteBuf::from(n)
+            })
+        } else {
+            None
+        };
+        if ks.read_repair != ReadRepair::Off {
+            self.spawn_scan_repair(&ks, &req.partition, &page, &replies);
+        }
+        Ok(ScanResponse {
+            items: page
+                .into_iter()
+                .filter(|(_, o)| o.live_values().next().is_some())
+                .map(|(sort, o)| ScanItem {
+                    sort,
+                    values: sibling_views(&o),
+                    context: o.vv.to_context(),
+                })
+                .collect(),
+            next,
             trace: trace.finish(),
         })
+    }
+
+    /// Send each replica that answered a scan the merged items it lacked or had stale,
+    /// as one batch (so it applies them atomically).
+    fn spawn_scan_repair(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        partition: &[u8],
+        page: &[(Vec<u8>, Object)],
+        replies: &[(String, BTreeMap<Vec<u8>, Object>, bool)],
+    ) {
+        for (node, items, _) in replies {
+            let stale: Vec<(serde_bytes::ByteBuf, Object)> = page
+                .iter()
+                .filter(|(sort, o)| items.get(sort) != Some(o))
+                .map(|(sort, o)| (serde_bytes::ByteBuf::from(sort.clone()), o.clone()))
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&self.repair_slots).try_acquire_owned() else {
+                tracing::warn!("scan repair skipped: too many repairs pending");
+                return;
+            };
+            let req = PeerRequest::ReplicateBatch {
+                keyspace: ks.clone(),
+                partition: partition.to_vec(),
+                items: stale,
+            };
+            let (me, node) = (Arc::clone(self), node.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let deadline = Instant::now() + me.request_timeout;
+                if let Err(f) = me.call_replica(&node, req, deadline).await {
+                    let f = f.to_failure(&node);
+                    tracing::debug!(replica = %node, kind = %f.kind, "scan repair failed");
+                }
+            });
+        }
     }
 
     /// Lead replicas to try, best first: this node if it is a replica, then replicas last

@@ -22,7 +22,7 @@ use crate::proto::{
     ClientRequest, ClientResponse, ErrorKind, ErrorResponse, NodeStatus, PeerError, PeerRequest,
     PeerResponse,
 };
-use crate::replica::{Replica, ReplicaError};
+use crate::replica::{Replica, ReplicaError, WriteItem};
 use crate::ring::{Ring, RingError};
 use crate::storage::{prefix_end, BatchOp, Storage, StorageError};
 use crate::transport::{BoxFuture, PeerHandler, Transport};
@@ -81,6 +81,10 @@ pub struct Node {
     /// Bounds background read repairs (see `limits.max_pending_read_repairs`).
     pub(crate) repair_slots: Arc<Semaphore>,
 }
+
+/// Most items one scan page returns, whatever the client asks for: bounds the reply
+/// size and the work one request can cause.
+pub const MAX_SCAN_LIMIT: usize = 1000;
 
 /// Storage prefix for node metadata; 0xFF sorts after every keyspace name.
 const META_KEYSPACE_PREFIX: &[u8] = b"\xFFmeta\x00keyspace\x00";
@@ -202,6 +206,8 @@ impl Node {
             let result = match req {
                 ClientRequest::Get(g) => self.get(g).await.map(ClientResponse::Get),
                 ClientRequest::Put(p) => self.put(p).await.map(ClientResponse::Put),
+                ClientRequest::Scan(q) => self.scan(q).await.map(ClientResponse::Scan),
+                ClientRequest::Batch(b) => self.batch(b).await.map(ClientResponse::Batch),
                 ClientRequest::CreateKeyspace(def) => self.create_keyspace(def).await,
                 ClientRequest::ListKeyspaces => {
                     Ok(ClientResponse::Keyspaces(self.keyspaces.list()))
@@ -284,14 +290,81 @@ impl Node {
                 key,
                 context,
                 value,
+                if_context,
             } => match learn(&keyspace) {
                 Err(e) => Err(PeerError::Invalid(e.to_string())),
                 Ok(_) => self
                     .replica
-                    .write(&keyspace, &key, context, value)
+                    .write(&keyspace, &key, context, value, if_context)
                     .await
                     .map(|object| PeerResponse::Written { object })
                     .map_err(peer_error),
+            },
+            PeerRequest::WriteBatch {
+                keyspace,
+                partition,
+                items,
+            } => match learn(&keyspace) {
+                Err(e) => Err(PeerError::Invalid(e.to_string())),
+                Ok(_) => {
+                    let items = items
+                        .into_iter()
+                        .map(|(sort, context, value)| WriteItem {
+                            sort: sort.into_vec(),
+                            context,
+                            value: value.map(|v| v.into_vec()),
+                        })
+                        .collect();
+                    self.replica
+                        .write_batch(&keyspace, &partition, items, false)
+                        .await
+                        .map(PeerResponse::WrittenBatch)
+                        .map_err(peer_error)
+                }
+            },
+            PeerRequest::ReplicateBatch {
+                keyspace,
+                partition,
+                items,
+            } => match learn(&keyspace) {
+                Err(e) => Err(PeerError::Invalid(e.to_string())),
+                Ok(_) => {
+                    let items = items.into_iter().map(|(s, o)| (s.into_vec(), o)).collect();
+                    self.replica
+                        .merge_batch(&keyspace, &partition, items)
+                        .await
+                        .map(|_| PeerResponse::Ack)
+                        .map_err(peer_error)
+                }
+            },
+            PeerRequest::Scan {
+                keyspace,
+                partition,
+                from,
+                to,
+                limit,
+            } => match learn(&keyspace) {
+                Err(e) => Err(PeerError::Invalid(e.to_string())),
+                Ok(_) => {
+                    let limit = (limit as usize).min(MAX_SCAN_LIMIT);
+                    self.replica
+                        .scan(
+                            &keyspace,
+                            &partition,
+                            &from,
+                            to.as_deref().map(|v| &v[..]),
+                            limit,
+                        )
+                        .await
+                        .map(|(items, more)| PeerResponse::Items {
+                            items: items
+                                .into_iter()
+                                .map(|(s, o)| (serde_bytes::ByteBuf::from(s), o))
+                                .collect(),
+                            more,
+                        })
+                        .map_err(peer_error)
+                }
             },
             PeerRequest::Replicate {
                 keyspace,
@@ -321,6 +394,7 @@ impl Node {
 fn peer_error(e: ReplicaError) -> PeerError {
     match e {
         ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
+        ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
         other => PeerError::Storage(other.to_string()),
     }
 }
@@ -330,6 +404,8 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Get(_) => "get",
         ClientRequest::Put(p) if p.value.is_none() => "delete",
         ClientRequest::Put(_) => "put",
+        ClientRequest::Scan(_) => "scan",
+        ClientRequest::Batch(_) => "batch",
         ClientRequest::CreateKeyspace(_) => "create_keyspace",
         ClientRequest::ListKeyspaces => "list_keyspaces",
         ClientRequest::Replicas { .. } => "replicas",
@@ -357,6 +433,10 @@ pub fn error_response(e: &CoordinatorError) -> ErrorResponse {
         | CoordinatorError::Context(_)
         | CoordinatorError::ValueTooLarge { .. } => ErrorKind::InvalidRequest,
         CoordinatorError::SiblingLimit(_) => ErrorKind::SiblingLimit,
+        CoordinatorError::Conflict(_) => ErrorKind::Conflict,
+        CoordinatorError::CrossPartitionBatch { .. }
+        | CoordinatorError::EmptyBatch
+        | CoordinatorError::BatchTooLarge { .. } => ErrorKind::InvalidRequest,
         CoordinatorError::Node(NodeError::Keyspace(_)) | CoordinatorError::Replica(_) => {
             ErrorKind::InvalidRequest
         }

@@ -130,6 +130,88 @@ pub struct PutRequest {
     pub w: Option<u8>,
     /// Return a timeline of what the coordinator did.
     pub trace: bool,
+    /// Conditional write: refuse with a conflict if the lead replica's copy has changed
+    /// since `context` was read (optimistic concurrency; not linearizable).
+    #[serde(default)]
+    pub if_context: bool,
+}
+
+/// A range read of one partition, in sort-key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRequest {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// The partition key.
+    #[serde(with = "serde_bytes")]
+    pub partition: Vec<u8>,
+    /// First sort key (inclusive); empty = from the start of the partition.
+    #[serde(with = "serde_bytes")]
+    pub from: Vec<u8>,
+    /// End sort key (exclusive); `None` = to the end of the partition.
+    pub to: Option<serde_bytes::ByteBuf>,
+    /// Most stored items to return (deleted items count too); capped by the node.
+    pub limit: u32,
+    /// Read quorum override.
+    pub r: Option<u8>,
+    /// Return a timeline of what the coordinator did.
+    pub trace: bool,
+}
+
+/// One item of a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanItem {
+    /// The item's sort key.
+    #[serde(with = "serde_bytes")]
+    pub sort: Vec<u8>,
+    /// Its concurrent values.
+    pub values: Vec<SiblingView>,
+    /// Its causal context.
+    pub context: String,
+}
+
+/// What a scan returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanResponse {
+    /// Live items in sort order (deleted items are left out).
+    pub items: Vec<ScanItem>,
+    /// Where the next page starts (pass as `from`), if there may be more.
+    pub next: Option<serde_bytes::ByteBuf>,
+    /// Coordinator timeline, when asked for.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// The key; every item of a batch must share its partition.
+    pub key: Key,
+    /// The value, or `None` to delete.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// Causal context from a read of this key ("" = blind).
+    pub context: String,
+}
+
+/// Several writes to one partition, applied atomically on each replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// The writes.
+    pub items: Vec<BatchItem>,
+    /// Write quorum override.
+    pub w: Option<u8>,
+    /// Return a timeline of what the coordinator did.
+    pub trace: bool,
+}
+
+/// What a batch returns: one new version id per item, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// `actor:counter` of each item's new version.
+    pub dots: Vec<String>,
+    /// Coordinator timeline, when asked for.
+    pub trace: Vec<TraceEvent>,
 }
 
 /// Requests a client may send to any node.
@@ -139,6 +221,10 @@ pub enum ClientRequest {
     Get(GetRequest),
     /// Write or delete a key.
     Put(PutRequest),
+    /// Read a range of one partition.
+    Scan(ScanRequest),
+    /// Write several items of one partition atomically.
+    Batch(BatchRequest),
     /// Create a keyspace on every node.
     CreateKeyspace(KeyspaceDef),
     /// List the keyspaces the contacted node knows.
@@ -245,6 +331,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The key has too many siblings; read it and write with its context.
     SiblingLimit,
+    /// A conditional write found the key changed since its context was read.
+    Conflict,
     /// The node is shutting down or saturated.
     Unavailable,
     /// A bug or storage failure on the node.
@@ -267,6 +355,10 @@ pub enum ClientResponse {
     Get(GetResponse),
     /// For `Put`.
     Put(PutResponse),
+    /// For `Scan`.
+    Scan(ScanResponse),
+    /// For `Batch`.
+    Batch(BatchResponse),
     /// For `CreateKeyspace`: which nodes stored the definition now (the others learn it
     /// from the first request that names it).
     KeyspaceCreated {
@@ -315,6 +407,48 @@ pub enum PeerRequest {
         /// New value, or `None` for a tombstone.
         #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
+        /// Refuse if this replica has seen events `context` does not cover.
+        #[serde(default)]
+        if_context: bool,
+    },
+    /// Be the lead for a batch of writes to one partition; apply them in one storage batch.
+    WriteBatch {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The shared partition key.
+        #[serde(with = "serde_bytes")]
+        partition: Vec<u8>,
+        /// (sort key, context, value) per item.
+        items: Vec<(
+            serde_bytes::ByteBuf,
+            VersionVector,
+            Option<serde_bytes::ByteBuf>,
+        )>,
+    },
+    /// Merge these objects of one partition in one storage batch.
+    ReplicateBatch {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The shared partition key.
+        #[serde(with = "serde_bytes")]
+        partition: Vec<u8>,
+        /// (sort key, object) per item.
+        items: Vec<(serde_bytes::ByteBuf, Object)>,
+    },
+    /// Return stored items of one partition in sort order.
+    Scan {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The partition key.
+        #[serde(with = "serde_bytes")]
+        partition: Vec<u8>,
+        /// First sort key, inclusive.
+        #[serde(with = "serde_bytes")]
+        from: Vec<u8>,
+        /// End sort key, exclusive.
+        to: Option<serde_bytes::ByteBuf>,
+        /// Most items.
+        limit: u32,
     },
     /// Merge this object into the replica's copy (replication and read repair).
     Replicate {
@@ -343,7 +477,16 @@ pub enum PeerResponse {
         /// The replica's object after the write.
         object: Object,
     },
-    /// For `Replicate`, `AnnounceKeyspace` and `Ping`.
+    /// For `WriteBatch`: the replica's objects after the writes, in request order.
+    WrittenBatch(Vec<Object>),
+    /// For `Scan`: (sort key, object) in sort order, and whether the limit cut it short.
+    Items {
+        /// The items.
+        items: Vec<(serde_bytes::ByteBuf, Object)>,
+        /// True if the replica stopped at the limit.
+        more: bool,
+    },
+    /// For `Replicate`, `ReplicateBatch`, `AnnounceKeyspace` and `Ping`.
     Ack,
     /// For `LookupKeyspace`.
     Keyspace(Option<KeyspaceDef>),
@@ -356,6 +499,8 @@ pub enum PeerResponse {
 pub enum PeerError {
     /// The write would exceed the keyspace's sibling cap.
     SiblingLimit(String),
+    /// A conditional write found the key changed.
+    Conflict(String),
     /// The request is invalid (e.g. a keyspace conflict).
     Invalid(String),
     /// Storage failed.
@@ -368,6 +513,7 @@ impl std::fmt::Display for PeerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeerError::SiblingLimit(m) => write!(f, "sibling limit: {m}"),
+            PeerError::Conflict(m) => write!(f, "conflict: {m}"),
             PeerError::Invalid(m) => write!(f, "invalid: {m}"),
             PeerError::Storage(m) => write!(f, "storage: {m}"),
             PeerError::Forbidden(m) => write!(f, "forbidden: {m}"),
@@ -390,6 +536,7 @@ mod tests {
             context: String::new(),
             w: Some(2),
             trace: true,
+            if_context: false,
         }));
         let bytes = encode(&msg);
         let back: Message = decode(&bytes, 1 << 20).unwrap();

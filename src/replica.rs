@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::causality::{Object, VersionVector};
 use crate::clock::Clock;
-use crate::key::Key;
+use crate::key::{partition_prefix, Key};
 use crate::keyspace::KeyspaceDef;
-use crate::storage::{BatchOp, Storage, StorageError};
+use crate::storage::{prefix_end, BatchOp, Storage, StorageError};
 
 /// Errors a replica reports.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,14 @@ pub enum ReplicaError {
         key: String,
         /// Decoder message.
         message: String,
+    },
+    /// A conditional write found the key changed since the client's read.
+    #[error(
+        "conditional write refused: {key} has changed since the context was read (read it again)"
+    )]
+    Conflict {
+        /// The key.
+        key: String,
     },
     /// The write would leave more siblings than the keyspace allows.
     #[error("key {key} would have {count} siblings (keyspace {keyspace} allows {max}); read it and write with its context to resolve them")]
@@ -115,9 +123,18 @@ impl Replica {
         }
     }
 
-    fn lock_for(&self, storage_key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        let stripe = (xxhash_rust::xxh3::xxh3_64(storage_key) as usize) % LOCK_STRIPES;
-        self.locks[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    /// Lock the stripes of every key, in stripe order so two batches cannot deadlock.
+    fn lock_all(&self, storage_keys: &[Vec<u8>]) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = storage_keys
+            .iter()
+            .map(|k| (xxhash_rust::xxh3::xxh3_64(k) as usize) % LOCK_STRIPES)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|i| self.locks[i].lock().unwrap_or_else(|e| e.into_inner()))
+            .collect()
     }
 
     fn load(&self, key: &Key, skey: &[u8]) -> Result<Object, ReplicaError> {
@@ -125,12 +142,6 @@ impl Replica {
             Some(bytes) => decode_object(key, &bytes),
             None => Ok(Object::default()),
         }
-    }
-
-    fn store(&self, skey: Vec<u8>, o: &Object) -> Result<(), ReplicaError> {
-        self.storage
-            .write(vec![BatchOp::Put(skey, encode_object(o))])?;
-        Ok(())
     }
 
     /// This replica's object for `key` (`None` if it has never seen the key).
@@ -155,24 +166,77 @@ impl Replica {
         key: &Key,
         context: VersionVector,
         value: Option<Vec<u8>>,
+        if_context: bool,
     ) -> Result<Object, ReplicaError> {
-        let skey = key.encode(&ks.name);
-        let key = key.clone();
+        let item = WriteItem {
+            sort: key.sort.clone(),
+            context,
+            value,
+        };
+        let mut objects = self
+            .write_batch(ks, &key.partition, vec![item], if_context)
+            .await?;
+        objects
+            .pop()
+            .ok_or_else(|| ReplicaError::Task("empty batch result".into()))
+    }
+
+    /// Apply client writes to items of one partition as their lead replica, atomically:
+    /// all are stored in one storage batch or none is (a sibling-cap or condition failure
+    /// of any item refuses the whole batch). Returns the stored objects in order.
+    pub async fn write_batch(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        partition: &[u8],
+        items: Vec<WriteItem>,
+        if_context: bool,
+    ) -> Result<Vec<Object>, ReplicaError> {
         let ks = ks.clone();
+        let partition = partition.to_vec();
         self.run(move |r| {
-            let _guard = r.lock_for(&skey);
-            let mut o = r.load(&key, &skey)?;
-            o.apply_write(&r.name, &context, value, r.clock.now_ms());
-            if o.siblings.len() > ks.max_siblings as usize {
-                return Err(ReplicaError::SiblingLimit {
-                    key: key.to_string(),
-                    keyspace: ks.name.clone(),
-                    count: o.siblings.len(),
-                    max: ks.max_siblings,
-                });
+            let keys: Vec<Key> = items
+                .iter()
+                .map(|i| Key {
+                    partition: partition.clone(),
+                    sort: i.sort.clone(),
+                })
+                .collect();
+            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
+            let _guards = r.lock_all(&skeys);
+            let mut out = Vec::with_capacity(items.len());
+            let mut batch = Vec::with_capacity(items.len());
+            // Later items of the batch see earlier ones (a batch may touch a key twice).
+            let mut staged: Vec<(Vec<u8>, Object)> = Vec::new();
+            for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
+                let mut o = match staged.iter().rev().find(|(k, _)| *k == skey) {
+                    Some((_, o)) => o.clone(),
+                    None => r.load(key, &skey)?,
+                };
+                if if_context
+                    && !matches!(
+                        o.vv.partial_cmp_vv(&item.context),
+                        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                    )
+                {
+                    return Err(ReplicaError::Conflict {
+                        key: key.to_string(),
+                    });
+                }
+                o.apply_write(&r.name, &item.context, item.value, r.clock.now_ms());
+                if o.siblings.len() > ks.max_siblings as usize {
+                    return Err(ReplicaError::SiblingLimit {
+                        key: key.to_string(),
+                        keyspace: ks.name.clone(),
+                        count: o.siblings.len(),
+                        max: ks.max_siblings,
+                    });
+                }
+                batch.push(BatchOp::Put(skey.clone(), encode_object(&o)));
+                staged.push((skey, o.clone()));
+                out.push(o);
             }
-            r.store(skey, &o)?;
-            Ok(o)
+            r.storage.write(batch)?;
+            Ok(out)
         })
         .await
     }
@@ -186,23 +250,108 @@ impl Replica {
         key: &Key,
         incoming: Object,
     ) -> Result<(), ReplicaError> {
-        let skey = key.encode(&ks.name);
-        let key = key.clone();
-        let max = ks.max_siblings as usize;
+        self.merge_batch(ks, &key.partition, vec![(key.sort.clone(), incoming)])
+            .await
+    }
+
+    /// Merge objects of one partition, stored in one storage batch (so a batch written
+    /// atomically on the lead also lands atomically here).
+    pub async fn merge_batch(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        partition: &[u8],
+        items: Vec<(Vec<u8>, Object)>,
+    ) -> Result<(), ReplicaError> {
+        let ks = ks.clone();
+        let partition = partition.to_vec();
         self.run(move |r| {
-            let _guard = r.lock_for(&skey);
-            let current = r.load(&key, &skey)?;
-            let merged = current.merged(&incoming);
-            if merged != current {
-                if merged.siblings.len() > max {
-                    tracing::warn!(%key, siblings = merged.siblings.len(), max, "key is over its sibling cap after a merge");
+            let keys: Vec<Key> = items
+                .iter()
+                .map(|(sort, _)| Key {
+                    partition: partition.clone(),
+                    sort: sort.clone(),
+                })
+                .collect();
+            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
+            let _guards = r.lock_all(&skeys);
+            let mut batch = Vec::new();
+            let mut staged: Vec<(Vec<u8>, Object)> = Vec::new();
+            for (((_, incoming), key), skey) in items.into_iter().zip(&keys).zip(skeys) {
+                let current = match staged.iter().rev().find(|(k, _)| *k == skey) {
+                    Some((_, o)) => o.clone(),
+                    None => r.load(key, &skey)?,
+                };
+                let merged = current.merged(&incoming);
+                if merged != current {
+                    if merged.siblings.len() > ks.max_siblings as usize {
+                        tracing::warn!(%key, siblings = merged.siblings.len(), max = ks.max_siblings, "key is over its sibling cap after a merge");
+                    }
+                    batch.push(BatchOp::Put(skey.clone(), encode_object(&merged)));
+                    staged.push((skey, merged));
                 }
-                r.store(skey, &merged)?;
+            }
+            if !batch.is_empty() {
+                r.storage.write(batch)?;
             }
             Ok(())
         })
         .await
     }
+
+    /// Stored items of one partition with `from <= sort < to`, in sort order, at most
+    /// `limit`; the flag is true when the limit cut the range short. Reads one consistent
+    /// view of the engine, so an atomic batch is seen whole or not at all.
+    pub async fn scan(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        partition: &[u8],
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Object)>, bool), ReplicaError> {
+        let prefix = partition_prefix(&ks.name, partition);
+        let mut start = prefix.clone();
+        start.extend_from_slice(from);
+        let end = match to {
+            Some(t) => {
+                let mut e = prefix.clone();
+                e.extend_from_slice(t);
+                e
+            }
+            None => prefix_end(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
+        };
+        if end < start {
+            return Ok((Vec::new(), false));
+        }
+        let partition = partition.to_vec();
+        self.run(move |r| {
+            // One extra item tells whether the range continues past the limit.
+            let rows = r.storage.scan(&start, &end, limit.saturating_add(1))?;
+            let more = rows.len() > limit;
+            let mut out = Vec::with_capacity(rows.len().min(limit));
+            for (k, v) in rows.into_iter().take(limit) {
+                let sort = k[prefix.len()..].to_vec();
+                let key = Key {
+                    partition: partition.clone(),
+                    sort: sort.clone(),
+                };
+                out.push((sort, decode_object(&key, &v)?));
+            }
+            Ok((out, more))
+        })
+        .await
+    }
+}
+
+/// One client write of a batch.
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    /// Sort key within the batch's partition.
+    pub sort: Vec<u8>,
+    /// What the client had read of this item.
+    pub context: VersionVector,
+    /// New value, or `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
 }
 
 #[cfg(test)]
@@ -226,21 +375,21 @@ mod tests {
         let mut ks = KeyspaceDef::new("k", 3, 2, 2);
         ks.max_siblings = 2;
         let key = Key::simple("x");
-        r.write(&ks, &key, VersionVector::new(), Some(b"a".to_vec()))
+        r.write(&ks, &key, VersionVector::new(), Some(b"a".to_vec()), false)
             .await
             .unwrap();
-        r.write(&ks, &key, VersionVector::new(), Some(b"b".to_vec()))
+        r.write(&ks, &key, VersionVector::new(), Some(b"b".to_vec()), false)
             .await
             .unwrap();
         let e = r
-            .write(&ks, &key, VersionVector::new(), Some(b"c".to_vec()))
+            .write(&ks, &key, VersionVector::new(), Some(b"c".to_vec()), false)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("would have 3 siblings"), "{e}");
         assert_eq!(r.read(&ks, &key).await.unwrap().unwrap().siblings.len(), 2);
         // Resolving with the context is always allowed.
         let ctx = r.read(&ks, &key).await.unwrap().unwrap().vv;
-        r.write(&ks, &key, ctx, Some(b"merged".to_vec()))
+        r.write(&ks, &key, ctx, Some(b"merged".to_vec()), false)
             .await
             .unwrap();
         assert_eq!(r.read(&ks, &key).await.unwrap().unwrap().siblings.len(), 1);

@@ -31,6 +31,7 @@ async fn put(
         context: context.into(),
         w,
         trace: false,
+        if_context: false,
     })
     .await
 }
@@ -78,6 +79,7 @@ async fn put_get_delete_through_any_node() {
             context: ctx,
             w: None,
             trace: false,
+            if_context: false,
         })
         .await
         .unwrap();
@@ -378,6 +380,7 @@ async fn runtime_keyspace_reaches_every_node() {
             context: String::new(),
             w: None,
             trace: false,
+            if_context: false,
         })
         .await;
     r.expect("n3 must learn the keyspace from a peer");

@@ -72,6 +72,58 @@ pub struct PutArgs {
     /// Without it, the write becomes a sibling of whatever exists.
     #[arg(long)]
     context: Option<String>,
+    /// Conditional write: fail with a conflict if the key changed since the read that
+    /// produced --context C (optimistic concurrency; not linearizable).
+    #[arg(long, value_name = "C", conflicts_with = "context")]
+    if_context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// Keyspace (default: the cluster file's `keyspace`).
+    #[arg(long, short = 'k')]
+    keyspace: Option<String>,
+    /// Read quorum for this request.
+    #[arg(long, short = 'r')]
+    r: Option<u8>,
+    /// First sort key (inclusive).
+    #[arg(long, default_value = "")]
+    from: String,
+    /// Start strictly after this sort key (to continue from a previous page's last item).
+    #[arg(long, conflicts_with = "from")]
+    after: Option<String>,
+    /// End sort key (exclusive).
+    #[arg(long)]
+    to: Option<String>,
+    /// Most items per page (the node caps it at 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Print the coordinator's timeline of the request.
+    #[arg(long)]
+    trace: bool,
+    /// The partition key.
+    partition: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// Keyspace (default: the cluster file's `keyspace`).
+    #[arg(long, short = 'k')]
+    keyspace: Option<String>,
+    /// Write quorum for this request.
+    #[arg(long, short = 'w')]
+    w: Option<u8>,
+    /// Print the coordinator's timeline of the request.
+    #[arg(long)]
+    trace: bool,
+    /// Items as KEY=VALUE (blind writes); every KEY must be in the same partition, e.g.
+    /// `post1=hello post1/c1=first!`.
+    #[arg(required = true)]
+    items: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -246,8 +298,9 @@ pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
             w: a.w,
-            context: a.context.clone(),
+            context: a.context.clone().or(a.if_context.clone()),
             trace: a.k.trace,
+            if_context: a.if_context.is_some(),
             ..Default::default()
         };
         Box::pin(async move {
@@ -370,6 +423,110 @@ pub fn replicas(a: ReplicasArgs) -> anyhow::Result<ExitCode> {
         println!("{}", json!({"key": key_text, "replicas": list}));
     } else {
         println!("{}", list.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn scan(a: ScanArgs) -> anyhow::Result<ExitCode> {
+    let output = a.c.output;
+    let partition = a.partition.clone();
+    let res = with_client(&a.c.clone(), |client, cf| {
+        let ks = a.keyspace.clone().unwrap_or_else(|| cf.keyspace.clone());
+        let opts = RequestOptions {
+            r: a.r,
+            trace: a.trace,
+            ..Default::default()
+        };
+        Box::pin(async move {
+            let to = a.to.as_ref().map(|t| t.as_bytes());
+            Ok(client
+                .scan(
+                    &ks,
+                    a.partition.as_bytes(),
+                    a.from.as_bytes(),
+                    to,
+                    a.limit,
+                    &opts,
+                )
+                .await?)
+        })
+    })?;
+    if output == Output::Json {
+        let items: Vec<_> = res
+            .items
+            .iter()
+            .map(|i| {
+                json!({
+                    "sort": printable(&i.sort),
+                    "values": i.values.iter().map(|s| json_value(&s.value)).collect::<Vec<_>>(),
+                    "context": i.context,
+                })
+            })
+            .collect();
+        let next = res
+            .next
+            .as_ref()
+            .map(|n| printable(n.strip_suffix(&[0]).unwrap_or(n)));
+        println!(
+            "{}",
+            json!({"partition": partition, "items": items, "next_after": next, "trace": trace_json(&res.trace)})
+        );
+    } else {
+        print_trace(&res.trace);
+        for i in &res.items {
+            let values: Vec<String> = i.values.iter().map(|s| printable(&s.value)).collect();
+            println!(
+                "{}/{}\t{}",
+                partition,
+                printable(&i.sort),
+                values.join(" | ")
+            );
+        }
+        println!(
+            "({} item(s){})",
+            res.items.len(),
+            match &res.next {
+                Some(n) => format!(
+                    "; more: --after {:?}",
+                    printable(n.strip_suffix(&[0]).unwrap_or(n))
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn batch(a: BatchArgs) -> anyhow::Result<ExitCode> {
+    let output = a.c.output;
+    let mut items = Vec::new();
+    for text in &a.items {
+        let (key, value) = text
+            .split_once('=')
+            .with_context(|| format!("batch item {text:?} is not KEY=VALUE"))?;
+        items.push(quorumkv::proto::BatchItem {
+            key: Key::parse(key),
+            value: Some(value.as_bytes().to_vec()),
+            context: String::new(),
+        });
+    }
+    let res = with_client(&a.c.clone(), |client, cf| {
+        let ks = a.keyspace.clone().unwrap_or_else(|| cf.keyspace.clone());
+        let opts = RequestOptions {
+            w: a.w,
+            trace: a.trace,
+            ..Default::default()
+        };
+        Box::pin(async move { Ok(client.batch(&ks, items, &opts).await?) })
+    })?;
+    if output == Output::Json {
+        println!(
+            "{}",
+            json!({"ok": true, "ids": res.dots, "trace": trace_json(&res.trace)})
+        );
+    } else {
+        print_trace(&res.trace);
+        println!("OK {} item(s) [{}]", res.dots.len(), res.dots.join(" "));
     }
     Ok(ExitCode::SUCCESS)
 }

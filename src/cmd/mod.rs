@@ -42,6 +42,10 @@ enum Command {
     Status(kv::ClusterArgs),
     /// Show the preference list (replicas) of a key.
     Replicas(kv::ReplicasArgs),
+    /// Read a partition's items in sort order (paged).
+    Scan(kv::ScanArgs),
+    /// Write several items of one partition atomically on each replica.
+    Batch(kv::BatchArgs),
     /// Interactive shell (cqlsh/redis-cli style): siblings, contexts, tracing, status.
     Shell(shell::ShellArgs),
 }
@@ -64,6 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keyspaces(a) => kv::keyspaces(a),
         Command::Status(a) => kv::status(a),
         Command::Replicas(a) => kv::replicas(a),
+        Command::Scan(a) => kv::scan(a),
+        Command::Batch(a) => kv::batch(a),
         Command::Shell(a) => shell::run(a),
     }
 }

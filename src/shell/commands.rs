@@ -48,7 +48,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "get",
         aliases: &[],
-        usage: "get KEY [r=N|one|quorum|all]",
+        usage: "get KEY [r=LEVEL]",
         summary: "read a key: every sibling with its id, and the causal context",
         details: "Reads KEY from R replicas (the session's consistency, or r= for this request).\n\
                   Prints every sibling (concurrent version) with its id, `node:counter` — the\n\
@@ -62,7 +62,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "put",
         aliases: &["set"],
-        usage: "put KEY VALUE [w=N|one|quorum|all] [context=C]",
+        usage: "put KEY VALUE [w=LEVEL] [context=C]",
         summary: "write a value (blind unless context= is given)",
         details: "Writes VALUE under KEY and waits for W acknowledgements.\n\
                   Without context= the write is BLIND: it replaces nothing, so if the key\n\
@@ -79,7 +79,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "delete",
         aliases: &["del"],
-        usage: "delete KEY [w=N|one|quorum|all] [context=C]",
+        usage: "delete KEY [w=LEVEL] [context=C]",
         summary: "delete a key (writes a tombstone; blind unless context= is given)",
         details: "Writes a tombstone for KEY. Like put, a delete without context= is blind:\n\
                   it becomes a sibling of the existing values instead of removing them.\n\
@@ -92,7 +92,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "resolve",
         aliases: &[],
-        usage: "resolve KEY VALUE [w=N|one|quorum|all]",
+        usage: "resolve KEY VALUE [w=LEVEL]",
         summary: "write VALUE with the context of your last `get KEY` (merges siblings)",
         details: "Writes VALUE with the causal context remembered from the last `get KEY` in\n\
                   this session, so it replaces every sibling that read returned: this is how\n\
@@ -105,7 +105,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "consistency",
         aliases: &[],
-        usage: "consistency [r=LEVEL] [w=LEVEL] | consistency LEVEL | consistency default",
+        usage: "consistency [LEVEL | default | r=LEVEL w=LEVEL]",
         summary: "show or set the session's default R and W",
         details: "Without arguments shows the session's read and write quorums. LEVEL is a\n\
                   number (1..N) or one, quorum (N/2+1), all (N), resolved against the\n\
@@ -266,7 +266,8 @@ pub fn help_overview() -> String {
         out.push_str(&format!("  {:<width$}  {}\n", c.usage, c.summary));
     }
     out.push_str(
-        "\nKeys are `partition` or `partition/sort`. Quote values with spaces: \"a b\".\n\
+        "\nLEVEL is a number of replicas, or one, quorum (N/2+1) or all (N).\n\
+         Keys are `partition` or `partition/sort`. Quote values with spaces: \"a b\".\n\
          Writes without context= are blind and become siblings of existing values.\n\
          Several commands on one line: separate them with `;`. `#` starts a comment.\n\
          Ctrl-C cancels the line (or the running request), Ctrl-D exits.",
