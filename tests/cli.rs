@@ -186,6 +186,51 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
     .unwrap();
     assert_eq!(v["values"], serde_json::json!(["ab"]));
 
+    // A post and its comments in one atomic batch, scanned back in order and paged.
+    let o = cli(
+        &dir,
+        &["batch", "post1=hello", "post1/c1=first", "post1/c2=second"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(&dir, &["scan", "post1", "--limit", "2"]);
+    assert_eq!(
+        stdout(&o).lines().collect::<Vec<_>>(),
+        vec![
+            "post1/\thello",
+            "post1/c1\tfirst",
+            "(2 item(s); more: --after \"c1\")"
+        ]
+    );
+    let o = cli(&dir, &["scan", "post1", "--after", "c1"]);
+    assert!(
+        stdout(&o).starts_with("post1/c2\tsecond\n(1 item(s))"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&dir, &["batch", "post1/a=x", "post2/b=y"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("must stay within one partition"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Conditional writes: the second one with the same (now stale) context conflicts.
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&cli(&dir, &["get", "greeting", "--output", "json"])).trim())
+            .unwrap();
+    let ctx = v["context"].as_str().unwrap().to_string();
+    assert!(cli(&dir, &["put", "greeting", "hi", "--if-context", &ctx])
+        .status
+        .success());
+    let o = cli(&dir, &["put", "greeting", "hey", "--if-context", &ctx]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("has changed since the context was read"),
+        "{}",
+        stderr(&o)
+    );
+
     // kill -9 one node: W=2 still succeeds.
     let n2 = pid_of(&dir, 2).unwrap();
     kill(n2, 9);

@@ -437,17 +437,15 @@ pub fn scan(a: ScanArgs) -> anyhow::Result<ExitCode> {
             trace: a.trace,
             ..Default::default()
         };
+        // The smallest key after X is X followed by a zero byte.
+        let from = match &a.after {
+            Some(after) => [after.as_bytes(), &[0]].concat(),
+            None => a.from.as_bytes().to_vec(),
+        };
         Box::pin(async move {
             let to = a.to.as_ref().map(|t| t.as_bytes());
             Ok(client
-                .scan(
-                    &ks,
-                    a.partition.as_bytes(),
-                    a.from.as_bytes(),
-                    to,
-                    a.limit,
-                    &opts,
-                )
+                .scan(&ks, a.partition.as_bytes(), &from, to, a.limit, &opts)
                 .await?)
         })
     })?;
