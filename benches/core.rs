@@ -64,6 +64,7 @@ fn codec(c: &mut Criterion) {
         context: "gaJuMQE".into(),
         w: Some(2),
         trace: false,
+        if_context: false,
     }));
     let frame = proto::encode(&msg);
     c.bench_function("codec/encode put 1 KiB", |b| {

@@ -166,6 +166,10 @@ impl CallFailure {
 
 type CallResult = Result<PeerResponse, CallFailure>;
 
+/// One replica's page of a scan: (replica, items by sort key, whether it stopped at the
+/// limit).
+type ScanReply = (String, BTreeMap<Vec<u8>, Object>, bool);
+
 /// Most items one batch may write.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
@@ -728,7 +732,7 @@ impl Node {
             limit: limit as u32,
         };
         let mut rx = self.fan_out(&pl, &scan, deadline);
-        let mut replies: Vec<(String, BTreeMap<Vec<u8>, Object>, bool)> = Vec::new();
+        let mut replies: Vec<ScanReply> = Vec::new();
         let mut failures = Vec::new();
         while replies.len() < r as usize && failures.len() <= pl.len() - r as usize {
             let Some((node, us, res)) = rx.recv().await else {
@@ -805,7 +809,7 @@ impl Node {
         ks: &KeyspaceDef,
         partition: &[u8],
         page: &[(Vec<u8>, Object)],
-        replies: &[(String, BTreeMap<Vec<u8>, Object>, bool)],
+        replies: &[ScanReply],
     ) {
         for (node, items, _) in replies {
             let stale: Vec<(serde_bytes::ByteBuf, Object)> = page
