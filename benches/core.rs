@@ -65,6 +65,8 @@ fn codec(c: &mut Criterion) {
         w: Some(2),
         trace: false,
         if_context: false,
+        timestamp: None,
+        actor: None,
     }));
     let frame = proto::encode(&msg);
     c.bench_function("codec/encode put 1 KiB", |b| {

@@ -147,9 +147,16 @@ pub struct Sibling {
     /// obeys the same causality rules and cannot be undone by a stale replica).
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
-    /// Wall-clock milliseconds at the issuing replica; informational ("last modified"),
-    /// never used to order versions.
+    /// Wall-clock milliseconds at the issuing replica; informational ("last modified").
     pub written_at_ms: u64,
+    /// Ordering timestamp for last-write-wins keyspaces: the lead's hybrid logical clock
+    /// (µs), or the client's timestamp in `lww-client` keyspaces. Siblings keyspaces
+    /// ignore it.
+    #[serde(default)]
+    pub ts: u64,
+    /// The client-named actor of the write (`lww-actor` keyspaces).
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// Everything a replica stores for one key: the siblings and the causal summary.
@@ -187,6 +194,20 @@ impl Object {
         value: Option<Vec<u8>>,
         now_ms: u64,
     ) -> Dot {
+        self.apply_stamped_write(actor, context, value, now_ms, 0, None)
+    }
+
+    /// [`Object::apply_write`] with the ordering timestamp and client actor that
+    /// last-write-wins policies use.
+    pub fn apply_stamped_write(
+        &mut self,
+        actor: &str,
+        context: &VersionVector,
+        value: Option<Vec<u8>>,
+        now_ms: u64,
+        ts: u64,
+        client_actor: Option<String>,
+    ) -> Dot {
         self.siblings.retain(|s| !context.covers(&s.dot));
         // The context may know events this replica has not received yet; joining it means
         // those versions, when they arrive, are recognised as overwritten.
@@ -203,6 +224,8 @@ impl Object {
             dot: dot.clone(),
             value,
             written_at_ms: now_ms,
+            ts,
+            actor: client_actor,
         });
         self.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
         dot
@@ -226,6 +249,11 @@ impl Object {
         kept.sort_by(|a, b| a.dot.cmp(&b.dot));
         self.siblings = kept;
         self.vv.join(&other.vv);
+    }
+
+    /// Highest ordering timestamp among the siblings (0 if none).
+    pub fn max_ts(&self) -> u64 {
+        self.siblings.iter().map(|s| s.ts).max().unwrap_or(0)
     }
 
     /// The merge of `self` and `other` as a new object.

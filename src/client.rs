@@ -78,6 +78,10 @@ pub struct RequestOptions {
     /// Make a put conditional on `context`: refused with a conflict if the key changed
     /// since that read.
     pub if_context: bool,
+    /// Client timestamp for `lww-client` keyspaces (e.g. microseconds since the epoch).
+    pub timestamp: Option<u64>,
+    /// Client actor for `lww-actor` keyspaces (e.g. a user or datacenter id).
+    pub actor: Option<String>,
 }
 
 /// A connection to a cluster.
@@ -239,6 +243,8 @@ impl Client {
             w: opts.w,
             trace: opts.trace,
             if_context: opts.if_context,
+            timestamp: opts.timestamp,
+            actor: opts.actor.clone(),
         });
         match self.request(req).await? {
             ClientResponse::Put(p) => Ok(p),

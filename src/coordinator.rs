@@ -23,13 +23,14 @@ use tokio::time::Instant;
 
 use crate::causality::{CausalityError, Object, VersionVector};
 use crate::key::{Key, KeyError};
-use crate::keyspace::{validate_name, KeyspaceDef, KeyspaceError, ReadRepair};
+use crate::keyspace::{validate_name, ConflictPolicy, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::node::{Node, NodeError};
 use crate::proto::{
     BatchRequest, BatchResponse, ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest,
     PeerResponse, PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse,
     SiblingView, TraceEvent,
 };
+use crate::resolve::merge_resolved;
 use crate::transport::TransportError;
 
 /// Why a coordinated request failed.
@@ -83,6 +84,9 @@ pub enum CoordinatorError {
         /// An item in another partition.
         other: String,
     },
+    /// A write's client timestamp or actor does not fit the keyspace's policy.
+    #[error("{0}")]
+    BadStamp(String),
     /// A batch with no items.
     #[error("a batch needs at least one item")]
     EmptyBatch,
@@ -169,6 +173,34 @@ type CallResult = Result<PeerResponse, CallFailure>;
 /// One replica's page of a scan: (replica, items by sort key, whether it stopped at the
 /// limit).
 type ScanReply = (String, BTreeMap<Vec<u8>, Object>, bool);
+
+/// Check a write's client timestamp and actor against the keyspace's policy.
+fn check_write_stamp(
+    ks: &KeyspaceDef,
+    timestamp: Option<u64>,
+    actor: Option<&str>,
+) -> Result<(), CoordinatorError> {
+    let bad = |m: String| Err(CoordinatorError::BadStamp(m));
+    match (ks.policy, timestamp, actor) {
+        (ConflictPolicy::LwwClient, None, _) => bad(format!(
+            "keyspace {:?} uses lww-client: every write needs a client timestamp",
+            ks.name
+        )),
+        (ConflictPolicy::LwwActor, _, None) => bad(format!(
+            "keyspace {:?} uses lww-actor: every write needs an actor (one of {:?} wins over the others)",
+            ks.name, ks.actor_priority
+        )),
+        (p, Some(_), _) if p != ConflictPolicy::LwwClient => bad(format!(
+            "a client timestamp only applies to lww-client keyspaces; {:?} uses {p:?}",
+            ks.name
+        )),
+        (p, _, Some(_)) if p != ConflictPolicy::LwwActor => bad(format!(
+            "an actor only applies to lww-actor keyspaces; {:?} uses {p:?}",
+            ks.name
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Most items one batch may write.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -340,9 +372,10 @@ impl Node {
                 failures,
             });
         }
-        let merged = replies
-            .iter()
-            .fold(Object::default(), |acc, (_, o)| acc.merged(o));
+        let merged = replies.iter().fold(Object::default(), |mut acc, (_, o)| {
+            merge_resolved(&ks, &mut acc, o);
+            acc
+        });
         let stale: Vec<String> = replies
             .iter()
             .filter(|(_, o)| *o != merged)
@@ -424,7 +457,7 @@ impl Node {
             while let Some((node, _, res)) = rx.recv().await {
                 if let Ok(PeerResponse::Object(o)) = res {
                     let o = o.unwrap_or_default();
-                    merged.merge(&o);
+                    merge_resolved(&ks, &mut merged, &o);
                     replies.push((node, o));
                 }
             }
@@ -454,6 +487,7 @@ impl Node {
         self.check_value(req.value.as_deref())?;
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
         let context = VersionVector::from_context(&req.context)?;
+        check_write_stamp(&ks, req.timestamp, req.actor.as_deref())?;
         let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
         let op = if req.value.is_some() {
             "write"
@@ -473,6 +507,8 @@ impl Node {
             context,
             value: req.value.clone(),
             if_context: req.if_context,
+            client_ts: req.timestamp,
+            actor: req.actor.clone(),
         };
         let (lead, reply, failures) = self
             .lead_write(&pl, &write, op, w, deadline, &mut trace)
@@ -508,6 +544,15 @@ impl Node {
         let mut trace = Trace::new(req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         let first = req.items.first().ok_or(CoordinatorError::EmptyBatch)?;
+        if matches!(
+            ks.policy,
+            ConflictPolicy::LwwClient | ConflictPolicy::LwwActor
+        ) {
+            return Err(CoordinatorError::BadStamp(format!(
+                "batches are not supported in {:?} keyspaces yet (items cannot carry a client timestamp or actor); write the items one by one",
+                ks.policy
+            )));
+        }
         let partition = first.key.partition.clone();
         if req.items.len() > MAX_BATCH_ITEMS {
             return Err(CoordinatorError::BatchTooLarge {
@@ -770,7 +815,7 @@ impl Node {
         let mut merged: BTreeMap<Vec<u8>, Object> = BTreeMap::new();
         for (_, items, _) in &replies {
             for (sort, o) in items {
-                merged.entry(sort.clone()).or_default().merge(o);
+                merge_resolved(&ks, merged.entry(sort.clone()).or_default(), o);
             }
         }
         let more = replies.iter().any(|(_, _, more)| *more) || merged.len() > limit;

@@ -37,6 +37,19 @@ impl MemoryCluster {
         keyspaces: Vec<KeyspaceDef>,
         request_timeout: Duration,
     ) -> Result<Self, NodeError> {
+        let clocks = (0..n)
+            .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
+            .collect();
+        Self::with_clocks(keyspaces, request_timeout, clocks)
+    }
+
+    /// One node per clock (`n1` gets the first), so tests can skew or freeze time per node.
+    pub fn with_clocks(
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        clocks: Vec<Arc<dyn Clock>>,
+    ) -> Result<Self, NodeError> {
+        let n = clocks.len();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
                 name: format!("n{i}"),
@@ -45,9 +58,8 @@ impl MemoryCluster {
             .collect();
         let net = MemoryNetwork::new();
         let mut nodes = Vec::new();
-        for m in &members {
+        for (m, clock) in members.iter().zip(clocks) {
             let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let node = Node::new(NodeParams {
                 name: m.name.clone(),
                 members: members.clone(),

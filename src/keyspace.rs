@@ -47,6 +47,11 @@ pub enum KeyspaceError {
     /// A sibling cap of zero would refuse every write.
     #[error("keyspace {0:?}: max_siblings must be at least 1")]
     BadSiblingCap(String),
+    /// An `lww-actor` keyspace needs to know which actor wins.
+    #[error(
+        "keyspace {0:?} uses lww-actor: give actor_priority, highest first (e.g. [\"eu\", \"us\"])"
+    )]
+    NoActorPriority(String),
     /// No node knows this keyspace.
     #[error("unknown keyspace {0:?}")]
     Unknown(String),
@@ -68,6 +73,51 @@ pub enum ConflictPolicy {
     /// Keep every concurrent value; reads return them with a causal context.
     #[default]
     Siblings,
+    /// Of concurrent values, keep the one with the highest hybrid-logical-clock timestamp
+    /// set by the lead replica (ties: highest version id). Loses the others by design.
+    LwwTimestamp,
+    /// Of concurrent values, keep the one whose client actor ranks highest in
+    /// `actor_priority` (then the latest timestamp). Loses the others by design.
+    LwwActor,
+    /// Of concurrent values, keep the one with the highest client-supplied timestamp
+    /// (Cassandra's `USING TIMESTAMP`). Loses the others by design.
+    LwwClient,
+}
+
+impl std::fmt::Display for ConflictPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictPolicy::Siblings => "siblings",
+            ConflictPolicy::LwwTimestamp => "lww-timestamp",
+            ConflictPolicy::LwwActor => "lww-actor",
+            ConflictPolicy::LwwClient => "lww-client",
+        })
+    }
+}
+
+impl std::fmt::Display for ReadRepair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadRepair::Async => "async",
+            ReadRepair::Blocking => "blocking",
+            ReadRepair::Off => "off",
+        })
+    }
+}
+
+impl std::str::FromStr for ConflictPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "siblings" => Ok(ConflictPolicy::Siblings),
+            "lww-timestamp" => Ok(ConflictPolicy::LwwTimestamp),
+            "lww-actor" => Ok(ConflictPolicy::LwwActor),
+            "lww-client" => Ok(ConflictPolicy::LwwClient),
+            other => Err(format!(
+                "conflict policy {other:?}: expected siblings, lww-timestamp, lww-actor or lww-client"
+            )),
+        }
+    }
 }
 
 /// What a read does about replicas that answered with a stale or missing copy.
@@ -146,6 +196,10 @@ pub struct KeyspaceDef {
     /// Read repair: `async` (default), `blocking` or `off`.
     #[serde(default)]
     pub read_repair: ReadRepair,
+    /// For `lww-actor`: actors from highest to lowest priority (e.g. `["eu", "us"]`).
+    /// Default: empty (required for `lww-actor`).
+    #[serde(default)]
+    pub actor_priority: Vec<String>,
 }
 
 impl KeyspaceDef {
@@ -159,6 +213,7 @@ impl KeyspaceDef {
             max_siblings: DEFAULT_MAX_SIBLINGS,
             policy: ConflictPolicy::Siblings,
             read_repair: ReadRepair::Async,
+            actor_priority: Vec::new(),
         }
     }
 
@@ -176,6 +231,9 @@ impl KeyspaceDef {
         self.quorum("w", self.w)?;
         if self.max_siblings == 0 {
             return Err(KeyspaceError::BadSiblingCap(self.name.clone()));
+        }
+        if self.policy == ConflictPolicy::LwwActor && self.actor_priority.is_empty() {
+            return Err(KeyspaceError::NoActorPriority(self.name.clone()));
         }
         Ok(())
     }
@@ -196,7 +254,7 @@ impl KeyspaceDef {
     /// One-line summary, for errors and listings.
     pub fn summary(&self) -> String {
         format!(
-            "n={} r={} w={} max_siblings={} policy={:?} read_repair={:?}",
+            "n={} r={} w={} max_siblings={} policy={} read_repair={}",
             self.n, self.r, self.w, self.max_siblings, self.policy, self.read_repair
         )
     }

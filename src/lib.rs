@@ -19,6 +19,7 @@ pub mod keyspace;
 pub mod node;
 pub mod proto;
 pub mod replica;
+pub mod resolve;
 pub mod ring;
 pub mod runtime;
 pub mod server;

@@ -291,14 +291,29 @@ impl Node {
                 context,
                 value,
                 if_context,
+                client_ts,
+                actor,
             } => match learn(&keyspace) {
                 Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => self
-                    .replica
-                    .write(&keyspace, &key, context, value, if_context)
-                    .await
-                    .map(|object| PeerResponse::Written { object })
-                    .map_err(peer_error),
+                Ok(_) => {
+                    let item = WriteItem {
+                        sort: key.sort.clone(),
+                        context,
+                        value,
+                        client_ts,
+                        actor,
+                    };
+                    self.replica
+                        .write_batch(&keyspace, &key.partition, vec![item], if_context)
+                        .await
+                        .map_err(peer_error)
+                        .and_then(|mut objects| {
+                            objects
+                                .pop()
+                                .map(|object| PeerResponse::Written { object })
+                                .ok_or_else(|| PeerError::Storage("empty batch result".into()))
+                        })
+                }
             },
             PeerRequest::WriteBatch {
                 keyspace,
@@ -313,6 +328,8 @@ impl Node {
                             sort: sort.into_vec(),
                             context,
                             value: value.map(|v| v.into_vec()),
+                            client_ts: None,
+                            actor: None,
                         })
                         .collect();
                     self.replica
@@ -436,6 +453,7 @@ pub fn error_response(e: &CoordinatorError) -> ErrorResponse {
         CoordinatorError::Conflict(_) => ErrorKind::Conflict,
         CoordinatorError::CrossPartitionBatch { .. }
         | CoordinatorError::EmptyBatch
+        | CoordinatorError::BadStamp(_)
         | CoordinatorError::BatchTooLarge { .. } => ErrorKind::InvalidRequest,
         CoordinatorError::Node(NodeError::Keyspace(_)) | CoordinatorError::Replica(_) => {
             ErrorKind::InvalidRequest

@@ -134,6 +134,12 @@ pub struct PutRequest {
     /// since `context` was read (optimistic concurrency; not linearizable).
     #[serde(default)]
     pub if_context: bool,
+    /// Client timestamp; required in `lww-client` keyspaces, refused elsewhere.
+    #[serde(default)]
+    pub timestamp: Option<u64>,
+    /// Client actor; required in `lww-actor` keyspaces, refused elsewhere.
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// A range read of one partition, in sort-key order.
@@ -410,6 +416,12 @@ pub enum PeerRequest {
         /// Refuse if this replica has seen events `context` does not cover.
         #[serde(default)]
         if_context: bool,
+        /// Client timestamp (`lww-client`).
+        #[serde(default)]
+        client_ts: Option<u64>,
+        /// Client actor (`lww-actor`).
+        #[serde(default)]
+        actor: Option<String>,
     },
     /// Be the lead for a batch of writes to one partition; apply them in one storage batch.
     WriteBatch {
@@ -537,6 +549,8 @@ mod tests {
             w: Some(2),
             trace: true,
             if_context: false,
+            timestamp: None,
+            actor: None,
         }));
         let bytes = encode(&msg);
         let back: Message = decode(&bytes, 1 << 20).unwrap();

@@ -13,9 +13,11 @@
 use std::sync::{Arc, Mutex};
 
 use crate::causality::{Object, VersionVector};
-use crate::clock::Clock;
+use crate::clock::{Clock, Hlc};
 use crate::key::{partition_prefix, Key};
+use crate::keyspace::ConflictPolicy;
 use crate::keyspace::KeyspaceDef;
+use crate::resolve::{self, merge_resolved};
 use crate::storage::{prefix_end, BatchOp, Storage, StorageError};
 
 /// Errors a replica reports.
@@ -67,6 +69,8 @@ pub struct Replica {
     name: String,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
+    /// Timestamps for last-write-wins keyspaces.
+    hlc: Hlc,
     locks: Vec<Mutex<()>>,
 }
 
@@ -98,6 +102,7 @@ impl Replica {
         Arc::new(Replica {
             name: name.to_string(),
             storage,
+            hlc: Hlc::new(clock.clone()),
             clock,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
@@ -172,6 +177,8 @@ impl Replica {
             sort: key.sort.clone(),
             context,
             value,
+            client_ts: None,
+            actor: None,
         };
         let mut objects = self
             .write_batch(ks, &key.partition, vec![item], if_context)
@@ -222,7 +229,23 @@ impl Replica {
                         key: key.to_string(),
                     });
                 }
-                o.apply_write(&r.name, &item.context, item.value, r.clock.now_ms());
+                // Never stamp a write below what this copy already holds: the HLC rule.
+                r.hlc.observe(o.max_ts());
+                let ts = match (ks.policy, item.client_ts) {
+                    (ConflictPolicy::LwwClient, Some(ts)) => ts,
+                    _ => r.hlc.tick(),
+                };
+                let now = r.clock.now_ms();
+                resolve::write(
+                    &ks,
+                    &mut o,
+                    &r.name,
+                    &item.context,
+                    item.value,
+                    now,
+                    ts,
+                    item.actor,
+                );
                 if o.siblings.len() > ks.max_siblings as usize {
                     return Err(ReplicaError::SiblingLimit {
                         key: key.to_string(),
@@ -281,7 +304,9 @@ impl Replica {
                     Some((_, o)) => o.clone(),
                     None => r.load(key, &skey)?,
                 };
-                let merged = current.merged(&incoming);
+                r.hlc.observe(incoming.max_ts());
+                let mut merged = current.clone();
+                merge_resolved(&ks, &mut merged, &incoming);
                 if merged != current {
                     if merged.siblings.len() > ks.max_siblings as usize {
                         tracing::warn!(%key, siblings = merged.siblings.len(), max = ks.max_siblings, "key is over its sibling cap after a merge");
@@ -352,6 +377,10 @@ pub struct WriteItem {
     pub context: VersionVector,
     /// New value, or `None` for a tombstone.
     pub value: Option<Vec<u8>>,
+    /// Client timestamp (`lww-client` keyspaces).
+    pub client_ts: Option<u64>,
+    /// Client actor (`lww-actor` keyspaces).
+    pub actor: Option<String>,
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ async fn put(
         w,
         trace: false,
         if_context: false,
+        timestamp: None,
+        actor: None,
     })
     .await
 }
@@ -80,6 +82,8 @@ async fn put_get_delete_through_any_node() {
             w: None,
             trace: false,
             if_context: false,
+            timestamp: None,
+            actor: None,
         })
         .await
         .unwrap();
@@ -381,6 +385,8 @@ async fn runtime_keyspace_reaches_every_node() {
             w: None,
             trace: false,
             if_context: false,
+            timestamp: None,
+            actor: None,
         })
         .await;
     r.expect("n3 must learn the keyspace from a peer");

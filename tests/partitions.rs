@@ -216,6 +216,8 @@ async fn conditional_write_detects_change() {
                 w: Some(3),
                 trace: false,
                 if_context,
+                timestamp: None,
+                actor: None,
             })
             .await
         }

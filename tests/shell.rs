@@ -434,15 +434,17 @@ async fn execute_and_file_modes() {
 // ---------------------------------------------------------------------------------------
 // The interactive shell in a real terminal.
 
-/// A tmux server of our own (its own socket), killed on drop even if the test fails.
+/// A tmux server of our own (its socket inside the test's temporary directory, so it
+/// neither meets the user's tmux nor leaves a socket file behind), killed on drop even if
+/// the test fails.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(args)
             .output()
@@ -534,7 +536,7 @@ async fn interactive_completion_history_and_ctrl_c_in_tmux() {
     let c = cluster(dir.path()).await;
     let cluster_file: PathBuf = c.cluster_file.clone();
     let history = dir.path().join("history");
-    let socket = format!("qkv-shell-test-{}", std::process::id());
+    let socket = dir.path().join("tmux.sock");
     // tmux and the waits are blocking; keep them off the runtime serving the cluster.
     tokio::task::spawn_blocking(move || {
         let t = Tmux { socket };

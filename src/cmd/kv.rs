@@ -76,6 +76,12 @@ pub struct PutArgs {
     /// produced --context C (optimistic concurrency; not linearizable).
     #[arg(long, value_name = "C", conflicts_with = "context")]
     if_context: Option<String>,
+    /// Client timestamp (required in lww-client keyspaces; the highest wins).
+    #[arg(long)]
+    timestamp: Option<u64>,
+    /// Who writes (required in lww-actor keyspaces; the keyspace's priority decides).
+    #[arg(long)]
+    actor: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +166,12 @@ pub struct CreateKeyspaceArgs {
     /// or off.
     #[arg(long, default_value = "async")]
     read_repair: quorumkv::keyspace::ReadRepair,
+    /// Conflict policy: siblings, lww-timestamp, lww-actor or lww-client.
+    #[arg(long, default_value = "siblings")]
+    policy: quorumkv::keyspace::ConflictPolicy,
+    /// For lww-actor: actors from highest to lowest priority, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    actor_priority: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -286,7 +298,12 @@ fn print_put(res: &PutResponse, output: Output, key: &str) {
         );
     } else {
         print_trace(&res.trace);
-        println!("OK [{}]", res.dot);
+        if res.dot.is_empty() {
+            // Under a last-write-wins policy the lead already held a version that wins.
+            println!("OK, but superseded: an existing version wins under the keyspace's last-write-wins policy");
+        } else {
+            println!("OK [{}]", res.dot);
+        }
         println!("context: {}", res.context);
     }
 }
@@ -301,6 +318,8 @@ pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
             context: a.context.clone().or(a.if_context.clone()),
             trace: a.k.trace,
             if_context: a.if_context.is_some(),
+            timestamp: a.timestamp,
+            actor: a.actor.clone(),
             ..Default::default()
         };
         Box::pin(async move {
@@ -334,6 +353,8 @@ pub fn create_keyspace(a: CreateKeyspaceArgs) -> anyhow::Result<ExitCode> {
     let mut def = KeyspaceDef::new(&a.name, a.n, a.r, a.w);
     def.max_siblings = a.max_siblings;
     def.read_repair = a.read_repair;
+    def.policy = a.policy;
+    def.actor_priority = a.actor_priority.clone();
     let output = a.c.output;
     let d = def.clone();
     let (acked, missing) = with_client(&a.c, |client, _| {
@@ -368,18 +389,18 @@ pub fn keyspaces(a: ClusterArgs) -> anyhow::Result<ExitCode> {
         println!("{}", json!(list));
     } else {
         println!(
-            "{:<20} {:>3} {:>3} {:>3} {:>12}  {:<9} read_repair",
+            "{:<20} {:>3} {:>3} {:>3} {:>12}  {:<13} read_repair",
             "keyspace", "n", "r", "w", "max_siblings", "policy"
         );
         for k in list {
             println!(
-                "{:<20} {:>3} {:>3} {:>3} {:>12}  {:<9} {:?}",
+                "{:<20} {:>3} {:>3} {:>3} {:>12}  {:<13} {}",
                 k.name,
                 k.n,
                 k.r,
                 k.w,
                 k.max_siblings,
-                format!("{:?}", k.policy),
+                k.policy.to_string(),
                 k.read_repair
             );
         }
