@@ -290,12 +290,7 @@ impl Node {
             return Ok(def);
         }
         validate_name(name)?;
-        let peers: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| m.name.clone())
-            .filter(|n| *n != self.name)
-            .collect();
+        let peers = self.other_members();
         let deadline = Instant::now() + self.request_timeout;
         let mut rx = self.fan_out(
             &peers,
@@ -905,12 +900,7 @@ impl Node {
     ) -> Result<ClientResponse, CoordinatorError> {
         def.validate(self.members.len())?;
         self.learn_keyspace(def.clone())?;
-        let peers: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| m.name.clone())
-            .filter(|n| *n != self.name)
-            .collect();
+        let peers = self.other_members();
         let deadline = Instant::now() + self.request_timeout;
         let mut rx = self.fan_out(
             &peers,

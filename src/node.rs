@@ -176,8 +176,8 @@ impl Node {
     /// touched lately; gossip-based failure detection will replace it.
     pub async fn probe_peers(self: &Arc<Self>, timeout: Duration) {
         let mut probes = tokio::task::JoinSet::new();
-        for m in self.members.iter().filter(|m| m.name != self.name) {
-            let (me, peer) = (Arc::clone(self), m.name.clone());
+        for peer in self.other_members() {
+            let me = Arc::clone(self);
             probes.spawn(async move {
                 let ok = matches!(
                     tokio::time::timeout(timeout, me.transport.call(&peer, PeerRequest::Ping))
@@ -274,17 +274,19 @@ impl Node {
 
     /// The replica side of the protocol, shared by local and remote calls.
     pub(crate) async fn replica_step(self: &Arc<Self>, req: PeerRequest) -> PeerResponse {
-        let learn = |def: &KeyspaceDef| self.learn_keyspace(def.clone());
-        let result: Result<PeerResponse, PeerError> = match req {
-            PeerRequest::Read { keyspace, key } => match learn(&keyspace) {
-                Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => self
-                    .replica
-                    .read(&keyspace, &key)
-                    .await
-                    .map(PeerResponse::Object)
-                    .map_err(peer_error),
-            },
+        // Every data request carries its keyspace, so a replica that missed the keyspace's
+        // creation learns it here, before serving the request.
+        if let Some(def) = req.keyspace() {
+            if let Err(e) = self.learn_keyspace(def.clone()) {
+                return PeerResponse::Error(PeerError::Invalid(e.to_string()));
+            }
+        }
+        let result: Result<PeerResponse, ReplicaError> = match req {
+            PeerRequest::Read { keyspace, key } => self
+                .replica
+                .read(&keyspace, &key)
+                .await
+                .map(PeerResponse::Object),
             PeerRequest::Write {
                 keyspace,
                 key,
@@ -293,118 +295,101 @@ impl Node {
                 if_context,
                 client_ts,
                 actor,
-            } => match learn(&keyspace) {
-                Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => {
-                    let item = WriteItem {
-                        sort: key.sort.clone(),
-                        context,
-                        value,
-                        client_ts,
-                        actor,
-                    };
-                    self.replica
-                        .write_batch(&keyspace, &key.partition, vec![item], if_context)
-                        .await
-                        .map_err(peer_error)
-                        .and_then(|mut objects| {
-                            objects
-                                .pop()
-                                .map(|object| PeerResponse::Written { object })
-                                .ok_or_else(|| PeerError::Storage("empty batch result".into()))
-                        })
-                }
-            },
+            } => {
+                let item = WriteItem {
+                    sort: key.sort.clone(),
+                    context,
+                    value,
+                    client_ts,
+                    actor,
+                };
+                self.replica
+                    .write_batch(&keyspace, &key.partition, vec![item], if_context)
+                    .await
+                    .and_then(|mut objects| {
+                        objects
+                            .pop()
+                            .map(|object| PeerResponse::Written { object })
+                            .ok_or_else(|| ReplicaError::Task("empty batch result".into()))
+                    })
+            }
             PeerRequest::WriteBatch {
                 keyspace,
                 partition,
                 items,
-            } => match learn(&keyspace) {
-                Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => {
-                    let items = items
-                        .into_iter()
-                        .map(|(sort, context, value)| WriteItem {
-                            sort: sort.into_vec(),
-                            context,
-                            value: value.map(|v| v.into_vec()),
-                            client_ts: None,
-                            actor: None,
-                        })
-                        .collect();
-                    self.replica
-                        .write_batch(&keyspace, &partition, items, false)
-                        .await
-                        .map(PeerResponse::WrittenBatch)
-                        .map_err(peer_error)
-                }
-            },
+            } => {
+                let items = items
+                    .into_iter()
+                    .map(|(sort, context, value)| WriteItem {
+                        sort: sort.into_vec(),
+                        context,
+                        value: value.map(|v| v.into_vec()),
+                        client_ts: None,
+                        actor: None,
+                    })
+                    .collect();
+                self.replica
+                    .write_batch(&keyspace, &partition, items, false)
+                    .await
+                    .map(PeerResponse::WrittenBatch)
+            }
+            PeerRequest::Replicate {
+                keyspace,
+                key,
+                object,
+            } => self
+                .replica
+                .merge(&keyspace, &key, object)
+                .await
+                .map(|_| PeerResponse::Ack),
             PeerRequest::ReplicateBatch {
                 keyspace,
                 partition,
                 items,
-            } => match learn(&keyspace) {
-                Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => {
-                    let items = items.into_iter().map(|(s, o)| (s.into_vec(), o)).collect();
-                    self.replica
-                        .merge_batch(&keyspace, &partition, items)
-                        .await
-                        .map(|_| PeerResponse::Ack)
-                        .map_err(peer_error)
-                }
-            },
+            } => {
+                let items = items.into_iter().map(|(s, o)| (s.into_vec(), o)).collect();
+                self.replica
+                    .merge_batch(&keyspace, &partition, items)
+                    .await
+                    .map(|_| PeerResponse::Ack)
+            }
             PeerRequest::Scan {
                 keyspace,
                 partition,
                 from,
                 to,
                 limit,
-            } => match learn(&keyspace) {
-                Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => {
-                    let limit = (limit as usize).min(MAX_SCAN_LIMIT);
-                    self.replica
-                        .scan(
-                            &keyspace,
-                            &partition,
-                            &from,
-                            to.as_deref().map(|v| &v[..]),
-                            limit,
-                        )
-                        .await
-                        .map(|(items, more)| PeerResponse::Items {
-                            items: items
-                                .into_iter()
-                                .map(|(s, o)| (serde_bytes::ByteBuf::from(s), o))
-                                .collect(),
-                            more,
-                        })
-                        .map_err(peer_error)
-                }
-            },
-            PeerRequest::Replicate {
-                keyspace,
-                key,
-                object,
-            } => match learn(&keyspace) {
-                Err(e) => Err(PeerError::Invalid(e.to_string())),
-                Ok(_) => self
-                    .replica
-                    .merge(&keyspace, &key, object)
+            } => {
+                let limit = (limit as usize).min(MAX_SCAN_LIMIT);
+                let to = to.as_deref().map(|v| &v[..]);
+                self.replica
+                    .scan(&keyspace, &partition, &from, to, limit)
                     .await
-                    .map(|_| PeerResponse::Ack)
-                    .map_err(peer_error),
-            },
-            PeerRequest::AnnounceKeyspace(def) => learn(&def)
-                .map(|_| PeerResponse::Ack)
-                .map_err(|e| PeerError::Invalid(e.to_string())),
+                    .map(|(items, more)| PeerResponse::Items {
+                        items: items
+                            .into_iter()
+                            .map(|(s, o)| (serde_bytes::ByteBuf::from(s), o))
+                            .collect(),
+                        more,
+                    })
+            }
+            // Already learnt above.
+            PeerRequest::AnnounceKeyspace(_) => Ok(PeerResponse::Ack),
             PeerRequest::LookupKeyspace(name) => {
                 Ok(PeerResponse::Keyspace(self.keyspaces.get(&name)))
             }
             PeerRequest::Ping => Ok(PeerResponse::Ack),
         };
-        result.unwrap_or_else(PeerResponse::Error)
+        result.unwrap_or_else(|e| PeerResponse::Error(peer_error(e)))
+    }
+
+    /// Every member but this node.
+    pub(crate) fn other_members(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| *n != self.name)
+            .collect()
     }
 }
 

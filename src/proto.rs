@@ -479,6 +479,22 @@ pub enum PeerRequest {
     Ping,
 }
 
+impl PeerRequest {
+    /// The keyspace definition the request carries, if any (`AnnounceKeyspace` included).
+    pub fn keyspace(&self) -> Option<&KeyspaceDef> {
+        match self {
+            PeerRequest::Read { keyspace, .. }
+            | PeerRequest::Write { keyspace, .. }
+            | PeerRequest::WriteBatch { keyspace, .. }
+            | PeerRequest::ReplicateBatch { keyspace, .. }
+            | PeerRequest::Scan { keyspace, .. }
+            | PeerRequest::Replicate { keyspace, .. } => Some(keyspace),
+            PeerRequest::AnnounceKeyspace(def) => Some(def),
+            PeerRequest::LookupKeyspace(_) | PeerRequest::Ping => None,
+        }
+    }
+}
+
 /// Replies between nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerResponse {
