@@ -597,3 +597,242 @@ async fn interactive_completion_history_and_ctrl_c_in_tmux() {
     .expect("tmux steps");
     c.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Scan, batch, conditional writes and last-write-wins keyspaces.
+
+/// Goal: a batch writes every item of one partition (a quoted value with spaces
+/// included) and a scan then lists all of them in sort order with ids and contexts; a
+/// page of limit=3 says how to continue (`scan post1 after=c2` / `next`), `next` shows
+/// the rest and ends the scan, a further `next` is a clear error; an item read by scan
+/// can be resolved; a batch spanning two partitions is refused with the node's error; the
+/// shell keeps going and the exit code counts the two failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_then_scan_with_paging_and_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = r#"
+batch post1="hello world" post1/c2=second post1/c1=first post1/c3=third
+scan post1 limit=3
+next
+next
+resolve post1/c1 "first (edited)"
+scan post1 after=c2
+batch a=1 b/x=2
+scan post1 from=c1 to=c3
+"#;
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 of 8 command(s) failed"), "{stderr}");
+    // The batch: four items, each with its own id, in request order.
+    let batch = stdout
+        .split("OK: batch of 4 item(s) written atomically")
+        .nth(1);
+    let batch = batch.expect("batch output");
+    let ids: Vec<&str> = batch
+        .lines()
+        .skip(3)
+        .take(4)
+        .map(|l| l.split('|').nth(1).unwrap_or_default().trim())
+        .collect();
+    assert_eq!(ids.len(), 4, "{batch}");
+    assert!(ids.iter().all(|i| i.contains(':')), "{ids:?}");
+    // First page: sort order, then how to go on.
+    let pages: Vec<&str> = stdout.split("| context").skip(1).collect();
+    assert!(pages.len() >= 4, "{stdout}");
+    let page1 = pages[0];
+    let order: Vec<usize> = [" post1 ", " post1/c1 ", " post1/c2 "]
+        .iter()
+        .map(|k| page1.find(k).unwrap_or_else(|| panic!("{k} in {page1}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{page1}");
+    assert!(page1.contains("| hello world |"), "{page1}");
+    assert!(
+        page1.contains("r=2 (keyspace default), coordinator n1"),
+        "{page1}"
+    );
+    assert!(!page1.contains("post1/c3"), "{page1}");
+    assert!(
+        page1.contains("(3 item(s); more: `scan post1 after=c2` or `next`)"),
+        "{page1}"
+    );
+    // `next`: the rest, and the end.
+    let page2 = pages[1];
+    assert!(
+        page2.contains(" post1/c3 ") && page2.contains("third"),
+        "{page2}"
+    );
+    assert!(!page2.contains("post1/c1"), "{page2}");
+    assert!(page2.contains("(1 item(s); end of scan)"), "{page2}");
+    assert!(
+        stderr.contains("error (line 5): no scan to continue"),
+        "{stderr}"
+    );
+    // The scanned item's context was remembered: resolve replaced its one version.
+    assert!(stdout.contains("OK: resolved as "), "{stdout}");
+    assert!(
+        stdout.contains(&format!(", replacing {}", ids[2])),
+        "{stdout}\n{ids:?}"
+    );
+    // after=c2 starts after c2.
+    let after = pages[2];
+    assert!(
+        after.contains("post1/c3") && !after.contains("post1/c2 "),
+        "{after}"
+    );
+    // Cross-partition batch: the node's refusal, shown.
+    assert!(
+        stderr.contains("error (line 8): ") && stderr.contains("different partitions"),
+        "{stderr}"
+    );
+    // from= inclusive, to= exclusive, and the edited value.
+    let range = pages[3];
+    assert!(range.contains("| first (edited) |"), "{range}");
+    assert!(
+        range.contains(" post1/c2 ") && !range.contains("post1/c3"),
+        "{range}"
+    );
+    assert!(range.contains("(2 item(s); end of scan)"), "{range}");
+
+    // JSON: one object per command, items in order with contexts, and paging facts.
+    let out = shell(
+        &c.cluster_file,
+        &["--output", "json"],
+        "scan post1 limit=2\nnext\nbatch post2/a=1 post2/b=2\n",
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let objs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(objs.len(), 3, "{stdout}");
+    assert_eq!(objs[0]["command"], "scan");
+    let sorts: Vec<&str> = objs[0]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sort"].as_str().unwrap())
+        .collect();
+    assert_eq!(sorts, ["", "c1"]);
+    assert_eq!(objs[0]["more"], true);
+    assert_eq!(objs[0]["next_after"], "c1");
+    assert!(!objs[0]["items"][0]["context"].as_str().unwrap().is_empty());
+    assert_eq!(objs[1]["items"][0]["sort"], "c2");
+    assert_eq!(objs[2]["command"], "batch");
+    assert_eq!(objs[2]["items"].as_array().unwrap().len(), 2);
+    c.shutdown().await;
+}
+
+/// Goal: `put ... if-context` with the context of the last read succeeds while the key is
+/// unchanged, and a second conditional put with that same (now stale) context is refused
+/// with a clear conflict error that says nothing was written; the value stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_put_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = "put doc v1\nget doc\nput doc v2 if-context\nput doc v3 if-context\nget doc\nput never-read x if-context\n";
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("OK: written (conditional: unchanged since the read) as "),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("error (line 4): conflict: the write was NOT applied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error (line 6): never-read has not been read"));
+    assert!(
+        stdout.contains("| v2 ") && !stdout.contains("| v3 "),
+        "{stdout}"
+    );
+    assert!(stderr.contains("2 of 6 command(s) failed"), "{stderr}");
+    c.shutdown().await;
+}
+
+/// Goal: an lww-actor keyspace created from the shell (actor_priority=eu,us) shows its
+/// policy in `use` and `keyspaces`; `put x ... actor=us` after `put x ... actor=eu` is
+/// reported as superseded and leaves the eu value; the session default `actor` is used
+/// by writes; a write without an actor is refused with the node's message. An lww-client
+/// keyspace keeps the value with the highest ts= whatever the order of arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lww_actor_and_lww_client_keyspaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = r#"
+create keyspace mods n=3 policy=lww-actor actor_priority=eu,us
+use mods
+put x from-eu actor=eu
+put x from-us actor=us
+get x
+put y plain
+actor us
+actor
+put y by-session-actor
+get y
+keyspaces
+create keyspace cfg policy=lww-client read_repair=blocking
+use cfg
+put c new ts=200
+put c old ts=100
+get c
+put c nots
+"#;
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 of 17 command(s) failed"), "{stderr}");
+    assert!(
+        stdout.contains("OK: keyspace mods created (n=3 r=2 w=2 max_siblings=32 policy=lww-actor"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("now using keyspace mods (lww-actor: eu > us)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[actor=eu]"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "OK, but superseded: an existing version wins under lww-actor: eu > us [actor=us]"
+        ),
+        "{stdout}"
+    );
+    let read_x = stdout
+        .split("OK, but superseded")
+        .nth(1)
+        .expect("superseded");
+    assert!(
+        read_x.contains("| from-eu ") && !read_x.contains("| from-us "),
+        "{read_x}"
+    );
+    assert!(
+        stderr.contains("error (line 7): ") && stderr.contains("needs an actor"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("actor: us"), "{stdout}");
+    assert!(stdout.contains("| by-session-actor "), "{stdout}");
+    assert!(stdout.contains("lww-actor: eu > us | async"), "{stdout}");
+    // lww-client: the highest timestamp wins even when it arrived first.
+    assert!(
+        stdout.contains("now using keyspace cfg (lww-client; read repair blocking)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK, but superseded: an existing version wins under lww-client [ts=100]"),
+        "{stdout}"
+    );
+    let read_c = stdout.split("[ts=100]").nth(1).expect("ts=100 write");
+    assert!(
+        read_c.contains("| new ") && !read_c.contains("| old "),
+        "{read_c}"
+    );
+    assert!(
+        stderr.contains("error (line 18): ") && stderr.contains("client timestamp"),
+        "{stderr}"
+    );
+    c.shutdown().await;
+}

@@ -220,6 +220,7 @@ fn vocabulary(session: &Session) -> Vocabulary {
     Vocabulary {
         keyspaces: session.keyspace_names(),
         keys: session.read_keys(),
+        actors: session.known_actors(),
     }
 }
 

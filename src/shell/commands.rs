@@ -9,6 +9,10 @@
 pub enum Arg {
     /// A key: `partition` or `partition/sort`.
     Key,
+    /// A partition key (the part of a key before `/`).
+    Partition,
+    /// `KEY=VALUE` items, one or more (batch).
+    Items,
     /// A value (free text).
     Value,
     /// An existing keyspace name.
@@ -62,8 +66,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "put",
         aliases: &["set"],
-        usage: "put KEY VALUE [w=LEVEL] [context=C]",
-        summary: "write a value (blind unless context= is given)",
+        usage: "put KEY VALUE [w=LEVEL] [context=C | if-context[=C]] [ts=N] [actor=NAME]",
+        summary: "write a value (blind unless context= is given; if-context: conditional)",
         details: "Writes VALUE under KEY and waits for W acknowledgements.\n\
                   Without context= the write is BLIND: it replaces nothing, so if the key\n\
                   already has a value the two become siblings (concurrent versions).\n\
@@ -71,35 +75,91 @@ pub const COMMANDS: &[CommandSpec] = &[
                   `resolve KEY VALUE` is put with the context of your last `get KEY`.\n\
                   Quote values with spaces: put greeting \"hello world\" (escapes: \\\" \\\\ \\n\n\
                   \\t \\r \\0 \\xHH). A quoted word is never taken as an option.\n\n\
+                  if-context=C makes the write CONDITIONAL: the node refuses it with a\n\
+                  conflict if KEY changed since the read that returned C. `if-context` alone\n\
+                  uses the context of your last read of KEY (get or scan).\n\
+                  ts=N is the client timestamp of lww-client keyspaces (the highest wins);\n\
+                  actor=NAME the writer of lww-actor keyspaces (its rank in the keyspace's\n\
+                  actor_priority wins; `actor NAME` sets a session default). Under a\n\
+                  last-write-wins policy a write that loses at once says \"superseded\".\n\n\
                   Examples:\n  put user:1 alice\n  put doc \"first draft\" w=3\n  \
-                  put doc v2 context=gaJuMQI",
+                  put doc v2 context=gaJuMQI\n  get doc\n  put doc v3 if-context\n  \
+                  put cfg blue ts=1718454896000000\n  put mods/x 1 actor=eu",
         args: &[Arg::Key, Arg::Value],
-        options: &["w", "context"],
+        options: &["w", "context", "if-context", "ts", "actor"],
     },
     CommandSpec {
         name: "delete",
         aliases: &["del"],
-        usage: "delete KEY [w=LEVEL] [context=C]",
+        usage: "delete KEY [w=LEVEL] [context=C] [ts=N] [actor=NAME]",
         summary: "delete a key (writes a tombstone; blind unless context= is given)",
         details: "Writes a tombstone for KEY. Like put, a delete without context= is blind:\n\
                   it becomes a sibling of the existing values instead of removing them.\n\
                   Read first, then delete with the context (or `get KEY` then\n\
-                  `delete KEY context=...`) to remove what you saw.\n\n\
-                  Examples:\n  delete user:1 context=gaJuMQE",
+                  `delete KEY context=...`) to remove what you saw. ts= and actor= are as\n\
+                  for put (lww-client and lww-actor keyspaces).\n\n\
+                  Examples:\n  delete user:1 context=gaJuMQE\n  delete cfg ts=1718454897000000",
         args: &[Arg::Key],
-        options: &["w", "context"],
+        options: &["w", "context", "ts", "actor"],
     },
     CommandSpec {
         name: "resolve",
         aliases: &[],
-        usage: "resolve KEY VALUE [w=LEVEL]",
+        usage: "resolve KEY VALUE [w=LEVEL] [ts=N] [actor=NAME]",
         summary: "write VALUE with the context of your last `get KEY` (merges siblings)",
         details: "Writes VALUE with the causal context remembered from the last `get KEY` in\n\
-                  this session, so it replaces every sibling that read returned: this is how\n\
-                  you merge siblings by hand. Fails if KEY has not been read in this session.\n\
+                  this session (by get, or by scan for an item of a partition), so it\n\
+                  replaces every sibling that read returned: this is how you merge siblings\n\
+                  by hand. Fails if KEY has not been read in this session.\n\
                   Siblings written after that read survive (they are still concurrent).\n\n\
                   Example:\n  get doc\n  resolve doc \"draft a+b\"",
         args: &[Arg::Key, Arg::Value],
+        options: &["w", "ts", "actor"],
+    },
+    CommandSpec {
+        name: "scan",
+        aliases: &[],
+        usage: "scan PARTITION [from=SORT] [after=SORT] [to=SORT] [limit=N] [r=LEVEL]",
+        summary: "list the items of a partition in sort order, a page at a time",
+        details: "Reads the items `PARTITION/SORT` of one partition in sort-key order:\n\
+                  from= is the first sort key (inclusive), after= starts just after a sort\n\
+                  key, to= is the end (exclusive); limit= is the page size (default 20;\n\
+                  the node caps it at 1000, and deleted items count towards it). Each item\n\
+                  shows its values (sibling ids and values) and its causal context, which\n\
+                  the shell remembers, so `resolve P/SORT VALUE` and `put ... if-context`\n\
+                  work on scanned items. When there may be more, it prints how to go on:\n\
+                  `scan P after=LAST`, or just `next` (also `scan more`). A partition named\n\
+                  `more` is scanned with `scan \"more\"`.\n\n\
+                  Examples:\n  scan post1\n  scan post1 from=c limit=5\n  next\n  \
+                  scan orders after=2024-06-01 to=2024-07",
+        args: &[Arg::Partition],
+        options: &["from", "after", "to", "limit", "r"],
+    },
+    CommandSpec {
+        name: "next",
+        aliases: &[],
+        usage: "next",
+        summary: "the next page of the last scan (same as `scan more`)",
+        details: "Continues the last scan of this session where its page ended, with the\n\
+                  same partition, to= and limit=. Fails if no scan has more to show.",
+        args: &[],
+        options: &[],
+    },
+    CommandSpec {
+        name: "batch",
+        aliases: &[],
+        usage: "batch KEY=VALUE [KEY=VALUE ...] [w=LEVEL]",
+        summary: "write several items of ONE partition atomically",
+        details: "Writes every KEY=VALUE in one request, applied atomically on each replica.\n\
+                  All keys must share their partition (`post1`, `post1/c1`, `post1/c2`); the\n\
+                  node refuses a batch that spans partitions. Items are blind writes (like\n\
+                  put without context=). Quote values with spaces: post1=\"hello world\".\n\
+                  The key part must be unquoted before the first `=`, or quoted as a whole\n\
+                  (\"w\"=x writes key w; a bare w=LEVEL is the write quorum).\n\
+                  Batches are refused in lww-client and lww-actor keyspaces (items carry no\n\
+                  timestamp or actor).\n\n\
+                  Example:\n  batch post1=\"hello world\" post1/c1=first post1/c2=second",
+        args: &[Arg::Items],
         options: &["w"],
     },
     CommandSpec {
@@ -122,8 +182,9 @@ pub const COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         usage: "use KEYSPACE",
         summary: "switch the current keyspace",
-        details: "Makes KEYSPACE the one get/put/delete/resolve/replicas work in; it must\n\
-                  exist. The prompt shows the current keyspace.\n\nExample:\n  use sessions",
+        details: "Makes KEYSPACE the one get/put/delete/resolve/scan/batch/replicas work in;\n\
+                  it must exist. The prompt shows the current keyspace (and its conflict\n\
+                  policy when it is not siblings).\n\nExample:\n  use sessions",
         args: &[Arg::Keyspace],
         options: &[],
     },
@@ -131,23 +192,41 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "keyspaces",
         aliases: &[],
         usage: "keyspaces",
-        summary: "list keyspaces with their n, r, w and sibling cap",
-        details: "Lists the keyspaces the contacted node knows; `*` marks the current one.",
+        summary: "list keyspaces: n, r, w, sibling cap, policy, read repair",
+        details: "Lists the keyspaces the contacted node knows; `*` marks the current one.\n\
+                  Shows each one's conflict policy (with the actor priority of lww-actor)\n\
+                  and its read repair mode.",
         args: &[],
         options: &[],
     },
     CommandSpec {
         name: "create keyspace",
         aliases: &[],
-        usage: "create keyspace NAME n=N [r=R] [w=W] [max_siblings=M]",
+        usage: "create keyspace NAME n=N [r=R] [w=W] [max_siblings=M] [policy=P] \
+                [read_repair=async|blocking|off] [actor_priority=A,B]",
         summary: "create a keyspace on every node",
         details: "Creates keyspace NAME with N replicas per key (default 3). R and W default\n\
                   to a majority of N; max_siblings (default 32) caps concurrent versions\n\
                   per key. Names use [A-Za-z0-9_-]. Prints which nodes stored the\n\
-                  definition (the others learn it from the first request that names it).\n\n\
-                  Example:\n  create keyspace carts n=3 w=2",
+                  definition (the others learn it from the first request that names it).\n\
+                  policy= settles concurrent writes: siblings (default: keep them all),\n\
+                  lww-timestamp (the coordinator's clock wins), lww-actor (the writer ranked\n\
+                  highest in actor_priority wins; actor_priority is required, highest\n\
+                  first, comma-separated), lww-client (the highest client ts= wins).\n\
+                  read_repair= is async (default), blocking or off.\n\n\
+                  Examples:\n  create keyspace carts n=3 w=2\n  \
+                  create keyspace mods n=3 policy=lww-actor actor_priority=eu,us\n  \
+                  create keyspace cfg policy=lww-client read_repair=blocking",
         args: &[Arg::Name],
-        options: &["n", "r", "w", "max_siblings"],
+        options: &[
+            "n",
+            "r",
+            "w",
+            "max_siblings",
+            "policy",
+            "read_repair",
+            "actor_priority",
+        ],
     },
     CommandSpec {
         name: "replicas",
@@ -181,6 +260,19 @@ pub const COMMANDS: &[CommandSpec] = &[
                   same hash every node uses) and shows each node's virtual-node count and\n\
                   the share of the ring it is primary replica for.",
         args: &[],
+        options: &[],
+    },
+    CommandSpec {
+        name: "actor",
+        aliases: &[],
+        usage: "actor [NAME | none]",
+        summary: "show or set the session's default actor for lww-actor writes",
+        details: "With a default actor set, every put/delete/resolve in an lww-actor\n\
+                  keyspace is sent with actor=NAME unless the command gives its own actor=.\n\
+                  Keyspaces with other policies refuse actors, so the default is not sent\n\
+                  to them. `actor none` clears it; `actor` alone shows it.\n\n\
+                  Examples:\n  actor eu\n  actor none",
+        args: &[Arg::Choice(&["none"])],
         options: &[],
     },
     CommandSpec {
@@ -260,15 +352,28 @@ pub fn topic(name: &str) -> Option<&'static CommandSpec> {
 
 /// `help` with no argument: every command with its summary.
 pub fn help_overview() -> String {
-    let width = COMMANDS.iter().map(|c| c.usage.len()).max().unwrap_or(0);
+    // Long usage lines get their summary on the next line, so one long command does
+    // not push every summary off the screen.
+    const WIDTH: usize = 44;
+    let width = COMMANDS
+        .iter()
+        .map(|c| c.usage.len())
+        .filter(|&l| l <= WIDTH)
+        .max()
+        .unwrap_or(0);
     let mut out = String::from("Commands (case-insensitive; `help COMMAND` for details):\n");
     for c in COMMANDS {
-        out.push_str(&format!("  {:<width$}  {}\n", c.usage, c.summary));
+        if c.usage.len() > width {
+            out.push_str(&format!("  {}\n  {:<width$}  {}\n", c.usage, "", c.summary));
+        } else {
+            out.push_str(&format!("  {:<width$}  {}\n", c.usage, c.summary));
+        }
     }
     out.push_str(
         "\nLEVEL is a number of replicas, or one, quorum (N/2+1) or all (N).\n\
          Keys are `partition` or `partition/sort`. Quote values with spaces: \"a b\".\n\
          Writes without context= are blind and become siblings of existing values.\n\
+         `scan P` pages through a partition; `next` continues it.\n\
          Several commands on one line: separate them with `;`. `#` starts a comment.\n\
          Ctrl-C cancels the line (or the running request), Ctrl-D exits.",
     );

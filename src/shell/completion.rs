@@ -21,6 +21,8 @@ pub struct Vocabulary {
     pub keyspaces: Vec<String>,
     /// Keys read in the current keyspace, with their remembered context.
     pub keys: Vec<(String, String)>,
+    /// Actor names from the keyspaces' actor priorities (for `actor=`).
+    pub actors: Vec<String>,
 }
 
 /// The rustyline helper.
@@ -121,7 +123,7 @@ impl ShellHelper {
         if let Some((name, value)) = typing.split_once('=') {
             let name_lc = name.to_ascii_lowercase();
             let values: Vec<String> = match name_lc.as_str() {
-                "context" => {
+                "context" | "if-context" | "if_context" => {
                     let key = args.iter().find(|a| !a.contains('='));
                     self.vocabulary
                         .keys
@@ -130,6 +132,19 @@ impl ShellHelper {
                         .map(|(_, c)| c.clone())
                         .collect()
                 }
+                "policy" if spec.name == "create keyspace" => {
+                    ["siblings", "lww-timestamp", "lww-actor", "lww-client"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }
+                "read_repair" | "read-repair" if spec.name == "create keyspace" => {
+                    ["async", "blocking", "off"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }
+                "actor" => self.vocabulary.actors.clone(),
                 "r" | "w" if spec.name != "create keyspace" => {
                     let mut v: Vec<String> = LEVELS.iter().map(|s| s.to_string()).collect();
                     if spec.name == "consistency" {
@@ -142,14 +157,33 @@ impl ShellHelper {
             let offset = start + name.len() + 1;
             return (offset, matching(value, values.iter().map(String::as_str)));
         }
-        let positional = args.iter().filter(|a| !a.contains('=')).count();
+        let positional = if matches!(spec.args, [Arg::Items]) {
+            // Batch items are `KEY=VALUE`: they count as arguments.
+            args.len()
+        } else {
+            args.iter().filter(|a| !a.contains('=')).count()
+        };
         let given: Vec<String> = args
             .iter()
             .filter_map(|a| a.split_once('=').map(|(n, _)| n.to_ascii_lowercase()))
             .collect();
         let mut out: Vec<String> = Vec::new();
-        match spec.args.get(positional) {
+        // Batch items repeat: every word may be another KEY=.
+        let slot = match spec.args {
+            [Arg::Items] => Some(&Arg::Items),
+            _ => spec.args.get(positional),
+        };
+        match slot {
             Some(Arg::Keyspace) => out.extend(self.vocabulary.keyspaces.iter().cloned()),
+            Some(Arg::Partition) => out.extend(
+                self.vocabulary
+                    .keys
+                    .iter()
+                    .map(|(k, _)| k.split('/').next().unwrap_or(k).to_string()),
+            ),
+            Some(Arg::Items) => {
+                out.extend(self.vocabulary.keys.iter().map(|(k, _)| format!("{k}=")))
+            }
             Some(Arg::Key) => out.extend(self.vocabulary.keys.iter().map(|(k, _)| k.clone())),
             Some(Arg::Choice(c)) => out.extend(c.iter().map(|s| s.to_string())),
             Some(Arg::Command) => out.extend(COMMANDS.iter().map(|c| c.name.to_string())),
@@ -223,7 +257,11 @@ mod tests {
         ShellHelper {
             vocabulary: Vocabulary {
                 keyspaces: vec!["default".into(), "carts".into()],
-                keys: vec![("doc".into(), "gaJuMQI".into())],
+                keys: vec![
+                    ("doc".into(), "gaJuMQI".into()),
+                    ("post1/c1".into(), "gaJwMQE".into()),
+                ],
+                actors: vec!["eu".into(), "us".into()],
             },
         }
     }
@@ -241,8 +279,14 @@ mod tests {
         assert_eq!(h.candidates("tracing o").1, vec!["off", "on"]);
         assert_eq!(h.candidates("get d").1, vec!["doc"]);
         assert_eq!(h.candidates("get doc ").1, vec!["r="]);
-        assert_eq!(h.candidates("put doc v ").1, vec!["context=", "w="]);
-        assert_eq!(h.candidates("put doc v w=2 ").1, vec!["context="]);
+        assert_eq!(
+            h.candidates("put doc v ").1,
+            vec!["actor=", "context=", "if-context=", "ts=", "w="]
+        );
+        assert_eq!(
+            h.candidates("put doc v w=2 actor=eu ts=1 ").1,
+            vec!["context=", "if-context="]
+        );
         assert_eq!(
             h.candidates("put doc v context="),
             (18, vec!["gaJuMQI".to_string()])
@@ -250,11 +294,55 @@ mod tests {
         assert_eq!(h.candidates("get doc r=q").1, vec!["quorum"]);
         assert_eq!(
             h.candidates("create keyspace x ").1,
-            vec!["max_siblings=", "n=", "r=", "w="]
+            vec![
+                "actor_priority=",
+                "max_siblings=",
+                "n=",
+                "policy=",
+                "r=",
+                "read_repair=",
+                "w="
+            ]
         );
         assert_eq!(h.candidates("help cr").1, vec!["create keyspace"]);
         assert_eq!(h.candidates("get a; cons").1, vec!["consistency"]);
         assert!(h.candidates("frob ").1.is_empty());
+    }
+
+    /// Goal: the new commands complete — scan offers partitions then its options, batch
+    /// offers `KEY=` for every item and w=, put's if-context= offers the remembered
+    /// context, actor= the keyspaces' actors, and create keyspace's policy and read_repair
+    /// their values.
+    #[test]
+    fn completes_scan_batch_and_write_options() {
+        let h = helper();
+        assert_eq!(h.candidates("sc").1, vec!["scan"]);
+        assert_eq!(h.candidates("ne").1, vec!["next"]);
+        assert_eq!(h.candidates("act").1, vec!["actor"]);
+        assert_eq!(h.candidates("actor ").1, vec!["none"]);
+        assert_eq!(h.candidates("scan p").1, vec!["post1"]);
+        assert_eq!(
+            h.candidates("scan post1 ").1,
+            vec!["after=", "from=", "limit=", "r=", "to="]
+        );
+        assert_eq!(h.candidates("batch p").1, vec!["post1/c1="]);
+        assert_eq!(
+            h.candidates("batch post1=a ").1,
+            vec!["doc=", "post1/c1=", "w="]
+        );
+        assert_eq!(
+            h.candidates("put doc v if-context="),
+            (21, vec!["gaJuMQI".to_string()])
+        );
+        assert_eq!(h.candidates("put doc v actor=").1, vec!["eu", "us"]);
+        assert_eq!(
+            h.candidates("create keyspace m policy=lww").1,
+            vec!["lww-actor", "lww-client", "lww-timestamp"]
+        );
+        assert_eq!(
+            h.candidates("create keyspace m read_repair=").1,
+            vec!["async", "blocking", "off"]
+        );
         assert!(h.candidates("put \"unterminated ").1.is_empty());
     }
 }

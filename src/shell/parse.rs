@@ -6,6 +6,7 @@
 //! Nothing here panics on any input; every problem is a [`ParseError`] naming the usage.
 
 use crate::key::Key;
+use crate::keyspace::{ConflictPolicy, ReadRepair};
 
 use super::commands::{self, Arg, CommandSpec, COMMANDS};
 use super::render::Format;
@@ -40,6 +41,9 @@ pub struct Word {
     /// Offset in `bytes` where the first quoted part starts (`None` if nothing was
     /// quoted). An `=` before it makes the word an option; a quoted `"w=3"` is a value.
     pub quoted_from: Option<usize>,
+    /// Offset in `bytes` of the first `=` typed outside quotes, if any: where a batch
+    /// item `KEY=VALUE` splits (`"a b"=x` splits after the quoted key).
+    pub eq_unquoted: Option<usize>,
 }
 
 impl Word {
@@ -47,19 +51,44 @@ impl Word {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    /// `(name, value)` if the word is an unquoted `name=value`.
+    /// `(name, value)` if the word is an unquoted `name=value`. The name is lower-cased
+    /// with `-` read as `_` (`if-context` and `if_context` are one option).
     fn as_option(&self) -> Option<(String, &[u8])> {
         let eq = self.bytes.iter().position(|&b| b == b'=')?;
         if self.quoted_from.is_some_and(|q| q <= eq) || eq == 0 {
             return None;
         }
         let name = std::str::from_utf8(&self.bytes[..eq]).ok()?;
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return None;
         }
-        Some((name.to_ascii_lowercase(), &self.bytes[eq + 1..]))
+        Some((normal(name), &self.bytes[eq + 1..]))
+    }
+
+    /// The word as a bare flag name (unquoted, no `=`), normalised like option names.
+    fn as_flag(&self) -> Option<String> {
+        if self.quoted_from.is_some() || self.bytes.contains(&b'=') {
+            return None;
+        }
+        std::str::from_utf8(&self.bytes).ok().map(normal)
     }
 }
+
+/// An option name as compared: lower case, `-` as `_`.
+fn normal(name: &str) -> String {
+    name.to_ascii_lowercase().replace('-', "_")
+}
+
+/// The spelling of option `name` (normalised) in `spec`, if it takes it.
+fn spec_option(spec: &CommandSpec, name: &str) -> Option<&'static str> {
+    spec.options.iter().copied().find(|o| normal(o) == name)
+}
+
+/// Options that may be given bare, without `=value` (an empty value).
+const FLAGS: &[&str] = &["if-context"];
 
 /// One command's worth of input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +121,7 @@ pub fn split(line: &str) -> Result<Vec<Statement>, ParseError> {
                 let w = cur.get_or_insert_with(|| Word {
                     bytes: Vec::new(),
                     quoted_from: None,
+                    eq_unquoted: None,
                 });
                 if w.quoted_from.is_none() {
                     w.quoted_from = Some(w.bytes.len());
@@ -155,7 +185,11 @@ pub fn split(line: &str) -> Result<Vec<Statement>, ParseError> {
                 let w = cur.get_or_insert_with(|| Word {
                     bytes: Vec::new(),
                     quoted_from: None,
+                    eq_unquoted: None,
                 });
+                if c == '=' && w.eq_unquoted.is_none() {
+                    w.eq_unquoted = Some(w.bytes.len());
+                }
                 let mut buf = [0u8; 4];
                 w.bytes
                     .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -239,7 +273,7 @@ pub enum Command {
         /// Read quorum for this request.
         r: Option<Level>,
     },
-    /// `put KEY VALUE [w=..] [context=..]`.
+    /// `put KEY VALUE [w=..] [context=.. | if-context[=..]] [ts=..] [actor=..]`.
     Put {
         /// The key.
         key: Key,
@@ -249,8 +283,13 @@ pub enum Command {
         w: Option<Level>,
         /// Causal context (`None`: blind write).
         context: Option<String>,
+        /// Conditional write: `Some(C)` with the context C, `Some("")` with the context
+        /// of the session's last read of the key.
+        if_context: Option<String>,
+        /// Client timestamp and actor.
+        stamp: Stamp,
     },
-    /// `delete KEY [w=..] [context=..]`.
+    /// `delete KEY [w=..] [context=..] [ts=..] [actor=..]`.
     Delete {
         /// The key.
         key: Key,
@@ -258,8 +297,10 @@ pub enum Command {
         w: Option<Level>,
         /// Causal context (`None`: blind delete).
         context: Option<String>,
+        /// Client timestamp and actor.
+        stamp: Stamp,
     },
-    /// `resolve KEY VALUE [w=..]`.
+    /// `resolve KEY VALUE [w=..] [ts=..] [actor=..]`.
     Resolve {
         /// The key.
         key: Key,
@@ -267,7 +308,33 @@ pub enum Command {
         value: Vec<u8>,
         /// Write quorum for this request.
         w: Option<Level>,
+        /// Client timestamp and actor.
+        stamp: Stamp,
     },
+    /// `scan PARTITION [from=|after=] [to=] [limit=] [r=]`.
+    Scan {
+        /// The partition.
+        partition: Vec<u8>,
+        /// First sort key, inclusive (`after=X` is `X` followed by a zero byte).
+        from: Vec<u8>,
+        /// End sort key, exclusive.
+        to: Option<Vec<u8>>,
+        /// Page size (None: the shell's default).
+        limit: Option<u32>,
+        /// Read quorum for this request.
+        r: Option<Level>,
+    },
+    /// `next` / `scan more`: the next page of the last scan.
+    Next,
+    /// `batch KEY=VALUE ... [w=..]`.
+    Batch {
+        /// (key, value) in the order given.
+        items: Vec<(Key, Vec<u8>)>,
+        /// Write quorum for this request.
+        w: Option<Level>,
+    },
+    /// `actor [NAME|none]`: `None` shows, `Some(None)` clears, `Some(Some(n))` sets.
+    Actor(Option<Option<String>>),
     /// `consistency ...`; both `Keep` means show.
     Consistency {
         /// Read side.
@@ -279,7 +346,8 @@ pub enum Command {
     Use(String),
     /// `keyspaces`.
     Keyspaces,
-    /// `create keyspace NAME n=.. [r=..] [w=..] [max_siblings=..]`.
+    /// `create keyspace NAME n=.. [r=..] [w=..] [max_siblings=..] [policy=..]
+    /// [read_repair=..] [actor_priority=..]`.
     CreateKeyspace {
         /// Name.
         name: String,
@@ -291,6 +359,12 @@ pub enum Command {
         w: u8,
         /// Sibling cap.
         max_siblings: u16,
+        /// Conflict policy.
+        policy: ConflictPolicy,
+        /// Read repair mode.
+        read_repair: ReadRepair,
+        /// Actors, highest priority first (lww-actor).
+        actor_priority: Vec<String>,
     },
     /// `replicas KEY`.
     Replicas(Key),
@@ -308,6 +382,15 @@ pub enum Command {
     Exit,
 }
 
+/// A write's client timestamp (lww-client) and actor (lww-actor).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// `ts=N`.
+    pub ts: Option<u64>,
+    /// `actor=NAME`.
+    pub actor: Option<String>,
+}
+
 /// A key from its shell form: `partition` or `partition/sort`, split at the first `/`.
 pub fn key_of(bytes: &[u8]) -> Key {
     match bytes.iter().position(|&b| b == b'/') {
@@ -322,7 +405,7 @@ pub fn key_of(bytes: &[u8]) -> Key {
 /// Every option name some command takes; an unquoted `name=` with one of these names is
 /// never silently taken as a value.
 fn known_option(name: &str) -> bool {
-    COMMANDS.iter().any(|c| c.options.contains(&name))
+    COMMANDS.iter().any(|c| spec_option(c, name).is_some())
 }
 
 /// Turn a statement into a command.
@@ -338,11 +421,26 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
         problem,
         usage: spec.usage,
     };
+    if spec.name == "batch" {
+        return parse_batch(spec, &stmt.words[used..]);
+    }
     let mut positional: Vec<&Word> = Vec::new();
     let mut options: Vec<(String, Vec<u8>)> = Vec::new();
     for w in &stmt.words[used..] {
+        let flag = w
+            .as_flag()
+            .and_then(|f| FLAGS.iter().find(|o| normal(o) == f))
+            .and_then(|f| spec_option(spec, &normal(f)));
+        if let Some(name) = flag {
+            if options.iter().any(|(n, _)| n == name) {
+                return Err(usage(format!("{name} given twice")));
+            }
+            options.push((name.to_string(), Vec::new()));
+            continue;
+        }
         match w.as_option() {
-            Some((name, value)) if spec.options.contains(&name.as_str()) => {
+            Some((name, value)) if spec_option(spec, &name).is_some() => {
+                let name = spec_option(spec, &name).unwrap_or_default().to_string();
                 if options.iter().any(|(n, _)| *n == name) {
                     return Err(usage(format!("{name}= given twice")));
                 }
@@ -370,22 +468,85 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
             key: key_arg(arg(0)),
             r: opts.level("r")?,
         },
-        "put" => Command::Put {
-            key: key_arg(arg(0)),
-            value: arg(1).map(|w| w.bytes.clone()).unwrap_or_default(),
-            w: opts.level("w")?,
-            context: opts.text("context")?,
-        },
+        "put" => {
+            let context = opts.text("context")?;
+            let if_context = opts.text("if-context")?;
+            if context.is_some() && if_context.is_some() {
+                return Err(usage(
+                    "give context= (replace what a read saw) or if-context (only if \
+                     unchanged since that read), not both"
+                        .into(),
+                ));
+            }
+            Command::Put {
+                key: key_arg(arg(0)),
+                value: arg(1).map(|w| w.bytes.clone()).unwrap_or_default(),
+                w: opts.level("w")?,
+                context,
+                if_context,
+                stamp: opts.stamp()?,
+            }
+        }
         "delete" => Command::Delete {
             key: key_arg(arg(0)),
             w: opts.level("w")?,
             context: opts.text("context")?,
+            stamp: opts.stamp()?,
         },
         "resolve" => Command::Resolve {
             key: key_arg(arg(0)),
             value: arg(1).map(|w| w.bytes.clone()).unwrap_or_default(),
             w: opts.level("w")?,
+            stamp: opts.stamp()?,
         },
+        "scan" => {
+            let word = positional[0];
+            // `scan more` continues; a quoted "more" is a partition of that name.
+            if word.quoted_from.is_none()
+                && word.bytes.eq_ignore_ascii_case(b"more")
+                && opts.options.is_empty()
+            {
+                return Ok(Command::Next);
+            }
+            if word.bytes.is_empty() {
+                return Err(usage("the partition must not be empty".into()));
+            }
+            let from = match (opts.raw("from"), opts.raw("after")) {
+                (Some(_), Some(_)) => {
+                    return Err(usage("give from= or after=, not both".into()));
+                }
+                (Some(f), None) => f.to_vec(),
+                // The smallest sort key after X is X followed by a zero byte.
+                (None, Some(a)) => [a, &[0u8][..]].concat(),
+                (None, None) => Vec::new(),
+            };
+            let limit = opts.number::<u32>("limit")?;
+            if limit == Some(0) {
+                return Err(usage("limit= must be at least 1".into()));
+            }
+            Command::Scan {
+                partition: word.bytes.clone(),
+                from,
+                to: opts.raw("to").map(<[u8]>::to_vec),
+                limit,
+                r: opts.level("r")?,
+            }
+        }
+        "next" => Command::Next,
+        "actor" => Command::Actor(match arg(0) {
+            None => None,
+            Some(w) => {
+                let t = text(w, "actor")?;
+                if t.is_empty() {
+                    return Err(usage("the actor must not be empty".into()));
+                }
+                if w.quoted_from.is_none() && t.eq_ignore_ascii_case("none") {
+                    Some(None)
+                } else {
+                    Some(Some(t))
+                }
+            }
+        }),
         "consistency" => {
             let setting = |name: &str| -> Result<Setting, ParseError> {
                 match opts.text(name)? {
@@ -434,6 +595,23 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
                 max_siblings: opts
                     .number::<u16>("max_siblings")?
                     .unwrap_or(crate::keyspace::DEFAULT_MAX_SIBLINGS),
+                policy: match opts.text("policy")? {
+                    None => ConflictPolicy::default(),
+                    Some(t) => t.to_ascii_lowercase().parse().map_err(usage)?,
+                },
+                read_repair: match opts.text("read_repair")? {
+                    None => ReadRepair::default(),
+                    Some(t) => t.to_ascii_lowercase().parse().map_err(usage)?,
+                },
+                actor_priority: opts
+                    .text("actor_priority")?
+                    .map(|t| {
+                        t.split(',')
+                            .map(|a| a.trim().to_string())
+                            .filter(|a| !a.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }
         }
         "replicas" => Command::Replicas(key_arg(arg(0))),
@@ -471,6 +649,54 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
         "exit" => Command::Exit,
         other => return Err(ParseError::UnknownCommand(other.to_string())),
     })
+}
+
+/// `batch KEY=VALUE ... [w=LEVEL]`: every word but `w=` is an item split at its first
+/// unquoted `=`.
+fn parse_batch(spec: &'static CommandSpec, words: &[Word]) -> Result<Command, ParseError> {
+    let usage = |problem: String| ParseError::Usage {
+        problem,
+        usage: spec.usage,
+    };
+    let mut items = Vec::new();
+    let mut w_text: Option<String> = None;
+    for word in words {
+        if let Some((name, value)) = word.as_option() {
+            if name == "w" {
+                if w_text.is_some() {
+                    return Err(usage("w= given twice".into()));
+                }
+                w_text = Some(String::from_utf8_lossy(value).into_owned());
+                continue;
+            }
+        }
+        let Some(eq) = word.eq_unquoted else {
+            return Err(usage(format!(
+                "batch item {:?} is not KEY=VALUE (quote a value with spaces: k=\"a b\")",
+                word.lossy()
+            )));
+        };
+        let key = key_of(&word.bytes[..eq]);
+        if key.partition.is_empty() {
+            return Err(usage(format!(
+                "batch item {:?} has no key before =",
+                word.lossy()
+            )));
+        }
+        items.push((key, word.bytes[eq + 1..].to_vec()));
+    }
+    if items.is_empty() {
+        return Err(usage("batch needs at least one KEY=VALUE item".into()));
+    }
+    let w = match w_text {
+        None => None,
+        Some(t) => Some(Level::parse(&t).ok_or_else(|| {
+            usage(format!(
+                "w={t:?} is not a quorum: use a number from 1, one, quorum or all"
+            ))
+        })?),
+    };
+    Ok(Command::Batch { items, w })
 }
 
 fn key_arg(w: Option<&Word>) -> Key {
@@ -554,6 +780,17 @@ impl Options {
         }
     }
 
+    fn stamp(&self) -> Result<Stamp, ParseError> {
+        let actor = self.text("actor")?;
+        if actor.as_deref() == Some("") {
+            return Err(self.err("actor= needs a name".into()));
+        }
+        Ok(Stamp {
+            ts: self.number::<u64>("ts")?,
+            actor,
+        })
+    }
+
     fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ParseError> {
         match self.text(name)? {
             None => Ok(None),
@@ -586,6 +823,8 @@ mod tests {
                 value: b"hello world".to_vec(),
                 w: Some(Level::Count(3)),
                 context: None,
+                if_context: None,
+                stamp: Stamp::default(),
             }
         );
         assert_eq!(
@@ -595,6 +834,8 @@ mod tests {
                 value: b"a\"b\\c\n\x00\xff".to_vec(),
                 w: None,
                 context: None,
+                if_context: None,
+                stamp: Stamp::default(),
             }
         );
         assert_eq!(
@@ -604,6 +845,8 @@ mod tests {
                 value: b"w=3".to_vec(),
                 w: None,
                 context: None,
+                if_context: None,
+                stamp: Stamp::default(),
             }
         );
         // An unquoted word with an `=` that is not an option name is a plain value.
@@ -664,6 +907,9 @@ mod tests {
                 r: 3,
                 w: 2,
                 max_siblings: crate::keyspace::DEFAULT_MAX_SIBLINGS,
+                policy: ConflictPolicy::Siblings,
+                read_repair: ReadRepair::Async,
+                actor_priority: vec![],
             }
         );
         assert_eq!(
@@ -739,6 +985,179 @@ mod tests {
         assert!(one(r#"use "\xff""#).is_err());
     }
 
+    /// Goal: scan takes a partition and from=/after=/to=/limit=/r=; after=X starts just
+    /// after X (X and a zero byte); `scan more` and `next` continue; a quoted "more" is a
+    /// partition; from= with after=, limit=0 and a missing partition are refused.
+    #[test]
+    fn scan_syntax() {
+        assert_eq!(
+            one("scan post1").unwrap(),
+            Command::Scan {
+                partition: b"post1".to_vec(),
+                from: vec![],
+                to: None,
+                limit: None,
+                r: None,
+            }
+        );
+        assert_eq!(
+            one("SCAN post1 after=c1 to=d limit=2 r=one").unwrap(),
+            Command::Scan {
+                partition: b"post1".to_vec(),
+                from: b"c1\0".to_vec(),
+                to: Some(b"d".to_vec()),
+                limit: Some(2),
+                r: Some(Level::One),
+            }
+        );
+        assert!(matches!(
+            one("scan p from=b").unwrap(),
+            Command::Scan { from, .. } if from == b"b"
+        ));
+        assert_eq!(one("next").unwrap(), Command::Next);
+        assert_eq!(one("scan more").unwrap(), Command::Next);
+        assert!(matches!(
+            one(r#"scan "more""#).unwrap(),
+            Command::Scan { partition, .. } if partition == b"more"
+        ));
+        assert!(one("scan p from=a after=b").is_err());
+        assert!(one("scan p limit=0").is_err());
+        assert!(one("scan p limit=x").is_err());
+        assert!(one("scan").unwrap_err().to_string().contains("usage: scan"));
+        assert!(one("scan a b").is_err());
+        assert!(one("next x").is_err());
+    }
+
+    /// Goal: batch items split at the first unquoted `=`, values may be quoted (with
+    /// spaces and `=`), a quoted key may be `w`, a bare w= is the quorum; a word without
+    /// `=`, an empty key or no items at all are refused.
+    #[test]
+    fn batch_syntax() {
+        let k = |p: &str, s: &str| Key {
+            partition: p.as_bytes().to_vec(),
+            sort: s.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            one(r#"batch post1="hello world" post1/c1=first post1/c2="a=b" w=3"#).unwrap(),
+            Command::Batch {
+                items: vec![
+                    (k("post1", ""), b"hello world".to_vec()),
+                    (k("post1", "c1"), b"first".to_vec()),
+                    (k("post1", "c2"), b"a=b".to_vec()),
+                ],
+                w: Some(Level::Count(3)),
+            }
+        );
+        assert_eq!(
+            one(r#"batch "w"=x "a b"/c="" r=1"#).unwrap(),
+            Command::Batch {
+                items: vec![
+                    (k("w", ""), b"x".to_vec()),
+                    (k("a b", "c"), b"".to_vec()),
+                    (k("r", ""), b"1".to_vec()),
+                ],
+                w: None,
+            }
+        );
+        let e = one("batch a=1 nokey").unwrap_err().to_string();
+        assert!(e.contains("not KEY=VALUE"), "{e}");
+        assert!(one("batch =v").is_err());
+        assert!(one("batch w=2").is_err());
+        assert!(one("batch a=1 w=lots").is_err());
+        assert!(one("batch a=1 w=1 w=2").is_err());
+    }
+
+    /// Goal: put's if-context takes a context or stands alone (meaning "my last read"),
+    /// `if_context` is the same option, it cannot be combined with context=; ts= and
+    /// actor= parse on put, delete and resolve; `actor` shows, sets and clears.
+    #[test]
+    fn conditional_and_stamped_writes() {
+        assert!(matches!(
+            one("put k v if-context=gaJ").unwrap(),
+            Command::Put { if_context: Some(c), context: None, .. } if c == "gaJ"
+        ));
+        assert!(matches!(
+            one("put k v if-context").unwrap(),
+            Command::Put { if_context: Some(c), .. } if c.is_empty()
+        ));
+        assert!(matches!(
+            one("put k v IF_CONTEXT w=2").unwrap(),
+            Command::Put { if_context: Some(c), w: Some(Level::Count(2)), .. } if c.is_empty()
+        ));
+        // Quoted, it is a value.
+        assert!(matches!(
+            one(r#"put k "if-context""#).unwrap(),
+            Command::Put { if_context: None, value, .. } if value == b"if-context"
+        ));
+        assert!(one("put k v context=a if-context").is_err());
+        assert!(one("put k v if-context if-context").is_err());
+        assert!(one("get k if-context=x").is_err());
+        assert!(matches!(
+            one("put k v ts=17 actor=eu").unwrap(),
+            Command::Put { stamp: Stamp { ts: Some(17), actor: Some(a) }, .. } if a == "eu"
+        ));
+        assert!(matches!(
+            one("delete k ts=18").unwrap(),
+            Command::Delete {
+                stamp: Stamp {
+                    ts: Some(18),
+                    actor: None
+                },
+                ..
+            }
+        ));
+        assert!(matches!(
+            one("resolve k v actor=us").unwrap(),
+            Command::Resolve { stamp: Stamp { actor: Some(a), .. }, .. } if a == "us"
+        ));
+        assert!(one("put k v ts=-1").is_err());
+        assert!(one("put k v ts=soon").is_err());
+        assert!(one("put k v actor=").is_err());
+        assert!(one("get k ts=1").is_err());
+        assert_eq!(one("actor").unwrap(), Command::Actor(None));
+        assert_eq!(
+            one("actor eu").unwrap(),
+            Command::Actor(Some(Some("eu".into())))
+        );
+        assert_eq!(one("actor NONE").unwrap(), Command::Actor(Some(None)));
+        assert!(one("actor a b").is_err());
+    }
+
+    /// Goal: create keyspace takes policy, read_repair and a comma-separated
+    /// actor_priority; unknown policies and modes are refused with the accepted ones.
+    #[test]
+    fn create_keyspace_policies() {
+        assert_eq!(
+            one("create keyspace mods n=3 policy=lww-actor actor_priority=eu,us read_repair=blocking")
+                .unwrap(),
+            Command::CreateKeyspace {
+                name: "mods".into(),
+                n: 3,
+                r: 2,
+                w: 2,
+                max_siblings: crate::keyspace::DEFAULT_MAX_SIBLINGS,
+                policy: ConflictPolicy::LwwActor,
+                read_repair: ReadRepair::Blocking,
+                actor_priority: vec!["eu".into(), "us".into()],
+            }
+        );
+        assert!(matches!(
+            one("create keyspace c policy=LWW-CLIENT").unwrap(),
+            Command::CreateKeyspace {
+                policy: ConflictPolicy::LwwClient,
+                ..
+            }
+        ));
+        let e = one("create keyspace c policy=newest")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lww-client"), "{e}");
+        let e = one("create keyspace c read_repair=sometimes")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("blocking"), "{e}");
+    }
+
     /// Goal: arbitrary input never panics the parser.
     #[test]
     fn garbage_never_panics() {
@@ -758,6 +1177,14 @@ mod tests {
             "#",
             "\"\"",
             "get ü/ß r=one",
+            "batch",
+            "batch =",
+            "batch \"\"=",
+            "scan \"\"",
+            "scan p after=",
+            "put k v if-context=",
+            "actor \"\"",
+            "create keyspace x actor_priority=,",
         ] {
             if let Ok(stmts) = split(line) {
                 for s in stmts {

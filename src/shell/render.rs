@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::key::Key;
 use crate::proto::TraceEvent;
 
-use super::session::{ExecError, Outcome, WriteKind};
+use super::session::{policy_text, ExecError, Outcome, WriteKind};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +279,8 @@ fn outcome_table(o: &Outcome) -> String {
             w,
             default_w,
             coordinator,
+            stamp,
+            policy,
             response,
             ..
         } => {
@@ -286,15 +288,39 @@ fn outcome_table(o: &Outcome) -> String {
                 WriteKind::Put => "written",
                 WriteKind::Delete => "deleted (tombstone written)",
                 WriteKind::Resolve => "resolved",
+                WriteKind::Conditional => "written (conditional: unchanged since the read)",
             };
-            let mut out = format!("OK: {what} as {}", response.dot);
-            if *kind == WriteKind::Resolve {
+            let mut out = if response.dot.is_empty() {
+                // Under a last-write-wins policy the lead replica already held a version
+                // that wins over this one: the write is stored nowhere as the value.
+                format!(
+                    "OK, but superseded: an existing version wins under {}",
+                    policy
+                        .as_deref()
+                        .unwrap_or("the keyspace's last-write-wins policy")
+                )
+            } else {
+                format!("OK: {what} as {}", response.dot)
+            };
+            let mut sent = Vec::new();
+            if let Some(ts) = stamp.ts {
+                sent.push(format!("ts={ts}"));
+            }
+            if let Some(a) = &stamp.actor {
+                sent.push(format!("actor={}", value_text(a.as_bytes())));
+            }
+            if !sent.is_empty() {
+                out.push_str(&format!(" [{}]", sent.join(" ")));
+            }
+            if response.dot.is_empty() {
+                // Nothing more to say about siblings: the write lost.
+            } else if *kind == WriteKind::Resolve {
                 if replaces.is_empty() {
                     out.push_str(" (the last read found nothing to replace)");
                 } else {
                     out.push_str(&format!(", replacing {}", replaces.join(", ")));
                 }
-            } else if *blind {
+            } else if *blind && policy.as_deref().is_none_or(|p| p == "siblings") {
                 out.push_str(" (blind: any existing value stays as a sibling)");
             }
             out.push_str(&format!(
@@ -335,7 +361,111 @@ fn outcome_table(o: &Outcome) -> String {
                 side("w", w, def.as_ref().map(|d| d.w))
             )
         }
-        Outcome::Used { keyspace } => format!("now using keyspace {keyspace}"),
+        Outcome::Scanned {
+            partition,
+            items,
+            more_after,
+            r,
+            default_r,
+            coordinator,
+            trace,
+            ..
+        } => {
+            let p = value_text(partition);
+            let mut out = String::new();
+            if items.is_empty() {
+                out.push_str(&format!("(no items in partition {p} in this range)"));
+            } else {
+                let mut rows: Vec<Vec<String>> = Vec::new();
+                for item in items {
+                    let key = key_text(&Key {
+                        partition: partition.clone(),
+                        sort: item.sort.clone(),
+                    });
+                    for (i, s) in item.values.iter().enumerate() {
+                        let first = i == 0;
+                        rows.push(vec![
+                            if first { key.clone() } else { String::new() },
+                            s.dot.clone(),
+                            value_text(&s.value),
+                            if first {
+                                item.context.clone()
+                            } else {
+                                String::new()
+                            },
+                        ]);
+                    }
+                }
+                out.push_str(&table(&["key", "id", "value", "context"], &rows));
+                let siblings = items.iter().filter(|i| i.values.len() > 1).count();
+                if siblings > 0 {
+                    out.push_str(&format!(
+                        "\n({siblings} item(s) with siblings; `resolve KEY VALUE` merges them)"
+                    ));
+                }
+            }
+            match more_after {
+                Some(last) => out.push_str(&format!(
+                    "\n({} item(s); more: `scan {p} after={}` or `next`)",
+                    items.len(),
+                    value_text(last)
+                )),
+                None => out.push_str(&format!("\n({} item(s); end of scan)", items.len())),
+            }
+            out.push_str(&format!(
+                "\n{}, coordinator {}",
+                quorum_note("r", *r, *default_r),
+                coordinator.as_deref().unwrap_or("?")
+            ));
+            if !trace.is_empty() {
+                out.push_str(&trace_table(trace));
+            }
+            out
+        }
+        Outcome::Batched {
+            keys,
+            w,
+            default_w,
+            coordinator,
+            response,
+            ..
+        } => {
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .zip(
+                    response
+                        .dots
+                        .iter()
+                        .map(Some)
+                        .chain(std::iter::repeat(None)),
+                )
+                .map(|(k, d)| vec![key_text(k), d.cloned().unwrap_or_else(|| "?".into())])
+                .collect();
+            let mut out = format!(
+                "OK: batch of {} item(s) written atomically (blind writes)\n{}",
+                keys.len(),
+                table(&["key", "id"], &rows)
+            );
+            out.push_str(&format!(
+                "\n{}, coordinator {}",
+                quorum_note("w", *w, *default_w),
+                coordinator.as_deref().unwrap_or("?")
+            ));
+            if !response.trace.is_empty() {
+                out.push_str(&trace_table(&response.trace));
+            }
+            out
+        }
+        Outcome::Used { keyspace, def } => match def {
+            Some(d) => {
+                let mut extra = policy_text(d);
+                if d.read_repair != crate::keyspace::ReadRepair::Async {
+                    extra.push_str(&format!("; read repair {}", d.read_repair));
+                }
+                format!("now using keyspace {keyspace} ({extra})")
+            }
+            None => format!("now using keyspace {keyspace}"),
+        },
         Outcome::Keyspaces { current, list } => {
             let rows: Vec<Vec<String>> = list
                 .iter()
@@ -346,14 +476,23 @@ fn outcome_table(o: &Outcome) -> String {
                         k.r.to_string(),
                         k.w.to_string(),
                         k.max_siblings.to_string(),
-                        format!("{:?}", k.policy).to_lowercase(),
+                        policy_text(k),
+                        k.read_repair.to_string(),
                     ]
                 })
                 .collect();
             format!(
                 "{}\n({} keyspace(s); * = current)",
                 table(
-                    &[" keyspace", ">n", ">r", ">w", ">max_siblings", "policy"],
+                    &[
+                        " keyspace",
+                        ">n",
+                        ">r",
+                        ">w",
+                        ">max_siblings",
+                        "policy",
+                        "read_repair"
+                    ],
                     &rows
                 ),
                 list.len()
@@ -487,13 +626,56 @@ fn outcome_json(o: &Outcome) -> Value {
             w,
             default_w,
             coordinator,
+            conditional,
+            stamp,
+            policy,
             response,
         } => json!({
             "ok": true,
-            "command": match kind { WriteKind::Put => "put", WriteKind::Delete => "delete", WriteKind::Resolve => "resolve" },
+            "command": match kind { WriteKind::Put | WriteKind::Conditional => "put", WriteKind::Delete => "delete", WriteKind::Resolve => "resolve" },
             "keyspace": keyspace, "key": value_json(&key_bytes(key)), "id": response.dot,
+            "superseded": response.dot.is_empty(), "policy": policy,
+            "conditional": conditional, "ts": stamp.ts, "actor": stamp.actor,
             "blind": blind, "replaces": replaces, "context": response.context, "w": w.or(*default_w),
             "coordinator": coordinator, "trace": trace_json(&response.trace),
+        }),
+        Outcome::Scanned {
+            keyspace,
+            partition,
+            items,
+            more_after,
+            r,
+            default_r,
+            coordinator,
+            trace,
+        } => json!({
+            "ok": true, "command": "scan", "keyspace": keyspace,
+            "partition": value_json(partition),
+            "items": items.iter().map(|i| json!({
+                "sort": value_json(&i.sort),
+                "key": value_json(&key_bytes(&Key { partition: partition.clone(), sort: i.sort.clone() })),
+                "siblings": i.values.iter().map(|s| json!({
+                    "id": s.dot, "value": value_json(&s.value), "written_at_ms": s.written_at_ms,
+                })).collect::<Vec<_>>(),
+                "context": i.context,
+            })).collect::<Vec<_>>(),
+            "more": more_after.is_some(),
+            "next_after": more_after.as_ref().map(|m| value_json(m)),
+            "r": r.or(*default_r), "coordinator": coordinator, "trace": trace_json(trace),
+        }),
+        Outcome::Batched {
+            keyspace,
+            keys,
+            w,
+            default_w,
+            coordinator,
+            response,
+        } => json!({
+            "ok": true, "command": "batch", "keyspace": keyspace,
+            "items": keys.iter().enumerate().map(|(i, k)| json!({
+                "key": value_json(&key_bytes(k)), "id": response.dots.get(i),
+            })).collect::<Vec<_>>(),
+            "w": w.or(*default_w), "coordinator": coordinator, "trace": trace_json(&response.trace),
         }),
         Outcome::Consistency {
             keyspace,
@@ -517,7 +699,12 @@ fn outcome_json(o: &Outcome) -> Value {
                 "effective_w": eff(w, def.as_ref().map(|d| d.w)),
             })
         }
-        Outcome::Used { keyspace } => json!({"ok": true, "command": "use", "keyspace": keyspace}),
+        Outcome::Used { keyspace, def } => json!({
+            "ok": true, "command": "use", "keyspace": keyspace,
+            "policy": def.as_ref().map(|d| d.policy.to_string()),
+            "actor_priority": def.as_ref().map(|d| d.actor_priority.clone()),
+            "read_repair": def.as_ref().map(|d| d.read_repair.to_string()),
+        }),
         Outcome::Keyspaces { current, list } => {
             json!({"ok": true, "command": "keyspaces", "current": current, "keyspaces": list})
         }
@@ -605,6 +792,7 @@ fn error_kind(e: &ExecError) -> String {
         ExecError::UnknownKeyspace { .. } => "unknown_keyspace",
         ExecError::Ring(_) => "ring",
         ExecError::NoHelp(_) => "no_such_command",
+        ExecError::NoScan(_) => "no_scan",
         // The server's class, named after its variant (`QuorumNotReached` →
         // `quorum_not_reached`), so a class added to the protocol shows up here as is.
         ExecError::Client(C::Server { kind, .. }) => return snake_variant(&format!("{kind:?}")),

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use crate::client::{Client, ClientError, RequestOptions};
 use crate::config::DEFAULT_VNODES;
 use crate::key::Key;
-use crate::keyspace::KeyspaceDef;
-use crate::proto::{ErrorKind, GetResponse, NodeStatus, PutResponse};
+use crate::keyspace::{ConflictPolicy, KeyspaceDef};
+use crate::proto::{
+    BatchItem, BatchResponse, ErrorKind, GetResponse, NodeStatus, PutResponse, ScanItem,
+};
 use crate::ring::{Ring, RingError};
 
 use super::commands;
-use super::parse::{Command, Level, ParseError, Setting};
+use super::parse::{Command, Level, ParseError, Setting, Stamp};
 use super::render::{self, Format};
 
 /// Why a command failed. The shell prints it and goes on.
@@ -48,6 +50,9 @@ pub enum ExecError {
     /// `help` for something that is not a command.
     #[error("no command {0:?}; `help` lists the commands")]
     NoHelp(String),
+    /// `next` with no scan to continue.
+    #[error("{0}")]
+    NoScan(&'static str),
 }
 
 /// One line per cause, so a failed quorum shows what happened to every replica.
@@ -77,6 +82,13 @@ fn describe_client_error(e: &ClientError) -> String {
             kind: ErrorKind::SiblingLimit,
             message,
         } => format!("{message}; `get` the key and `resolve` it to merge its siblings"),
+        ClientError::Server {
+            kind: ErrorKind::Conflict,
+            message,
+        } => format!(
+            "conflict: the write was NOT applied: {message}\n  (`get` the key to see what \
+             changed, then retry with if-context)"
+        ),
         other => other.to_string(),
     }
 }
@@ -90,6 +102,17 @@ pub enum WriteKind {
     Delete,
     /// `resolve`.
     Resolve,
+    /// `put ... if-context`.
+    Conditional,
+}
+
+/// A keyspace's policy for people: `lww-actor: eu > us` names the actor order.
+pub fn policy_text(def: &KeyspaceDef) -> String {
+    if def.policy == ConflictPolicy::LwwActor && !def.actor_priority.is_empty() {
+        format!("{}: {}", def.policy, def.actor_priority.join(" > "))
+    } else {
+        def.policy.to_string()
+    }
 }
 
 /// What a successful command produced.
@@ -128,8 +151,48 @@ pub enum Outcome {
         default_w: Option<u8>,
         /// The node that coordinated it.
         coordinator: Option<String>,
+        /// Sent as a conditional write (if-context).
+        conditional: bool,
+        /// Client timestamp and actor sent.
+        stamp: Stamp,
+        /// The keyspace's policy, if known (to explain a superseded write).
+        policy: Option<String>,
         /// The reply.
         response: PutResponse,
+    },
+    /// A page of a scan.
+    Scanned {
+        /// Keyspace read.
+        keyspace: String,
+        /// The partition.
+        partition: Vec<u8>,
+        /// The items, in sort order.
+        items: Vec<ScanItem>,
+        /// The sort key to continue after, if there may be more.
+        more_after: Option<Vec<u8>>,
+        /// The R sent (None: the keyspace's).
+        r: Option<u8>,
+        /// The keyspace's own R, if known: what `None` meant.
+        default_r: Option<u8>,
+        /// The node that coordinated it.
+        coordinator: Option<String>,
+        /// Coordinator timeline.
+        trace: Vec<crate::proto::TraceEvent>,
+    },
+    /// A batch.
+    Batched {
+        /// Keyspace written.
+        keyspace: String,
+        /// The keys, in request order.
+        keys: Vec<Key>,
+        /// The W sent (None: the keyspace's).
+        w: Option<u8>,
+        /// The keyspace's own W, if known.
+        default_w: Option<u8>,
+        /// The node that coordinated it.
+        coordinator: Option<String>,
+        /// The reply (one id per key).
+        response: BatchResponse,
     },
     /// `consistency`, shown or changed.
     Consistency {
@@ -148,6 +211,8 @@ pub enum Outcome {
     Used {
         /// The new keyspace.
         keyspace: String,
+        /// Its definition, if known.
+        def: Option<KeyspaceDef>,
     },
     /// `keyspaces`.
     Keyspaces {
@@ -208,6 +273,20 @@ struct Remembered {
     ids: Vec<String>,
 }
 
+/// Where the last scan stopped, so `next` can go on.
+#[derive(Debug, Clone)]
+struct ScanCursor {
+    keyspace: String,
+    partition: Vec<u8>,
+    from: Vec<u8>,
+    to: Option<Vec<u8>>,
+    limit: u32,
+    r: Option<Level>,
+}
+
+/// Page size of `scan` without limit=.
+pub const DEFAULT_SCAN_LIMIT: u32 = 20;
+
 /// The session's default R and W.
 #[derive(Debug, Clone, Copy, Default)]
 struct Consistency {
@@ -227,6 +306,8 @@ pub struct Session {
     last_contact: Option<String>,
     notices: Vec<String>,
     listed_once: bool,
+    scan: Option<ScanCursor>,
+    actor: Option<String>,
 }
 
 impl Session {
@@ -243,12 +324,25 @@ impl Session {
             last_contact: None,
             notices: Vec::new(),
             listed_once: false,
+            scan: None,
+            actor: None,
         }
     }
 
-    /// The prompt: shows the current keyspace.
+    /// The prompt: shows the current keyspace, and its conflict policy when that is not
+    /// the default (siblings) as far as the session knows.
     pub fn prompt(&self) -> String {
-        format!("quorumkv:{}> ", self.keyspace)
+        match self.keyspaces.iter().find(|k| k.name == self.keyspace) {
+            Some(def) if def.policy != ConflictPolicy::Siblings => {
+                format!("quorumkv:{}[{}]> ", self.keyspace, def.policy)
+            }
+            _ => format!("quorumkv:{}> ", self.keyspace),
+        }
+    }
+
+    /// The session's default actor, if set.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 
     /// The output format in force.
@@ -269,6 +363,20 @@ impl Session {
     /// Keyspace names last fetched, for completion.
     pub fn keyspace_names(&self) -> Vec<String> {
         self.keyspaces.iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// Actor names of every known keyspace's actor priority (and the session's), for
+    /// completion.
+    pub fn known_actors(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .keyspaces
+            .iter()
+            .flat_map(|k| k.actor_priority.iter().cloned())
+            .chain(self.actor.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Keys read in the current keyspace with their remembered context, for completion.
@@ -295,7 +403,9 @@ impl Session {
     /// so reads and writes can say what "keyspace default" R/W means. Only a display aid:
     /// a failure here is ignored (the request itself will report the problem).
     async fn current_def(&mut self) -> Option<KeyspaceDef> {
-        if !self.listed_once {
+        // Listed once per session, and again when the keyspace is not in the list (it may
+        // have been created since, e.g. by another shell).
+        if !self.listed_once || !self.keyspaces.iter().any(|k| k.name == self.keyspace) {
             let _ = self.refresh_keyspaces().await;
         }
         self.keyspaces
@@ -395,15 +505,111 @@ impl Session {
                 value,
                 w,
                 context,
+                if_context,
+                stamp,
+            } => match if_context {
+                None => {
+                    self.write(key, Some(value), w, context, WriteKind::Put, vec![], stamp)
+                        .await
+                }
+                Some(given) => {
+                    let context = if given.is_empty() {
+                        self.remembered(&key)?.context
+                    } else {
+                        given
+                    };
+                    self.write(
+                        key,
+                        Some(value),
+                        w,
+                        Some(context),
+                        WriteKind::Conditional,
+                        vec![],
+                        stamp,
+                    )
+                    .await
+                }
+            },
+            Command::Delete {
+                key,
+                w,
+                context,
+                stamp,
             } => {
-                self.write(key, Some(value), w, context, WriteKind::Put, vec![])
+                self.write(key, None, w, context, WriteKind::Delete, vec![], stamp)
                     .await
             }
-            Command::Delete { key, w, context } => {
-                self.write(key, None, w, context, WriteKind::Delete, vec![])
-                    .await
+            Command::Scan {
+                partition,
+                from,
+                to,
+                limit,
+                r,
+            } => {
+                let cursor = ScanCursor {
+                    keyspace: self.keyspace.clone(),
+                    partition,
+                    from,
+                    to,
+                    limit: limit.unwrap_or(DEFAULT_SCAN_LIMIT),
+                    r,
+                };
+                self.scan_page(cursor).await
             }
-            Command::Resolve { key, value, w } => {
+            Command::Next => {
+                let cursor = self.scan.clone().ok_or(ExecError::NoScan(
+                    "no scan to continue: `scan PARTITION` starts one (and the last one, if \
+                     any, is complete)",
+                ))?;
+                self.scan_page(cursor).await
+            }
+            Command::Batch { items, w } => {
+                let w = self.quorum(w, self.consistency.w).await?;
+                let opts = RequestOptions {
+                    w,
+                    trace: self.tracing,
+                    ..Default::default()
+                };
+                let keys: Vec<Key> = items.iter().map(|(k, _)| k.clone()).collect();
+                let batch = items
+                    .into_iter()
+                    .map(|(key, value)| BatchItem {
+                        key,
+                        value: Some(value),
+                        context: String::new(),
+                    })
+                    .collect();
+                let response = self.client.batch(&self.keyspace, batch, &opts).await?;
+                let default_w = match w {
+                    Some(_) => None,
+                    None => self.current_def().await.map(|d| d.w),
+                };
+                Ok(Outcome::Batched {
+                    keyspace: self.keyspace.clone(),
+                    keys,
+                    w,
+                    default_w,
+                    coordinator: self.track_contact().await,
+                    response,
+                })
+            }
+            Command::Actor(set) => {
+                if let Some(a) = set {
+                    self.actor = a;
+                }
+                Ok(Outcome::Setting {
+                    name: "actor",
+                    value: self.actor.clone().unwrap_or_else(|| {
+                        "none (writes carry no actor unless actor= is given)".into()
+                    }),
+                })
+            }
+            Command::Resolve {
+                key,
+                value,
+                w,
+                stamp,
+            } => {
                 let remembered = self
                     .contexts
                     .get(&(self.keyspace.clone(), key.clone()))
@@ -418,6 +624,7 @@ impl Session {
                     Some(remembered.context),
                     WriteKind::Resolve,
                     remembered.ids,
+                    stamp,
                 )
                 .await
             }
@@ -464,7 +671,11 @@ impl Session {
                     let _ = self.refresh_keyspaces().await;
                 }
                 self.keyspace = name.clone();
-                Ok(Outcome::Used { keyspace: name })
+                let def = self.keyspaces.iter().find(|k| k.name == name).cloned();
+                Ok(Outcome::Used {
+                    keyspace: name,
+                    def,
+                })
             }
             Command::Keyspaces => {
                 self.refresh_keyspaces().await?;
@@ -479,9 +690,15 @@ impl Session {
                 r,
                 w,
                 max_siblings,
+                policy,
+                read_repair,
+                actor_priority,
             } => {
                 let mut def = KeyspaceDef::new(&name, n, r, w);
                 def.max_siblings = max_siblings;
+                def.policy = policy;
+                def.read_repair = read_repair;
+                def.actor_priority = actor_priority;
                 let (acked, missing) = self.client.create_keyspace(def.clone()).await?;
                 let _ = self.refresh_keyspaces().await;
                 Ok(Outcome::Created {
@@ -559,6 +776,80 @@ impl Session {
         }
     }
 
+    /// What the session remembers of its last read of `key` in the current keyspace.
+    fn remembered(&self, key: &Key) -> Result<Remembered, ExecError> {
+        self.contexts
+            .get(&(self.keyspace.clone(), key.clone()))
+            .cloned()
+            .ok_or_else(|| ExecError::NotRead {
+                key: render::key_text(key),
+            })
+    }
+
+    /// Read one page of a scan, remember each item's context and where to go on.
+    async fn scan_page(&mut self, cursor: ScanCursor) -> Result<Outcome, ExecError> {
+        if cursor.keyspace != self.keyspace {
+            // `next` after `use`: the scan belongs to its own keyspace.
+            self.scan = None;
+            return Err(ExecError::NoScan(
+                "the last scan was in another keyspace: `scan PARTITION` starts a new one",
+            ));
+        }
+        let r = self.quorum(cursor.r, self.consistency.r).await?;
+        let opts = RequestOptions {
+            r,
+            trace: self.tracing,
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .scan(
+                &self.keyspace,
+                &cursor.partition,
+                &cursor.from,
+                cursor.to.as_deref(),
+                cursor.limit,
+                &opts,
+            )
+            .await?;
+        for item in &response.items {
+            let key = Key {
+                partition: cursor.partition.clone(),
+                sort: item.sort.clone(),
+            };
+            self.contexts.insert(
+                (self.keyspace.clone(), key),
+                Remembered {
+                    context: item.context.clone(),
+                    ids: item.values.iter().map(|s| s.dot.clone()).collect(),
+                },
+            );
+        }
+        let more_after = response.next.as_ref().map(|n| {
+            let n: &[u8] = n;
+            n.strip_suffix(&[0]).unwrap_or(n).to_vec()
+        });
+        self.scan = response.next.as_ref().map(|n| ScanCursor {
+            from: n.to_vec(),
+            ..cursor.clone()
+        });
+        let default_r = match r {
+            Some(_) => None,
+            None => self.current_def().await.map(|d| d.r),
+        };
+        Ok(Outcome::Scanned {
+            keyspace: self.keyspace.clone(),
+            partition: cursor.partition,
+            items: response.items,
+            more_after,
+            r,
+            default_r,
+            coordinator: self.track_contact().await,
+            trace: response.trace,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         &mut self,
         key: Key,
@@ -567,13 +858,27 @@ impl Session {
         context: Option<String>,
         kind: WriteKind,
         replaces: Vec<String>,
+        mut stamp: Stamp,
     ) -> Result<Outcome, ExecError> {
         let w = self.quorum(w, self.consistency.w).await?;
         let blind = context.as_deref().unwrap_or_default().is_empty();
+        let def = self.current_def().await;
+        // The session's actor goes only to lww-actor keyspaces: the others refuse actors.
+        if stamp.actor.is_none()
+            && def
+                .as_ref()
+                .is_some_and(|d| d.policy == ConflictPolicy::LwwActor)
+        {
+            stamp.actor = self.actor.clone();
+        }
+        let conditional = kind == WriteKind::Conditional;
         let opts = RequestOptions {
             w,
             context,
             trace: self.tracing,
+            if_context: conditional,
+            timestamp: stamp.ts,
+            actor: stamp.actor.clone(),
             ..Default::default()
         };
         let response = self
@@ -582,7 +887,7 @@ impl Session {
             .await?;
         let default_w = match w {
             Some(_) => None,
-            None => self.current_def().await.map(|d| d.w),
+            None => def.as_ref().map(|d| d.w),
         };
         Ok(Outcome::Written {
             keyspace: self.keyspace.clone(),
@@ -593,6 +898,9 @@ impl Session {
             w,
             default_w,
             coordinator: self.track_contact().await,
+            conditional,
+            stamp,
+            policy: def.map(|d| policy_text(&d)),
             response,
         })
     }
