@@ -169,12 +169,16 @@ pub struct Object {
     /// Concurrent versions, none of which has seen another. Kept sorted by dot so equal
     /// objects compare equal.
     pub siblings: Vec<Sibling>,
+    /// The CRDT state, in CRDT keyspaces (counter, set, map, register); `None` elsewhere
+    /// and then not serialized, so plain objects are stored exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crdt: Option<crate::crdt::CrdtState>,
 }
 
 impl Object {
     /// Whether the object holds no version at all (never written on this replica).
     pub fn is_empty(&self) -> bool {
-        self.siblings.is_empty() && self.vv.0.is_empty()
+        self.siblings.is_empty() && self.vv.0.is_empty() && self.crdt.is_none()
     }
 
     /// Siblings that hold a value (not tombstones).

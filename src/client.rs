@@ -166,7 +166,11 @@ impl Client {
     /// Send any request. Requests that cannot have changed data are retried on the next
     /// contact point when the connection breaks.
     pub async fn request(&self, req: ClientRequest) -> Result<ClientResponse, ClientError> {
-        let idempotent = !matches!(req, ClientRequest::Put(_) | ClientRequest::Batch(_));
+        // An update (e.g. a counter increment) is not idempotent either: never retry it.
+        let idempotent = !matches!(
+            req,
+            ClientRequest::Put(_) | ClientRequest::Batch(_) | ClientRequest::Update(_)
+        );
         let frame = proto::encode(&Message::Client(req));
         let mut last_err = None;
         for _ in 0..self.contacts.len().max(1) {
@@ -274,6 +278,30 @@ impl Client {
         });
         match self.request(req).await? {
             ClientResponse::Scan(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Apply an operation to a key of a CRDT keyspace (`opts.context`: the context of a
+    /// read, needed for removes to remove what was read). Not retried when the connection
+    /// breaks mid-request (a counter increment applied twice would count twice).
+    pub async fn update(
+        &self,
+        keyspace: &str,
+        key: Key,
+        op: crate::proto::CrdtOp,
+        opts: &RequestOptions,
+    ) -> Result<crate::proto::UpdateResponse, ClientError> {
+        let req = ClientRequest::Update(crate::proto::UpdateRequest {
+            keyspace: keyspace.to_string(),
+            key,
+            op,
+            context: opts.context.clone().unwrap_or_default(),
+            w: opts.w,
+            trace: opts.trace,
+        });
+        match self.request(req).await? {
+            ClientResponse::Update(u) => Ok(u),
             other => Err(unexpected(other)),
         }
     }

@@ -28,7 +28,7 @@ use crate::node::{Node, NodeError};
 use crate::proto::{
     BatchRequest, BatchResponse, ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest,
     PeerResponse, PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse,
-    SiblingView, TraceEvent,
+    SiblingView, TraceEvent, UpdateRequest, UpdateResponse,
 };
 use crate::resolve::merge_resolved;
 use crate::transport::TransportError;
@@ -87,6 +87,10 @@ pub enum CoordinatorError {
     /// A write's client timestamp or actor does not fit the keyspace's policy.
     #[error("{0}")]
     BadStamp(String),
+    /// A request that does not fit the keyspace's policy: a CRDT operation on a plain
+    /// keyspace, a put or batch on a CRDT keyspace, or an operation of another CRDT type.
+    #[error("{0}")]
+    Policy(String),
     /// A batch with no items.
     #[error("a batch needs at least one item")]
     EmptyBatch,
@@ -200,6 +204,18 @@ fn check_write_stamp(
         )),
         _ => Ok(()),
     }
+}
+
+/// Refuse a put, delete or batch on a CRDT keyspace: its keys change only through
+/// operations the lead applies to the CRDT.
+fn refuse_plain_write(ks: &KeyspaceDef, what: &str) -> Result<(), CoordinatorError> {
+    if ks.policy.is_crdt() {
+        return Err(CoordinatorError::Policy(format!(
+            "keyspace {:?} uses the {} policy: {what} is not supported, update it with CRDT operations (incr, sadd, hset, rset, ...)",
+            ks.name, ks.policy
+        )));
+    }
+    Ok(())
 }
 
 /// Most items one batch may write.
@@ -371,6 +387,7 @@ impl Node {
             merge_resolved(&ks, &mut acc, o);
             acc
         });
+        let policy = ks.policy;
         let stale: Vec<String> = replies
             .iter()
             .filter(|(_, o)| *o != merged)
@@ -423,10 +440,19 @@ impl Node {
             }
         }
         trace.add(&self.name, || "read complete".to_string());
+        let (crdt, context) = if policy.is_crdt() {
+            (
+                crate::crdt::value(policy, &merged.crdt),
+                crate::crdt::context_text(&merged.crdt),
+            )
+        } else {
+            (None, merged.vv.to_context())
+        };
         Ok(GetResponse {
             values: sibling_views(&merged),
             tombstones: merged.siblings.iter().filter(|s| s.value.is_none()).count(),
-            context: merged.vv.to_context(),
+            context,
+            crdt,
             trace: trace.finish(),
         })
     }
@@ -478,6 +504,7 @@ impl Node {
     pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
         let mut trace = Trace::new(req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
+        refuse_plain_write(&ks, if req.value.is_some() { "put" } else { "delete" })?;
         req.key.validate(self.limits.max_key_bytes)?;
         self.check_value(req.value.as_deref())?;
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
@@ -538,6 +565,7 @@ impl Node {
     ) -> Result<BatchResponse, CoordinatorError> {
         let mut trace = Trace::new(req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
+        refuse_plain_write(&ks, "batch")?;
         let first = req.items.first().ok_or(CoordinatorError::EmptyBatch)?;
         if matches!(
             ks.policy,
@@ -607,6 +635,67 @@ impl Node {
         .await?;
         Ok(BatchResponse {
             dots,
+            trace: trace.finish(),
+        })
+    }
+
+    /// Coordinate a CRDT operation: the lead replica applies it (its name is the CRDT
+    /// actor), then its state is replicated like any write.
+    pub async fn update(
+        self: &Arc<Self>,
+        req: UpdateRequest,
+    ) -> Result<UpdateResponse, CoordinatorError> {
+        let mut trace = Trace::new(req.trace);
+        let ks = self.keyspace(&req.keyspace).await?;
+        req.op
+            .check(ks.policy)
+            .map_err(|e| CoordinatorError::Policy(format!("keyspace {:?}: {e}", ks.name)))?;
+        req.key.validate(self.limits.max_key_bytes)?;
+        let len = req.op.payload_len();
+        if len > self.limits.max_value_bytes {
+            return Err(CoordinatorError::ValueTooLarge {
+                len,
+                max: self.limits.max_value_bytes,
+            });
+        }
+        let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
+        let context = VersionVector::from_context(&req.context)?;
+        let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
+        let op = "update";
+        trace.add(&self.name, || {
+            format!(
+                "coordinating {} of {}; replicas {pl:?}; waiting for w={w}",
+                req.op.name(),
+                req.key
+            )
+        });
+        let deadline = Instant::now() + self.request_timeout;
+        let update = PeerRequest::Update {
+            keyspace: ks.clone(),
+            key: req.key.clone(),
+            op: req.op.clone(),
+            context,
+        };
+        let (lead, reply, failures) = self
+            .lead_write(&pl, &update, op, w, deadline, &mut trace)
+            .await?;
+        let PeerResponse::Written { object } = reply else {
+            return Err(CoordinatorError::Replica(format!(
+                "{lead} sent an unexpected reply to an update"
+            )));
+        };
+        let context_out = crate::crdt::context_text(&object.crdt);
+        let replicate = PeerRequest::Replicate {
+            keyspace: ks,
+            key: req.key.clone(),
+            object,
+        };
+        self.replicate_from_lead(
+            &pl, &lead, &replicate, op, w, deadline, failures, &mut trace,
+        )
+        .await?;
+        Ok(UpdateResponse {
+            context: context_out,
             trace: trace.finish(),
         })
     }
@@ -830,11 +919,23 @@ impl Node {
         Ok(ScanResponse {
             items: page
                 .into_iter()
-                .filter(|(_, o)| o.live_values().next().is_some())
-                .map(|(sort, o)| ScanItem {
-                    sort,
-                    values: sibling_views(&o),
-                    context: o.vv.to_context(),
+                .filter(|(_, o)| o.live_values().next().is_some() || o.crdt.is_some())
+                .map(|(sort, o)| {
+                    if ks.policy.is_crdt() {
+                        ScanItem {
+                            sort,
+                            values: Vec::new(),
+                            context: crate::crdt::context_text(&o.crdt),
+                            crdt: crate::crdt::value(ks.policy, &o.crdt),
+                        }
+                    } else {
+                        ScanItem {
+                            sort,
+                            values: sibling_views(&o),
+                            context: o.vv.to_context(),
+                            crdt: None,
+                        }
+                    }
                 })
                 .collect(),
             next,

@@ -82,6 +82,27 @@ pub enum ConflictPolicy {
     /// Of concurrent values, keep the one with the highest client-supplied timestamp
     /// (Cassandra's `USING TIMESTAMP`). Loses the others by design.
     LwwClient,
+    /// PN-counter CRDT: increments and decrements from every side of a split add up.
+    Counter,
+    /// Add-wins observed-remove set CRDT (ORSWOT): a remove drops only the adds it saw.
+    Set,
+    /// Map CRDT of fields holding a register, a counter and a set, merged per field.
+    Map,
+    /// Multi-value register CRDT: concurrent writes are all kept until one replaces them.
+    Register,
+}
+
+impl ConflictPolicy {
+    /// Whether keys of this policy hold a CRDT (updated by operations, not put).
+    pub fn is_crdt(self) -> bool {
+        matches!(
+            self,
+            ConflictPolicy::Counter
+                | ConflictPolicy::Set
+                | ConflictPolicy::Map
+                | ConflictPolicy::Register
+        )
+    }
 }
 
 impl std::fmt::Display for ConflictPolicy {
@@ -91,6 +112,10 @@ impl std::fmt::Display for ConflictPolicy {
             ConflictPolicy::LwwTimestamp => "lww-timestamp",
             ConflictPolicy::LwwActor => "lww-actor",
             ConflictPolicy::LwwClient => "lww-client",
+            ConflictPolicy::Counter => "counter",
+            ConflictPolicy::Set => "set",
+            ConflictPolicy::Map => "map",
+            ConflictPolicy::Register => "register",
         })
     }
 }
@@ -113,8 +138,12 @@ impl std::str::FromStr for ConflictPolicy {
             "lww-timestamp" => Ok(ConflictPolicy::LwwTimestamp),
             "lww-actor" => Ok(ConflictPolicy::LwwActor),
             "lww-client" => Ok(ConflictPolicy::LwwClient),
+            "counter" => Ok(ConflictPolicy::Counter),
+            "set" => Ok(ConflictPolicy::Set),
+            "map" => Ok(ConflictPolicy::Map),
+            "register" => Ok(ConflictPolicy::Register),
             other => Err(format!(
-                "conflict policy {other:?}: expected siblings, lww-timestamp, lww-actor or lww-client"
+                "conflict policy {other:?}: expected siblings, lww-timestamp, lww-actor, lww-client, counter, set, map or register"
             )),
         }
     }

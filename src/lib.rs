@@ -13,6 +13,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod crdt;
 pub mod inprocess;
 pub mod key;
 pub mod keyspace;

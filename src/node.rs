@@ -208,6 +208,7 @@ impl Node {
                 ClientRequest::Put(p) => self.put(p).await.map(ClientResponse::Put),
                 ClientRequest::Scan(q) => self.scan(q).await.map(ClientResponse::Scan),
                 ClientRequest::Batch(b) => self.batch(b).await.map(ClientResponse::Batch),
+                ClientRequest::Update(u) => self.update(u).await.map(ClientResponse::Update),
                 ClientRequest::CreateKeyspace(def) => self.create_keyspace(def).await,
                 ClientRequest::ListKeyspaces => {
                     Ok(ClientResponse::Keyspaces(self.keyspaces.list()))
@@ -333,6 +334,16 @@ impl Node {
                     .await
                     .map(PeerResponse::WrittenBatch)
             }
+            PeerRequest::Update {
+                keyspace,
+                key,
+                op,
+                context,
+            } => self
+                .replica
+                .update(&keyspace, &key, op, context)
+                .await
+                .map(|object| PeerResponse::Written { object }),
             PeerRequest::Replicate {
                 keyspace,
                 key,
@@ -397,6 +408,9 @@ fn peer_error(e: ReplicaError) -> PeerError {
     match e {
         ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
         ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
+        ReplicaError::Crdt(_) | ReplicaError::PlainWriteOnCrdt { .. } => {
+            PeerError::Invalid(e.to_string())
+        }
         other => PeerError::Storage(other.to_string()),
     }
 }
@@ -408,6 +422,7 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Put(_) => "put",
         ClientRequest::Scan(_) => "scan",
         ClientRequest::Batch(_) => "batch",
+        ClientRequest::Update(_) => "update",
         ClientRequest::CreateKeyspace(_) => "create_keyspace",
         ClientRequest::ListKeyspaces => "list_keyspaces",
         ClientRequest::Replicas { .. } => "replicas",
@@ -439,6 +454,7 @@ pub fn error_response(e: &CoordinatorError) -> ErrorResponse {
         CoordinatorError::CrossPartitionBatch { .. }
         | CoordinatorError::EmptyBatch
         | CoordinatorError::BadStamp(_)
+        | CoordinatorError::Policy(_)
         | CoordinatorError::BatchTooLarge { .. } => ErrorKind::InvalidRequest,
         CoordinatorError::Node(NodeError::Keyspace(_)) | CoordinatorError::Replica(_) => {
             ErrorKind::InvalidRequest

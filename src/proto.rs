@@ -173,6 +173,9 @@ pub struct ScanItem {
     pub values: Vec<SiblingView>,
     /// Its causal context.
     pub context: String,
+    /// Its value in a CRDT keyspace (`values` is then empty).
+    #[serde(default)]
+    pub crdt: Option<CrdtValue>,
 }
 
 /// What a scan returns.
@@ -220,6 +223,35 @@ pub struct BatchResponse {
     pub trace: Vec<TraceEvent>,
 }
 
+pub use crate::crdt::{CrdtOp, CrdtValue, FieldOp, FieldValue};
+
+/// An operation on a key of a CRDT keyspace (counter, set, map, register).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// The key.
+    pub key: Key,
+    /// The operation.
+    pub op: CrdtOp,
+    /// The context of a read of this key: what a set/map remove or a register write may
+    /// remove ("" = nothing observed).
+    pub context: String,
+    /// Write quorum override; `None` uses the keyspace's W.
+    pub w: Option<u8>,
+    /// Return a timeline of what the coordinator did.
+    pub trace: bool,
+}
+
+/// What an update returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateResponse {
+    /// The context of the state just stored at the lead (covers this operation).
+    pub context: String,
+    /// Coordinator timeline, when asked for.
+    pub trace: Vec<TraceEvent>,
+}
+
 /// Requests a client may send to any node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClientRequest {
@@ -231,6 +263,8 @@ pub enum ClientRequest {
     Scan(ScanRequest),
     /// Write several items of one partition atomically.
     Batch(BatchRequest),
+    /// Apply an operation to a key of a CRDT keyspace.
+    Update(UpdateRequest),
     /// Create a keyspace on every node.
     CreateKeyspace(KeyspaceDef),
     /// List the keyspaces the contacted node knows.
@@ -269,6 +303,10 @@ pub struct GetResponse {
     pub context: String,
     /// Deletes concurrent with the values (or the delete, if `values` is empty).
     pub tombstones: usize,
+    /// The value of a CRDT keyspace's key (`None` in other keyspaces); `context` is then
+    /// the CRDT's read context.
+    #[serde(default)]
+    pub crdt: Option<CrdtValue>,
     /// Coordinator timeline, when asked for.
     pub trace: Vec<TraceEvent>,
 }
@@ -365,6 +403,8 @@ pub enum ClientResponse {
     Scan(ScanResponse),
     /// For `Batch`.
     Batch(BatchResponse),
+    /// For `Update`.
+    Update(UpdateResponse),
     /// For `CreateKeyspace`: which nodes stored the definition now (the others learn it
     /// from the first request that names it).
     KeyspaceCreated {
@@ -395,6 +435,17 @@ pub enum ClientResponse {
 /// Requests between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerRequest {
+    /// Be the lead replica for this CRDT operation: apply it and return the object.
+    Update {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The key.
+        key: Key,
+        /// The operation.
+        op: CrdtOp,
+        /// What the client had read.
+        context: VersionVector,
+    },
     /// Return the replica's object for a key.
     Read {
         /// Keyspace (carried so a replica that missed its creation learns it).
@@ -485,6 +536,7 @@ impl PeerRequest {
         match self {
             PeerRequest::Read { keyspace, .. }
             | PeerRequest::Write { keyspace, .. }
+            | PeerRequest::Update { keyspace, .. }
             | PeerRequest::WriteBatch { keyspace, .. }
             | PeerRequest::ReplicateBatch { keyspace, .. }
             | PeerRequest::Scan { keyspace, .. }

@@ -54,6 +54,17 @@ pub enum ReplicaError {
         /// The cap.
         max: u16,
     },
+    /// A CRDT operation was refused (wrong type for the keyspace, overflow).
+    #[error(transparent)]
+    Crdt(#[from] crate::crdt::CrdtError),
+    /// A plain write reached a CRDT keyspace, whose keys change only by operations.
+    #[error("keyspace {keyspace} uses the {policy} policy: update it with CRDT operations, not put or batch")]
+    PlainWriteOnCrdt {
+        /// Keyspace name.
+        keyspace: String,
+        /// Its policy.
+        policy: ConflictPolicy,
+    },
     /// The blocking task running the operation died.
     #[error("storage task failed: {0}")]
     Task(String),
@@ -198,6 +209,12 @@ impl Replica {
         items: Vec<WriteItem>,
         if_context: bool,
     ) -> Result<Vec<Object>, ReplicaError> {
+        if ks.policy.is_crdt() {
+            return Err(ReplicaError::PlainWriteOnCrdt {
+                keyspace: ks.name.clone(),
+                policy: ks.policy,
+            });
+        }
         let ks = ks.clone();
         let partition = partition.to_vec();
         self.run(move |r| {
@@ -260,6 +277,30 @@ impl Replica {
             }
             r.storage.write(batch)?;
             Ok(out)
+        })
+        .await
+    }
+
+    /// Apply a CRDT operation as the key's lead replica (the actor is this node's name;
+    /// the per-key lock serialises operations, so its dots are unique); returns the
+    /// stored object for the coordinator to replicate.
+    pub async fn update(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        key: &Key,
+        op: crate::crdt::CrdtOp,
+        context: VersionVector,
+    ) -> Result<Object, ReplicaError> {
+        let ks = ks.clone();
+        let key = key.clone();
+        self.run(move |r| {
+            let skey = key.encode(&ks.name);
+            let _guards = r.lock_all(std::slice::from_ref(&skey));
+            let mut o = r.load(&key, &skey)?;
+            crate::crdt::apply(ks.policy, &mut o.crdt, &r.name, &op, &context)?;
+            r.storage
+                .write(vec![BatchOp::Put(skey, encode_object(&o))])?;
+            Ok(o)
         })
         .await
     }

@@ -335,3 +335,100 @@ fn cli_errors_are_clear() {
     );
     assert!(!stderr(&o).contains("panicked"));
 }
+
+/// Goal: the CRDT commands work end to end through the binary: counters add up, `srem`
+/// without --context reads first and removes what it saw, map fields update
+/// independently, `get` prints CRDT values as text and JSON, mismatches are refused.
+#[test]
+fn crdt_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dc");
+    let base = free_base_port().to_string();
+    let _guard = Nodes {
+        dir: dir.clone(),
+        extra: vec![],
+    };
+    let out = Command::new(BIN)
+        .args([
+            "dev-cluster",
+            "--nodes",
+            "3",
+            "--detach",
+            "--base-port",
+            &base,
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let ok = |args: &[&str]| {
+        let o = cli(&dir, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let json =
+        |args: &[&str]| -> serde_json::Value { serde_json::from_str(ok(args).trim()).unwrap() };
+    for (name, policy) in [
+        ("hits", "counter"),
+        ("tags", "set"),
+        ("users", "map"),
+        ("notes", "register"),
+    ] {
+        ok(&["create-keyspace", name, "--policy", policy]);
+    }
+    ok(&["incr", "-k", "hits", "home"]);
+    ok(&["incr", "-k", "hits", "home", "10"]);
+    ok(&["decr", "-k", "hits", "home", "3"]);
+    assert_eq!(ok(&["get", "-k", "hits", "home"]).trim(), "8");
+    assert_eq!(
+        json(&["get", "-k", "hits", "home", "--output", "json"])["crdt"]["value"],
+        8
+    );
+    ok(&["incr", "-k", "hits", "home/mobile", "2"]);
+    let scan = ok(&["scan", "-k", "hits", "home"]);
+    assert!(
+        scan.contains("home/\t8") && scan.contains("home/mobile\t2"),
+        "{scan}"
+    );
+
+    ok(&["sadd", "-k", "tags", "p1", "rust", "dynamo", "crdt"]);
+    ok(&["srem", "-k", "tags", "p1", "dynamo"]);
+    let v = json(&["get", "-k", "tags", "p1", "--output", "json"]);
+    assert_eq!(v["crdt"]["members"], serde_json::json!(["crdt", "rust"]));
+    // An explicit empty context observed nothing, so it removes nothing.
+    ok(&["srem", "-k", "tags", "p1", "rust", "--context", ""]);
+    assert!(ok(&["get", "-k", "tags", "p1"]).contains("{crdt, rust}"));
+
+    ok(&["hset", "-k", "users", "u1", "name", "ann"]);
+    ok(&["hincr", "-k", "users", "u1", "visits", "5"]);
+    ok(&["hincr", "-k", "users", "u1", "visits", "-2"]);
+    ok(&["hsadd", "-k", "users", "u1", "langs", "rust"]);
+    ok(&["hdel", "-k", "users", "u1", "name"]);
+    let v = json(&["get", "-k", "users", "u1", "--output", "json"]);
+    assert_eq!(v["crdt"]["fields"]["visits"]["counter"], 3);
+    assert_eq!(
+        v["crdt"]["fields"]["langs"]["set"],
+        serde_json::json!(["rust"])
+    );
+    assert!(v["crdt"]["fields"].get("name").is_none(), "{v}");
+
+    ok(&["rset", "-k", "notes", "n1", "draft"]);
+    ok(&["rset", "-k", "notes", "n1", "final"]);
+    assert!(ok(&["get", "-k", "notes", "n1"]).starts_with("final\n"));
+
+    let o = cli(&dir, &["put", "-k", "hits", "home", "5"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("put is not supported"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cli(&dir, &["incr", "-k", "tags", "p1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("does not apply to a set keyspace"),
+        "{}",
+        stderr(&o)
+    );
+}

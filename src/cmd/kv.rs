@@ -1,4 +1,5 @@
-//! Client subcommands: put, get, delete, keyspaces, status, replicas.
+//! Client subcommands: put, get, delete, keyspaces, status, replicas, and the CRDT
+//! operations (incr, decr, sadd, srem, rset, hset, hincr, hsadd, hsrem, hdel).
 //!
 //! Output is text for people by default, `--output json` for scripts. Errors go to stderr
 //! with a non-zero exit code.
@@ -13,7 +14,7 @@ use quorumkv::client::{Client, RequestOptions};
 use quorumkv::config::ClusterFile;
 use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
-use quorumkv::proto::{GetResponse, PutResponse, TraceEvent};
+use quorumkv::proto::{CrdtOp, CrdtValue, FieldOp, GetResponse, PutResponse, TraceEvent};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -166,7 +167,8 @@ pub struct CreateKeyspaceArgs {
     /// or off.
     #[arg(long, default_value = "async")]
     read_repair: quorumkv::keyspace::ReadRepair,
-    /// Conflict policy: siblings, lww-timestamp, lww-actor or lww-client.
+    /// Conflict policy: siblings, lww-timestamp, lww-actor, lww-client, or a CRDT:
+    /// counter, set, map, register.
     #[arg(long, default_value = "siblings")]
     policy: quorumkv::keyspace::ConflictPolicy,
     /// For lww-actor: actors from highest to lowest priority, comma-separated.
@@ -257,6 +259,19 @@ pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
         };
         Box::pin(async move { Ok(client.get(&ks, Key::parse(&a.k.key), &opts).await?) })
     })?;
+    if let Some(v) = &res.crdt {
+        if output == Output::Json {
+            let out = json!({"key": key_text, "crdt": crdt_json(v), "context": res.context, "trace": trace_json(&res.trace)});
+            println!("{out}");
+        } else {
+            print_trace(&res.trace);
+            print_crdt(v);
+            if !res.context.is_empty() {
+                println!("context: {}", res.context);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if output == Output::Json {
         let out = json!({
             "key": key_text,
@@ -475,11 +490,15 @@ pub fn scan(a: ScanArgs) -> anyhow::Result<ExitCode> {
             .items
             .iter()
             .map(|i| {
-                json!({
+                let mut item = json!({
                     "sort": printable(&i.sort),
                     "values": i.values.iter().map(|s| json_value(&s.value)).collect::<Vec<_>>(),
                     "context": i.context,
-                })
+                });
+                if let Some(v) = &i.crdt {
+                    item["crdt"] = crdt_json(v);
+                }
+                item
             })
             .collect();
         let next = res
@@ -493,7 +512,10 @@ pub fn scan(a: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_trace(&res.trace);
         for i in &res.items {
-            let values: Vec<String> = i.values.iter().map(|s| printable(&s.value)).collect();
+            let values: Vec<String> = match &i.crdt {
+                Some(v) => vec![crdt_line(v)],
+                None => i.values.iter().map(|s| printable(&s.value)).collect(),
+            };
             println!(
                 "{}/{}\t{}",
                 partition,
@@ -548,4 +570,269 @@ pub fn batch(a: BatchArgs) -> anyhow::Result<ExitCode> {
         println!("OK {} item(s) [{}]", res.dots.len(), res.dots.join(" "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---- CRDT keyspaces -------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    k: KeyArgs,
+    /// Write quorum for this request.
+    #[arg(long, short = 'w')]
+    w: Option<u8>,
+    /// Causal context from a `get` of this key: a remove removes only what that read saw,
+    /// a register write replaces what it saw.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    #[command(flatten)]
+    u: UpdateArgs,
+    /// How much (default 1).
+    #[arg(default_value_t = 1)]
+    n: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    u: UpdateArgs,
+    /// Members (UTF-8 text).
+    #[arg(required = true)]
+    members: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValueArgs {
+    #[command(flatten)]
+    u: UpdateArgs,
+    /// The value (UTF-8 text).
+    value: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FieldArgs {
+    #[command(flatten)]
+    u: UpdateArgs,
+    /// Map field.
+    field: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FieldValueArgs {
+    #[command(flatten)]
+    u: UpdateArgs,
+    /// Map field.
+    field: String,
+    /// The value (UTF-8 text).
+    value: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FieldIncrArgs {
+    #[command(flatten)]
+    u: UpdateArgs,
+    /// Map field.
+    field: String,
+    /// How much to add (negative to subtract).
+    #[arg(allow_negative_numbers = true)]
+    n: i64,
+}
+
+/// Which CRDT operation a command sends; `read_first` says a missing --context should be
+/// filled from a read (removes remove only what was observed).
+fn run_update(
+    u: UpdateArgs,
+    op: quorumkv::proto::CrdtOp,
+    read_first: bool,
+) -> anyhow::Result<ExitCode> {
+    let output = u.k.c.output;
+    let key_text = u.k.key.clone();
+    let res = with_client(&u.k.c.clone(), |client, cf| {
+        let ks = keyspace_of(&u.k, &cf);
+        Box::pin(async move {
+            let key = Key::parse(&u.k.key);
+            let context = match u.context {
+                Some(c) => Some(c),
+                None if read_first => {
+                    let g = client
+                        .get(&ks, key.clone(), &RequestOptions::default())
+                        .await?;
+                    Some(g.context)
+                }
+                None => None,
+            };
+            let opts = RequestOptions {
+                w: u.w,
+                context,
+                trace: u.k.trace,
+                ..Default::default()
+            };
+            Ok(client.update(&ks, key, op, &opts).await?)
+        })
+    })?;
+    if output == Output::Json {
+        println!(
+            "{}",
+            json!({"key": key_text, "ok": true, "context": res.context, "trace": trace_json(&res.trace)})
+        );
+    } else {
+        print_trace(&res.trace);
+        println!("OK");
+        if !res.context.is_empty() {
+            println!("context: {}", res.context);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bufs(v: Vec<String>) -> Vec<serde_bytes::ByteBuf> {
+    v.into_iter()
+        .map(|s| serde_bytes::ByteBuf::from(s.into_bytes()))
+        .collect()
+}
+
+fn buf(s: String) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(s.into_bytes())
+}
+
+pub fn incr(a: CountArgs) -> anyhow::Result<ExitCode> {
+    run_update(a.u, CrdtOp::CounterAdd(i64::from(a.n)), false)
+}
+
+pub fn decr(a: CountArgs) -> anyhow::Result<ExitCode> {
+    run_update(a.u, CrdtOp::CounterAdd(-i64::from(a.n)), false)
+}
+
+pub fn sadd(a: MembersArgs) -> anyhow::Result<ExitCode> {
+    run_update(a.u, CrdtOp::SetAdd(bufs(a.members)), false)
+}
+
+pub fn srem(a: MembersArgs) -> anyhow::Result<ExitCode> {
+    run_update(a.u, CrdtOp::SetRemove(bufs(a.members)), true)
+}
+
+pub fn rset(a: ValueArgs) -> anyhow::Result<ExitCode> {
+    run_update(a.u, CrdtOp::RegisterWrite(buf(a.value)), false)
+}
+
+pub fn hset(a: FieldValueArgs) -> anyhow::Result<ExitCode> {
+    let op = CrdtOp::MapUpdate {
+        field: a.field,
+        op: FieldOp::RegisterWrite(buf(a.value)),
+    };
+    run_update(a.u, op, false)
+}
+
+pub fn hincr(a: FieldIncrArgs) -> anyhow::Result<ExitCode> {
+    let op = CrdtOp::MapUpdate {
+        field: a.field,
+        op: FieldOp::CounterAdd(a.n),
+    };
+    run_update(a.u, op, false)
+}
+
+pub fn hsadd(a: FieldValueArgs) -> anyhow::Result<ExitCode> {
+    let op = CrdtOp::MapUpdate {
+        field: a.field,
+        op: FieldOp::SetAdd(vec![buf(a.value)]),
+    };
+    run_update(a.u, op, false)
+}
+
+pub fn hsrem(a: FieldValueArgs) -> anyhow::Result<ExitCode> {
+    let op = CrdtOp::MapUpdate {
+        field: a.field,
+        op: FieldOp::SetRemove(vec![buf(a.value)]),
+    };
+    run_update(a.u, op, true)
+}
+
+pub fn hdel(a: FieldArgs) -> anyhow::Result<ExitCode> {
+    run_update(a.u, CrdtOp::MapRemove { field: a.field }, true)
+}
+
+fn json_values(v: &[serde_bytes::ByteBuf]) -> Vec<serde_json::Value> {
+    v.iter().map(|b| json_value(b)).collect()
+}
+
+fn crdt_json(v: &CrdtValue) -> serde_json::Value {
+    match v {
+        CrdtValue::Counter(n) => json!({"type": "counter", "value": n}),
+        CrdtValue::Set(m) => json!({"type": "set", "members": json_values(m)}),
+        CrdtValue::Register(vs) => json!({"type": "register", "values": json_values(vs)}),
+        CrdtValue::Map(fields) => {
+            let fields: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, f)| {
+                    (
+                        k.clone(),
+                        json!({"register": json_values(&f.register), "counter": f.counter, "set": json_values(&f.set)}),
+                    )
+                })
+                .collect();
+            json!({"type": "map", "fields": fields})
+        }
+    }
+}
+
+fn braces(v: &[serde_bytes::ByteBuf]) -> String {
+    let parts: Vec<String> = v.iter().map(|b| printable(b)).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn print_crdt(v: &CrdtValue) {
+    match v {
+        CrdtValue::Counter(n) => println!("{n}"),
+        CrdtValue::Set(m) => println!("{}", braces(m)),
+        CrdtValue::Register(vs) => match vs.len() {
+            0 => println!("(not found)"),
+            1 => println!("{}", printable(&vs[0])),
+            n => {
+                println!("{n} concurrent values:");
+                for v in vs {
+                    println!("  {}", printable(v));
+                }
+            }
+        },
+        CrdtValue::Map(fields) => {
+            if fields.is_empty() {
+                println!("(empty map)");
+            }
+            for (k, f) in fields {
+                // A field shows the parts that were written; a register with several
+                // values shows them all.
+                let mut parts = Vec::new();
+                match f.register.len() {
+                    0 => {}
+                    1 => parts.push(printable(&f.register[0])),
+                    _ => parts.push(format!("register {}", braces(&f.register))),
+                }
+                if f.counter != 0 {
+                    parts.push(format!("counter {}", f.counter));
+                }
+                if !f.set.is_empty() {
+                    parts.push(format!("set {}", braces(&f.set)));
+                }
+                if parts.is_empty() {
+                    parts.push("(empty)".into());
+                }
+                println!("{k}: {}", parts.join("; "));
+            }
+        }
+    }
+}
+
+/// A CRDT value on one line (scan output).
+fn crdt_line(v: &CrdtValue) -> String {
+    match v {
+        CrdtValue::Counter(n) => n.to_string(),
+        CrdtValue::Set(m) => braces(m),
+        CrdtValue::Register(vs) if vs.len() == 1 => printable(&vs[0]),
+        CrdtValue::Register(vs) => braces(vs),
+        CrdtValue::Map(_) => crdt_json(v)["fields"].to_string(),
+    }
 }

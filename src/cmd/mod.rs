@@ -46,6 +46,27 @@ enum Command {
     Scan(kv::ScanArgs),
     /// Write several items of one partition atomically on each replica.
     Batch(kv::BatchArgs),
+    /// Counter keyspaces: add N (default 1).
+    Incr(kv::CountArgs),
+    /// Counter keyspaces: subtract N (default 1).
+    Decr(kv::CountArgs),
+    /// Set keyspaces: add members.
+    Sadd(kv::MembersArgs),
+    /// Set keyspaces: remove members observed by --context C (without it: read first).
+    Srem(kv::MembersArgs),
+    /// Register keyspaces: write a value (with --context C: replace what that read saw).
+    Rset(kv::ValueArgs),
+    /// Map keyspaces: write a field's register.
+    Hset(kv::FieldValueArgs),
+    /// Map keyspaces: add N (negative to subtract) to a field's counter.
+    Hincr(kv::FieldIncrArgs),
+    /// Map keyspaces: add a member to a field's set.
+    Hsadd(kv::FieldValueArgs),
+    /// Map keyspaces: remove an observed member from a field's set (without --context:
+    /// read first).
+    Hsrem(kv::FieldValueArgs),
+    /// Map keyspaces: remove a field as observed by --context C (without it: read first).
+    Hdel(kv::FieldArgs),
     /// Interactive shell (cqlsh/redis-cli style): siblings, contexts, tracing, status.
     Shell(shell::ShellArgs),
 }
@@ -70,6 +91,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replicas(a) => kv::replicas(a),
         Command::Scan(a) => kv::scan(a),
         Command::Batch(a) => kv::batch(a),
+        Command::Incr(a) => kv::incr(a),
+        Command::Decr(a) => kv::decr(a),
+        Command::Sadd(a) => kv::sadd(a),
+        Command::Srem(a) => kv::srem(a),
+        Command::Rset(a) => kv::rset(a),
+        Command::Hset(a) => kv::hset(a),
+        Command::Hincr(a) => kv::hincr(a),
+        Command::Hsadd(a) => kv::hsadd(a),
+        Command::Hsrem(a) => kv::hsrem(a),
+        Command::Hdel(a) => kv::hdel(a),
         Command::Shell(a) => shell::run(a),
     }
 }
