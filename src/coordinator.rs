@@ -218,6 +218,24 @@ fn refuse_plain_write(ks: &KeyspaceDef, what: &str) -> Result<(), CoordinatorErr
     Ok(())
 }
 
+/// Refuse replies whose CRDT state breaks an invariant (see `crdt::check_well_formed`)
+/// before any comparison or merge touches them.
+fn well_formed(resp: &PeerResponse) -> Result<(), crate::crdt::CrdtError> {
+    use crate::crdt::check_well_formed;
+    match resp {
+        PeerResponse::Object(Some(o)) | PeerResponse::Written { object: o } => {
+            check_well_formed(&o.crdt)
+        }
+        PeerResponse::WrittenBatch(objects) => {
+            objects.iter().try_for_each(|o| check_well_formed(&o.crdt))
+        }
+        PeerResponse::Items { items, .. } => items
+            .iter()
+            .try_for_each(|(_, o)| check_well_formed(&o.crdt)),
+        _ => Ok(()),
+    }
+}
+
 /// Most items one batch may write.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
@@ -262,7 +280,12 @@ impl Node {
             Err(_) => Err(CallFailure::Timeout),
             Ok(Err(e)) => Err(CallFailure::Transport(e)),
             Ok(Ok(PeerResponse::Error(e))) => Err(CallFailure::Refused(e)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => match well_formed(&resp) {
+                Ok(()) => Ok(resp),
+                Err(e) => Err(CallFailure::Refused(PeerError::Invalid(format!(
+                    "{to} sent {e}"
+                )))),
+            },
         };
         if to != self.name {
             // A refusal is an answer: the peer is up.

@@ -100,7 +100,9 @@ fn decode_object(key: &Key, bytes: &[u8]) -> Result<Object, ReplicaError> {
     };
     match bytes.split_first() {
         Some((&OBJECT_FORMAT, rest)) => {
-            rmp_serde::from_slice(rest).map_err(|e| corrupt(e.to_string()))
+            let o: Object = rmp_serde::from_slice(rest).map_err(|e| corrupt(e.to_string()))?;
+            crate::crdt::check_well_formed(&o.crdt).map_err(|e| corrupt(e.to_string()))?;
+            Ok(o)
         }
         Some((v, _)) => Err(corrupt(format!("unknown object format {v}"))),
         None => Err(corrupt("empty record".into())),
@@ -328,6 +330,16 @@ impl Replica {
     ) -> Result<(), ReplicaError> {
         let ks = ks.clone();
         let partition = partition.to_vec();
+        for (sort, o) in &items {
+            crate::crdt::check_well_formed(&o.crdt).map_err(|e| ReplicaError::Corrupt {
+                key: Key {
+                    partition: partition.clone(),
+                    sort: sort.clone(),
+                }
+                .to_string(),
+                message: format!("incoming object refused: {e}"),
+            })?;
+        }
         self.run(move |r| {
             let keys: Vec<Key> = items
                 .iter()
