@@ -61,28 +61,28 @@ pub enum CrdtError {
 /// The `crdts` crate's multi-value register *asserts* (panics) when compared with a
 /// register holding the same (clock, value) entry twice; such a state can only come from
 /// corruption or a faulty peer, and must be refused rather than crash the node. Registers
-/// appear at the top level and inside map fields, so every `vals` array is checked.
+/// appear at the top level and inside map fields; both are checked.
 pub fn check_well_formed(state: &Option<CrdtState>) -> Result<(), CrdtError> {
-    let Some(state) = state else { return Ok(()) };
-    let value = serde_json::to_value(state).map_err(|e| CrdtError::Malformed(e.to_string()))?;
-    let mut stack = vec![&value];
-    // Bounded: each JSON node is visited once.
-    while let Some(v) = stack.pop() {
-        match v {
-            serde_json::Value::Object(map) => {
-                if let Some(serde_json::Value::Array(vals)) = map.get("vals") {
-                    for (i, a) in vals.iter().enumerate() {
-                        if vals[..i].contains(a) {
-                            return Err(CrdtError::Malformed(
-                                "a register holds the same (clock, value) entry twice".into(),
-                            ));
-                        }
-                    }
-                }
-                stack.extend(map.values());
+    match state {
+        Some(CrdtState::Register(reg)) => check_register(reg),
+        Some(CrdtState::Map(map)) => map
+            .iter()
+            .try_for_each(|entry| check_register(&entry.val.1.register)),
+        _ => Ok(()),
+    }
+}
+
+/// A register's entries must be distinct. Its fields are private, so look at its serde
+/// form (string-keyed clocks and byte values: representable as JSON).
+fn check_register(reg: &MVReg<Vec<u8>, Actor>) -> Result<(), CrdtError> {
+    let value = serde_json::to_value(reg).map_err(|e| CrdtError::Malformed(e.to_string()))?;
+    if let Some(vals) = value.get("vals").and_then(|v| v.as_array()) {
+        for (i, a) in vals.iter().enumerate() {
+            if vals[..i].contains(a) {
+                return Err(CrdtError::Malformed(
+                    "a register holds the same (clock, value) entry twice".into(),
+                ));
             }
-            serde_json::Value::Array(items) => stack.extend(items.iter()),
-            _ => {}
         }
     }
     Ok(())

@@ -836,3 +836,278 @@ put c nots
     );
     c.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// CRDT keyspaces.
+
+/// Goal: one keyspace per CRDT policy is created from the shell and listed with its
+/// policy; counter, map and register commands work and `get`/`scan` show each value as
+/// its type: a counter as a number (incr, incr N w=3, decr N; scan shows one per item), a
+/// map as a field table with only the parts in use (hset, hincr ±N, hdel with the
+/// context of the last read), a register as its value (rset, then rset after a read
+/// replaces what the read saw, and a read with r=3 sees the new value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crdt_keyspaces_counter_map_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = r#"
+create keyspace hits n=3 policy=counter
+create keyspace tags n=3 policy=set
+create keyspace profiles n=3 policy=map
+create keyspace colors n=3 policy=register
+keyspaces
+use hits
+incr page
+incr page 10 w=3
+decr page 4
+get page
+incr p/a; incr p/b 2; decr p/c
+scan p
+use profiles
+hset u1 name alice
+hincr u1 logins 3
+hincr u1 logins -1
+get u1
+hdel u1 name
+get u1
+use colors
+rset c blue
+get c
+rset c green w=1
+get c r=3
+"#;
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for policy in ["counter", "set", "map", "register"] {
+        assert!(
+            stdout.contains(&format!(
+                "policy={policy} read_repair=async); stored on n1, n2, n3"
+            )),
+            "{policy}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("| {policy:<8} | async")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("now using keyspace hits (counter)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("OK: incr page: counter +1"), "{stdout}");
+    assert!(stdout.contains("OK: incr page: counter +10\ncontext: (empty)\nw=3,"));
+    assert!(stdout.contains("OK: decr page: counter -4"), "{stdout}");
+    assert!(
+        stdout.contains(" counter\n---------\n       7\n(counter)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" p/a | -  | counter 1  |"), "{stdout}");
+    assert!(stdout.contains(" p/c | -  | counter -1 |"), "{stdout}");
+    assert!(stdout.contains("(3 item(s); end of scan)"), "{stdout}");
+    // The map: register and counter columns, a field without a counter shows none.
+    assert!(
+        stdout.contains("OK: hset u1: field name = alice"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("OK: hincr u1: field logins counter -1"));
+    assert!(
+        stdout.contains(
+            " field  | register | counter\n--------+----------+---------\n logins |          |       2\n name   | alice    |\n(map of 2 field(s))"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "OK: hdel u1: field name removed (with the context of your last read of the key)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            " field  | counter\n--------+---------\n logins |       2\n(map of 1 field(s))"
+        ),
+        "{stdout}"
+    );
+    // The register.
+    assert!(stdout.contains("now using keyspace colors (register)"));
+    assert!(
+        stdout.contains(" value\n-------\n blue\n(register)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "OK: rset c: register = green (with the context of your last read of the key)"
+        ),
+        "{stdout}"
+    );
+    let last = stdout.rsplit("w=1,").next().expect("the w=1 write");
+    assert!(
+        last.contains(" green\n(register)") && !last.contains("blue") && last.contains("r=3,"),
+        "{last}"
+    );
+    c.shutdown().await;
+}
+
+/// Goal: sets — sadd of several members (one quoted with a space), srem of a key never
+/// read reads it first, srem after a read removes only what that read saw (a member added
+/// after the read survives its remove: add wins), and a map field's set (hsadd, hsrem)
+/// shows in a `set members` column.
+///
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crdt_sets_and_map_set_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = r#"
+create keyspace tags n=3 policy=set
+create keyspace profiles n=3 policy=map
+use tags
+sadd post1 red green "dark blue"
+srem post1 green
+get post1
+sadd post1 yellow
+srem post1 red yellow
+get post1
+use profiles
+hsadd u1 roles admin editor
+hset u1 name alice
+get u1
+hsrem u1 roles editor
+get u1
+"#;
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("OK: sadd post1: added red green dark blue"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: srem post1: removed green (read the key first"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" member\n-----------\n dark blue\n red\n(set of 2 member(s))"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: srem post1: removed red yellow (with the context of your last read"),
+        "{stdout}"
+    );
+    // yellow was added after the read the remove used: it survives.
+    assert!(
+        stdout.contains(" member\n-----------\n dark blue\n yellow\n(set of 2 member(s))"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" field | register | set members\n-------+----------+-----------------\n name  | alice    |\n roles |          | {admin, editor}"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" roles |          | {admin}"), "{stdout}");
+    c.shutdown().await;
+}
+
+/// Goal: mistakes with CRDTs keep the shell running with a clear message — a CRDT command
+/// in a siblings keyspace, a set command in a counter keyspace (both name the commands that
+/// do apply), put in a counter keyspace (the node refuses it), a negative incr — and the
+/// commands after them run. In JSON, an update, a CRDT read and a scan are one object
+/// each, the value tagged with its type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crdt_errors_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = r#"
+incr k
+create keyspace hits policy=counter
+use hits
+sadd k a
+put k 5
+incr k -2
+incr k 2
+get k
+"#;
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "error (line 2): incr does not apply to keyspace default (policy siblings); incr \
+             needs a counter keyspace; in default use put, delete, resolve, batch"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error (line 5): sadd does not apply to keyspace hits (policy counter); sadd needs a set keyspace; in hits use incr, decr"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error (line 6): ") && stderr.contains("put is not supported"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error (line 7): \"-2\" is not a count") && stderr.contains("decr"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 of 8 command(s) failed"), "{stderr}");
+    assert!(stdout.contains("       2\n(counter)"), "{stdout}");
+
+    let out = shell(
+        &c.cluster_file,
+        &["--output", "json", "-k", "hits"],
+        "incr j 3\nget j\nscan j\n",
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let objs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(objs.len(), 3, "{stdout}");
+    assert_eq!(objs[0]["command"], "incr");
+    assert_eq!(objs[0]["op"]["counter_add"], 3);
+    assert_eq!(objs[0]["context_from"], "none");
+    assert_eq!(
+        objs[1]["crdt"],
+        serde_json::json!({"type": "counter", "value": 3})
+    );
+    assert_eq!(
+        objs[2]["items"][0]["crdt"],
+        serde_json::json!({"type": "counter", "value": 3})
+    );
+    c.shutdown().await;
+}
+
+/// Goal: `--node NAME` makes the shell talk to that node only (it coordinates), and an
+/// unknown name is refused with the known ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_option_pins_the_contact_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let out = shell(
+        &c.cluster_file,
+        &["--node", "n2", "-e", "status; put k v"],
+        "",
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("connected to n2"), "{stdout}");
+    assert!(stdout.contains("coordinator n2"), "{stdout}");
+    let out = shell(&c.cluster_file, &["--node", "n9", "-e", "status"], "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("--node n9: not a contact point") && stderr.contains("n1"),
+        "{stderr}"
+    );
+    c.shutdown().await;
+}

@@ -51,6 +51,11 @@ pub struct ShellArgs {
     /// History file of the interactive shell (default `~/.quorumkv_history`).
     #[arg(long)]
     history: Option<PathBuf>,
+    /// Talk only to this node (by name, from the cluster file's contact points): it
+    /// coordinates every request, and no other contact point is tried if it is
+    /// unreachable (e.g. one shell on each side of a netsplit).
+    #[arg(long)]
+    node: Option<String>,
 }
 
 /// Counts for the exit code of a script.
@@ -68,9 +73,20 @@ enum Flow {
 }
 
 pub fn run(a: ShellArgs) -> anyhow::Result<ExitCode> {
-    let cf = ClusterFile::load(&a.cluster).with_context(|| {
+    let mut cf = ClusterFile::load(&a.cluster).with_context(|| {
         "no cluster to talk to: start one with `scripts/dev.sh` (or `quorumkv dev-cluster`), or pass --cluster FILE".to_string()
     })?;
+    if let Some(node) = &a.node {
+        let known: Vec<String> = cf.contact_points.iter().map(|m| m.name.clone()).collect();
+        cf.contact_points.retain(|m| &m.name == node);
+        if cf.contact_points.is_empty() {
+            anyhow::bail!(
+                "--node {node}: not a contact point of {} (known: {})",
+                a.cluster.display(),
+                known.join(", ")
+            );
+        }
+    }
     let rt = super::runtime()?;
     let client = {
         let _guard = rt.enter();

@@ -23,6 +23,12 @@ pub enum Arg {
     Choice(&'static [&'static str]),
     /// A command name (for `help`).
     Command,
+    /// An optional number, last (`incr KEY [N]`).
+    OptNumber,
+    /// One or more values, last (set members).
+    Members,
+    /// A map field name.
+    Field,
 }
 
 /// One command of the shell.
@@ -58,7 +64,11 @@ pub const COMMANDS: &[CommandSpec] = &[
                   Prints every sibling (concurrent version) with its id, `node:counter` — the\n\
                   replica event that wrote it — and the causal context of the read. The shell\n\
                   remembers that context, so `resolve KEY VALUE` can replace exactly what\n\
-                  this read saw.\n\n\
+                  this read saw.\n\
+                  In a CRDT keyspace it shows the value as its type: a counter's total, a\n\
+                  set's members, a map's fields (register | counter | set members, the\n\
+                  parts in use), a register's value(s) (several = concurrent values); the\n\
+                  context is remembered for srem, hsrem, hdel and rset.\n\n\
                   Examples:\n  get user:1\n  get orders/2024-06-01 r=3",
         args: &[Arg::Key],
         options: &["r"],
@@ -163,6 +173,126 @@ pub const COMMANDS: &[CommandSpec] = &[
         options: &["w"],
     },
     CommandSpec {
+        name: "incr",
+        aliases: &[],
+        usage: "incr KEY [N] [w=LEVEL]",
+        summary: "counter keyspace: add N (default 1) to a counter",
+        details: "Adds N (default 1) to the counter KEY of a `counter` keyspace. Counters are\n\
+                  PN-counters: increments made concurrently on both sides of a partition all\n\
+                  count once the sides meet again. `get KEY` shows the total.\n\n\
+                  Examples:\n  incr hits\n  incr hits 10 w=1",
+        args: &[Arg::Key, Arg::OptNumber],
+        options: &["w"],
+    },
+    CommandSpec {
+        name: "decr",
+        aliases: &[],
+        usage: "decr KEY [N] [w=LEVEL]",
+        summary: "counter keyspace: subtract N (default 1) from a counter",
+        details: "Subtracts N (default 1) from the counter KEY of a `counter` keyspace (a\n\
+                  counter may go below zero).\n\n\
+                  Examples:\n  decr stock\n  decr stock 3",
+        args: &[Arg::Key, Arg::OptNumber],
+        options: &["w"],
+    },
+    CommandSpec {
+        name: "sadd",
+        aliases: &[],
+        usage: "sadd KEY MEMBER [MEMBER ...] [w=LEVEL]",
+        summary: "set keyspace: add members to a set",
+        details: "Adds every MEMBER to the set KEY of a `set` keyspace (an add-wins set, an\n\
+                  ORSWOT: an add concurrent with a remove of the same member survives).\n\n\
+                  Examples:\n  sadd tags red green\n  sadd tags \"dark blue\" w=3",
+        args: &[Arg::Key, Arg::Members],
+        options: &["w"],
+    },
+    CommandSpec {
+        name: "srem",
+        aliases: &[],
+        usage: "srem KEY MEMBER [MEMBER ...] [w=LEVEL] [context=C]",
+        summary: "set keyspace: remove members you have seen from a set",
+        details: "Removes every MEMBER from the set KEY, but only the adds a read observed:\n\
+                  the context of your last `get KEY` (or scan) in this session, else the\n\
+                  shell reads KEY first; context=C uses another read's context. An add made\n\
+                  elsewhere that the read did not see survives (add wins). After adding\n\
+                  members yourself, `get KEY` again before removing them.\n\n\
+                  Examples:\n  get tags\n  srem tags red\n  srem tags green context=gaJuMQI",
+        args: &[Arg::Key, Arg::Members],
+        options: &["w", "context"],
+    },
+    CommandSpec {
+        name: "hset",
+        aliases: &[],
+        usage: "hset KEY FIELD VALUE [w=LEVEL]",
+        summary: "map keyspace: write a field's register",
+        details: "Writes VALUE to the register of FIELD in the map KEY of a `map` keyspace.\n\
+                  A field holds a register (hset), a counter (hincr) and a set (hsadd,\n\
+                  hsrem), each updated on its own; `get KEY` shows the parts in use.\n\
+                  Writes made concurrently through different nodes are all kept as\n\
+                  concurrent register values.\n\n\
+                  Example:\n  hset user:1 name alice",
+        args: &[Arg::Key, Arg::Field, Arg::Value],
+        options: &["w"],
+    },
+    CommandSpec {
+        name: "hincr",
+        aliases: &[],
+        usage: "hincr KEY FIELD N [w=LEVEL]",
+        summary: "map keyspace: add N (may be negative) to a field's counter",
+        details: "Adds N to the counter of FIELD in the map KEY (negative N subtracts).\n\n\
+                  Examples:\n  hincr user:1 logins 1\n  hincr user:1 credits -5",
+        args: &[Arg::Key, Arg::Field, Arg::Value],
+        options: &["w"],
+    },
+    CommandSpec {
+        name: "hsadd",
+        aliases: &[],
+        usage: "hsadd KEY FIELD MEMBER [MEMBER ...] [w=LEVEL]",
+        summary: "map keyspace: add members to a field's set",
+        details: "Adds every MEMBER to the set of FIELD in the map KEY (add wins).\n\n\
+                  Example:\n  hsadd user:1 roles admin editor",
+        args: &[Arg::Key, Arg::Field, Arg::Members],
+        options: &["w"],
+    },
+    CommandSpec {
+        name: "hsrem",
+        aliases: &[],
+        usage: "hsrem KEY FIELD MEMBER [MEMBER ...] [w=LEVEL] [context=C]",
+        summary: "map keyspace: remove members you have seen from a field's set",
+        details: "Removes every MEMBER from the set of FIELD in the map KEY, only the adds\n\
+                  observed by the context of your last read of KEY (else the shell reads it\n\
+                  first; context=C uses another one), like srem.\n\n\
+                  Example:\n  get user:1\n  hsrem user:1 roles editor",
+        args: &[Arg::Key, Arg::Field, Arg::Members],
+        options: &["w", "context"],
+    },
+    CommandSpec {
+        name: "hdel",
+        aliases: &[],
+        usage: "hdel KEY FIELD [w=LEVEL] [context=C]",
+        summary: "map keyspace: remove a field (what your last read saw)",
+        details: "Removes FIELD from the map KEY: the edits observed by the context of your\n\
+                  last read of KEY (else the shell reads it first; context=C uses another\n\
+                  one). Edits made concurrently elsewhere survive.\n\n\
+                  Example:\n  get user:1\n  hdel user:1 name",
+        args: &[Arg::Key, Arg::Field],
+        options: &["w", "context"],
+    },
+    CommandSpec {
+        name: "rset",
+        aliases: &[],
+        usage: "rset KEY VALUE [w=LEVEL] [context=C]",
+        summary: "register keyspace: write a multi-value register",
+        details: "Writes VALUE to the register KEY of a `register` keyspace. It replaces the\n\
+                  values your last read of KEY in this session saw (context=C: another\n\
+                  read's); never read, it replaces what the lead replica holds. Values\n\
+                  written concurrently elsewhere survive: `get KEY` then shows several\n\
+                  concurrent values, and an rset after that read replaces them all.\n\n\
+                  Examples:\n  rset color blue\n  get color\n  rset color green",
+        args: &[Arg::Key, Arg::Value],
+        options: &["w", "context"],
+    },
+    CommandSpec {
         name: "consistency",
         aliases: &[],
         usage: "consistency [LEVEL | default | r=LEVEL w=LEVEL]",
@@ -213,10 +343,14 @@ pub const COMMANDS: &[CommandSpec] = &[
                   lww-timestamp (the coordinator's clock wins), lww-actor (the writer ranked\n\
                   highest in actor_priority wins; actor_priority is required, highest\n\
                   first, comma-separated), lww-client (the highest client ts= wins).\n\
+                  CRDT policies store a data type instead of values, changed with its own\n\
+                  commands (put/delete/batch are refused): counter (incr, decr), set (sadd,\n\
+                  srem), map (hset, hincr, hsadd, hsrem, hdel), register (rset).\n\
                   read_repair= is async (default), blocking or off.\n\n\
                   Examples:\n  create keyspace carts n=3 w=2\n  \
                   create keyspace mods n=3 policy=lww-actor actor_priority=eu,us\n  \
-                  create keyspace cfg policy=lww-client read_repair=blocking",
+                  create keyspace cfg policy=lww-client read_repair=blocking\n  \
+                  create keyspace hits policy=counter",
         args: &[Arg::Name],
         options: &[
             "n",
@@ -374,6 +508,8 @@ pub fn help_overview() -> String {
          Keys are `partition` or `partition/sort`. Quote values with spaces: \"a b\".\n\
          Writes without context= are blind and become siblings of existing values.\n\
          `scan P` pages through a partition; `next` continues it.\n\
+         CRDT keyspaces: incr/decr (counter), sadd/srem (set), hset/hincr/hsadd/hsrem/hdel\n\
+         (map), rset (register); `get` shows their value.\n\
          Several commands on one line: separate them with `;`. `#` starts a comment.\n\
          Ctrl-C cancels the line (or the running request), Ctrl-D exits.",
     );

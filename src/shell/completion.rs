@@ -132,12 +132,19 @@ impl ShellHelper {
                         .map(|(_, c)| c.clone())
                         .collect()
                 }
-                "policy" if spec.name == "create keyspace" => {
-                    ["siblings", "lww-timestamp", "lww-actor", "lww-client"]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect()
-                }
+                "policy" if spec.name == "create keyspace" => [
+                    "siblings",
+                    "lww-timestamp",
+                    "lww-actor",
+                    "lww-client",
+                    "counter",
+                    "set",
+                    "map",
+                    "register",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
                 "read_repair" | "read-repair" if spec.name == "create keyspace" => {
                     ["async", "blocking", "off"]
                         .iter()
@@ -171,6 +178,7 @@ impl ShellHelper {
         // Batch items repeat: every word may be another KEY=.
         let slot = match spec.args {
             [Arg::Items] => Some(&Arg::Items),
+            [.., Arg::Members] if positional >= spec.args.len() => Some(&Arg::Members),
             _ => spec.args.get(positional),
         };
         match slot {
@@ -187,7 +195,8 @@ impl ShellHelper {
             Some(Arg::Key) => out.extend(self.vocabulary.keys.iter().map(|(k, _)| k.clone())),
             Some(Arg::Choice(c)) => out.extend(c.iter().map(|s| s.to_string())),
             Some(Arg::Command) => out.extend(COMMANDS.iter().map(|c| c.name.to_string())),
-            Some(Arg::Value) | Some(Arg::Name) => {}
+            Some(Arg::Value) | Some(Arg::Name) | Some(Arg::Field) | Some(Arg::Members)
+            | Some(Arg::OptNumber) => {}
             None => {}
         }
         // Options once the required arguments are in (or for commands whose argument is
@@ -195,7 +204,7 @@ impl ShellHelper {
         let required = spec
             .args
             .iter()
-            .filter(|a| !matches!(a, Arg::Choice(_) | Arg::Command))
+            .filter(|a| !matches!(a, Arg::Choice(_) | Arg::Command | Arg::OptNumber))
             .count();
         if positional >= required {
             out.extend(
@@ -344,5 +353,39 @@ mod tests {
             vec!["async", "blocking", "off"]
         );
         assert!(h.candidates("put \"unterminated ").1.is_empty());
+    }
+
+    /// Goal: the CRDT commands complete: names, keys, options once the required
+    /// arguments are in (incr's count is optional; members repeat), a remembered context
+    /// after srem's context=, and the CRDT policies of create keyspace.
+    #[test]
+    fn completes_crdt_commands() {
+        let h = helper();
+        assert_eq!(h.candidates("inc").1, vec!["incr"]);
+        assert_eq!(h.candidates("hs").1, vec!["hsadd", "hset", "hsrem"]);
+        assert_eq!(h.candidates("incr d").1, vec!["doc"]);
+        assert_eq!(h.candidates("incr doc ").1, vec!["w="]);
+        assert_eq!(h.candidates("sadd doc ").1, Vec::<String>::new());
+        assert_eq!(h.candidates("srem doc a b ").1, vec!["context=", "w="]);
+        assert_eq!(
+            h.candidates("srem doc a context="),
+            (19, vec!["gaJuMQI".to_string()])
+        );
+        assert_eq!(h.candidates("hdel doc f ").1, vec!["context=", "w="]);
+        assert_eq!(h.candidates("hset doc f v ").1, vec!["w="]);
+        assert_eq!(h.candidates("help hi").1, vec!["hincr"]);
+        assert_eq!(
+            h.candidates("create keyspace m policy=").1,
+            vec![
+                "counter",
+                "lww-actor",
+                "lww-client",
+                "lww-timestamp",
+                "map",
+                "register",
+                "set",
+                "siblings"
+            ]
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::key::Key;
 use crate::keyspace::{ConflictPolicy, ReadRepair};
+use crate::proto::{CrdtOp, FieldOp};
 
 use super::commands::{self, Arg, CommandSpec, COMMANDS};
 use super::render::Format;
@@ -333,6 +334,21 @@ pub enum Command {
         /// Write quorum for this request.
         w: Option<Level>,
     },
+    /// A CRDT operation: `incr`, `decr`, `sadd`, `srem`, `hset`, `hincr`, `hsadd`,
+    /// `hsrem`, `hdel` or `rset`.
+    Update {
+        /// The shell command's name (`sadd`), for messages.
+        command: &'static str,
+        /// The key.
+        key: Key,
+        /// The operation.
+        op: CrdtOp,
+        /// Write quorum for this request.
+        w: Option<Level>,
+        /// `context=C`; `None`: the session's last read of the key (for removes and
+        /// register writes; read first for removes if there is none).
+        context: Option<String>,
+    },
     /// `actor [NAME|none]`: `None` shows, `Some(None)` clears, `Some(Some(n))` sets.
     Actor(Option<Option<String>>),
     /// `consistency ...`; both `Keep` means show.
@@ -532,6 +548,72 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
                 r: opts.level("r")?,
             }
         }
+        "incr" | "decr" | "sadd" | "srem" | "hset" | "hincr" | "hsadd" | "hsrem" | "hdel"
+        | "rset" => {
+            let members = |from: usize| -> Vec<serde_bytes::ByteBuf> {
+                positional[from..]
+                    .iter()
+                    .map(|w| serde_bytes::ByteBuf::from(w.bytes.clone()))
+                    .collect()
+            };
+            let value = |i: usize| serde_bytes::ByteBuf::from(positional[i].bytes.clone());
+            let field = || -> Result<String, ParseError> {
+                let f = text(positional[1], "field name")?;
+                if f.is_empty() {
+                    return Err(usage("the field name must not be empty".into()));
+                }
+                Ok(f)
+            };
+            let op = match spec.name {
+                "incr" | "decr" => {
+                    let n: i64 = match arg(1) {
+                        None => 1,
+                        Some(w) => {
+                            let t = text(w, "amount")?;
+                            let n = t.parse::<u32>().map_err(|_| {
+                                usage(format!(
+                                    "{t:?} is not a count: use a whole number from 0 to {}{}",
+                                    u32::MAX,
+                                    if t.starts_with('-') {
+                                        " (decr subtracts)"
+                                    } else {
+                                        ""
+                                    }
+                                ))
+                            })?;
+                            i64::from(n)
+                        }
+                    };
+                    CrdtOp::CounterAdd(if spec.name == "decr" { -n } else { n })
+                }
+                "sadd" => CrdtOp::SetAdd(members(1)),
+                "srem" => CrdtOp::SetRemove(members(1)),
+                "rset" => CrdtOp::RegisterWrite(value(1)),
+                "hdel" => CrdtOp::MapRemove { field: field()? },
+                name => {
+                    let field = field()?;
+                    let op = match name {
+                        "hset" => FieldOp::RegisterWrite(value(2)),
+                        "hincr" => {
+                            let t = text(positional[2], "amount")?;
+                            FieldOp::CounterAdd(t.parse::<i64>().map_err(|_| {
+                                usage(format!("{t:?} is not a whole number (e.g. 5 or -3)"))
+                            })?)
+                        }
+                        "hsadd" => FieldOp::SetAdd(members(2)),
+                        _ => FieldOp::SetRemove(members(2)),
+                    };
+                    CrdtOp::MapUpdate { field, op }
+                }
+            };
+            Command::Update {
+                command: spec.name,
+                key: key_arg(arg(0)),
+                op,
+                w: opts.level("w")?,
+                context: opts.text("context")?,
+            }
+        }
         "next" => Command::Next,
         "actor" => Command::Actor(match arg(0) {
             None => None,
@@ -704,24 +786,29 @@ fn key_arg(w: Option<&Word>) -> Key {
 }
 
 /// Positional argument counts: every argument is required except the single optional
-/// one of consistency, tracing, format and help (help may name a two-word command).
+/// one of consistency, tracing, format and help (help may name a two-word command) and an
+/// optional number (`incr KEY [N]`); trailing members repeat (one or more).
 fn check_arity(spec: &CommandSpec, positional: &[&Word]) -> Result<(), String> {
-    let optional = matches!(spec.args, [Arg::Choice(_)] | [Arg::Command]);
-    let max = if matches!(spec.args, [Arg::Command]) {
-        2
-    } else {
-        spec.args.len()
+    let min = spec
+        .args
+        .iter()
+        .filter(|a| !matches!(a, Arg::Choice(_) | Arg::Command | Arg::OptNumber))
+        .count();
+    let max = match spec.args.last() {
+        Some(Arg::Command) => 2,
+        Some(Arg::Members) => usize::MAX,
+        _ => spec.args.len(),
     };
-    let min = if optional { 0 } else { spec.args.len() };
     if positional.len() < min {
         let names: Vec<&str> = spec.usage.split_whitespace().skip(1).collect();
         return Err(format!(
-            "{} needs {} argument(s) ({})",
+            "{} needs {}{} argument(s) ({})",
             spec.name,
+            if max > min { "at least " } else { "" },
             min,
             names
                 .iter()
-                .filter(|n| !n.starts_with('['))
+                .filter(|n| !n.starts_with('[') && !n.ends_with(']'))
                 .copied()
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -1156,6 +1243,125 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("blocking"), "{e}");
+    }
+
+    /// Goal: the CRDT commands parse to their operations: incr/decr with an optional
+    /// count (default 1; negative refused, decr subtracts), sadd/srem with one or more
+    /// members (quoted members may hold spaces and bytes), hset/hincr (negative allowed)/
+    /// hsadd/hsrem/hdel on a field, rset; w= everywhere, context= only where a read's
+    /// context means something; missing arguments name the usage.
+    #[test]
+    fn crdt_commands() {
+        use serde_bytes::ByteBuf;
+        let b = |s: &str| ByteBuf::from(s.as_bytes().to_vec());
+        let upd = |line: &str| match one(line).unwrap() {
+            Command::Update {
+                command,
+                key,
+                op,
+                w,
+                context,
+            } => (command, key, op, w, context),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(
+            upd("incr hits"),
+            (
+                "incr",
+                Key::simple("hits"),
+                CrdtOp::CounterAdd(1),
+                None,
+                None
+            )
+        );
+        assert_eq!(upd("INCR hits 10 w=all").2, CrdtOp::CounterAdd(10));
+        assert_eq!(upd("incr hits 10 w=all").3, Some(Level::All));
+        assert_eq!(upd("decr p/s 4").2, CrdtOp::CounterAdd(-4));
+        assert_eq!(upd("decr p/s").2, CrdtOp::CounterAdd(-1));
+        assert_eq!(
+            upd(r#"sadd tags red "dark blue" "\xff""#).2,
+            CrdtOp::SetAdd(vec![b("red"), b("dark blue"), ByteBuf::from(vec![0xff])])
+        );
+        let (command, _, op, w, context) = upd("srem tags red green w=1 context=gaJ");
+        assert_eq!(command, "srem");
+        assert_eq!(op, CrdtOp::SetRemove(vec![b("red"), b("green")]));
+        assert_eq!((w, context), (Some(Level::Count(1)), Some("gaJ".into())));
+        assert_eq!(
+            upd("hset u1 name \"Ada L\"").2,
+            CrdtOp::MapUpdate {
+                field: "name".into(),
+                op: FieldOp::RegisterWrite(b("Ada L"))
+            }
+        );
+        assert_eq!(
+            upd("hincr u1 logins -3").2,
+            CrdtOp::MapUpdate {
+                field: "logins".into(),
+                op: FieldOp::CounterAdd(-3)
+            }
+        );
+        assert_eq!(
+            upd("hsadd u1 roles admin editor").2,
+            CrdtOp::MapUpdate {
+                field: "roles".into(),
+                op: FieldOp::SetAdd(vec![b("admin"), b("editor")])
+            }
+        );
+        assert_eq!(
+            upd("hsrem u1 roles editor").2,
+            CrdtOp::MapUpdate {
+                field: "roles".into(),
+                op: FieldOp::SetRemove(vec![b("editor")])
+            }
+        );
+        assert_eq!(
+            upd("hdel u1 name context=x").2,
+            CrdtOp::MapRemove {
+                field: "name".into()
+            }
+        );
+        assert_eq!(upd("rset c blue").2, CrdtOp::RegisterWrite(b("blue")));
+        assert_eq!(upd("rset c blue context=gaJ").4, Some("gaJ".into()));
+        // A quoted `w=1` is a member, not an option.
+        assert_eq!(upd(r#"sadd s "w=1""#).2, CrdtOp::SetAdd(vec![b("w=1")]));
+        // Mistakes.
+        let e = one("incr hits -2").unwrap_err().to_string();
+        assert!(
+            e.contains("decr subtracts") && e.contains("usage: incr KEY [N]"),
+            "{e}"
+        );
+        assert!(one("incr hits lots").is_err());
+        assert!(one("incr hits 1 2").is_err());
+        assert!(one("incr").is_err());
+        let e = one("sadd tags").unwrap_err().to_string();
+        assert!(
+            e.contains("needs at least 2 argument(s) (KEY MEMBER)"),
+            "{e}"
+        );
+        assert!(one("hincr u1 logins").is_err());
+        assert!(one("hincr u1 logins 1.5").is_err());
+        assert!(one("hset u1 name").is_err());
+        assert!(one("hset u1 name a b").is_err());
+        assert!(one(r#"hset u1 "" a"#).is_err());
+        assert!(one(r#"hset u1 "\xff" a"#).is_err());
+        assert!(one("hdel u1").is_err());
+        assert!(one("incr hits context=x")
+            .unwrap_err()
+            .to_string()
+            .contains("does not take context="));
+        assert!(one("sadd s a context=x").is_err());
+        assert!(one("rset c").is_err());
+        assert!(one("rset c a r=1").is_err());
+        assert!(matches!(
+            one("create keyspace hits policy=COUNTER").unwrap(),
+            Command::CreateKeyspace {
+                policy: ConflictPolicy::Counter,
+                ..
+            }
+        ));
+        for p in ["set", "map", "register"] {
+            assert!(one(&format!("create keyspace x policy={p}")).is_ok());
+        }
     }
 
     /// Goal: arbitrary input never panics the parser.

@@ -9,9 +9,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::key::Key;
-use crate::proto::TraceEvent;
+use crate::proto::{CrdtOp, CrdtValue, FieldOp, TraceEvent};
 
-use super::session::{policy_text, ExecError, Outcome, WriteKind};
+use super::session::{policy_text, ContextSource, ExecError, Outcome, WriteKind};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,9 @@ fn outcome_table(o: &Outcome) -> String {
             ..
         } => {
             let mut out = String::new();
-            if response.values.is_empty() {
+            if let Some(v) = &response.crdt {
+                out.push_str(&crdt_table(v, key));
+            } else if response.values.is_empty() {
                 out.push_str(if response.tombstones > 0 {
                     "(not found: deleted)"
                 } else {
@@ -334,6 +336,43 @@ fn outcome_table(o: &Outcome) -> String {
             }
             out
         }
+        Outcome::Updated {
+            key,
+            command,
+            op,
+            source,
+            w,
+            default_w,
+            coordinator,
+            response,
+            ..
+        } => {
+            let mut out = format!("OK: {command} {}: {}", key_text(key), op_text(op));
+            match source {
+                ContextSource::None => {}
+                ContextSource::Given => out.push_str(" (with the context given)"),
+                ContextSource::LastRead => {
+                    out.push_str(" (with the context of your last read of the key)")
+                }
+                ContextSource::ReadFirst => {
+                    out.push_str(" (read the key first for its context: removes only what it saw)")
+                }
+            }
+            out.push_str(&format!(
+                "\ncontext: {}\n{}, coordinator {}",
+                if response.context.is_empty() {
+                    "(empty)"
+                } else {
+                    &response.context
+                },
+                quorum_note("w", *w, *default_w),
+                coordinator.as_deref().unwrap_or("?")
+            ));
+            if !response.trace.is_empty() {
+                out.push_str(&trace_table(&response.trace));
+            }
+            out
+        }
         Outcome::Consistency {
             keyspace,
             r,
@@ -382,6 +421,15 @@ fn outcome_table(o: &Outcome) -> String {
                         partition: partition.clone(),
                         sort: item.sort.clone(),
                     });
+                    if let Some(v) = &item.crdt {
+                        rows.push(vec![
+                            key.clone(),
+                            "-".into(),
+                            crdt_line(v),
+                            item.context.clone(),
+                        ]);
+                        continue;
+                    }
                     for (i, s) in item.values.iter().enumerate() {
                         let first = i == 0;
                         rows.push(vec![
@@ -615,7 +663,31 @@ fn outcome_json(o: &Outcome) -> Value {
                 "id": s.dot, "value": value_json(&s.value), "written_at_ms": s.written_at_ms,
             })).collect::<Vec<_>>(),
             "tombstones": response.tombstones, "context": response.context,
+            "crdt": response.crdt.as_ref().map(crdt_json),
             "r": r.or(*default_r), "coordinator": coordinator, "trace": trace_json(&response.trace),
+        }),
+        Outcome::Updated {
+            keyspace,
+            key,
+            command,
+            op,
+            source,
+            sent_context,
+            w,
+            default_w,
+            coordinator,
+            response,
+        } => json!({
+            "ok": true, "command": command, "keyspace": keyspace, "key": value_json(&key_bytes(key)),
+            "op": op_json(op),
+            "context_from": match source {
+                ContextSource::None => "none",
+                ContextSource::Given => "given",
+                ContextSource::LastRead => "last_read",
+                ContextSource::ReadFirst => "read_first",
+            },
+            "sent_context": sent_context, "context": response.context, "w": w.or(*default_w),
+            "coordinator": coordinator, "trace": trace_json(&response.trace),
         }),
         Outcome::Written {
             keyspace,
@@ -658,6 +730,7 @@ fn outcome_json(o: &Outcome) -> Value {
                     "id": s.dot, "value": value_json(&s.value), "written_at_ms": s.written_at_ms,
                 })).collect::<Vec<_>>(),
                 "context": i.context,
+                "crdt": i.crdt.as_ref().map(crdt_json),
             })).collect::<Vec<_>>(),
             "more": more_after.is_some(),
             "next_after": more_after.as_ref().map(|m| value_json(m)),
@@ -740,6 +813,212 @@ fn outcome_json(o: &Outcome) -> Value {
     }
 }
 
+/// Values in braces: `{a, b}`.
+fn braces(v: &[serde_bytes::ByteBuf]) -> String {
+    let parts: Vec<String> = v.iter().map(|b| value_text(b)).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn values_json(v: &[serde_bytes::ByteBuf]) -> Vec<Value> {
+    v.iter().map(|b| value_json(b)).collect()
+}
+
+/// A CRDT value in JSON, tagged with its type (the same shape as `quorumkv get`).
+pub fn crdt_json(v: &CrdtValue) -> Value {
+    match v {
+        CrdtValue::Counter(n) => json!({"type": "counter", "value": n}),
+        CrdtValue::Set(m) => json!({"type": "set", "members": values_json(m)}),
+        CrdtValue::Register(vs) => json!({"type": "register", "values": values_json(vs)}),
+        CrdtValue::Map(fields) => {
+            let fields: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|(k, f)| {
+                    (
+                        k.clone(),
+                        json!({"register": values_json(&f.register), "counter": f.counter, "set": values_json(&f.set)}),
+                    )
+                })
+                .collect();
+            json!({"type": "map", "fields": fields})
+        }
+    }
+}
+
+/// A CRDT value on one line (scan rows).
+pub fn crdt_line(v: &CrdtValue) -> String {
+    match v {
+        CrdtValue::Counter(n) => format!("counter {n}"),
+        CrdtValue::Set(m) => format!("set {}", braces(m)),
+        CrdtValue::Register(vs) if vs.len() == 1 => value_text(&vs[0]),
+        CrdtValue::Register(vs) => format!("register {} (concurrent)", braces(vs)),
+        CrdtValue::Map(fields) => {
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|(k, f)| {
+                    format!(
+                        "{}: {}",
+                        value_text(k.as_bytes()),
+                        field_parts(f).join("; ")
+                    )
+                })
+                .collect();
+            format!("map {{{}}}", parts.join(", "))
+        }
+    }
+}
+
+/// The parts of a map field in use, for one line.
+fn field_parts(f: &crate::proto::FieldValue) -> Vec<String> {
+    let mut parts = Vec::new();
+    match f.register.len() {
+        0 => {}
+        1 => parts.push(value_text(&f.register[0])),
+        _ => parts.push(format!("register {}", braces(&f.register))),
+    }
+    if f.counter != 0 {
+        parts.push(format!("counter {}", f.counter));
+    }
+    if !f.set.is_empty() {
+        parts.push(format!("set {}", braces(&f.set)));
+    }
+    if parts.is_empty() {
+        parts.push("(empty)".into());
+    }
+    parts
+}
+
+/// A CRDT value as a table (get).
+fn crdt_table(v: &CrdtValue, key: &Key) -> String {
+    match v {
+        CrdtValue::Counter(n) => format!(
+            "{}\n(counter)",
+            table(&[">counter"], &[vec![n.to_string()]])
+        ),
+        CrdtValue::Set(m) if m.is_empty() => "(empty set)".into(),
+        CrdtValue::Set(m) => {
+            let rows: Vec<Vec<String>> = m.iter().map(|b| vec![value_text(b)]).collect();
+            format!(
+                "{}\n(set of {} member(s))",
+                table(&["member"], &rows),
+                m.len()
+            )
+        }
+        CrdtValue::Register(vs) if vs.is_empty() => "(not found)".into(),
+        CrdtValue::Register(vs) => {
+            let rows: Vec<Vec<String>> = vs.iter().map(|b| vec![value_text(b)]).collect();
+            let mut out = table(&["value"], &rows);
+            if vs.len() > 1 {
+                out.push_str(&format!(
+                    "\n({} concurrent values: written concurrently; `rset {} VALUE` replaces them all)",
+                    vs.len(),
+                    key_text(key)
+                ));
+            } else {
+                out.push_str("\n(register)");
+            }
+            out
+        }
+        CrdtValue::Map(fields) if fields.is_empty() => "(empty map)".into(),
+        CrdtValue::Map(fields) => {
+            let reg = fields.values().any(|f| !f.register.is_empty());
+            let ctr = fields.values().any(|f| f.counter != 0);
+            let set = fields.values().any(|f| !f.set.is_empty());
+            let mut headers = vec!["field"];
+            if reg {
+                headers.push("register");
+            }
+            if ctr {
+                headers.push(">counter");
+            }
+            if set {
+                headers.push("set members");
+            }
+            let rows: Vec<Vec<String>> = fields
+                .iter()
+                .map(|(k, f)| {
+                    let mut row = vec![value_text(k.as_bytes())];
+                    if reg {
+                        row.push(match f.register.len() {
+                            0 => String::new(),
+                            1 => value_text(&f.register[0]),
+                            _ => format!("{} (concurrent)", braces(&f.register)),
+                        });
+                    }
+                    if ctr {
+                        // 0 in a field used as a register or set is "no counter".
+                        let other = !f.register.is_empty() || !f.set.is_empty();
+                        row.push(if f.counter == 0 && other {
+                            String::new()
+                        } else {
+                            f.counter.to_string()
+                        });
+                    }
+                    if set {
+                        row.push(if f.set.is_empty() {
+                            String::new()
+                        } else {
+                            braces(&f.set)
+                        });
+                    }
+                    row
+                })
+                .collect();
+            format!(
+                "{}\n(map of {} field(s))",
+                table(&headers, &rows),
+                fields.len()
+            )
+        }
+    }
+}
+
+/// What a CRDT operation does, for people.
+fn op_text(op: &CrdtOp) -> String {
+    let list = |v: &[serde_bytes::ByteBuf]| {
+        v.iter()
+            .map(|b| value_text(b))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match op {
+        CrdtOp::CounterAdd(n) if *n < 0 => format!("counter {n}"),
+        CrdtOp::CounterAdd(n) => format!("counter +{n}"),
+        CrdtOp::SetAdd(m) => format!("added {}", list(m)),
+        CrdtOp::SetRemove(m) => format!("removed {}", list(m)),
+        CrdtOp::RegisterWrite(v) => format!("register = {}", value_text(v)),
+        CrdtOp::MapUpdate { field, op } => {
+            let f = value_text(field.as_bytes());
+            match op {
+                FieldOp::RegisterWrite(v) => format!("field {f} = {}", value_text(v)),
+                FieldOp::CounterAdd(n) if *n < 0 => format!("field {f} counter {n}"),
+                FieldOp::CounterAdd(n) => format!("field {f} counter +{n}"),
+                FieldOp::SetAdd(m) => format!("field {f} set: added {}", list(m)),
+                FieldOp::SetRemove(m) => format!("field {f} set: removed {}", list(m)),
+            }
+        }
+        CrdtOp::MapRemove { field } => format!("field {} removed", value_text(field.as_bytes())),
+    }
+}
+
+fn op_json(op: &CrdtOp) -> Value {
+    match op {
+        CrdtOp::CounterAdd(n) => json!({"counter_add": n}),
+        CrdtOp::SetAdd(m) => json!({"set_add": values_json(m)}),
+        CrdtOp::SetRemove(m) => json!({"set_remove": values_json(m)}),
+        CrdtOp::RegisterWrite(v) => json!({"register_write": value_json(v)}),
+        CrdtOp::MapUpdate { field, op } => {
+            let inner = match op {
+                FieldOp::RegisterWrite(v) => json!({"register_write": value_json(v)}),
+                FieldOp::CounterAdd(n) => json!({"counter_add": n}),
+                FieldOp::SetAdd(m) => json!({"set_add": values_json(m)}),
+                FieldOp::SetRemove(m) => json!({"set_remove": values_json(m)}),
+            };
+            json!({"field": field, "update": inner})
+        }
+        CrdtOp::MapRemove { field } => json!({"field": field, "remove": true}),
+    }
+}
+
 fn key_bytes(key: &Key) -> Vec<u8> {
     let mut raw = key.partition.clone();
     if !key.sort.is_empty() {
@@ -793,6 +1072,7 @@ fn error_kind(e: &ExecError) -> String {
         ExecError::Ring(_) => "ring",
         ExecError::NoHelp(_) => "no_such_command",
         ExecError::NoScan(_) => "no_scan",
+        ExecError::WrongPolicy { .. } => "wrong_policy",
         // The server's class, named after its variant (`QuorumNotReached` →
         // `quorum_not_reached`), so a class added to the protocol shows up here as is.
         ExecError::Client(C::Server { kind, .. }) => return snake_variant(&format!("{kind:?}")),
@@ -890,6 +1170,81 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00.000");
         assert_eq!(utc(951_782_400_123), "2000-02-29 00:00:00.123");
         assert_eq!(utc(1_718_454_896_789), "2024-06-15 12:34:56.789");
+    }
+
+    /// Goal: CRDT values display as their type: a set as one member per row, concurrent
+    /// register values all shown with how to replace them, a map as a field table with
+    /// only the parts some field uses (a field without a counter shows no 0), and scan's
+    /// one-line form.
+    #[test]
+    fn crdt_values_display_by_type() {
+        use crate::proto::FieldValue;
+        use serde_bytes::ByteBuf;
+        let b = |s: &str| ByteBuf::from(s.as_bytes().to_vec());
+        let key = Key::simple("k");
+        assert_eq!(
+            crdt_table(&CrdtValue::Set(vec![b("a b"), b("red")]), &key),
+            " member\n--------\n a b\n red\n(set of 2 member(s))"
+        );
+        assert_eq!(crdt_table(&CrdtValue::Set(vec![]), &key), "(empty set)");
+        let two = crdt_table(&CrdtValue::Register(vec![b("blue"), b("green")]), &key);
+        assert!(
+            two.starts_with(" value\n-------\n blue\n green\n(2 concurrent values")
+                && two.contains("`rset k VALUE` replaces them all"),
+            "{two}"
+        );
+        assert_eq!(
+            crdt_table(&CrdtValue::Register(vec![]), &key),
+            "(not found)"
+        );
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert(
+            "name".to_string(),
+            FieldValue {
+                register: vec![b("ada"), b("bob")],
+                ..Default::default()
+            },
+        );
+        fields.insert(
+            "roles".to_string(),
+            FieldValue {
+                set: vec![b("admin"), b("ed")],
+                ..Default::default()
+            },
+        );
+        fields.insert(
+            "visits".to_string(),
+            FieldValue {
+                counter: -2,
+                ..Default::default()
+            },
+        );
+        let map = CrdtValue::Map(fields.clone());
+        assert_eq!(
+            crdt_table(&map, &key),
+            " field  | register                | counter | set members\n\
+             --------+-------------------------+---------+-------------\n \
+             name   | {ada, bob} (concurrent) |         |\n \
+             roles  |                         |         | {admin, ed}\n \
+             visits |                         |      -2 |\n\
+             (map of 3 field(s))"
+        );
+        assert_eq!(
+            crdt_line(&map),
+            "map {name: register {ada, bob}, roles: set {admin, ed}, visits: counter -2}"
+        );
+        fields.remove("name");
+        fields.remove("visits");
+        assert_eq!(
+            crdt_table(&CrdtValue::Map(fields), &key),
+            " field | set members\n------+-------------\n roles | {admin, ed}\n(map of 1 field(s))"
+                .replace("------+", "-------+")
+        );
+        assert_eq!(crdt_line(&CrdtValue::Counter(7)), "counter 7");
+        assert_eq!(
+            crdt_json(&CrdtValue::Set(vec![b("x")])),
+            json!({"type": "set", "members": ["x"]})
+        );
     }
 
     /// Goal: tables align, numeric columns right-aligned.

@@ -13,7 +13,8 @@ use crate::config::DEFAULT_VNODES;
 use crate::key::Key;
 use crate::keyspace::{ConflictPolicy, KeyspaceDef};
 use crate::proto::{
-    BatchItem, BatchResponse, ErrorKind, GetResponse, NodeStatus, PutResponse, ScanItem,
+    BatchItem, BatchResponse, CrdtOp, ErrorKind, GetResponse, NodeStatus, PutResponse, ScanItem,
+    UpdateResponse,
 };
 use crate::ring::{Ring, RingError};
 
@@ -53,6 +54,57 @@ pub enum ExecError {
     /// `next` with no scan to continue.
     #[error("{0}")]
     NoScan(&'static str),
+    /// A CRDT command in a keyspace whose policy it does not belong to.
+    #[error(
+        "{command} does not apply to keyspace {keyspace} (policy {policy}); {command} needs a \
+         {needs} keyspace{hint}"
+    )]
+    WrongPolicy {
+        /// The shell command.
+        command: &'static str,
+        /// The current keyspace.
+        keyspace: String,
+        /// Its policy.
+        policy: ConflictPolicy,
+        /// The policy the command needs.
+        needs: ConflictPolicy,
+        /// What to use instead.
+        hint: String,
+    },
+}
+
+/// The policy a CRDT operation belongs to.
+fn op_policy(op: &CrdtOp) -> ConflictPolicy {
+    match op {
+        CrdtOp::CounterAdd(_) => ConflictPolicy::Counter,
+        CrdtOp::SetAdd(_) | CrdtOp::SetRemove(_) => ConflictPolicy::Set,
+        CrdtOp::RegisterWrite(_) => ConflictPolicy::Register,
+        CrdtOp::MapUpdate { .. } | CrdtOp::MapRemove { .. } => ConflictPolicy::Map,
+    }
+}
+
+/// The shell commands that work in a keyspace with `policy`.
+fn commands_for(policy: ConflictPolicy) -> &'static str {
+    match policy {
+        ConflictPolicy::Counter => "incr, decr",
+        ConflictPolicy::Set => "sadd, srem",
+        ConflictPolicy::Map => "hset, hincr, hsadd, hsrem, hdel",
+        ConflictPolicy::Register => "rset",
+        _ => "put, delete, resolve, batch",
+    }
+}
+
+/// Where the context of a CRDT operation came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextSource {
+    /// None was sent (adds, increments, a register write to a key never read).
+    None,
+    /// Given with context=.
+    Given,
+    /// The session's last read of the key.
+    LastRead,
+    /// The shell read the key first.
+    ReadFirst,
 }
 
 /// One line per cause, so a failed quorum shows what happened to every replica.
@@ -159,6 +211,29 @@ pub enum Outcome {
         policy: Option<String>,
         /// The reply.
         response: PutResponse,
+    },
+    /// A CRDT operation (incr, sadd, hset, rset, ...).
+    Updated {
+        /// Keyspace written.
+        keyspace: String,
+        /// The key.
+        key: Key,
+        /// The shell command.
+        command: &'static str,
+        /// The operation sent.
+        op: CrdtOp,
+        /// Where its context came from.
+        source: ContextSource,
+        /// The context sent.
+        sent_context: String,
+        /// The W sent (None: the keyspace's).
+        w: Option<u8>,
+        /// The keyspace's own W, if known.
+        default_w: Option<u8>,
+        /// The node that coordinated it.
+        coordinator: Option<String>,
+        /// The reply.
+        response: UpdateResponse,
     },
     /// A page of a scan.
     Scanned {
@@ -593,6 +668,13 @@ impl Session {
                     response,
                 })
             }
+            Command::Update {
+                command,
+                key,
+                op,
+                w,
+                context,
+            } => self.update(command, key, op, w, context).await,
             Command::Actor(set) => {
                 if let Some(a) = set {
                     self.actor = a;
@@ -901,6 +983,93 @@ impl Session {
             conditional,
             stamp,
             policy: def.map(|d| policy_text(&d)),
+            response,
+        })
+    }
+
+    /// Apply a CRDT operation. Removes (srem, hsrem, hdel) without context= use the
+    /// session's last read of the key, else read it first; rset uses the last read if any.
+    async fn update(
+        &mut self,
+        command: &'static str,
+        key: Key,
+        op: CrdtOp,
+        w: Option<Level>,
+        context: Option<String>,
+    ) -> Result<Outcome, ExecError> {
+        let def = self.current_def().await;
+        let needs = op_policy(&op);
+        if let Some(d) = &def {
+            if d.policy != needs {
+                return Err(ExecError::WrongPolicy {
+                    command,
+                    keyspace: d.name.clone(),
+                    policy: d.policy,
+                    needs,
+                    hint: format!("; in {} use {}", d.name, commands_for(d.policy)),
+                });
+            }
+        }
+        let w = self.quorum(w, self.consistency.w).await?;
+        let removes = matches!(
+            op,
+            CrdtOp::SetRemove(_)
+                | CrdtOp::MapRemove { .. }
+                | CrdtOp::MapUpdate {
+                    op: crate::proto::FieldOp::SetRemove(_),
+                    ..
+                }
+        );
+        let uses_read = removes || matches!(op, CrdtOp::RegisterWrite(_));
+        let remembered = self
+            .contexts
+            .get(&(self.keyspace.clone(), key.clone()))
+            .map(|r| r.context.clone());
+        let (source, context) = match (context, remembered) {
+            (Some(c), _) => (ContextSource::Given, c),
+            (None, Some(c)) if uses_read => (ContextSource::LastRead, c),
+            (None, None) if removes => {
+                let r = self.quorum(None, self.consistency.r).await?;
+                let opts = RequestOptions {
+                    r,
+                    ..Default::default()
+                };
+                let read = self.client.get(&self.keyspace, key.clone(), &opts).await?;
+                self.contexts.insert(
+                    (self.keyspace.clone(), key.clone()),
+                    Remembered {
+                        context: read.context.clone(),
+                        ids: Vec::new(),
+                    },
+                );
+                (ContextSource::ReadFirst, read.context)
+            }
+            _ => (ContextSource::None, String::new()),
+        };
+        let opts = RequestOptions {
+            w,
+            context: Some(context.clone()),
+            trace: self.tracing,
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .update(&self.keyspace, key.clone(), op.clone(), &opts)
+            .await?;
+        let default_w = match w {
+            Some(_) => None,
+            None => def.map(|d| d.w),
+        };
+        Ok(Outcome::Updated {
+            keyspace: self.keyspace.clone(),
+            key,
+            command,
+            op,
+            source,
+            sent_context: context,
+            w,
+            default_w,
+            coordinator: self.track_contact().await,
             response,
         })
     }
