@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// Keyspaces created at start. Default: none.
     #[serde(default)]
     pub keyspaces: Vec<KeyspaceDef>,
+    /// TCP address of the Prometheus endpoint (`GET /metrics`). Default: none (off).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Certificates and key, PEM files. Relative paths are relative to the config file.

@@ -411,6 +411,7 @@ impl Node {
             acc
         });
         let policy = ks.policy;
+        self.metrics.siblings_per_read(merged.siblings.len());
         let stale: Vec<String> = replies
             .iter()
             .filter(|(_, o)| *o != merged)
@@ -509,6 +510,7 @@ impl Node {
             for (node, o) in replies {
                 if o != merged {
                     tracing::debug!(%key, replica = %node, "read repair");
+                    me.metrics.read_repairs_sent(1);
                     let req = PeerRequest::Replicate {
                         keyspace: ks.clone(),
                         key: key.clone(),

@@ -146,6 +146,9 @@ pub fn write_cluster_files(
                 nodes: members.clone(),
             },
             keyspaces: keyspaces.to_vec(),
+            // Same port number as the QUIC endpoint, on TCP: predictable, and free
+            // whenever the UDP port was.
+            metrics_listen: Some(m.addr),
         };
         let path = node_dir.join("node.toml");
         let text = toml::to_string_pretty(&cfg).map_err(|e| io(&path, std::io::Error::other(e)))?;

@@ -17,6 +17,7 @@ pub mod crdt;
 pub mod inprocess;
 pub mod key;
 pub mod keyspace;
+pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod replica;

@@ -78,6 +78,8 @@ pub struct Node {
     pub(crate) request_timeout: Duration,
     /// Last known state of each peer (`true` = up), from the last exchange with it.
     pub(crate) health: Mutex<HashMap<String, bool>>,
+    /// Latency histograms and counters, served at `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Bounds background read repairs (see `limits.max_pending_read_repairs`).
     pub(crate) repair_slots: Arc<Semaphore>,
 }
@@ -103,6 +105,7 @@ impl Node {
             transport: p.transport,
             keyspaces: Registry::default(),
             repair_slots: Arc::new(Semaphore::new(p.limits.max_pending_read_repairs)),
+            metrics: Arc::default(),
             limits: p.limits,
             request_timeout: p.request_timeout,
             health: Mutex::new(HashMap::new()),
@@ -202,6 +205,12 @@ impl Node {
     /// Handle a request from a client; this node coordinates it.
     pub async fn handle_client(self: &Arc<Self>, req: ClientRequest) -> ClientResponse {
         let span = tracing::debug_span!("client_request", node = %self.name, op = op_name(&req));
+        let metric_op = match op_name(&req) {
+            op @ ("get" | "put" | "delete" | "scan" | "batch" | "update") => op,
+            _ => "admin",
+        };
+        let _inflight = self.metrics.start_request();
+        let started = tokio::time::Instant::now();
         async move {
             let result = match req {
                 ClientRequest::Get(g) => self.get(g).await.map(ClientResponse::Get),
@@ -223,6 +232,9 @@ impl Node {
                 ClientRequest::Status => Ok(self.status()),
                 ClientRequest::Ping => Ok(ClientResponse::Pong(self.name.clone())),
             };
+            let quorum_failed = matches!(result, Err(CoordinatorError::QuorumNotReached { .. }));
+            self.metrics
+                .coordinator_done(metric_op, started.elapsed(), quorum_failed);
             result.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "request failed");
                 ClientResponse::Error(error_response(&e))
@@ -275,6 +287,22 @@ impl Node {
 
     /// The replica side of the protocol, shared by local and remote calls.
     pub(crate) async fn replica_step(self: &Arc<Self>, req: PeerRequest) -> PeerResponse {
+        let kind = match &req {
+            PeerRequest::Read { .. } => "read",
+            PeerRequest::Write { .. }
+            | PeerRequest::WriteBatch { .. }
+            | PeerRequest::Update { .. } => "write",
+            PeerRequest::Replicate { .. } | PeerRequest::ReplicateBatch { .. } => "replicate",
+            PeerRequest::Scan { .. } => "scan",
+            _ => "other",
+        };
+        let started = tokio::time::Instant::now();
+        let reply = self.replica_apply(req).await;
+        self.metrics.replica_done(kind, started.elapsed());
+        reply
+    }
+
+    async fn replica_apply(self: &Arc<Self>, req: PeerRequest) -> PeerResponse {
         // Every data request carries its keyspace, so a replica that missed the keyspace's
         // creation learns it here, before serving the request.
         if let Some(def) = req.keyspace() {

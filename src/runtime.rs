@@ -17,6 +17,9 @@ use crate::transport::quic::QuicTransport;
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The metrics endpoint could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// Storage could not be opened.
     #[error("cannot open storage in {path}: {source}")]
     Storage {
@@ -49,8 +52,11 @@ pub struct RunningNode {
     pub endpoint: Endpoint,
     /// The bound address.
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     server: tokio::task::JoinHandle<()>,
     prober: tokio::task::JoinHandle<()>,
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -60,6 +66,9 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.server.abort();
         self.prober.abort();
+        if let Some(m) = self.metrics_server {
+            m.abort();
+        }
     }
 }
 
@@ -129,6 +138,19 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         cfg.limits.max_frame_bytes,
         cfg.limits.max_inflight_requests,
     ));
+    let (metrics_addr, metrics_server) = match cfg.metrics_listen {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            let bound = listener.local_addr().ok();
+            let task = tokio::spawn(crate::metrics::serve(
+                listener,
+                Arc::clone(&node.metrics),
+                cfg.name.clone(),
+            ));
+            (bound, Some(task))
+        }
+        None => (None, None),
+    };
     // Probe peers once a second so `status` shows down nodes without waiting for traffic.
     let prober = {
         let node = Arc::clone(&node);
@@ -146,7 +168,9 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         node,
         endpoint,
         addr,
+        metrics_addr,
         server,
         prober,
+        metrics_server,
     })
 }

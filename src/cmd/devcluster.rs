@@ -225,6 +225,9 @@ fn print_banner(dir: &Path, cluster_file: &Path, procs: &[Proc]) {
             addr,
             p.config.with_file_name("node.log").display()
         );
+        if let Ok(Some(m)) = NodeConfig::load(&p.config).map(|c| c.metrics_listen) {
+            println!("       metrics http://{m}/metrics");
+        }
     }
     let c = cluster_file.display();
     println!();

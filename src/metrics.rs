@@ -1,0 +1,356 @@
+//! Node metrics: HdrHistogram latencies and counters, exported in the Prometheus text
+//! format over a minimal HTTP endpoint (`GET /metrics`, address `metrics_listen` in the
+//! node config).
+//!
+//! Histograms are recorded in microseconds and exported as Prometheus *summaries*
+//! (quantiles computed on the node), the same shape `nodetool proxyhistograms` shows:
+//! coordinator latency per operation, replica-side handling latency per request kind,
+//! siblings per read. Counters: requests and quorum failures per operation, read repairs
+//! sent; a gauge of requests in flight. Every structure is bounded (fixed histogram range,
+//! a fixed set of operation names).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Errors of the metrics endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The endpoint could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Highest latency recorded exactly (µs); slower requests are clamped to it.
+const MAX_LATENCY_US: u64 = 60_000_000;
+/// Quantiles exported for every histogram.
+const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+fn new_histogram(max: u64) -> Histogram<u64> {
+    // 1..=max with 3 significant digits: valid constant bounds, so this cannot fail.
+    Histogram::new_with_bounds(1, max, 3).expect("constant histogram bounds are valid")
+}
+
+/// A histogram behind a lock; writers clamp values into its range.
+struct Recorder {
+    hist: Mutex<Histogram<u64>>,
+    max: u64,
+}
+
+impl Recorder {
+    fn new(max: u64) -> Self {
+        Recorder {
+            hist: Mutex::new(new_histogram(max)),
+            max,
+        }
+    }
+
+    fn record(&self, v: u64) {
+        let mut h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = h.record(v.clamp(1, self.max));
+    }
+}
+
+/// All metrics of one node.
+pub struct Metrics {
+    coordinator: BTreeMap<&'static str, Recorder>,
+    replica: BTreeMap<&'static str, Recorder>,
+    requests: BTreeMap<&'static str, AtomicU64>,
+    quorum_failures: BTreeMap<&'static str, AtomicU64>,
+    read_repairs: AtomicU64,
+    inflight: AtomicI64,
+    siblings: Recorder,
+}
+
+/// Client operations with their own series.
+pub const CLIENT_OPS: [&str; 7] = ["get", "put", "delete", "scan", "batch", "update", "admin"];
+/// Replica request kinds with their own series.
+pub const REPLICA_OPS: [&str; 5] = ["read", "write", "replicate", "scan", "other"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            coordinator: CLIENT_OPS
+                .iter()
+                .map(|o| (*o, Recorder::new(MAX_LATENCY_US)))
+                .collect(),
+            replica: REPLICA_OPS
+                .iter()
+                .map(|o| (*o, Recorder::new(MAX_LATENCY_US)))
+                .collect(),
+            requests: CLIENT_OPS.iter().map(|o| (*o, AtomicU64::new(0))).collect(),
+            quorum_failures: CLIENT_OPS.iter().map(|o| (*o, AtomicU64::new(0))).collect(),
+            read_repairs: AtomicU64::new(0),
+            inflight: AtomicI64::new(0),
+            siblings: Recorder::new(100_000),
+        }
+    }
+}
+
+/// Decrements the in-flight gauge when a request ends, however it ends.
+pub struct InflightGuard<'a>(&'a AtomicI64);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// Count a client request as in flight until the guard drops.
+    pub fn start_request(&self) -> InflightGuard<'_> {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(&self.inflight)
+    }
+
+    /// Record a finished client request (`op` from [`CLIENT_OPS`]).
+    pub fn coordinator_done(&self, op: &str, took: Duration, quorum_failed: bool) {
+        if let Some(r) = self.coordinator.get(op) {
+            r.record(took.as_micros() as u64);
+        }
+        if let Some(c) = self.requests.get(op) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if quorum_failed {
+            if let Some(c) = self.quorum_failures.get(op) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Record replica-side handling time (`op` from [`REPLICA_OPS`]).
+    pub fn replica_done(&self, op: &str, took: Duration) {
+        if let Some(r) = self.replica.get(op) {
+            r.record(took.as_micros() as u64);
+        }
+    }
+
+    /// Count read repairs sent.
+    pub fn read_repairs_sent(&self, n: u64) {
+        self.read_repairs.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Record how many versions a read returned.
+    pub fn siblings_per_read(&self, n: usize) {
+        self.siblings.record(n as u64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, node: &str) -> String {
+        let mut out = String::new();
+        let summary = |out: &mut String,
+                       name: &str,
+                       help: &str,
+                       scale: f64,
+                       series: Vec<(String, &Recorder)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} summary");
+            for (labels, rec) in series {
+                let h = rec.hist.lock().unwrap_or_else(|e| e.into_inner());
+                for q in QUANTILES {
+                    let v = h.value_at_quantile(q) as f64 * scale;
+                    let _ = writeln!(out, "{name}{{{labels},quantile=\"{q}\"}} {v}");
+                }
+                let sum = h.mean() * h.len() as f64 * scale;
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+            }
+        };
+        let node_label = format!("node=\"{node}\"");
+        summary(
+            &mut out,
+            "quorumkv_coordinator_latency_seconds",
+            "Client request latency at the coordinator, by operation.",
+            1e-6,
+            self.coordinator
+                .iter()
+                .map(|(op, r)| (format!("{node_label},op=\"{op}\""), r))
+                .collect(),
+        );
+        summary(
+            &mut out,
+            "quorumkv_replica_latency_seconds",
+            "Replica-side handling latency (storage included), by request kind.",
+            1e-6,
+            self.replica
+                .iter()
+                .map(|(op, r)| (format!("{node_label},op=\"{op}\""), r))
+                .collect(),
+        );
+        summary(
+            &mut out,
+            "quorumkv_siblings_per_read",
+            "Versions returned by a read.",
+            1.0,
+            vec![(node_label.clone(), &self.siblings)],
+        );
+        let counter = |out: &mut String,
+                       name: &str,
+                       help: &str,
+                       series: &BTreeMap<&'static str, AtomicU64>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (op, c) in series {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{node_label},op=\"{op}\"}} {}",
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        };
+        counter(
+            &mut out,
+            "quorumkv_requests_total",
+            "Client requests coordinated, by operation.",
+            &self.requests,
+        );
+        counter(
+            &mut out,
+            "quorumkv_quorum_failures_total",
+            "Requests that failed with quorum not reached, by operation.",
+            &self.quorum_failures,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quorumkv_read_repairs_total Objects sent to stale replicas by read repair."
+        );
+        let _ = writeln!(out, "# TYPE quorumkv_read_repairs_total counter");
+        let _ = writeln!(
+            out,
+            "quorumkv_read_repairs_total{{{node_label}}} {}",
+            self.read_repairs.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quorumkv_requests_inflight Client requests being coordinated now."
+        );
+        let _ = writeln!(out, "# TYPE quorumkv_requests_inflight gauge");
+        let _ = writeln!(
+            out,
+            "quorumkv_requests_inflight{{{node_label}}} {}",
+            self.inflight.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+/// Connections the endpoint serves at once; scrapers are few, and a bound keeps a
+/// misbehaving one from tying up the node.
+const MAX_SCRAPERS: usize = 16;
+/// Longest request header accepted.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Bind the metrics endpoint.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// Serve `GET /metrics` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, node: String) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
+        let (metrics, node) = (Arc::clone(&metrics), node.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut buf = vec![0u8; MAX_REQUEST_BYTES];
+            let mut len = 0;
+            // Read until the end of the request header, bounded in size and time.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => len += n,
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let request = String::from_utf8_lossy(&buf[..len]);
+            let (status, body) =
+                if request.starts_with("GET /metrics ") || request.starts_with("GET /metrics?") {
+                    ("200 OK", metrics.render(&node))
+                } else {
+                    (
+                        "404 Not Found",
+                        "only GET /metrics is served here\n".to_string(),
+                    )
+                };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: recorded values show up in the exposition with the right names, labels,
+    /// counts and units.
+    #[test]
+    fn render_exposition() {
+        let m = Metrics::default();
+        m.coordinator_done("put", Duration::from_millis(3), false);
+        m.coordinator_done("put", Duration::from_millis(5), true);
+        m.replica_done("write", Duration::from_micros(800));
+        m.read_repairs_sent(2);
+        m.siblings_per_read(2);
+        let text = m.render("n1");
+        assert!(text.contains("# TYPE quorumkv_coordinator_latency_seconds summary"));
+        assert!(
+            text.contains("quorumkv_coordinator_latency_seconds_count{node=\"n1\",op=\"put\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("quorumkv_quorum_failures_total{node=\"n1\",op=\"put\"} 1"));
+        assert!(text.contains("quorumkv_requests_total{node=\"n1\",op=\"put\"} 2"));
+        assert!(text.contains("quorumkv_read_repairs_total{node=\"n1\"} 2"));
+        let p100 = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "quorumkv_coordinator_latency_seconds{node=\"n1\",op=\"put\",quantile=\"1\"}",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap();
+        assert!((p100 - 0.005).abs() < 0.0001, "max put latency {p100}");
+        {
+            let _g = m.start_request();
+            assert!(m
+                .render("n1")
+                .contains("quorumkv_requests_inflight{node=\"n1\"} 1"));
+        }
+        assert!(m
+            .render("n1")
+            .contains("quorumkv_requests_inflight{node=\"n1\"} 0"));
+    }
+}
