@@ -375,6 +375,20 @@ impl Client {
         }
     }
 
+    /// The contacted node's latency histograms: (node, rows, read repairs sent).
+    pub async fn stats(
+        &self,
+    ) -> Result<(String, Vec<crate::proto::LatencyStats>, u64), ClientError> {
+        match self.request(ClientRequest::Stats).await? {
+            ClientResponse::Stats {
+                node,
+                latencies,
+                read_repairs,
+            } => Ok((node, latencies, read_repairs)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Ping the contact node; returns its name.
     pub async fn ping(&self) -> Result<String, ClientError> {
         match self.request(ClientRequest::Ping).await? {

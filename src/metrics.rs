@@ -146,6 +146,37 @@ impl Metrics {
         self.siblings.record(n as u64);
     }
 
+    /// Summaries of every latency histogram that has samples, coordinator first.
+    pub fn snapshot(&self) -> Vec<crate::proto::LatencyStats> {
+        let rows = |kind: &str,
+                    map: &BTreeMap<&'static str, Recorder>|
+         -> Vec<crate::proto::LatencyStats> {
+            map.iter()
+                .filter_map(|(op, r)| {
+                    let h = r.hist.lock().unwrap_or_else(|e| e.into_inner());
+                    (!h.is_empty()).then(|| crate::proto::LatencyStats {
+                        kind: kind.to_string(),
+                        op: op.to_string(),
+                        count: h.len(),
+                        p50_us: h.value_at_quantile(0.5),
+                        p90_us: h.value_at_quantile(0.9),
+                        p99_us: h.value_at_quantile(0.99),
+                        p999_us: h.value_at_quantile(0.999),
+                        max_us: h.max(),
+                    })
+                })
+                .collect()
+        };
+        let mut out = rows("coordinator", &self.coordinator);
+        out.extend(rows("replica", &self.replica));
+        out
+    }
+
+    /// Read repairs sent so far.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs.load(Ordering::Relaxed)
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, node: &str) -> String {
         let mut out = String::new();

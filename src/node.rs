@@ -230,6 +230,11 @@ impl Node {
                     })
                 }
                 ClientRequest::Status => Ok(self.status()),
+                ClientRequest::Stats => Ok(ClientResponse::Stats {
+                    node: self.name.clone(),
+                    latencies: self.metrics.snapshot(),
+                    read_repairs: self.metrics.read_repairs(),
+                }),
                 ClientRequest::Ping => Ok(ClientResponse::Pong(self.name.clone())),
             };
             let quorum_failed = matches!(result, Err(CoordinatorError::QuorumNotReached { .. }));
@@ -455,6 +460,7 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::ListKeyspaces => "list_keyspaces",
         ClientRequest::Replicas { .. } => "replicas",
         ClientRequest::Status => "status",
+        ClientRequest::Stats => "stats",
         ClientRequest::Ping => "ping",
     }
 }

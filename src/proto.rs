@@ -278,6 +278,8 @@ pub enum ClientRequest {
     },
     /// Nodes, their addresses, health as this node sees it, and ring ownership.
     Status,
+    /// The contacted node's latency histograms (like `nodetool proxyhistograms`).
+    Stats,
     /// Liveness check.
     Ping,
 }
@@ -344,6 +346,27 @@ pub struct NodeStatus {
     pub state: String,
     /// Share of the ring for which it is the primary replica (0..1).
     pub ownership: f64,
+}
+
+/// One latency histogram's summary, in microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    /// `coordinator` or `replica`.
+    pub kind: String,
+    /// Operation or request kind.
+    pub op: String,
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
 }
 
 /// Why one replica did not help reach a quorum.
@@ -428,6 +451,15 @@ pub enum ClientResponse {
     },
     /// For `Ping`: the node's name.
     Pong(String),
+    /// For `Stats`.
+    Stats {
+        /// The node that answered.
+        node: String,
+        /// One row per histogram with data.
+        latencies: Vec<LatencyStats>,
+        /// Read repairs sent so far.
+        read_repairs: u64,
+    },
     /// Any failure.
     Error(ErrorResponse),
 }

@@ -1111,3 +1111,39 @@ async fn node_option_pins_the_contact_point() {
     );
     c.shutdown().await;
 }
+
+/// Goal: `stats` shows the contacted node's own latency histograms (coordinator rows for
+/// the operations just run, replica rows for what it stored), in a table and as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_shows_node_histograms() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let out = shell(&c.cluster_file, &[], "put a 1\nput b 2\nget a\nstats\n").await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("latency of n1 in microseconds"), "{stdout}");
+    let put_row = stdout
+        .lines()
+        .find(|l| l.contains("coordinator") && l.contains(" put "))
+        .unwrap_or_else(|| panic!("no coordinator put row:\n{stdout}"));
+    assert!(
+        put_row.split('|').nth(2).map(str::trim) == Some("2"),
+        "{put_row}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("replica") && l.contains(" write ")),
+        "{stdout}"
+    );
+    let out = shell(&c.cluster_file, &["--output", "json"], "stats\n").await;
+    let (stdout, _) = text(&out);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["command"], "stats");
+    assert!(v["latencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["op"] == "get" && l["count"] == 1));
+    c.shutdown().await;
+}

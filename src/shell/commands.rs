@@ -386,6 +386,18 @@ pub const COMMANDS: &[CommandSpec] = &[
         options: &[],
     },
     CommandSpec {
+        name: "stats",
+        aliases: &[],
+        usage: "stats",
+        summary: "the contacted node's latency histograms (like nodetool proxyhistograms)",
+        details: "Shows the contacted node's latency percentiles in microseconds: as a\n\
+                  coordinator, per client operation (get, put, scan, ...), and as a replica,\n\
+                  per request kind (read, write, replicate, scan), since the node started.\n\
+                  The same figures are served to Prometheus at the node's /metrics.",
+        args: &[],
+        options: &[],
+    },
+    CommandSpec {
         name: "ring",
         aliases: &[],
         usage: "ring",

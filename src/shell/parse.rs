@@ -386,6 +386,8 @@ pub enum Command {
     Replicas(Key),
     /// `status`.
     Status,
+    /// `stats`.
+    Stats,
     /// `ring`.
     Ring,
     /// `tracing [on|off]`; `None` shows the setting.
@@ -698,6 +700,7 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
         }
         "replicas" => Command::Replicas(key_arg(arg(0))),
         "status" => Command::Status,
+        "stats" => Command::Stats,
         "ring" => Command::Ring,
         "tracing" => Command::Tracing(match arg(0) {
             None => None,

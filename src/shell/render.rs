@@ -591,6 +591,31 @@ fn outcome_table(o: &Outcome) -> String {
                 table(&[">#", "node", "state"], &rows)
             )
         }
+        Outcome::Stats {
+            node,
+            latencies,
+            read_repairs,
+        } => {
+            let rows: Vec<Vec<String>> = latencies
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.kind.clone(),
+                        l.op.clone(),
+                        l.count.to_string(),
+                        l.p50_us.to_string(),
+                        l.p90_us.to_string(),
+                        l.p99_us.to_string(),
+                        l.p999_us.to_string(),
+                        l.max_us.to_string(),
+                    ]
+                })
+                .collect();
+            format!(
+                "latency of {node} in microseconds, since it started:\n{}\n(read repairs sent: {read_repairs})",
+                table(&["role", "op", ">count", ">p50", ">p90", ">p99", ">p99.9", ">max"], &rows)
+            )
+        }
         Outcome::Status { contacted, nodes } => {
             let rows: Vec<Vec<String>> = nodes
                 .iter()
@@ -798,6 +823,13 @@ fn outcome_json(o: &Outcome) -> Value {
         }),
         Outcome::Status { contacted, nodes } => {
             json!({"ok": true, "command": "status", "contacted": contacted, "nodes": nodes})
+        }
+        Outcome::Stats {
+            node,
+            latencies,
+            read_repairs,
+        } => {
+            json!({"ok": true, "command": "stats", "node": node, "latencies": latencies, "read_repairs": read_repairs})
         }
         Outcome::Ring { vnodes, rows } => json!({
             "ok": true, "command": "ring", "vnodes": vnodes,

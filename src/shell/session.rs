@@ -314,6 +314,15 @@ pub enum Outcome {
         /// Preference list with each node's state (if status answered).
         nodes: Vec<(String, Option<String>)>,
     },
+    /// `stats`.
+    Stats {
+        /// The node that answered.
+        node: String,
+        /// Its histograms.
+        latencies: Vec<crate::proto::LatencyStats>,
+        /// Read repairs it sent.
+        read_repairs: u64,
+    },
     /// `status`.
     Status {
         /// The node that answered.
@@ -811,6 +820,14 @@ impl Session {
             Command::Status => {
                 let (contacted, nodes) = self.client.status().await?;
                 Ok(Outcome::Status { contacted, nodes })
+            }
+            Command::Stats => {
+                let (node, latencies, read_repairs) = self.client.stats().await?;
+                Ok(Outcome::Stats {
+                    node,
+                    latencies,
+                    read_repairs,
+                })
             }
             Command::Ring => {
                 let (_, nodes) = self.client.status().await?;
