@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing (clap) and dispatch to the subcommands.
 
+mod bench;
 mod certs;
 mod devcluster;
 mod kv;
@@ -69,6 +70,8 @@ enum Command {
     Hdel(kv::FieldArgs),
     /// Interactive shell (cqlsh/redis-cli style): siblings, contexts, tracing, status.
     Shell(shell::ShellArgs),
+    /// YCSB-style load generator: workloads A-F, closed or open loop, latency histograms.
+    Bench(bench::BenchArgs),
 }
 
 /// Where the client connection file is when `--cluster` is not given.
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hsrem(a) => kv::hsrem(a),
         Command::Hdel(a) => kv::hdel(a),
         Command::Shell(a) => shell::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 
