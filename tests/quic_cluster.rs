@@ -458,6 +458,18 @@ async fn client_fails_over_between_contact_points() {
     c.shutdown().await;
 }
 
+/// Whether n1's `status` reports `node` in `state` within 10 s (polled every 250 ms).
+async fn reports_state(c: &QuicCluster, node: &str, state: &str) -> bool {
+    for _ in 0..40 {
+        let (_, nodes) = client_of(c, 0).status().await.unwrap();
+        if nodes.iter().any(|s| s.name == node && s.state == state) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 /// Goal: `status` reports a stopped node as down (learnt by the node's periodic probe,
 /// without any client request touching it) and reports it up again after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,30 +484,13 @@ async fn status_shows_down_node() {
     )
     .await
     .unwrap();
-    let state_of = |nodes: &[quorumkv::proto::NodeStatus], n: &str| {
-        nodes.iter().find(|s| s.name == n).map(|s| s.state.clone())
-    };
     c.stop(2).await;
-    let mut seen_down = false;
-    for _ in 0..40 {
-        let (_, nodes) = client_of(&c, 0).status().await.unwrap();
-        if state_of(&nodes, "n3").as_deref() == Some("down") {
-            seen_down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(seen_down, "n3 never reported down");
+    assert!(
+        reports_state(&c, "n3", "down").await,
+        "n3 never reported down"
+    );
     c.restart(2).await.unwrap();
-    let mut seen_up = false;
-    for _ in 0..40 {
-        let (_, nodes) = client_of(&c, 0).status().await.unwrap();
-        if state_of(&nodes, "n3").as_deref() == Some("up") {
-            seen_up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let seen_up = reports_state(&c, "n3", "up").await;
     assert!(seen_up, "n3 never reported up again");
     c.shutdown().await;
 }
