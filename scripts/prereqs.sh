@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by scripts/dev.sh and scripts/test.sh: installs what a fresh Debian machine lacks
 # for building quorumkv (libclang for the rocksdb crate's bindgen, a C++ compiler), for the
-# tests (tmux; busybox-static and iptables for the container image), and
+# tests (tmux; busybox-static and iptables for the container image), protoc and the peer
+# stores for the `peers` feature (quorumkv_peer_prereqs), and
 # points cargo at a build cache outside the checkout so a fresh clone reuses earlier builds.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quorumkv-target}"
@@ -33,4 +34,27 @@ quorumkv_prereqs() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     mkdir -p "$CARGO_TARGET_DIR"
+}
+
+# The `peers` cargo feature (redis and etcd drivers of `quorumkv bench`): etcd-client's
+# build compiles etcd's .proto files with protoc; scripts/bench-compare.sh and its smoke
+# run in scripts/test.sh start Debian's redis-server and etcd.
+quorumkv_peer_prereqs() {
+    local missing=()
+    command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing missing packages: ${missing[*]}" >&2
+        local sudo=""
+        if [ "$(id -u)" != 0 ]; then
+            command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; return 1; }
+            sudo="sudo"
+        fi
+        $sudo apt-get update -qq
+        # The packages' own services are not wanted (the scripts start the servers on
+        # their own ports); where systemd runs, they start one on the default port.
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
 }

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it (.ci/run calls this): formatting, lints, then every test
 # of the workspace (unit, property, in-process clusters over the in-memory network and
-# over QUIC+RocksDB, the real binary with kill -9, and the jepsen-like checker).
+# over QUIC+RocksDB, the real binary with kill -9, and the jepsen-like checker), the
+# netsplit evidence over containers, and a smoke run of scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 quorumkv_prereqs
+quorumkv_peer_prereqs
+# --all-features everywhere: one feature set, so the dependencies build once, and the
+# `peers` drivers are linted and tested too.
 cargo fmt --all -- --check
-cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --workspace --no-fail-fast
+    cargo nextest run --locked --workspace --all-features --no-fail-fast
 else
-    cargo test --locked --workspace --no-fail-fast
+    cargo test --locked --workspace --all-features --no-fail-fast
 fi
 bash scripts/netsplit-evidence.sh
+# The comparison script end to end on the debug build: Redis, a 3-member etcd cluster,
+# quorumkv and the echo ceiling, 2-second runs (checks the drivers and the report, not
+# performance).
+bash scripts/bench-compare.sh --smoke

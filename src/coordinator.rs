@@ -412,6 +412,14 @@ impl Node {
         });
         let policy = ks.policy;
         self.metrics.siblings_per_read(merged.siblings.len());
+        self.metrics.object_size(
+            "read",
+            merged
+                .siblings
+                .iter()
+                .map(|s| s.value.as_ref().map_or(0, Vec::len))
+                .sum(),
+        );
         let stale: Vec<String> = replies
             .iter()
             .filter(|(_, o)| *o != merged)
@@ -535,6 +543,9 @@ impl Node {
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
         let context = VersionVector::from_context(&req.context)?;
         check_write_stamp(&ks, req.timestamp, req.actor.as_deref())?;
+        if let Some(v) = &req.value {
+            self.metrics.object_size("write", v.len());
+        }
         let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
         let op = if req.value.is_some() {
             "write"

@@ -5,7 +5,7 @@
 //! Histograms are recorded in microseconds and exported as Prometheus *summaries*
 //! (quantiles computed on the node), the same shape `nodetool proxyhistograms` shows:
 //! coordinator latency per operation, replica-side handling latency per request kind,
-//! siblings per read. Counters: requests and quorum failures per operation, read repairs
+//! siblings per read, object sizes read and written. Counters: requests and quorum failures per operation, read repairs
 //! sent; a gauge of requests in flight. Every structure is bounded (fixed histogram range,
 //! a fixed set of operation names).
 
@@ -71,7 +71,13 @@ pub struct Metrics {
     read_repairs: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
+    /// Bytes of values returned by a read (all siblings) and written by a put, like
+    /// Riak's `node_get_fsm_objsize`: large objects explain slow tails.
+    object_sizes: BTreeMap<&'static str, Recorder>,
 }
+
+/// Largest object size recorded exactly (bytes); larger ones are clamped to it.
+const MAX_OBJECT_BYTES: u64 = 1 << 30;
 
 /// Client operations with their own series.
 pub const CLIENT_OPS: [&str; 7] = ["get", "put", "delete", "scan", "batch", "update", "admin"];
@@ -94,6 +100,10 @@ impl Default for Metrics {
             read_repairs: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
+            object_sizes: ["read", "write"]
+                .iter()
+                .map(|o| (*o, Recorder::new(MAX_OBJECT_BYTES)))
+                .collect(),
         }
     }
 }
@@ -144,6 +154,13 @@ impl Metrics {
     /// Record how many versions a read returned.
     pub fn siblings_per_read(&self, n: usize) {
         self.siblings.record(n as u64);
+    }
+
+    /// Record the size of an object read (`"read"`) or written (`"write"`), in bytes.
+    pub fn object_size(&self, op: &str, bytes: usize) {
+        if let Some(r) = self.object_sizes.get(op) {
+            r.record(bytes as u64);
+        }
     }
 
     /// Summaries of every latency histogram that has samples, coordinator first.
@@ -225,6 +242,16 @@ impl Metrics {
             "Versions returned by a read.",
             1.0,
             vec![(node_label.clone(), &self.siblings)],
+        );
+        summary(
+            &mut out,
+            "quorumkv_object_size_bytes",
+            "Bytes of the values a read returned (all siblings) or a put wrote.",
+            1.0,
+            self.object_sizes
+                .iter()
+                .map(|(op, r)| (format!("{node_label},op=\"{op}\""), r))
+                .collect(),
         );
         let counter = |out: &mut String,
                        name: &str,

@@ -175,6 +175,97 @@ async fn open_loop_holds_the_rate() {
     c.shutdown().await;
 }
 
+/// Run the binary with `args` to completion (bounded), asserting success; returns stdout.
+async fn quorumkv(args: &[&std::ffi::OsStr]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("finishes by itself")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Goal: `--plot` draws a run, the JSON report keeps a throughput timeline and full
+/// histograms, `--target echo` runs the same workload against the QUIC echo ceiling,
+/// and `bench-report` merges both runs into one markdown table and one plot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plot_echo_and_merged_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let p = |name: &str| dir.path().join(name).into_os_string();
+    let common = ["--workload", "a", "--records", "100", "--duration", "2.5"];
+    let common: Vec<&std::ffi::OsStr> = common.iter().map(std::ffi::OsStr::new).collect();
+    let (qkv_json, qkv_svg, echo_json) = (p("qkv.json"), p("qkv.svg"), p("echo.json"));
+    let mut args: Vec<&std::ffi::OsStr> =
+        ["bench", "--quiet", "--keyspace", "default", "--cluster"]
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .collect();
+    args.push(c.cluster_file.as_os_str());
+    args.extend(common.iter().copied());
+    args.extend([
+        "--json".as_ref(),
+        qkv_json.as_os_str(),
+        "--plot".as_ref(),
+        qkv_svg.as_os_str(),
+    ]);
+    quorumkv(&args).await;
+    let svg = std::fs::read_to_string(&qkv_svg).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("update") && svg.contains("read"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&qkv_json).unwrap()).unwrap();
+    assert_eq!(report["parameters"]["target"], "quorumkv");
+    let timeline = report["run"]["timeline"].as_array().unwrap();
+    assert!(timeline.len() >= 2, "one point a second: {timeline:?}");
+    assert!(report["run"]["histograms"]["update"].is_string());
+
+    let mut args: Vec<&std::ffi::OsStr> = ["bench", "--quiet", "--target", "echo"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    args.extend(common.iter().copied());
+    args.extend(["--json".as_ref(), echo_json.as_os_str()]);
+    quorumkv(&args).await;
+    let echo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&echo_json).unwrap()).unwrap();
+    assert_eq!(echo["parameters"]["label"], "echo");
+    assert_eq!(errors(&echo["run"]), 0);
+    assert!(count(&echo["run"], "read") > 0 && count(&echo["run"], "update") > 0);
+
+    let (md, both_svg) = (p("table.md"), p("both.svg"));
+    quorumkv(&[
+        "bench-report".as_ref(),
+        qkv_json.as_os_str(),
+        echo_json.as_os_str(),
+        "--markdown".as_ref(),
+        md.as_os_str(),
+        "--plot".as_ref(),
+        both_svg.as_os_str(),
+    ])
+    .await;
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "header, rule and one row per run: {table}"
+    );
+    assert!(table.contains("| quorumkv | quorumkv | A |"), "{table}");
+    assert!(table.contains("| echo | echo | A |"), "{table}");
+    let svg = std::fs::read_to_string(&both_svg).unwrap();
+    assert!(svg.contains("quorumkv update") && svg.contains("echo read"));
+    c.shutdown().await;
+}
+
 /// Goal: bad arguments fail with a clear message and a non-zero exit, before touching
 /// any cluster.
 #[test]
@@ -185,6 +276,9 @@ fn bad_arguments_are_refused() {
         (vec!["--records", "0"], "--records"),
         (vec!["--rate=0"], "--rate"),
         (vec!["--distribution", "pareto"], "unknown distribution"),
+        (vec!["--target", "mysql://db:3306"], "invalid --target"),
+        (vec!["--target", "redis://localhost"], "not HOST:PORT"),
+        (vec!["--timeout-ms", "0"], "--timeout-ms"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
             .arg("bench")

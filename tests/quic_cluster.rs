@@ -577,6 +577,16 @@ async fn metrics_endpoint_is_scraped() {
         "n1 leads the writes it coordinates: {replica_writes}"
     );
     assert!(text.contains("quorumkv_requests_inflight{node=\"n1\"} 0"));
+    // Six puts of one byte (the sixth, refused for lack of a quorum, is sized when it
+    // arrives) and five reads of one byte each.
+    assert!(
+        text.contains("quorumkv_object_size_bytes_count{node=\"n1\",op=\"write\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("quorumkv_object_size_bytes{node=\"n1\",op=\"read\",quantile=\"1\"} 1"),
+        "{text}"
+    );
     assert!(scrape("/nope").await.starts_with("HTTP/1.1 404"));
     c.shutdown().await;
 }

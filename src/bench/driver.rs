@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::report::{ErrorClass, PhaseSummary, Recorder};
+use super::report::{PhaseSummary, Recorder};
+use super::target::{Target, TargetError};
 use super::workload::{Distribution, KeyChooser, Op, Rng, Workload, MAX_SCAN_LENGTH};
-use crate::client::{Client, ClientError, RequestOptions};
-use crate::key::Key;
 
 /// Errors from the driver.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +138,7 @@ pub struct Interval {
 }
 
 struct Shared {
-    client: Arc<Client>,
+    target: Target,
     cfg: BenchConfig,
     /// Next record number to insert.
     next_record: AtomicU64,
@@ -154,6 +153,8 @@ struct Shared {
     /// The key chooser each worker clones (its zipfian zeta is computed once).
     chooser: KeyChooser,
     intervals: Mutex<Vec<Interval>>,
+    /// (seconds since the phase started, ops/s over the last second) of the current phase.
+    timeline: Mutex<Vec<(f64, f64)>>,
     base: Instant,
 }
 
@@ -162,17 +163,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn opts(&self, context: Option<String>) -> RequestOptions {
-        RequestOptions {
-            r: self.cfg.r,
-            w: self.cfg.w,
-            context,
-            ..Default::default()
-        }
-    }
-
     fn remember(&self, n: u64, ctx: String) {
-        if ctx.is_empty() {
+        if ctx.is_empty() || !self.target.has_contexts() {
             return;
         }
         let mut m = lock(&self.contexts);
@@ -191,17 +183,14 @@ impl Shared {
             .collect()
     }
 
-    async fn insert(&self, n: u64, rng: &mut Rng) -> Result<(), ClientError> {
-        let key = Key::parse(&self.cfg.workload.key_text(n));
+    async fn insert(&self, n: u64, rng: &mut Rng) -> Result<(), TargetError> {
+        let key = self.cfg.workload.key_text(n);
         let v = self.value(rng);
-        self.client
-            .put(&self.cfg.keyspace, key, Some(v), &self.opts(None))
-            .await?;
+        self.target.write(&key, v, None).await?;
         Ok(())
     }
 
-    async fn op(&self, op: Op, chooser: &mut KeyChooser, rng: &mut Rng) -> Result<(), ClientError> {
-        let ks = &self.cfg.keyspace;
+    async fn op(&self, op: Op, chooser: &mut KeyChooser, rng: &mut Rng) -> Result<(), TargetError> {
         let wl = self.cfg.workload;
         let count = self.next_record.load(Ordering::Relaxed);
         match op {
@@ -211,48 +200,33 @@ impl Shared {
             }
             Op::Read => {
                 let n = chooser.next(rng, count);
-                let g = self
-                    .client
-                    .get(ks, Key::parse(&wl.key_text(n)), &self.opts(None))
-                    .await?;
-                self.remember(n, g.context);
+                let ctx = self.target.read(&wl.key_text(n)).await?;
+                self.remember(n, ctx);
                 Ok(())
             }
             Op::Update => {
                 let n = chooser.next(rng, count);
                 let v = self.value(rng);
                 let ctx = self.context_of(n);
-                let p = self
-                    .client
-                    .put(ks, Key::parse(&wl.key_text(n)), Some(v), &self.opts(ctx))
-                    .await?;
-                self.remember(n, p.context);
+                let new_ctx = self.target.write(&wl.key_text(n), v, ctx).await?;
+                self.remember(n, new_ctx);
                 Ok(())
             }
             Op::ReadModifyWrite => {
                 let n = chooser.next(rng, count);
-                let key = Key::parse(&wl.key_text(n));
-                let g = self.client.get(ks, key.clone(), &self.opts(None)).await?;
+                let key = wl.key_text(n);
+                let read_ctx = self.target.read(&key).await?;
                 let v = self.value(rng);
-                let ctx = (!g.context.is_empty()).then_some(g.context);
-                let p = self.client.put(ks, key, Some(v), &self.opts(ctx)).await?;
-                self.remember(n, p.context);
+                let ctx = (!read_ctx.is_empty()).then_some(read_ctx);
+                let new_ctx = self.target.write(&key, v, ctx).await?;
+                self.remember(n, new_ctx);
                 Ok(())
             }
             Op::Scan => {
                 let n = chooser.next(rng, count);
                 let (part, from) = Workload::scan_start(n);
                 let len = 1 + rng.below(u64::from(MAX_SCAN_LENGTH)) as u32;
-                self.client
-                    .scan(
-                        ks,
-                        part.as_bytes(),
-                        from.as_bytes(),
-                        None,
-                        len,
-                        &self.opts(None),
-                    )
-                    .await?;
+                self.target.scan(&part, &from, len).await?;
                 Ok(())
             }
         }
@@ -293,7 +267,7 @@ impl Shared {
         lock(&self.intervals).extend(out);
     }
 
-    fn record(&self, op: Op, started: Instant, res: Result<(), ClientError>) {
+    fn record(&self, op: Op, started: Instant, res: Result<(), TargetError>) {
         let mut rec = lock(&self.rec);
         match res {
             Ok(()) => {
@@ -305,14 +279,14 @@ impl Shared {
             }
             Err(e) => {
                 tracing::debug!(error = %e, op = op.name(), "benchmark operation failed");
-                rec.errors.add(ErrorClass::of(&e));
+                rec.errors.add(e.class());
             }
         }
     }
 }
 
-/// Run the configured phases against `client`.
-pub async fn run(client: Arc<Client>, cfg: BenchConfig) -> Result<BenchResult, DriverError> {
+/// Run the configured phases against `target`.
+pub async fn run(target: Target, cfg: BenchConfig) -> Result<BenchResult, DriverError> {
     cfg.validate()?;
     let started_at = std::time::SystemTime::now();
     let base = Instant::now();
@@ -320,8 +294,9 @@ pub async fn run(client: Arc<Client>, cfg: BenchConfig) -> Result<BenchResult, D
         interval: Mutex::new((base, Recorder::default())),
         chooser: KeyChooser::new(cfg.distribution, cfg.records),
         intervals: Mutex::new(Vec::new()),
+        timeline: Mutex::new(Vec::new()),
         base,
-        client,
+        target,
         next_record: AtomicU64::new(0),
         issued: AtomicU64::new(0),
         contexts: Mutex::new(HashMap::new()),
@@ -361,8 +336,10 @@ where
     if shared.cfg.intervals {
         *lock(&shared.interval) = (start, Recorder::default());
     }
-    let ticker = (shared.cfg.progress || shared.cfg.intervals)
-        .then(|| tokio::spawn(progress(shared.clone(), name, start)));
+    lock(&shared.timeline).clear();
+    // Always ticks: besides the progress line and the interval log it samples the
+    // throughput timeline the report and the plot show.
+    let ticker = tokio::spawn(progress(shared.clone(), name, start));
     let mut tasks = Vec::new();
     for i in 0..shared.cfg.concurrency {
         tasks.push(tokio::spawn(worker(shared.clone(), i, start)));
@@ -374,28 +351,40 @@ where
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    if let Some(t) = ticker {
-        t.abort();
-        if shared.cfg.progress {
-            eprintln!();
-        }
+    ticker.abort();
+    if shared.cfg.progress {
+        eprintln!();
     }
     shared.cut_interval(name);
     if let Some(f) = failure {
         return Err(DriverError::Worker(f));
     }
     let rec = lock(&shared.rec).clone();
-    Ok(PhaseSummary::of(&rec, elapsed))
+    let mut summary = PhaseSummary::of(&rec, elapsed);
+    summary.timeline = std::mem::take(&mut *lock(&shared.timeline));
+    Ok(summary)
 }
 
 async fn progress(shared: Arc<Shared>, name: &'static str, start: Instant) {
     let mut iv = tokio::time::interval(Duration::from_secs(1));
     iv.tick().await;
     let mut last = 0u64;
+    let mut last_at = start;
     loop {
         iv.tick().await;
         shared.cut_interval(name);
+        let now = Instant::now();
+        let count = lock(&shared.rec).count();
+        let dt = now.duration_since(last_at).as_secs_f64();
+        if dt > 0.0 {
+            lock(&shared.timeline).push((
+                now.duration_since(start).as_secs_f64(),
+                (count - last.min(count)) as f64 / dt,
+            ));
+        }
+        last_at = now;
         if !shared.cfg.progress {
+            last = count;
             continue;
         }
         let (count, p50, p99, errors) = {

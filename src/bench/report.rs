@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::workload::Op;
 use crate::client::ClientError;
@@ -29,6 +29,22 @@ pub enum ReportError {
     /// The report could not be serialised.
     #[error("cannot encode the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// A histogram in a JSON report could not be decoded.
+    #[error("bad {op} histogram in the report: {message}")]
+    Histogram {
+        /// The operation type.
+        op: String,
+        /// Why.
+        message: String,
+    },
+    /// A JSON report could not be read.
+    #[error("cannot read the report {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// The HdrHistogram log could not be written.
     #[error("cannot write the HdrHistogram log {path}: {message}")]
     HdrLog {
@@ -112,7 +128,7 @@ impl ErrorClass {
 }
 
 /// Errors by class.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorCounts {
     /// Quorum not reached.
     pub quorum_not_reached: u64,
@@ -189,7 +205,7 @@ impl Recorder {
 }
 
 /// Summary of one operation type.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OpSummary {
     /// Successful operations.
     pub count: u64,
@@ -232,7 +248,7 @@ impl OpSummary {
 }
 
 /// Summary of a phase (load or run).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PhaseSummary {
     /// Wall-clock length, seconds.
     pub elapsed_s: f64,
@@ -244,16 +260,39 @@ pub struct PhaseSummary {
     pub errors: ErrorCounts,
     /// Per operation type (only types that ran).
     pub operations: BTreeMap<String, OpSummary>,
+    /// (seconds since the phase started, ops/s over the second before) once a second.
+    #[serde(default)]
+    pub timeline: Vec<(f64, f64)>,
+    /// Per operation type, the full latency histogram (µs) in HdrHistogram's V2
+    /// encoding, base64: what `bench-report` merges and plots, and what HdrHistogram
+    /// tools can decode.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, String>,
 }
 
 impl PhaseSummary {
     /// Summarise a recorder over `elapsed_s` seconds.
     pub fn of(rec: &Recorder, elapsed_s: f64) -> Self {
         let mut operations = BTreeMap::new();
+        let mut histograms = BTreeMap::new();
         for op in Op::ALL {
             let h = &rec.hists[op.index()];
             if !h.is_empty() {
                 operations.insert(op.name().to_string(), OpSummary::of(h, elapsed_s));
+                let mut encoded = Vec::new();
+                if hdrhistogram::serialization::Serializer::serialize(
+                    &mut hdrhistogram::serialization::V2Serializer::new(),
+                    h,
+                    &mut encoded,
+                )
+                .is_ok()
+                {
+                    use base64::Engine as _;
+                    histograms.insert(
+                        op.name().to_string(),
+                        base64::engine::general_purpose::STANDARD.encode(encoded),
+                    );
+                }
             }
         }
         let ops = rec.count();
@@ -267,7 +306,28 @@ impl PhaseSummary {
             ops,
             errors: rec.errors,
             operations,
+            timeline: Vec::new(),
+            histograms,
         }
+    }
+
+    /// The latency histogram of operation type `op`, decoded from [`Self::histograms`].
+    pub fn histogram(&self, op: &str) -> Result<Option<Histogram<u64>>, ReportError> {
+        use base64::Engine as _;
+        let Some(text) = self.histograms.get(op) else {
+            return Ok(None);
+        };
+        let bad = |message: String| ReportError::Histogram {
+            op: op.to_string(),
+            message,
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| bad(e.to_string()))?;
+        hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(bytes))
+            .map(Some)
+            .map_err(|e| bad(format!("{e:?}")))
     }
 
     /// The phase as a text table.
@@ -311,7 +371,7 @@ impl PhaseSummary {
 }
 
 /// The whole result: parameters and phases.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The run's parameters.
     pub parameters: serde_json::Value,
@@ -332,6 +392,16 @@ impl Report {
             s.push_str(&r.table("run"));
         }
         s
+    }
+
+    /// Read a report written by [`Self::write_json`].
+    pub fn read_json(path: &Path) -> Result<Self, ReportError> {
+        let err = |message: String| ReportError::Read {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| err(e.to_string()))
     }
 
     /// Write the report as pretty JSON to `path`.

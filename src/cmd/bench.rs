@@ -1,5 +1,6 @@
-//! `quorumkv bench`: argument parsing for the YCSB-style load generator in
-//! [`quorumkv::bench`]; prints the report table and writes the JSON report.
+//! `quorumkv bench` and `quorumkv bench-report`: argument parsing for the YCSB-style load
+//! generator in [`quorumkv::bench`]; prints the report table, writes the JSON report and
+//! the plot, and merges several runs' reports into one comparison table and plot.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use quorumkv::bench::driver::{self, BenchConfig, Stop};
-use quorumkv::bench::report::Report;
+use quorumkv::bench::plot::{self, LatencySeries, ThroughputSeries};
+use quorumkv::bench::report::{PhaseSummary, Report};
+use quorumkv::bench::target::{Connect, Target, TargetSpec};
 use quorumkv::bench::workload::{Distribution, Workload};
 use quorumkv::client::Client;
 use quorumkv::config::ClusterFile;
@@ -20,6 +23,18 @@ pub struct BenchArgs {
     /// Client connection file written by `dev-cluster` or `cluster-up`.
     #[arg(long, env = "QUORUMKV_CLUSTER", default_value_os_t = super::default_cluster_file())]
     cluster: PathBuf,
+    /// What to measure: quorumkv (the --cluster), echo (a bare QUIC echo server started
+    /// on loopback: the network ceiling), redis://HOST:PORT or etcd://HOST:PORT[,...]
+    /// (with the `peers` build feature).
+    #[arg(long, default_value = "quorumkv")]
+    target: String,
+    /// Name of this run in reports and plots (default: the target's name).
+    #[arg(long)]
+    label: Option<String>,
+    /// Per-operation timeout in milliseconds for echo, redis and etcd (quorumkv uses the
+    /// cluster file's timeout).
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
     /// Keyspace (default: the cluster file's `keyspace`).
     #[arg(long, short = 'k')]
     keyspace: Option<String>,
@@ -68,6 +83,10 @@ pub struct BenchArgs {
     /// V2 encoding) to FILE.
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<PathBuf>,
+    /// Draw latency by percentile (one line per operation type) and throughput over
+    /// time as an SVG to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// Seed of the random choices (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -77,6 +96,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let spec: TargetSpec = a.target.parse()?;
+    anyhow::ensure!(
+        (1..=3_600_000).contains(&a.timeout_ms),
+        "--timeout-ms must be 1..=3600000 (got {})",
+        a.timeout_ms
+    );
     let stop = match (a.duration, a.ops) {
         (_, Some(n)) => Stop::Ops(n),
         (Some(s), None) => {
@@ -115,12 +140,23 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         intervals: a.hdr_log.is_some(),
     };
     cfg.validate()?;
-    let cf = ClusterFile::load(&a.cluster).with_context(|| {
-        "no cluster to talk to: start one with `scripts/dev.sh` (or `quorumkv dev-cluster`), or pass --cluster FILE".to_string()
-    })?;
-    let keyspace = a.keyspace.clone().unwrap_or_else(|| cf.keyspace.clone());
+    let cf = if spec == TargetSpec::Quorumkv {
+        Some(ClusterFile::load(&a.cluster).with_context(|| {
+            "no cluster to talk to: start one with `scripts/dev.sh` (or `quorumkv dev-cluster`), or pass --cluster FILE".to_string()
+        })?)
+    } else {
+        None
+    };
+    let keyspace = a
+        .keyspace
+        .clone()
+        .or_else(|| cf.as_ref().map(|c| c.keyspace.clone()))
+        .unwrap_or_default();
     cfg.keyspace = keyspace.clone();
+    let label = a.label.clone().unwrap_or_else(|| spec.name().to_string());
     let parameters = json!({
+        "target": spec.to_string(),
+        "label": label,
         "keyspace": keyspace,
         "workload": a.workload,
         "records": a.records,
@@ -138,9 +174,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "seed": seed,
     });
     let rt = super::runtime()?;
+    let timeout = Duration::from_millis(a.timeout_ms);
     let result = rt.block_on(async move {
-        let client = Client::new(&cf)?;
-        anyhow::Ok(driver::run(client, cfg).await?)
+        let client = cf.as_ref().map(Client::new).transpose()?;
+        let target = Target::connect(Connect {
+            spec: &spec,
+            client,
+            keyspace: cfg.keyspace.clone(),
+            r: cfg.r,
+            w: cfg.w,
+            timeout,
+        })
+        .await?;
+        anyhow::Ok(driver::run(target, cfg).await?)
     })?;
     if let Some(path) = &a.hdr_log {
         quorumkv::bench::report::write_hdr_log(path, result.started_at, &result.intervals)?;
@@ -154,5 +200,155 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.json {
         report.write_json(path)?;
     }
+    if let Some(path) = &a.plot {
+        let (phase_name, phase) = match (&report.run, &report.load) {
+            (Some(r), _) => ("run", r),
+            (None, Some(l)) => ("load", l),
+            (None, None) => anyhow::bail!("no phase ran: nothing to plot"),
+        };
+        let title = format!(
+            "{label}: YCSB {} {phase_name}, {}",
+            a.workload,
+            loop_text(&report.parameters)
+        );
+        let (latency, throughput) = series(&[(String::new(), phase)])?;
+        plot::write_svg(path, &title, &latency, &throughput)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "closed loop, 32 workers" or "open loop at 1000 ops/s, 32 workers".
+fn loop_text(p: &serde_json::Value) -> String {
+    let workers = p["concurrency"].as_u64().unwrap_or(0);
+    match p["rate"].as_f64() {
+        Some(rate) => format!("open loop at {rate:.0} ops/s, {workers} workers"),
+        None => format!("closed loop, {workers} workers"),
+    }
+}
+
+/// Plot lines of phases: one latency line per (run, operation type) and one throughput
+/// line per run. `prefix` names the run ("" for a single run).
+fn series(
+    phases: &[(String, &PhaseSummary)],
+) -> anyhow::Result<(Vec<LatencySeries>, Vec<ThroughputSeries>)> {
+    let mut latency = Vec::new();
+    let mut throughput = Vec::new();
+    for (prefix, phase) in phases {
+        for op in phase.operations.keys() {
+            if let Some(hist) = phase.histogram(op)? {
+                let label = if prefix.is_empty() {
+                    op.clone()
+                } else {
+                    format!("{prefix} {op}")
+                };
+                latency.push(LatencySeries { label, hist });
+            }
+        }
+        throughput.push(ThroughputSeries {
+            label: if prefix.is_empty() {
+                "all operations".to_string()
+            } else {
+                prefix.clone()
+            },
+            points: phase.timeline.clone(),
+        });
+    }
+    Ok((latency, throughput))
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReportArgs {
+    /// Reports written by `quorumkv bench --json`; one table row per file, in order.
+    #[arg(required = true, value_name = "REPORT.json")]
+    reports: Vec<PathBuf>,
+    /// Write the markdown table to FILE (default: print it).
+    #[arg(long, value_name = "FILE.md")]
+    markdown: Option<PathBuf>,
+    /// Draw every run's latency by percentile and throughput over time into one SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Only these operation types in the plot (comma-separated, e.g. `update,read`).
+    #[arg(long, value_delimiter = ',')]
+    plot_ops: Vec<String>,
+    /// Title of the plot.
+    #[arg(long, default_value = "quorumkv bench")]
+    title: String,
+}
+
+/// `quorumkv bench-report`: one markdown row per report (its run phase, and the load
+/// phase's insert rate), and one plot of all of them.
+pub fn report(a: BenchReportArgs) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for path in &a.reports {
+        let r = Report::read_json(path)?;
+        let label = r.parameters["label"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| path.display().to_string());
+        reports.push((label, r));
+    }
+    let table = markdown_table(&reports);
+    match &a.markdown {
+        Some(path) => std::fs::write(path, &table)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{table}"),
+    }
+    if let Some(path) = &a.plot {
+        let phases: Vec<(String, &PhaseSummary)> = reports
+            .iter()
+            .filter_map(|(label, r)| {
+                r.run
+                    .as_ref()
+                    .or(r.load.as_ref())
+                    .map(|p| (label.clone(), p))
+            })
+            .collect();
+        let (mut latency, throughput) = series(&phases)?;
+        if !a.plot_ops.is_empty() {
+            latency.retain(|s| {
+                a.plot_ops
+                    .iter()
+                    .any(|op| s.label.rsplit(' ').next() == Some(op.as_str()))
+            });
+        }
+        plot::write_svg(path, &a.title, &latency, &throughput)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn markdown_table(reports: &[(String, Report)]) -> String {
+    let mut s = String::from(
+        "| run | target | workload | loop | ops/s | read p50 / p99 / p99.9 (µs) | update p50 / p99 / p99.9 (µs) | load inserts/s | errors |\n\
+         |---|---|---|---|---:|---|---|---:|---:|\n",
+    );
+    let pct = |p: Option<&PhaseSummary>, op: &str| {
+        p.and_then(|p| p.operations.get(op))
+            .map(|o| format!("{} / {} / {}", o.p50_us, o.p99_us, o.p999_us))
+            .unwrap_or_else(|| "—".to_string())
+    };
+    for (label, r) in reports {
+        let p = &r.parameters;
+        let run = r.run.as_ref();
+        let errors = r.run.as_ref().map(|x| x.errors.total()).unwrap_or(0)
+            + r.load.as_ref().map(|x| x.errors.total()).unwrap_or(0);
+        s.push_str(&format!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {errors} |\n",
+            // The store, not its address (the report's setup section has those).
+            p["target"]
+                .as_str()
+                .map(|t| t.split("://").next().unwrap_or(t))
+                .unwrap_or("?"),
+            p["workload"].as_str().unwrap_or("?").to_uppercase(),
+            loop_text(p),
+            run.map(|x| format!("{:.0}", x.throughput))
+                .unwrap_or_else(|| "—".into()),
+            pct(run, "read"),
+            pct(run, "update"),
+            r.load
+                .as_ref()
+                .map(|l| format!("{:.0}", l.throughput))
+                .unwrap_or_else(|| "—".into()),
+        ));
+    }
+    s
 }

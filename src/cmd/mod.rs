@@ -72,6 +72,9 @@ enum Command {
     Shell(shell::ShellArgs),
     /// YCSB-style load generator: workloads A-F, closed or open loop, latency histograms.
     Bench(bench::BenchArgs),
+    /// Merge `bench --json` reports of several runs (e.g. quorumkv, echo, redis, etcd)
+    /// into one markdown table and one plot.
+    BenchReport(bench::BenchReportArgs),
 }
 
 /// Where the client connection file is when `--cluster` is not given.
@@ -106,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hdel(a) => kv::hdel(a),
         Command::Shell(a) => shell::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchReport(a) => bench::report(a),
     }
 }
 
