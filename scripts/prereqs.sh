@@ -7,6 +7,19 @@
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quorumkv-target}"
 
+# Install Debian packages (none: nothing to do), as root or through sudo.
+quorumkv_apt_install() {
+    [ $# -gt 0 ] || return 0
+    echo "installing missing packages: $*" >&2
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install $*" >&2; return 1; }
+        sudo="sudo"
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 quorumkv_prereqs() {
     local missing=()
     command -v cargo >/dev/null 2>&1 || { echo "error: cargo (Rust) is required: https://rustup.rs" >&2; return 1; }
@@ -23,16 +36,7 @@ quorumkv_prereqs() {
         dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
         [ -x /usr/sbin/xtables-legacy-multi ] || missing+=(iptables)
     fi
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing missing packages: ${missing[*]}" >&2
-        local sudo=""
-        if [ "$(id -u)" != 0 ]; then
-            command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; return 1; }
-            sudo="sudo"
-        fi
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    quorumkv_apt_install "${missing[@]}"
     mkdir -p "$CARGO_TARGET_DIR"
 }
 
@@ -45,16 +49,7 @@ quorumkv_peer_prereqs() {
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing missing packages: ${missing[*]}" >&2
-        local sudo=""
-        if [ "$(id -u)" != 0 ]; then
-            command -v sudo >/dev/null 2>&1 || { echo "error: need root or sudo to install ${missing[*]}" >&2; return 1; }
-            sudo="sudo"
-        fi
-        $sudo apt-get update -qq
-        # The packages' own services are not wanted (the scripts start the servers on
-        # their own ports); where systemd runs, they start one on the default port.
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    # The packages' own services are not used (the scripts start the servers on ports of
+    # their own); where systemd runs, the packages also start one on the default port.
+    quorumkv_apt_install "${missing[@]}"
 }

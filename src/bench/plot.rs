@@ -253,40 +253,10 @@ fn draw_latency(
         .draw()?;
 
     for ((label, points), &(color, dashed)) in curves.iter().zip(styles) {
-        // One sample gives a line with no length, which would draw nothing; a dot
-        // shows the value.
-        let series = if points.iter().all(|&(x, _)| x == points[0].0) {
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?
-        } else if dashed {
-            chart.draw_series(DashedLineSeries::new(
-                points.iter().copied(),
-                6,
-                4,
-                color.stroke_width(2),
-            ))?
-        } else {
-            chart.draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-        };
-        // One element type for both legends: a "dash" as long as the sample with no gap
-        // is a solid line.
-        let (dash, gap) = if dashed { (5, 3) } else { (20, 0) };
-        series.label(*label).legend(move |(x, y)| {
-            DashedPathElement::new(vec![(x, y), (x + 20, y)], dash, gap, color.stroke_width(3))
-        });
+        draw_line(&mut chart, label, points, color, dashed)?;
     }
     // Lower right: at high percentiles every line climbs, so that corner stays empty.
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .margin(12)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn draw_throughput(
@@ -332,23 +302,60 @@ fn draw_throughput(
         .draw()?;
 
     for ((label, points), &color) in timelines.iter().zip(colors) {
-        let series = if points.iter().all(|&(x, _)| x == points[0].0) {
-            // Samples all at one instant make a vertical or zero-length line; dots read
-            // better.
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?
-        } else {
-            chart.draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-        };
-        series.label(*label).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-        });
+        draw_line(&mut chart, label, points, color, false)?;
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
+
+/// One labelled line (dashed if asked) with its legend entry.
+fn draw_line<'a, X, Y>(
+    chart: &mut Chart<'a, X, Y>,
+    label: &str,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    dashed: bool,
+) -> AreaResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    // Samples all at one x (one sample, or one instant) make a line with no length,
+    // which would draw nothing; dots show the values.
+    let series = if points.iter().all(|&(x, _)| x == points[0].0) {
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?
+    } else if dashed {
+        chart.draw_series(DashedLineSeries::new(
+            points.iter().copied(),
+            6,
+            4,
+            color.stroke_width(2),
+        ))?
+    } else {
+        chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))?
+    };
+    // One element type for both legends: a "dash" as long as the sample with no gap is
+    // a solid line.
+    let (dash, gap) = if dashed { (5, 3) } else { (20, 0) };
+    series.label(label).legend(move |(x, y)| {
+        DashedPathElement::new(vec![(x, y), (x + 20, y)], dash, gap, color.stroke_width(3))
+    });
+    Ok(())
+}
+
+/// The legend box at `position`.
+fn legend<'a, X, Y>(chart: &mut Chart<'a, X, Y>, position: SeriesLabelPosition) -> AreaResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .margin(12)
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.9))
