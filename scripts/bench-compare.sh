@@ -50,9 +50,9 @@ quorumkv_prereqs
 quorumkv_peer_prereqs
 
 if [ $PROFILE = release ]; then
-    cargo build --locked --release --features peers --bin quorumkv
+    cargo build --locked --release --bin quorumkv
 else
-    cargo build --locked --features peers --bin quorumkv
+    cargo build --locked --bin quorumkv
 fi
 BIN=$CARGO_TARGET_DIR/$PROFILE/quorumkv
 

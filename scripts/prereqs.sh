@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by scripts/dev.sh and scripts/test.sh: installs what a fresh Debian machine lacks
 # for building quorumkv (libclang for the rocksdb crate's bindgen, a C++ compiler), for the
-# tests (tmux; busybox-static and iptables for the container image), protoc and the peer
-# stores for the `peers` feature (quorumkv_peer_prereqs), and
+# tests (tmux; busybox-static and iptables for the container image), protoc for
+# etcd-client, the peer stores of the benchmark comparison (quorumkv_peer_prereqs), and
 # points cargo at a build cache outside the checkout so a fresh clone reuses earlier builds.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quorumkv-target}"
@@ -30,6 +30,8 @@ quorumkv_prereqs() {
     command -v clang >/dev/null 2>&1 || missing+=(clang)
     command -v g++ >/dev/null 2>&1 || missing+=(g++)
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    # etcd-client (the `peers` feature, on by default) compiles etcd's .proto files.
+    command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
     # The container image (cluster/build-image.sh) copies a static busybox and iptables
     # from the host; only needed where a Docker engine can run the netsplit evidence test.
     if command -v docker >/dev/null 2>&1; then
@@ -40,12 +42,10 @@ quorumkv_prereqs() {
     mkdir -p "$CARGO_TARGET_DIR"
 }
 
-# The `peers` cargo feature (redis and etcd drivers of `quorumkv bench`): etcd-client's
-# build compiles etcd's .proto files with protoc; scripts/bench-compare.sh and its smoke
+# The peer stores of the benchmark comparison: scripts/bench-compare.sh and its smoke
 # run in scripts/test.sh start Debian's redis-server and etcd.
 quorumkv_peer_prereqs() {
     local missing=()
-    command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)

@@ -8,14 +8,14 @@ cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 quorumkv_prereqs
 quorumkv_peer_prereqs
-# --all-features everywhere: one feature set, so the dependencies build once, and the
-# `peers` drivers are linted and tested too.
+# Default features only (they include the `peers` drivers): the same feature set as
+# scripts/dev.sh, so both reuse one RocksDB build (see Cargo.toml [features]).
 cargo fmt --all -- --check
-cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --workspace --all-features --no-fail-fast
+    cargo nextest run --locked --workspace --no-fail-fast
 else
-    cargo test --locked --workspace --all-features --no-fail-fast
+    cargo test --locked --workspace --no-fail-fast
 fi
 bash scripts/netsplit-evidence.sh
 # The comparison script end to end on the debug build: Redis, a 3-member etcd cluster,

@@ -1,7 +1,7 @@
 //! The peer drivers of `quorumkv bench` (`--target redis://…`, `--target etcd://…`)
 //! against real servers: Debian's `redis-server` and `etcd`, started here on loopback
-//! ports of their own (scripts/prereqs.sh installs them). Built only with the `peers`
-//! feature, which scripts/test.sh turns on.
+//! ports of their own (scripts/prereqs.sh installs them). Built with the `peers`
+//! feature (on by default).
 #![cfg(feature = "peers")]
 
 use std::net::TcpListener;

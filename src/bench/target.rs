@@ -300,7 +300,7 @@ impl Target {
             }
             #[cfg(not(feature = "peers"))]
             TargetSpec::Redis(_) | TargetSpec::Etcd(_) => Err(fail(
-                "this quorumkv was built without the redis and etcd drivers; rebuild with `cargo build --release --features peers`".into(),
+                "this quorumkv was built without the redis and etcd drivers (--no-default-features); rebuild with the default features".into(),
             )),
         }
     }
