@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the data path's CPU-bound pieces: ring lookup, version-vector
-//! merge and compare, the wire codec, and replica storage on RocksDB and in memory.
+//! merge and compare, the wire codec, replica storage on RocksDB and in memory, and one
+//! whole quorum write + read through an in-process three-node cluster (in-memory
+//! network and storage: the protocol's own cost, without sockets or disks).
 //!
 //! Run with `cargo bench --bench core`; figures go to docs/BENCHMARKS.md. Kept short
 //! (small samples) because this machine is shared; compare medians, not single runs.
@@ -10,8 +12,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use quorumkv::causality::{Object, VersionVector};
 use quorumkv::config::DEFAULT_VNODES;
+use quorumkv::inprocess::MemoryCluster;
 use quorumkv::key::Key;
-use quorumkv::proto::{self, ClientRequest, Message, PutRequest};
+use quorumkv::keyspace::KeyspaceDef;
+use quorumkv::proto::{self, ClientRequest, GetRequest, Message, PutRequest};
 use quorumkv::ring::Ring;
 use quorumkv::storage::{BatchOp, MemoryStorage, RocksStorage, Storage};
 
@@ -109,9 +113,61 @@ fn storage(c: &mut Criterion) {
     }
 }
 
+fn quorum_round_trip(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = rt.block_on(async {
+        MemoryCluster::new(
+            3,
+            vec![KeyspaceDef::new("ks", 3, 2, 2)],
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    });
+    let node = cluster.nodes[0].clone();
+    let mut i = 0u64;
+    c.bench_function("quorum/put then get, N=3 W=2 R=2, in-process", |b| {
+        b.iter(|| {
+            i += 1;
+            let key = Key::parse(&format!("user:{}", i % 1024));
+            rt.block_on(async {
+                // A fresh write each time: the read context of the last round.
+                let ctx = node
+                    .get(GetRequest {
+                        keyspace: "ks".into(),
+                        key: key.clone(),
+                        r: None,
+                        trace: false,
+                    })
+                    .await
+                    .unwrap()
+                    .context;
+                black_box(
+                    node.put(PutRequest {
+                        keyspace: "ks".into(),
+                        key,
+                        value: Some(vec![0u8; 100]),
+                        context: ctx,
+                        w: None,
+                        trace: false,
+                        if_context: false,
+                        timestamp: None,
+                        actor: None,
+                    })
+                    .await
+                    .unwrap(),
+                )
+            })
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = ring_lookup, causality, codec, storage
+    targets = ring_lookup, causality, codec, storage, quorum_round_trip
 }
 criterion_main!(benches);
