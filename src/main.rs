@@ -3,6 +3,12 @@
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc: a node allocates many small, short-lived buffers
+/// per request (frames, decoded messages, RocksDB slices), and under load glibc's
+/// allocator took ~12% of the CPU (perf, docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -56,6 +56,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether calls may block on disk, so async callers should move them off the
     /// runtime's worker threads.
     fn blocking(&self) -> bool;
+
+    /// The value at `key` if the engine can answer from memory without touching disk;
+    /// `None` when it cannot (the caller then uses [`Storage::get`] off the async
+    /// threads). Lets hot reads skip the hand-off to a blocking thread, which under load
+    /// cost more than the read itself. Engines that never block need not override it.
+    fn get_cached(&self, _key: &[u8]) -> Option<Result<Option<Vec<u8>>, StorageError>> {
+        None
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (None if there is none,

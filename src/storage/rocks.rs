@@ -41,6 +41,10 @@ impl RocksStorage {
         block.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&block);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Writers waiting for the group-commit leader (many, with fsync'd writes) spin
+        // before sleeping by default; on a node sharing two cores with its peers that
+        // spinning showed as ~4% of CPU (rocksdb::WriteThread::AwaitState) doing nothing.
+        opts.set_enable_write_thread_adaptive_yield(false);
         // Fail loudly on a second process opening the same directory (RocksDB's LOCK file).
         let db = DB::open(&opts, path).map_err(rocks_err)?;
         Ok(RocksStorage { db, sync })
@@ -50,6 +54,18 @@ impl RocksStorage {
 impl Storage for RocksStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get(key).map_err(rocks_err)
+    }
+
+    fn get_cached(&self, key: &[u8]) -> Option<Result<Option<Vec<u8>>, StorageError>> {
+        // Memtable and block cache only: RocksDB answers `Incomplete` instead of reading
+        // a file, and the caller falls back to a blocking read.
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match self.db.get_opt(key, &ro) {
+            Ok(v) => Some(Ok(v)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => None,
+            Err(e) => Some(Err(rocks_err(e))),
+        }
     }
 
     fn write(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
