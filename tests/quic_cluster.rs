@@ -50,6 +50,47 @@ fn opts() -> RequestOptions {
     RequestOptions::default()
 }
 
+/// Goal: when every contact point is down, concurrent requests all fail within about
+/// one round of connection attempts — requests waiting for the connection take the
+/// failure of the round in progress instead of each running their own, one after the
+/// other (which kept `quorumkv bench` against a stopped cluster busy for minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_fails_concurrent_requests_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap();
+    let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let client = std::sync::Arc::clone(&client);
+        tasks.push(tokio::spawn(async move {
+            client
+                .get("ks", Key::parse(&format!("k{i}")), &opts())
+                .await
+        }));
+    }
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable(_)), "{e}");
+    }
+    // One round is 3 contacts × the 3 s connect timeout (the cluster file's 3 s client
+    // timeout, capped at 3 s) = 9 s; 16 rounds one after the other would be 144 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    c.shutdown().await;
+}
+
 /// Goal: over real QUIC and RocksDB, put/get/delete work through any node; with one of
 /// three nodes down W=2 still succeeds; with two down it fails with the typed quorum error;
 /// concurrent writes give siblings and a context write collapses them.
