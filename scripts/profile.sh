@@ -3,7 +3,7 @@
 # loopback (N=3 R=2 W=2, fsync'd), loads it, runs YCSB A under `perf record` (all CPUs,
 # call graphs), and writes a flamegraph plus the top symbols and the context-switch
 # rate. Needs root or perf_event_paranoid <= 1; installs linux-perf and inferno if
-# missing.
+# missing. Call graphs by DWARF unwinding: release builds keep no frame pointers.
 #
 #   scripts/profile.sh                 # -> ./profile-out/{flamegraph.svg,top.txt,stat.txt}
 # Knobs (environment): DURATION (s, default 10), CONCURRENCY (32), OUT, PORT_BASE (17600).
@@ -46,7 +46,7 @@ pids=$(for f in "$WORK"/qkv/*/pid; do cat "$f"; echo; done | paste -sd, -)
 bench_pid=$!
 sleep 2
 perf stat -e context-switches,cpu-migrations,task-clock -p "$pids" -- sleep 3 2>"$OUT/stat.txt"
-perf record -e cpu-clock -F 499 -g -a -o "$WORK/perf.data" -- sleep $((DURATION - 3 > 1 ? DURATION - 3 : 1)) 2>/dev/null
+perf record -e cpu-clock -F 199 --call-graph dwarf,16384 -a -o "$WORK/perf.data" -- sleep $((DURATION - 3 > 1 ? DURATION - 3 : 1)) 2>/dev/null
 wait $bench_pid
 perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph \
     --title "quorumkv: 3 nodes, YCSB A, $CONCURRENCY workers" >"$OUT/flamegraph.svg"
