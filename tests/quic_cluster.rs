@@ -40,6 +40,20 @@ fn client(c: &QuicCluster) -> std::sync::Arc<Client> {
 }
 
 /// A client that only knows node `i`.
+/// Three RocksDB nodes on loopback with keyspace `ks` (N=3 R=2 W=2), the shape most
+/// tests here use.
+async fn three_nodes(dir: &std::path::Path) -> QuicCluster {
+    QuicCluster::start(
+        dir,
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        rocks(),
+        timeouts(),
+    )
+    .await
+    .unwrap()
+}
+
 fn client_of(c: &QuicCluster, i: usize) -> std::sync::Arc<Client> {
     let mut cf = ClusterFile::load(&c.cluster_file).unwrap();
     cf.contact_points = vec![cf.contact_points[i].clone()];
@@ -57,15 +71,7 @@ fn opts() -> RequestOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_cluster_fails_concurrent_requests_together() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let mut c = three_nodes(dir.path()).await;
     let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
     for i in 0..3 {
         c.stop(i).await;
@@ -97,15 +103,7 @@ async fn unreachable_cluster_fails_concurrent_requests_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let mut c = three_nodes(dir.path()).await;
     let k = || Key::parse("user:1");
     client_of(&c, 0)
         .put("ks", k(), Some(b"alice".to_vec()), &opts())
@@ -217,15 +215,7 @@ async fn three_nodes_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_and_read_repair() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let mut c = three_nodes(dir.path()).await;
     let all = RequestOptions {
         w: Some(3),
         ..opts()
@@ -365,15 +355,7 @@ async fn five_nodes_n4_w2_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_contained() {
     let dir = tempfile::tempdir().unwrap();
-    let c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let c = three_nodes(dir.path()).await;
     let cf = ClusterFile::load(&c.cluster_file).unwrap();
     let settings = quorumkv::tls::TransportSettings {
         idle: Duration::from_secs(5),
@@ -448,15 +430,7 @@ async fn hostile_input_is_contained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_certificate_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let c = three_nodes(dir.path()).await;
     let other = tempfile::tempdir().unwrap();
     let foreign =
         quorumkv::tls::issue(other.path(), "mallory", quorumkv::tls::Role::Client, &[]).unwrap();
@@ -479,15 +453,7 @@ async fn foreign_certificate_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_fails_over_between_contact_points() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let mut c = three_nodes(dir.path()).await;
     let cl = client(&c);
     assert_eq!(cl.ping().await.unwrap(), "n1");
     c.stop(0).await;
@@ -516,15 +482,7 @@ async fn reports_state(c: &QuicCluster, node: &str, state: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_down_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let mut c = three_nodes(dir.path()).await;
     c.stop(2).await;
     assert!(
         reports_state(&c, "n3", "down").await,
@@ -543,15 +501,7 @@ async fn status_shows_down_node() {
 async fn metrics_endpoint_is_scraped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let mut c = QuicCluster::start(
-        dir.path(),
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap();
+    let mut c = three_nodes(dir.path()).await;
     let n1 = client_of(&c, 0);
     for i in 0..5 {
         n1.put(
