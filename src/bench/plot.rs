@@ -273,6 +273,54 @@ fn draw_throughput(
     let x_max = if x_max > x_min { x_max } else { x_min + 1.0 };
     let y_min = all().map(|(_, y)| y).fold(0.0_f64, f64::min);
     let y_max = all().map(|(_, y)| y).fold(0.0_f64, f64::max);
+    let positive_min = all()
+        .map(|(_, y)| y)
+        .filter(|y| *y > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    // Stores an order of magnitude apart (an echo server at 70 000 ops/s, a replicated
+    // store at 4 000) would leave the slower ones as flat lines on the floor of a
+    // linear axis: switch to a log scale then. Seconds with no completed operation have
+    // no place on it and are left out of those lines.
+    if y_min >= 0.0 && positive_min.is_finite() && y_max / positive_min > 10.0 {
+        let logged: Vec<(&str, Vec<(f64, f64)>)> = timelines
+            .iter()
+            .map(|(label, p)| {
+                let p = p
+                    .iter()
+                    .filter(|(_, y)| *y > 0.0)
+                    .map(|&(x, y)| (x, y.log10()))
+                    .collect();
+                (*label, p)
+            })
+            .collect();
+        // A decade of headroom keeps the legend (upper right) off the data.
+        let (lo, hi, bold, light) = log_ticks(positive_min.log10(), y_max.log10() + 1.0);
+        let mut chart = ChartBuilder::on(area)
+            .caption("Throughput over time", (FONT, 20))
+            .margin(12)
+            .margin_right(30)
+            .x_label_area_size(50)
+            .y_label_area_size(90)
+            .build_cartesian_2d(x_min..x_max, TickedAxis::new(lo, hi, bold, light))?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since start")
+            .y_desc("ops/s (log scale)")
+            .x_labels(12)
+            .x_label_formatter(&|x| format_number(*x))
+            .y_label_formatter(&|y| format_number(10f64.powf(*y)))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(RGBColor(245, 245, 245))
+            .bold_line_style(RGBColor(210, 210, 210))
+            .draw()?;
+        for ((label, points), &color) in logged.iter().zip(colors) {
+            if !points.is_empty() {
+                draw_line(&mut chart, label, points, color, false)?;
+            }
+        }
+        return legend(&mut chart, SeriesLabelPosition::UpperRight);
+    }
     // Headroom above the highest line keeps the legend (upper right) off the data.
     let y_max = if y_max > y_min {
         y_max + (y_max - y_min) * 0.3
@@ -664,5 +712,30 @@ mod tests {
         assert!((x - x_end).abs() < 1e-12);
         assert!((y - (h.max() as f64).log10()).abs() < 1e-12);
         assert!(curve.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    // Goal: timelines an order of magnitude apart switch the throughput panel to a log
+    // scale (so the slower store is not a flat line on the floor); close ones stay linear.
+    #[test]
+    fn far_apart_throughputs_use_a_log_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |label: &str, ops: f64| ThroughputSeries {
+            label: label.into(),
+            points: (1..=10).map(|t| (f64::from(t), ops)).collect(),
+        };
+        let far = dir.path().join("far.svg");
+        write_svg(
+            &far,
+            "t",
+            &[],
+            &[line("echo", 70_000.0), line("kv", 4_000.0)],
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&far).unwrap().contains("log scale"));
+        let near = dir.path().join("near.svg");
+        write_svg(&near, "t", &[], &[line("a", 5_000.0), line("b", 4_000.0)]).unwrap();
+        assert!(!std::fs::read_to_string(&near)
+            .unwrap()
+            .contains("log scale"));
     }
 }
