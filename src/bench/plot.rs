@@ -281,45 +281,31 @@ fn draw_throughput(
     // store at 4 000) would leave the slower ones as flat lines on the floor of a
     // linear axis: switch to a log scale then. Seconds with no completed operation have
     // no place on it and are left out of those lines.
+    let x = x_min..x_max;
     if y_min >= 0.0 && positive_min.is_finite() && y_max / positive_min > 10.0 {
-        let logged: Vec<(&str, Vec<(f64, f64)>)> = timelines
+        let lines: Vec<Line<'_>> = timelines
             .iter()
-            .map(|(label, p)| {
+            .zip(colors)
+            .map(|((label, p), &color)| {
                 let p = p
                     .iter()
                     .filter(|(_, y)| *y > 0.0)
                     .map(|&(x, y)| (x, y.log10()))
-                    .collect();
-                (*label, p)
+                    .collect::<Vec<_>>();
+                (*label, p, color)
             })
+            .filter(|(_, p, _)| !p.is_empty())
             .collect();
         // A decade of headroom keeps the legend (upper right) off the data.
         let (lo, hi, bold, light) = log_ticks(positive_min.log10(), y_max.log10() + 1.0);
-        let mut chart = ChartBuilder::on(area)
-            .caption("Throughput over time", (FONT, 20))
-            .margin(12)
-            .margin_right(30)
-            .x_label_area_size(50)
-            .y_label_area_size(90)
-            .build_cartesian_2d(x_min..x_max, TickedAxis::new(lo, hi, bold, light))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc("ops/s (log scale)")
-            .x_labels(12)
-            .x_label_formatter(&|x| format_number(*x))
-            .y_label_formatter(&|y| format_number(10f64.powf(*y)))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .light_line_style(RGBColor(245, 245, 245))
-            .bold_line_style(RGBColor(210, 210, 210))
-            .draw()?;
-        for ((label, points), &color) in logged.iter().zip(colors) {
-            if !points.is_empty() {
-                draw_line(&mut chart, label, points, color, false)?;
-            }
-        }
-        return legend(&mut chart, SeriesLabelPosition::UpperRight);
+        return throughput_panel(
+            area,
+            x,
+            TickedAxis::new(lo, hi, bold, light),
+            "ops/s (log scale)",
+            &|y| format_number(10f64.powf(*y)),
+            &lines,
+        );
     }
     // Headroom above the highest line keeps the legend (upper right) off the data.
     let y_max = if y_max > y_min {
@@ -327,30 +313,60 @@ fn draw_throughput(
     } else {
         y_min + 1.0
     };
+    let lines: Vec<Line<'_>> = timelines
+        .iter()
+        .zip(colors)
+        .map(|((label, p), &color)| (*label, p.clone(), color))
+        .collect();
+    throughput_panel(
+        area,
+        x,
+        RangedCoordf64::from(y_min..y_max),
+        "ops/s",
+        &|y| format_number(*y),
+        &lines,
+    )
+}
 
+/// A labelled line of points in one colour.
+type Line<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+/// The throughput chart over the y axis `y` (linear, or log10 values with their own
+/// ticks): one frame, grid and legend for both scales.
+fn throughput_panel<Y>(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    x: std::ops::Range<f64>,
+    y: Y,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+    lines: &[Line<'_>],
+) -> AreaResult
+where
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
     let mut chart = ChartBuilder::on(area)
         .caption("Throughput over time", (FONT, 20))
         .margin(12)
         .margin_right(30)
         .x_label_area_size(50)
         .y_label_area_size(90)
-        .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
+        .build_cartesian_2d(x, y)?;
     chart
         .configure_mesh()
         .x_desc("seconds since start")
-        .y_desc("ops/s")
+        .y_desc(y_desc)
         .x_labels(12)
+        // A hint for the linear axis; the log axis has its own ticks.
         .y_labels(6)
         .x_label_formatter(&|x| format_number(*x))
-        .y_label_formatter(&|y| format_number(*y))
+        .y_label_formatter(y_label)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .light_line_style(RGBColor(245, 245, 245))
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()?;
-
-    for ((label, points), &color) in timelines.iter().zip(colors) {
-        draw_line(&mut chart, label, points, color, false)?;
+    for (label, points, color) in lines {
+        draw_line(&mut chart, label, points, *color, false)?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
