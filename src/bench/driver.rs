@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::report::{PhaseSummary, Recorder};
+use super::report::{encode_v2, PhaseSummary, Recorder};
 use super::target::{Target, TargetError};
 use super::workload::{Distribution, KeyChooser, Op, Rng, Workload, MAX_SCAN_LENGTH};
 
@@ -252,14 +252,7 @@ impl Shared {
             if h.is_empty() {
                 continue;
             }
-            let mut encoded = Vec::new();
-            if hdrhistogram::serialization::Serializer::serialize(
-                &mut hdrhistogram::serialization::V2Serializer::new(),
-                h,
-                &mut encoded,
-            )
-            .is_ok()
-            {
+            if let Some(encoded) = encode_v2(h) {
                 out.push(Interval {
                     tag: format!("{phase}-{}", op.name()),
                     start: from.duration_since(self.base),
@@ -384,38 +377,38 @@ async fn progress(shared: Arc<Shared>, name: &'static str, start: Instant) {
         iv.tick().await;
         shared.cut_interval(name);
         let now = Instant::now();
-        let count = lock(&shared.rec).count();
+        // One look at the recorder for both the timeline and the progress line (the
+        // percentiles only when the line is shown: merging histograms is not free).
+        let (count, line) = {
+            let rec = lock(&shared.rec);
+            let line = shared.cfg.progress.then(|| {
+                let all = rec.combined();
+                (
+                    all.value_at_quantile(0.5),
+                    all.value_at_quantile(0.99),
+                    rec.errors.total(),
+                )
+            });
+            (rec.count(), line)
+        };
+        let done = count - last.min(count);
         let dt = now.duration_since(last_at).as_secs_f64();
         if dt > 0.0 {
-            lock(&shared.timeline).push((
-                now.duration_since(start).as_secs_f64(),
-                (count - last.min(count)) as f64 / dt,
-            ));
+            lock(&shared.timeline)
+                .push((now.duration_since(start).as_secs_f64(), done as f64 / dt));
         }
-        last_at = now;
-        if !shared.cfg.progress {
-            last = count;
-            continue;
+        if let Some((p50, p99, errors)) = line {
+            eprint!(
+                "\r[{name}] {:>7.1} s  {:>9} ops/s  p50 {:>7} µs  p99 {:>7} µs  errors {:<6}",
+                start.elapsed().as_secs_f64(),
+                done,
+                p50,
+                p99,
+                errors
+            );
         }
-        let (count, p50, p99, errors) = {
-            let rec = lock(&shared.rec);
-            let all = rec.combined();
-            (
-                rec.count(),
-                all.value_at_quantile(0.5),
-                all.value_at_quantile(0.99),
-                rec.errors.total(),
-            )
-        };
-        eprint!(
-            "\r[{name}] {:>7.1} s  {:>9} ops/s  p50 {:>7} µs  p99 {:>7} µs  errors {:<6}",
-            start.elapsed().as_secs_f64(),
-            count - last.min(count),
-            p50,
-            p99,
-            errors
-        );
         last = count;
+        last_at = now;
     }
 }
 

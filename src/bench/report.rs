@@ -64,7 +64,7 @@ pub fn write_hdr_log(
     intervals: &[super::driver::Interval],
 ) -> Result<(), ReportError> {
     use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-    use hdrhistogram::serialization::{Deserializer, V2Serializer};
+    use hdrhistogram::serialization::V2Serializer;
     let err = |message: String| ReportError::HdrLog {
         path: path.display().to_string(),
         message,
@@ -79,16 +79,33 @@ pub fn write_hdr_log(
             .with_base_time(started_at)
             .begin_log_with(&mut file, &mut ser)
             .map_err(|e| err(e.to_string()))?;
-        let mut de = Deserializer::new();
         for i in intervals {
-            let h: Histogram<u64> = de
-                .deserialize(&mut std::io::Cursor::new(&i.encoded))
-                .map_err(|e| err(format!("{e:?}")))?;
+            let h = decode_v2(&i.encoded).map_err(err)?;
             w.write_histogram(&h, i.start, i.duration, Tag::new(&i.tag))
                 .map_err(|e| err(e.to_string()))?;
         }
     }
     std::io::Write::flush(&mut file).map_err(|e| err(e.to_string()))
+}
+
+/// A histogram in HdrHistogram's V2 encoding (what interval logs and JSON reports hold);
+/// `None` if it cannot be encoded.
+pub fn encode_v2(h: &Histogram<u64>) -> Option<Vec<u8>> {
+    let mut encoded = Vec::new();
+    hdrhistogram::serialization::Serializer::serialize(
+        &mut hdrhistogram::serialization::V2Serializer::new(),
+        h,
+        &mut encoded,
+    )
+    .ok()?;
+    Some(encoded)
+}
+
+/// Decode a histogram written by [`encode_v2`].
+pub fn decode_v2(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("{e:?}"))
 }
 
 /// Highest latency recorded: 10 minutes in µs (larger values are clamped).
@@ -279,14 +296,7 @@ impl PhaseSummary {
             let h = &rec.hists[op.index()];
             if !h.is_empty() {
                 operations.insert(op.name().to_string(), OpSummary::of(h, elapsed_s));
-                let mut encoded = Vec::new();
-                if hdrhistogram::serialization::Serializer::serialize(
-                    &mut hdrhistogram::serialization::V2Serializer::new(),
-                    h,
-                    &mut encoded,
-                )
-                .is_ok()
-                {
+                if let Some(encoded) = encode_v2(h) {
                     use base64::Engine as _;
                     histograms.insert(
                         op.name().to_string(),
@@ -324,10 +334,7 @@ impl PhaseSummary {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| bad(e.to_string()))?;
-        hdrhistogram::serialization::Deserializer::new()
-            .deserialize(&mut std::io::Cursor::new(bytes))
-            .map(Some)
-            .map_err(|e| bad(format!("{e:?}")))
+        decode_v2(&bytes).map(Some).map_err(bad)
     }
 
     /// The phase as a text table.
