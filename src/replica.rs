@@ -109,6 +109,14 @@ fn decode_object(key: &Key, bytes: &[u8]) -> Result<Object, ReplicaError> {
     }
 }
 
+/// The object stored for `key` (an empty one if nothing is stored).
+fn stored_object(key: &Key, bytes: Option<Vec<u8>>) -> Result<Object, ReplicaError> {
+    match bytes {
+        Some(bytes) => decode_object(key, &bytes),
+        None => Ok(Object::default()),
+    }
+}
+
 impl Replica {
     /// A replica named `name` over `storage`.
     pub fn new(name: &str, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Arc<Self> {
@@ -156,10 +164,7 @@ impl Replica {
     }
 
     fn load(&self, key: &Key, skey: &[u8]) -> Result<Object, ReplicaError> {
-        match self.storage.get(skey)? {
-            Some(bytes) => decode_object(key, &bytes),
-            None => Ok(Object::default()),
-        }
+        stored_object(key, self.storage.get(skey)?)
     }
 
     /// This replica's object for `key` (`None` if it has never seen the key).
@@ -174,14 +179,8 @@ impl Replica {
         // every read to a blocking thread cost ~4 context switches each (perf: 11 per
         // client operation), more than the read; only reads that would touch disk go
         // there.
-        if self.storage.blocking() {
-            if let Some(res) = self.storage.get_cached(&skey) {
-                let o = match res? {
-                    Some(bytes) => decode_object(key, &bytes)?,
-                    None => Object::default(),
-                };
-                return Ok(present(o));
-            }
+        if let Some(res) = self.storage.get_cached(&skey) {
+            return Ok(present(stored_object(key, res?)?));
         }
         let key = key.clone();
         self.run(move |r| Ok(present(r.load(&key, &skey)?))).await
