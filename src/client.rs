@@ -84,16 +84,23 @@ pub struct RequestOptions {
     pub actor: Option<String>,
 }
 
-/// A connection to a cluster.
-pub struct Client {
-    endpoint: Endpoint,
-    contacts: Vec<Member>,
-    current: Mutex<Option<(usize, Connection)>>,
+/// The connection in use, and the last round of connection attempts that failed.
+#[derive(Default)]
+struct Current {
+    /// The contact point's index and its connection.
+    conn: Option<(usize, Connection)>,
     /// When the last full round of connection attempts failed, and why. Requests that
     /// were already waiting for the connection get that answer instead of each trying
     /// every contact point again in turn (32 waiters × 3 contacts × the connect timeout
     /// kept a benchmark against a stopped cluster running for minutes).
-    last_failure: std::sync::Mutex<Option<(tokio::time::Instant, Vec<String>)>>,
+    failed: Option<(tokio::time::Instant, Vec<String>)>,
+}
+
+/// A connection to a cluster.
+pub struct Client {
+    endpoint: Endpoint,
+    contacts: Vec<Member>,
+    current: Mutex<Current>,
     timeout: Duration,
     max_frame: usize,
 }
@@ -123,8 +130,7 @@ impl Client {
         Ok(Arc::new(Client {
             endpoint,
             contacts: cf.contact_points.clone(),
-            current: Mutex::new(None),
-            last_failure: std::sync::Mutex::new(None),
+            current: Mutex::new(Current::default()),
             timeout: Duration::from_millis(cf.timeout_ms),
             max_frame: CLIENT_MAX_FRAME,
         }))
@@ -133,7 +139,9 @@ impl Client {
     /// The contact point currently in use, if connected.
     pub async fn connected_to(&self) -> Option<String> {
         let cur = self.current.lock().await;
-        cur.as_ref().map(|(i, _)| self.contacts[*i].name.clone())
+        cur.conn
+            .as_ref()
+            .map(|(i, _)| self.contacts[*i].name.clone())
     }
 
     /// A live connection, trying contact points in order starting after the last one that
@@ -141,20 +149,17 @@ impl Client {
     async fn connection(&self) -> Result<(usize, Connection), ClientError> {
         let asked = tokio::time::Instant::now();
         let mut cur = self.current.lock().await;
-        if let Some((i, c)) = cur.as_ref() {
+        if let Some((i, c)) = cur.conn.as_ref() {
             if c.close_reason().is_none() {
                 return Ok((*i, c.clone()));
             }
         }
-        {
-            let failed = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, errors)) = failed.as_ref() {
-                if *at >= asked {
-                    return Err(ClientError::Unreachable(errors.clone()));
-                }
+        if let Some((at, errors)) = cur.failed.as_ref() {
+            if *at >= asked {
+                return Err(ClientError::Unreachable(errors.clone()));
             }
         }
-        let start = cur.as_ref().map(|(i, _)| i + 1).unwrap_or(0);
+        let start = cur.conn.as_ref().map(|(i, _)| i + 1).unwrap_or(0);
         let mut errors = Vec::new();
         for k in 0..self.contacts.len() {
             let i = (start + k) % self.contacts.len();
@@ -168,15 +173,14 @@ impl Client {
             .await
             {
                 Ok(c) => {
-                    *cur = Some((i, c.clone()));
+                    cur.conn = Some((i, c.clone()));
                     return Ok((i, c));
                 }
                 Err(e) => errors.push(format!("{} ({}): {e}", m.name, m.addr)),
             }
         }
-        *cur = None;
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((tokio::time::Instant::now(), errors.clone()));
+        cur.conn = None;
+        cur.failed = Some((tokio::time::Instant::now(), errors.clone()));
         Err(ClientError::Unreachable(errors))
     }
 
