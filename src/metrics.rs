@@ -5,8 +5,8 @@
 //! Histograms are recorded in microseconds and exported as Prometheus *summaries*
 //! (quantiles computed on the node), the same shape `nodetool proxyhistograms` shows:
 //! coordinator latency per operation, replica-side handling latency per request kind,
-//! siblings per read, object sizes read and written. Counters: requests and quorum failures per operation, read repairs
-//! sent; a gauge of requests in flight. Every structure is bounded (fixed histogram range,
+//! siblings per read, object sizes read and written. Counters: requests and quorum
+//! failures per operation, read repairs sent; a gauge of requests in flight. Every structure is bounded (fixed histogram range,
 //! a fixed set of operation names).
 
 use std::collections::BTreeMap;

@@ -92,19 +92,9 @@ fn etcd(dir: &std::path::Path) -> (Server, TargetSpec) {
 async fn connect(spec: &TargetSpec) -> Target {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match Target::connect(Connect {
-            spec,
-            client: None,
-            keyspace: String::new(),
-            r: None,
-            w: None,
-            timeout: Duration::from_secs(3),
-        })
-        .await
-        {
+        match Target::connect(Connect::peer(spec, Duration::from_secs(3))).await {
             Ok(t) => return t,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("{spec} did not come up: {e}"),
@@ -200,16 +190,9 @@ async fn absent_peers_are_named() {
     ] {
         let spec: TargetSpec = spec.parse().unwrap();
         let started = Instant::now();
-        let e = Target::connect(Connect {
-            spec: &spec,
-            client: None,
-            keyspace: String::new(),
-            r: None,
-            w: None,
-            timeout: Duration::from_secs(2),
-        })
-        .await
-        .unwrap_err();
+        let e = Target::connect(Connect::peer(&spec, Duration::from_secs(2)))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("cannot reach"), "{e}");
         assert!(e.to_string().contains(&port.to_string()), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10), "bounded");

@@ -13,7 +13,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint};
@@ -211,13 +210,10 @@ impl EchoClient {
     }
 }
 
-/// Shared so that every benchmark worker uses the one connection, as quorumkv's client
-/// does.
-pub type SharedEchoClient = Arc<EchoClient>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// Goal: the echo server returns exactly what was sent, for empty, small and large
     /// payloads, concurrently on one connection, and stops when dropped.

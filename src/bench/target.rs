@@ -229,6 +229,20 @@ pub struct Connect<'a> {
     pub timeout: Duration,
 }
 
+impl<'a> Connect<'a> {
+    /// What a target other than quorumkv needs: where it is and the per-operation timeout.
+    pub fn peer(spec: &'a TargetSpec, timeout: Duration) -> Self {
+        Connect {
+            spec,
+            client: None,
+            keyspace: String::new(),
+            r: None,
+            w: None,
+            timeout,
+        }
+    }
+}
+
 impl Target {
     /// Connect to the target (for echo: start the server and connect to it).
     pub async fn connect(c: Connect<'_>) -> Result<Target, TargetError> {
@@ -598,16 +612,9 @@ mod tests {
     /// workload.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn echo_target_answers_every_primitive() {
-        let t = Target::connect(Connect {
-            spec: &TargetSpec::Echo,
-            client: None,
-            keyspace: String::new(),
-            r: None,
-            w: None,
-            timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("echo target");
+        let t = Target::connect(Connect::peer(&TargetSpec::Echo, Duration::from_secs(5)))
+            .await
+            .expect("echo target");
         assert_eq!(t.name(), "echo");
         assert!(!t.has_contexts());
         t.read("user1").await.expect("read");

@@ -211,7 +211,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             a.workload,
             loop_text(&report.parameters)
         );
-        let (latency, throughput) = series(&[(String::new(), phase)])?;
+        let (latency, throughput) = series(&[(String::new(), phase)], &[])?;
         plot::write_svg(path, &title, &latency, &throughput)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -226,15 +226,20 @@ fn loop_text(p: &serde_json::Value) -> String {
     }
 }
 
-/// Plot lines of phases: one latency line per (run, operation type) and one throughput
-/// line per run. `prefix` names the run ("" for a single run).
+/// Plot lines of phases: one latency line per (run, operation type) — only the types in
+/// `ops`, unless it is empty — and one throughput line per run. `prefix` names the run
+/// ("" for a single run).
 fn series(
     phases: &[(String, &PhaseSummary)],
+    ops: &[String],
 ) -> anyhow::Result<(Vec<LatencySeries>, Vec<ThroughputSeries>)> {
     let mut latency = Vec::new();
     let mut throughput = Vec::new();
     for (prefix, phase) in phases {
         for op in phase.operations.keys() {
+            if !ops.is_empty() && !ops.contains(op) {
+                continue;
+            }
             if let Some(hist) = phase.histogram(op)? {
                 let label = if prefix.is_empty() {
                     op.clone()
@@ -303,14 +308,7 @@ pub fn report(a: BenchReportArgs) -> anyhow::Result<ExitCode> {
                     .map(|p| (label.clone(), p))
             })
             .collect();
-        let (mut latency, throughput) = series(&phases)?;
-        if !a.plot_ops.is_empty() {
-            latency.retain(|s| {
-                a.plot_ops
-                    .iter()
-                    .any(|op| s.label.rsplit(' ').next() == Some(op.as_str()))
-            });
-        }
+        let (latency, throughput) = series(&phases, &a.plot_ops)?;
         plot::write_svg(path, &a.title, &latency, &throughput)?;
     }
     Ok(ExitCode::SUCCESS)
