@@ -30,31 +30,36 @@ async fn cluster(dir: &Path) -> QuicCluster {
     .unwrap()
 }
 
-/// Run `quorumkv bench` with `args` (plus --cluster, --keyspace, --json, --quiet) as a
-/// child process, so this runtime keeps serving the nodes; returns the parsed report.
-async fn bench(c: &QuicCluster, dir: &Path, args: &[&str]) -> serde_json::Value {
-    let json = dir.join("report.json");
+/// Run the binary with `args` to completion (bounded), asserting success; returns stdout.
+async fn quorumkv(args: &[&std::ffi::OsStr]) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-            .arg("bench")
-            .arg("--cluster")
-            .arg(&c.cluster_file)
-            .args(["--keyspace", "default", "--quiet", "--json"])
-            .arg(&json)
             .args(args)
             .output(),
     )
     .await
-    .expect("bench finishes by itself")
+    .expect("finishes by itself")
     .unwrap();
     assert!(
         out.status.success(),
-        "bench failed: {}\n{}",
+        "{args:?} failed: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `quorumkv bench` with `args` (plus --cluster, --keyspace, --json, --quiet) as a
+/// child process, so this runtime keeps serving the nodes; returns the parsed report.
+async fn bench(c: &QuicCluster, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let json = dir.join("report.json");
+    let mut all: Vec<&std::ffi::OsStr> = vec!["bench".as_ref(), "--cluster".as_ref()];
+    all.push(c.cluster_file.as_os_str());
+    all.extend(["--keyspace", "default", "--quiet", "--json"].map(std::ffi::OsStr::new));
+    all.push(json.as_os_str());
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let stdout = quorumkv(&all).await;
     assert!(stdout.contains("p99"), "no table on stdout: {stdout}");
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }
@@ -173,26 +178,6 @@ async fn open_loop_holds_the_rate() {
     assert_eq!(errors(run), 0, "{run}");
     assert_eq!(r["parameters"]["loop"], "open");
     c.shutdown().await;
-}
-
-/// Run the binary with `args` to completion (bounded), asserting success; returns stdout.
-async fn quorumkv(args: &[&std::ffi::OsStr]) -> String {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("finishes by itself")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Goal: `--plot` draws a run, the JSON report keeps a throughput timeline and full
