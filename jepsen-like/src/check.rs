@@ -7,18 +7,37 @@
 //! every key on its own, in parallel (linearizability is compositional, so
 //! the history is linearizable iff every key's subhistory is). Sets and
 //! counters use Jepsen's dedicated checkers.
+//!
+//! Scheduling of the keys, because a long invalid history must not take
+//! minutes or the machine's memory:
+//! - **Early verdict.** One non-linearizable key settles the file, so by
+//!   default the first one found stops every other search (as Knossos and
+//!   porcupine do); [`CheckOptions::all_failures`] judges every key.
+//! - **Cheap keys first, in two passes.** Keys are ordered by an effort
+//!   estimate (ops × peak concurrency). A triage pass gives every key a
+//!   small step allowance, so an easy failure anywhere is found before any
+//!   explosive key gets the machine; keys that need more are searched
+//!   again in a second pass with their full share.
+//! - **Shares.** Each concurrent search may use `(budget − heap already in
+//!   use) / threads` bytes, and in the second pass each key gets an equal
+//!   share of the time left, so one key running out is reported unknown
+//!   while the rest are still judged.
+//! - **A budget on real memory.** With [`crate::mem::CountingAllocator`]
+//!   installed (the binary does), no cache grows while the process heap
+//!   would pass the budget.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::counter_checker::{self, CounterReport};
 use crate::history::{Function, History, HistoryError, Operation, Outcome, Process};
+use crate::mem;
 use crate::model::{ModelKind, RegisterModel, RegisterOp};
 use crate::set_checker::{self, SetReport};
 use crate::value::Value;
-use crate::wgl::{self, Cancel, SearchOp, Stats};
+use crate::wgl::{self, Cancel, FxBuild, SearchOp, Stats};
 
 /// Errors that stop a history from being checked at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,9 +74,14 @@ pub struct CheckOptions {
     pub timeout: Option<Duration>,
     /// Worker threads for per-key checking; `None` = all cores.
     pub threads: Option<usize>,
-    /// Memory budget for the searches' caches, in MiB, shared by the
-    /// worker threads; a search that would need more gives up (unknown).
+    /// Memory budget in MiB for the whole check, shared by the worker
+    /// threads; a search that would need more gives up (unknown). With
+    /// [`crate::mem::CountingAllocator`] installed it bounds the process
+    /// heap (history included); otherwise the search caches only.
     pub memory_limit_mb: usize,
+    /// Judge every key and explain every failure, instead of stopping at
+    /// the first non-linearizable key.
+    pub all_failures: bool,
 }
 
 impl CheckOptions {
@@ -68,11 +92,12 @@ impl CheckOptions {
             timeout: None,
             threads: None,
             memory_limit_mb: DEFAULT_MEMORY_LIMIT_MB,
+            all_failures: false,
         }
     }
 }
 
-/// Default cache budget: a few GiB keeps hopeless searches from taking
+/// Default memory budget: a few GiB keeps hopeless searches from taking
 /// the machine down while leaving real ones plenty of room.
 pub const DEFAULT_MEMORY_LIMIT_MB: usize = 4096;
 
@@ -197,15 +222,26 @@ pub struct CheckResult {
     pub keys: usize,
     /// Wall-clock time spent checking, in milliseconds.
     pub elapsed_ms: f64,
-    /// Why the verdict is unknown, if it is.
+    /// Why the verdict is unknown, if it is, or why some keys were left
+    /// undecided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Non-linearizable keys (register models), in key order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<KeyFailure>,
-    /// Keys whose search timed out (multi-register).
+    /// Keys left undecided (multi-register): out of time, or out of their
+    /// share of the time or memory budget.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown_keys: Vec<Value>,
+    /// Keys never judged because an earlier failure settled the verdict
+    /// (early verdict; see [`CheckOptions::all_failures`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub keys_unchecked: usize,
+    /// Process heap at the start and at its peak during the check, in
+    /// bytes, when the counting allocator is installed (the peak is
+    /// process-wide, so concurrent checks in one process share it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap: Option<HeapUse>,
     /// Set checker details.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub set: Option<SetReport>,
@@ -214,6 +250,21 @@ pub struct CheckResult {
     pub counter: Option<CounterReport>,
     /// Search statistics summed over keys (register models).
     pub stats: Stats,
+}
+
+/// Heap figures of one check (see [`CheckResult::heap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HeapUse {
+    /// Live heap bytes when the searches started (history included).
+    pub start_bytes: usize,
+    /// Highest live heap bytes during the check.
+    pub peak_bytes: usize,
+    /// The budget, in bytes.
+    pub limit_bytes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl CheckResult {
@@ -228,6 +279,8 @@ impl CheckResult {
             message: None,
             failures: Vec::new(),
             unknown_keys: Vec::new(),
+            keys_unchecked: 0,
+            heap: None,
             set: None,
             counter: None,
             stats: Stats::default(),
@@ -239,36 +292,52 @@ impl CheckResult {
 pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, CheckError> {
     let start = Instant::now();
     // A timeout too large to represent is no timeout.
-    let cancel = Cancel::new(options.timeout.and_then(|t| start.checked_add(t)));
+    let deadline = options.timeout.and_then(|t| start.checked_add(t));
+    let cancel = Cancel::new(deadline);
     let ops = history.operations()?;
     let mut result = CheckResult::empty(options.model, history, ops.len());
+    let mut undecided = Undecided::default();
     match options.model {
-        ModelKind::Register | ModelKind::CasRegister => {
-            let all: Vec<&Operation> = ops.iter().collect();
-            let sub = prepare_register(&all, history, options.model, |v| v)?;
-            let budget = budget_per_search(options, 1);
-            merge_key(
-                &mut result,
-                None,
-                run_key(&sub, &cancel, budget),
-                &ops,
-                history,
-            );
-        }
-        ModelKind::MultiRegister => {
-            let keys = split_by_key(&ops, history)?;
-            result.keys = keys.len();
-            let mut subs = Vec::with_capacity(keys.len());
-            for (key, members) in &keys {
-                let sub = prepare_register(members, history, options.model, |v| match v {
-                    Value::Vector(kv) if kv.len() == 2 => &kv[1],
-                    other => other,
-                })?;
-                subs.push((key.clone(), sub));
+        ModelKind::Register | ModelKind::CasRegister | ModelKind::MultiRegister => {
+            let mut subs: Vec<(Option<Value>, Prepared)> = Vec::new();
+            if options.model == ModelKind::MultiRegister {
+                let keys = split_by_key(&ops, history)?;
+                result.keys = keys.len();
+                // Preparing a million ops is a visible share of the check:
+                // spread it over the workers too.
+                let prepared: Vec<Mutex<Option<Result<Prepared, CheckError>>>> =
+                    keys.iter().map(|_| Mutex::new(None)).collect();
+                pool(keys.len(), worker_threads(options, keys.len()), |i| {
+                    let sub = prepare_register(&keys[i].1, history, options.model, |v| match v {
+                        Value::Vector(kv) if kv.len() == 2 => &kv[1],
+                        other => other,
+                    });
+                    *prepared[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(sub);
+                });
+                subs.reserve(keys.len());
+                // The first error in key order, as a sequential pass would.
+                for ((key, _), slot) in keys.into_iter().zip(prepared) {
+                    let sub = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+                    if let Some(sub) = sub {
+                        subs.push((Some(key), sub?));
+                    }
+                }
+            } else {
+                let all: Vec<&Operation> = ops.iter().collect();
+                subs.push((None, prepare_register(&all, history, options.model, |v| v)?));
             }
-            let outcomes = run_parallel(&subs, &cancel, options);
-            for ((key, _), outcome) in subs.iter().zip(outcomes) {
-                merge_key(&mut result, Some(key.clone()), outcome, &ops, history);
+            let heap_start = mem::heap_bytes();
+            mem::reset_peak();
+            let outcomes = run_keys(&subs, &cancel, deadline, options, heap_start);
+            if let (Some(start_bytes), Some(peak)) = (heap_start, mem::peak_heap_bytes()) {
+                result.heap = Some(HeapUse {
+                    start_bytes,
+                    peak_bytes: peak.max(start_bytes),
+                    limit_bytes: limit_bytes(options),
+                });
+            }
+            for ((key, _), outcome) in subs.into_iter().zip(outcomes) {
+                merge_key(&mut result, key, outcome, &ops, history, &mut undecided);
             }
         }
         ModelKind::Set => {
@@ -283,15 +352,58 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, C
             result.counter = Some(report);
         }
     }
-    if result.verdict == Verdict::Unknown && result.message.is_none() {
-        result.message = Some(if cancel.is_cancelled() {
-            "timed out before a verdict was reached".into()
-        } else {
-            "search space exceeded the memory limit before a verdict was reached".into()
-        });
+    // Undecided keys are worth explaining even when another key's failure
+    // settles the verdict (`--all-failures`).
+    let some_undecided = undecided.timeout + undecided.time_share + undecided.memory > 0;
+    if result.message.is_none() && (result.verdict == Verdict::Unknown || some_undecided) {
+        result.message = Some(undecided.message(result.unknown_keys.len()));
     }
     result.elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(result)
+}
+
+/// Why keys were left undecided, counted for the message.
+#[derive(Debug, Default)]
+struct Undecided {
+    timeout: usize,
+    time_share: usize,
+    memory: usize,
+}
+
+impl Undecided {
+    fn message(&self, keys: usize) -> String {
+        let mut why = Vec::new();
+        if self.timeout > 0 {
+            why.push("timed out".to_string());
+        }
+        if self.time_share > 0 {
+            why.push(format!(
+                "{} ran out of their share of the time",
+                self.time_share
+            ));
+        }
+        if self.memory > 0 {
+            why.push(format!(
+                "{} ran out of their share of the memory limit",
+                self.memory
+            ));
+        }
+        let why = if why.is_empty() {
+            "undecided".to_string()
+        } else {
+            why.join(", ")
+        };
+        if keys == 0 {
+            // A single-object model: say it plainly.
+            if self.memory > 0 {
+                "search space exceeded the memory limit before a verdict was reached".into()
+            } else {
+                "timed out before a verdict was reached".into()
+            }
+        } else {
+            format!("{keys} key(s) not decided before a verdict was reached: {why}")
+        }
+    }
 }
 
 /// One register (sub)history ready for the search.
@@ -307,7 +419,22 @@ struct Prepared {
 enum KeyOutcome {
     Valid(Stats),
     Invalid(wgl::Stuck<Value>, Stats),
-    Unknown(Stats),
+    Unknown(Reason, Stats),
+    /// Not judged: an earlier failure settled the verdict.
+    Unchecked(Stats),
+}
+
+/// Why a search stopped without a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// The overall deadline (or the early-verdict stop) fired.
+    Cancelled,
+    /// The key's share of the time ran out.
+    TimeShare,
+    /// The key's share of the memory (or the process budget) ran out.
+    Memory,
+    /// The triage pass's step allowance ran out: search again.
+    Steps,
 }
 
 /// Turns paired operations into search ops: `fail` ops are dropped (they
@@ -320,16 +447,26 @@ fn prepare_register<'a>(
     inner: impl Fn(&'a Value) -> &'a Value,
 ) -> Result<Prepared, CheckError> {
     let mut values = vec![Value::Nil];
-    let mut intern_table: HashMap<Value, u32> = HashMap::new();
+    let mut intern_table: HashMap<Value, u32, FxBuild> = HashMap::default();
+    // Register values are nearly always integers: a map keyed by the
+    // integer itself skips hashing and comparing `Value`s.
+    let mut int_table: HashMap<i64, u32, FxBuild> = HashMap::default();
     intern_table.insert(Value::Nil, 0);
     let mut intern = |v: &Value| -> u32 {
+        let next = values.len() as u32;
+        if let Value::Int(i) = v {
+            let id = *int_table.entry(*i).or_insert(next);
+            if id == next {
+                values.push(v.clone());
+            }
+            return id;
+        }
         if let Some(&id) = intern_table.get(v) {
             return id;
         }
-        let id = values.len() as u32;
         values.push(v.clone());
-        intern_table.insert(v.clone(), id);
-        id
+        intern_table.insert(v.clone(), next);
+        next
     };
     let mut out = Vec::with_capacity(members.len());
     let mut ids = Vec::with_capacity(members.len());
@@ -337,7 +474,9 @@ fn prepare_register<'a>(
         if op.outcome == Outcome::Fail {
             continue;
         }
-        let line = history.ops.get(op.invoke).map_or(0, |o| o.line);
+        // Only errors need the line; looking it up for every op would be a
+        // cache miss per op on big histories.
+        let line = || history.ops.get(op.invoke).map_or(0, |o| o.line);
         let v = inner(&op.value);
         let rop = match &op.f {
             Function::Read => {
@@ -353,14 +492,14 @@ fn prepare_register<'a>(
                 }
                 other => {
                     return Err(CheckError::BadValue {
-                        line,
+                        line: line(),
                         message: format!("cas value must be [old new], got {other}"),
                     })
                 }
             },
             f => {
                 return Err(CheckError::UnsupportedFunction {
-                    line,
+                    line: line(),
                     model,
                     f: f.clone(),
                 })
@@ -389,16 +528,25 @@ fn split_by_key<'a>(
     ops: &'a [Operation],
     history: &History,
 ) -> Result<Vec<(Value, Vec<&'a Operation>)>, CheckError> {
-    let mut index: HashMap<&Value, usize> = HashMap::new();
+    let mut index: HashMap<&Value, usize, FxBuild> = HashMap::default();
     let mut keys: Vec<(Value, Vec<&Operation>)> = Vec::new();
     for op in ops {
         // The invocation always names the key, even when the completion
         // (fail/info) carries something else.
-        let invoke_value = history
-            .ops
-            .get(op.invoke)
-            .map(|o| &o.value)
-            .unwrap_or(&op.value);
+        // `op.value` is the invocation's value except for ok reads (and
+        // other completion-valued functions), so the history entry is only
+        // looked up for those: on big histories each lookup is a cache miss.
+        let from_completion = op.outcome == Outcome::Ok
+            && !matches!(op.f, Function::Write | Function::Cas | Function::Add);
+        let invoke_value = if from_completion {
+            history
+                .ops
+                .get(op.invoke)
+                .map(|o| &o.value)
+                .unwrap_or(&op.value)
+        } else {
+            &op.value
+        };
         let key = match (invoke_value, &op.value) {
             (Value::Vector(kv), _) if kv.len() == 2 => &kv[0],
             (_, Value::Vector(kv)) if kv.len() == 2 => &kv[0],
@@ -444,18 +592,41 @@ fn split_by_key<'a>(
     Ok(keys)
 }
 
-/// Each concurrent search's share of the memory budget.
-fn budget_per_search(options: &CheckOptions, threads: usize) -> usize {
-    options.memory_limit_mb.saturating_mul(1 << 20) / threads.max(1)
+fn limit_bytes(options: &CheckOptions) -> usize {
+    options.memory_limit_mb.saturating_mul(1 << 20)
 }
 
-fn run_key(sub: &Prepared, cancel: &Cancel, budget_bytes: usize) -> KeyOutcome {
-    if cancel.is_cancelled() {
-        return KeyOutcome::Unknown(Stats::default());
+/// Steps a key may take in the triage pass: a few milliseconds of search,
+/// enough to settle the great majority of keys (valid or not), small
+/// enough that a thousand hard keys cost seconds, not minutes, before the
+/// second pass.
+const TRIAGE_STEPS: u64 = 1 << 16;
+
+/// Effort estimate used to order keys cheap first: operations times the
+/// peak number of operations open at once (an indeterminate one stays open
+/// to the end). Search cost grows with both.
+fn effort(sub: &Prepared) -> u64 {
+    let mut events: Vec<(u64, i64)> = Vec::with_capacity(sub.ops.len() * 2);
+    for op in &sub.ops {
+        events.push((op.call, 1));
+        if let Some(r) = op.ret {
+            events.push((r.max(op.call), -1));
+        }
     }
-    let limits = wgl::Limits {
-        max_bytes: budget_bytes.max(1 << 20),
-    };
+    // Calls before returns at equal times: they overlap.
+    events.sort_unstable_by_key(|&(t, d)| (t, -d));
+    let (mut open, mut peak) = (0i64, 0i64);
+    for (_, d) in events {
+        open += d;
+        peak = peak.max(open);
+    }
+    sub.ops.len() as u64 * (1 + peak as u64)
+}
+
+fn run_key(sub: &Prepared, cancel: &Cancel, limits: wgl::Limits) -> KeyOutcome {
+    if cancel.is_cancelled() {
+        return KeyOutcome::Unknown(Reason::Cancelled, Stats::default());
+    }
     // Cheap pre-check: a read of a value that no write or cas could have
     // produced by the time the read returned can never be linearized.
     // Searching would only find that after exhausting every alternative.
@@ -490,7 +661,9 @@ fn run_key(sub: &Prepared, cancel: &Cancel, budget_bytes: usize) -> KeyOutcome {
                     state: value(state),
                 }
             }
-            wgl::Outcome::Cancelled | wgl::Outcome::TooLarge => wgl::Stuck {
+            // The explanation's search ran out; the bad read alone proves
+            // the verdict.
+            _ => wgl::Stuck {
                 prefix: Vec::new(),
                 op: id(bad),
                 pending: Vec::new(),
@@ -518,7 +691,10 @@ fn run_key(sub: &Prepared, cancel: &Cancel, budget_bytes: usize) -> KeyOutcome {
             };
             KeyOutcome::Invalid(mapped, stats)
         }
-        wgl::Outcome::Cancelled | wgl::Outcome::TooLarge => KeyOutcome::Unknown(stats),
+        wgl::Outcome::Cancelled => KeyOutcome::Unknown(Reason::Cancelled, stats),
+        wgl::Outcome::TooLarge => KeyOutcome::Unknown(Reason::Memory, stats),
+        wgl::Outcome::OutOfSteps => KeyOutcome::Unknown(Reason::Steps, stats),
+        wgl::Outcome::OutOfTime => KeyOutcome::Unknown(Reason::TimeShare, stats),
     }
 }
 
@@ -552,45 +728,146 @@ fn impossible_read(sub: &Prepared) -> Option<usize> {
     bad
 }
 
-/// Checks keys on a pool of scoped threads pulling from a shared counter,
-/// so one slow key does not hold up the rest. Results are in key order.
-fn run_parallel(
-    subs: &[(Value, Prepared)],
-    cancel: &Cancel,
-    options: &CheckOptions,
-) -> Vec<KeyOutcome> {
-    let threads = options
+fn worker_threads(options: &CheckOptions, items: usize) -> usize {
+    options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, subs.len().max(1));
-    let budget = budget_per_search(options, threads);
-    let slots: Vec<Mutex<Option<KeyOutcome>>> = subs.iter().map(|_| Mutex::new(None)).collect();
+        .clamp(1, items.max(1))
+}
+
+/// Runs `work` over `0..n` on `threads` scoped workers pulling from a
+/// shared counter, so one slow item does not hold up the rest.
+fn pool(n: usize, threads: usize, work: impl Fn(usize) + Sync) {
     let next = AtomicUsize::new(0);
-    if threads == 1 {
-        for (i, (_, sub)) in subs.iter().enumerate() {
-            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(run_key(sub, cancel, budget));
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
         }
+        work(i);
+    };
+    if threads <= 1 {
+        worker();
     } else {
         std::thread::scope(|s| {
             for _ in 0..threads {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, sub)) = subs.get(i) else { break };
-                    let outcome = run_key(sub, cancel, budget);
-                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-                });
+                s.spawn(worker);
             }
         });
     }
-    slots
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or(KeyOutcome::Unknown(Stats::default()))
+}
+
+/// Checks every key (see the module docs for the scheduling): a triage
+/// pass in cheap-first order with a small step allowance, then the keys it
+/// could not settle with their full share of memory and of the time left.
+/// Results are in key order.
+fn run_keys(
+    subs: &[(Option<Value>, Prepared)],
+    cancel: &Cancel,
+    deadline: Option<Instant>,
+    options: &CheckOptions,
+    heap_start: Option<usize>,
+) -> Vec<KeyOutcome> {
+    let threads = worker_threads(options, subs.len());
+    let limit = limit_bytes(options);
+    // What the history and the prepared keys already hold is not
+    // available to the caches.
+    let share = limit.saturating_sub(heap_start.unwrap_or(0)) / threads;
+    let heap_limit = heap_start.map(|_| limit);
+    let mut order: Vec<usize> = (0..subs.len()).collect();
+    let efforts: Vec<u64> = subs.iter().map(|(_, sub)| effort(sub)).collect();
+    order.sort_by_key(|&i| (efforts[i], i));
+
+    let slots: Vec<Mutex<Option<KeyOutcome>>> = subs.iter().map(|_| Mutex::new(None)).collect();
+    let stop = AtomicBool::new(false);
+    let store = |i: usize, outcome: KeyOutcome| {
+        if matches!(outcome, KeyOutcome::Invalid(..)) && !options.all_failures {
+            // The verdict is known: stop every other search now.
+            stop.store(true, Ordering::Relaxed);
+            cancel.cancel();
+        }
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    };
+    let take = |i: usize| {
+        slots[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(KeyOutcome::Unchecked(Stats::default()))
+    };
+
+    // Triage only pays when keys compete for the workers.
+    let triage = subs.len() > threads;
+    let mut second: Vec<usize> = order.clone();
+    let mut carried: Vec<Stats> = vec![Stats::default(); subs.len()];
+    if triage {
+        let limits = wgl::Limits {
+            max_bytes: share,
+            heap_limit,
+            max_steps: Some(TRIAGE_STEPS),
+            deadline: None,
+        };
+        pool(order.len(), threads, |k| {
+            let i = order[k];
+            store(i, run_key(&subs[i].1, cancel, limits));
+        });
+        second.clear();
+        for &i in &order {
+            let mut slot = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(KeyOutcome::Unknown(Reason::Steps, stats)) = &*slot {
+                carried[i] = *stats;
+                *slot = None;
+                second.push(i);
+            }
+        }
+    }
+
+    let remaining = AtomicUsize::new(second.len());
+    pool(second.len(), threads, |k| {
+        let i = second[k];
+        // An equal share of the time left among the keys not yet started,
+        // `threads` of which run at once.
+        let left = remaining.fetch_sub(1, Ordering::Relaxed).max(1);
+        let key_deadline = deadline.map(|d| {
+            let now = Instant::now();
+            let rest = d.saturating_duration_since(now);
+            let part = rest.mul_f64((threads as f64 / left as f64).min(1.0));
+            now + part
+        });
+        let limits = wgl::Limits {
+            max_bytes: share,
+            heap_limit,
+            max_steps: None,
+            deadline: key_deadline,
+        };
+        store(i, run_key(&subs[i].1, cancel, limits));
+    });
+
+    let stopped = stop.load(Ordering::Relaxed);
+    (0..subs.len())
+        .map(|i| {
+            let outcome = match take(i) {
+                // Searches interrupted by the early verdict, and keys never
+                // reached, were not judged.
+                KeyOutcome::Unknown(Reason::Cancelled, s) if stopped => KeyOutcome::Unchecked(s),
+                other => other,
+            };
+            add_carried(outcome, carried[i])
         })
         .collect()
+}
+
+fn add_carried(outcome: KeyOutcome, extra: Stats) -> KeyOutcome {
+    let add = |mut s: Stats| {
+        add_stats(&mut s, extra);
+        s
+    };
+    match outcome {
+        KeyOutcome::Valid(s) => KeyOutcome::Valid(add(s)),
+        KeyOutcome::Invalid(st, s) => KeyOutcome::Invalid(st, add(s)),
+        KeyOutcome::Unknown(r, s) => KeyOutcome::Unknown(r, add(s)),
+        KeyOutcome::Unchecked(s) => KeyOutcome::Unchecked(add(s)),
+    }
 }
 
 fn add_stats(total: &mut Stats, s: Stats) {
@@ -608,11 +885,21 @@ fn merge_key(
     outcome: KeyOutcome,
     ops: &[Operation],
     history: &History,
+    undecided: &mut Undecided,
 ) {
     match outcome {
         KeyOutcome::Valid(stats) => add_stats(&mut result.stats, stats),
-        KeyOutcome::Unknown(stats) => {
+        KeyOutcome::Unchecked(stats) => {
             add_stats(&mut result.stats, stats);
+            result.keys_unchecked += 1;
+        }
+        KeyOutcome::Unknown(reason, stats) => {
+            add_stats(&mut result.stats, stats);
+            match reason {
+                Reason::Memory => undecided.memory += 1,
+                Reason::TimeShare => undecided.time_share += 1,
+                Reason::Cancelled | Reason::Steps => undecided.timeout += 1,
+            }
             if result.verdict == Verdict::Valid {
                 result.verdict = Verdict::Unknown;
             }
@@ -640,5 +927,149 @@ fn merge_key(
                 prefix_tail,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gen::{easy_key, hard_key};
+
+    fn history(keys: &[Vec<crate::history::Op>]) -> History {
+        History::new(keys.iter().flatten().cloned().collect())
+    }
+
+    fn options(threads: usize, all_failures: bool) -> CheckOptions {
+        CheckOptions {
+            threads: Some(threads),
+            all_failures,
+            ..CheckOptions::new(ModelKind::MultiRegister)
+        }
+    }
+
+    fn failing_keys(r: &CheckResult) -> Vec<Value> {
+        r.failures.iter().filter_map(|f| f.key.clone()).collect()
+    }
+
+    /// Goal: once one key is proven non-linearizable the check stops and
+    /// reports it (early verdict), counting the keys it never judged;
+    /// `all_failures` judges every key and explains every failure, and the
+    /// early report's explanation is the same as the full one's.
+    #[test]
+    fn early_verdict_and_all_failures() {
+        let keys: Vec<_> = (0..20)
+            .map(|k| easy_key(k, 20, k == 5 || k == 15, k))
+            .collect();
+        let h = history(&keys);
+        let early = check(&h, &options(1, false)).expect("check");
+        assert_eq!(early.verdict, Verdict::Invalid);
+        assert_eq!(early.failures.len(), 1, "{:?}", failing_keys(&early));
+        assert!(early.keys_unchecked > 0, "nothing left unchecked");
+        let all = check(&h, &options(2, true)).expect("check");
+        assert_eq!(all.verdict, Verdict::Invalid);
+        assert_eq!(all.keys_unchecked, 0);
+        assert_eq!(failing_keys(&all), vec![Value::Int(5), Value::Int(15)]);
+        let first = &early.failures[0];
+        let same = all
+            .failures
+            .iter()
+            .find(|f| f.key == first.key)
+            .expect("early failure is a real failure");
+        assert_eq!(same.op, first.op);
+        assert_eq!(same.prefix, first.prefix);
+    }
+
+    /// Goal: one explosive key cannot hide an easy failure in another, even
+    /// when the easy key looks more expensive (more ops) and so comes later
+    /// in cheap-first order: the triage pass gives every key a small step
+    /// allowance first, so the failure is found after a bounded number of
+    /// steps, long before the explosive key's memory share would run out.
+    #[test]
+    fn explosive_key_does_not_hide_easy_failure() {
+        let h = history(&[hard_key(0, 24, 0), easy_key(1, 1500, true, 100)]);
+        let r = check(&h, &options(1, false)).expect("check");
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(failing_keys(&r), vec![Value::Int(1)]);
+        assert!(
+            r.stats.steps < TRIAGE_STEPS + 20_000,
+            "{} steps: the explosive key was searched beyond triage",
+            r.stats.steps
+        );
+        assert_eq!(r.keys_unchecked, 1);
+    }
+
+    /// Goal: with `all_failures`, a key that runs out of its share of the
+    /// memory budget is reported unknown (with the reason), while the
+    /// other keys are still judged.
+    #[test]
+    fn key_out_of_memory_share_is_unknown_rest_judged() {
+        let h = history(&[
+            hard_key(0, 24, 0),
+            easy_key(1, 10, true, 100),
+            easy_key(2, 10, false, 101),
+        ]);
+        let r = check(
+            &h,
+            &CheckOptions {
+                memory_limit_mb: 4,
+                ..options(1, true)
+            },
+        )
+        .expect("check");
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(failing_keys(&r), vec![Value::Int(1)]);
+        assert_eq!(r.unknown_keys, vec![Value::Int(0)]);
+        let message = r.message.unwrap_or_default();
+        assert!(message.contains("memory"), "{message}");
+    }
+
+    /// Goal: with `all_failures` and a timeout, an explosive key gets only
+    /// its share of the time: it ends unknown, the other keys (after it in
+    /// key order) are still judged, and the check ends near the timeout.
+    #[test]
+    fn key_out_of_time_share_is_unknown_rest_judged() {
+        let h = history(&[
+            hard_key(0, 30, 0),
+            easy_key(1, 10, true, 100),
+            easy_key(2, 10, false, 101),
+        ]);
+        let r = check(
+            &h,
+            &CheckOptions {
+                timeout: Some(Duration::from_millis(500)),
+                memory_limit_mb: 1 << 16,
+                ..options(1, true)
+            },
+        )
+        .expect("check");
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(failing_keys(&r), vec![Value::Int(1)]);
+        assert_eq!(r.unknown_keys, vec![Value::Int(0)]);
+        assert!(r.elapsed_ms < 5_000.0, "took {} ms", r.elapsed_ms);
+        let message = r.message.unwrap_or_default();
+        assert!(message.contains("time"), "{message}");
+    }
+
+    /// Goal: keys are ordered by the effort estimate, which grows with
+    /// both size and concurrency.
+    #[test]
+    fn effort_grows_with_ops_and_concurrency() {
+        let prep = |ops: Vec<crate::history::Op>| {
+            let h = History::new(ops);
+            let ops = h.operations().expect("ops");
+            let refs: Vec<&Operation> = ops.iter().collect();
+            let p = prepare_register(&refs, &h, ModelKind::MultiRegister, |v| match v {
+                Value::Vector(kv) if kv.len() == 2 => &kv[1],
+                other => other,
+            })
+            .expect("prepare");
+            effort(&p)
+        };
+        let small = prep(easy_key(0, 10, false, 0));
+        let big = prep(easy_key(0, 100, false, 0));
+        let wide = prep(hard_key(0, 5, 0));
+        let wider = prep(hard_key(0, 10, 0));
+        assert!(small < big, "{small} {big}");
+        assert!(wide < wider, "{wide} {wider}");
     }
 }

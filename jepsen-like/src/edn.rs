@@ -517,10 +517,19 @@ pub fn parse_value(input: &str) -> Result<Value, EdnError> {
     }
 }
 
+fn unclosed(close: u8) -> &'static str {
+    if close == b']' {
+        "unclosed history vector (expected ']')"
+    } else {
+        "unclosed history list (expected ')')"
+    }
+}
+
 /// Reads the history entries of `input`: the top-level forms, where a
-/// top-level vector is a whole history and contributes each of its elements
-/// (Jepsen writes either one map per line or one vector of maps). Each
-/// entry comes with the line on which it starts.
+/// top-level vector or list is a whole history and contributes each of its
+/// elements (Jepsen writes either one map per line or one vector of maps;
+/// knossos's test data is one list). Each entry comes with the line on
+/// which it starts.
 pub fn parse_entries(input: &str) -> Result<Vec<(usize, Value)>, EdnError> {
     let mut reader = Reader::new(input);
     let mut out = Vec::new();
@@ -528,15 +537,17 @@ pub fn parse_entries(input: &str) -> Result<Vec<(usize, Value)>, EdnError> {
         reader.skip_ws();
         match reader.peek() {
             None => return Ok(out),
-            Some(b'[') => {
-                // A history vector: read element by element to keep lines.
+            Some(open @ (b'[' | b'(')) => {
+                // A history vector or list: read element by element to
+                // keep lines.
+                let close = if open == b'[' { b']' } else { b')' };
                 let (line, start) = (reader.line, reader.pos);
                 reader.bump();
                 loop {
                     reader.skip_ws();
                     match reader.peek() {
-                        None => return Err(reader.err_at(line, start, "unclosed history vector")),
-                        Some(b']') => {
+                        None => return Err(reader.err_at(line, start, unclosed(close))),
+                        Some(b) if b == close => {
                             reader.bump();
                             break;
                         }
@@ -544,13 +555,7 @@ pub fn parse_entries(input: &str) -> Result<Vec<(usize, Value)>, EdnError> {
                             let el_line = reader.line;
                             match reader.next_form(1)? {
                                 Some(v) => out.push((el_line, v)),
-                                None => {
-                                    return Err(reader.err_at(
-                                        line,
-                                        start,
-                                        "unclosed history vector",
-                                    ))
-                                }
+                                None => return Err(reader.err_at(line, start, unclosed(close))),
                             }
                         }
                     }
@@ -567,22 +572,30 @@ pub fn parse_entries(input: &str) -> Result<Vec<(usize, Value)>, EdnError> {
 }
 
 /// Parses a Jepsen EDN history: one entry map per line (maps may span
-/// lines), or one vector of entry maps.
+/// lines), or one vector or list of entry maps, `;` comments anywhere.
 pub fn parse_history(input: &str) -> Result<History, EdnError> {
     let mut reader = Reader::new(input);
     let mut ops = Vec::with_capacity(input.len() / 80);
     loop {
         reader.skip_ws();
         match reader.peek() {
-            None => return Ok(History::new(ops)),
-            Some(b'[') => {
+            None => {
+                // The capacity guess can overshoot by half; the history
+                // lives through the whole check, so give the rest back.
+                ops.shrink_to_fit();
+                return Ok(History::new(ops));
+            }
+            Some(open @ (b'[' | b'(')) => {
+                // A whole history as one vector or list (knossos's test
+                // data uses lists).
+                let close = if open == b'[' { b']' } else { b')' };
                 let (line, start) = (reader.line, reader.pos);
                 reader.bump();
                 loop {
                     reader.skip_ws();
                     match reader.peek() {
-                        None => return Err(reader.err_at(line, start, "unclosed history vector")),
-                        Some(b']') => {
+                        None => return Err(reader.err_at(line, start, unclosed(close))),
+                        Some(b) if b == close => {
                             reader.bump();
                             break;
                         }
@@ -705,6 +718,45 @@ mod tests {
             .map(|(l, _)| l)
             .collect();
         assert_eq!(lines, vec![2, 3, 5]);
+    }
+
+    /// Goal: a whole history written as ONE vector or ONE list of
+    /// operations (knossos's test data), with `;` comments between and
+    /// inside, parses to the same entries as one map per line, each with
+    /// the line it starts on; an unclosed list is an error at its line.
+    #[test]
+    fn history_as_one_vector_or_list() {
+        let maps = "{:process 0, :type :invoke, :f :write, :value 1}\n\
+                    {:process 0, :type :ok, :f :write, :value 1}\n\
+                    {:process 1, :type :invoke, :f :read, :value nil}\n\
+                    {:process 1, :type :ok, :f :read, :value 1}\n";
+        let per_line = parse_history(maps).expect("per line");
+        let body: Vec<&str> = maps.lines().collect();
+        for (open, close) in [("[", "]"), ("(", ")")] {
+            let src = format!(
+                "; knossos style\n{open}{}\n ; a comment between ops\n {}\n {} ; trailing\n {}{close}\n",
+                body[0], body[1], body[2], body[3]
+            );
+            let h = parse_history(&src).unwrap_or_else(|e| panic!("{open}: {e}"));
+            assert_eq!(h.ops.len(), 4, "{open}");
+            for (a, b) in h.ops.iter().zip(&per_line.ops) {
+                assert_eq!(
+                    (&a.process, a.kind, &a.f, &a.value),
+                    (&b.process, b.kind, &b.f, &b.value)
+                );
+            }
+            let lines: Vec<usize> = h.ops.iter().map(|o| o.line).collect();
+            assert_eq!(lines, vec![2, 4, 5, 6], "{open}");
+            let entries: Vec<usize> = parse_entries(&src)
+                .expect("entries")
+                .into_iter()
+                .map(|(l, _)| l)
+                .collect();
+            assert_eq!(entries, vec![2, 4, 5, 6], "{open}");
+            let unclosed = format!("\n{open}{}\n", body[0]);
+            let err = parse_history(&unclosed).expect_err("unclosed");
+            assert_eq!(err.line(), 2, "{open}: {err}");
+        }
     }
 
     /// Goal: printed values read back identically (writer/reader agree).

@@ -402,6 +402,70 @@ fn corrupt_one_read(entries: &mut [Op], opts: &GenOptions, rng: &mut Rng) {
     };
 }
 
+/// One key of a multi-register history built to exhaust the search: `n`
+/// indeterminate writes of distinct values (never completed), then write
+/// A, read A, write B, read A. The last read is stale, so the key is not
+/// linearizable, but no cheap check sees it (A was written before the
+/// read), and proving it means visiting every subset of the indeterminate
+/// writes with every last-written value: about n·2ⁿ configurations, since
+/// the twin reduction only merges *identical* indeterminate ops. For tests
+/// and benchmarks of the budgets. Processes are `first_process..`.
+pub fn hard_key(key: i64, n: usize, first_process: i64) -> Vec<Op> {
+    let kv = |v: Value| Value::Vector(vec![Value::Int(key), v]);
+    let mut out = Vec::with_capacity(n + 8);
+    for i in 0..n {
+        out.push(Op::new(
+            first_process + i as i64,
+            OpType::Invoke,
+            Function::Write,
+            kv(Value::Int(i as i64 + 1)),
+        ));
+    }
+    let p = first_process + n as i64;
+    let (a, b) = (Value::Int(1_000_000), Value::Int(1_000_001));
+    for (f, v) in [
+        (Function::Write, a.clone()),
+        (Function::Read, a.clone()),
+        (Function::Write, b),
+        (Function::Read, a),
+    ] {
+        let invoke = if f == Function::Read {
+            Value::Nil
+        } else {
+            v.clone()
+        };
+        out.push(Op::new(p, OpType::Invoke, f.clone(), kv(invoke)));
+        out.push(Op::new(p, OpType::Ok, f, kv(v)));
+    }
+    out
+}
+
+/// One key of a multi-register history that is quick to decide: `rounds`
+/// sequential rounds of write r, read r by one process; if `bad`, the
+/// last read returns the previous round's value (stale: not linearizable,
+/// found in a few steps per op). Process `process`.
+pub fn easy_key(key: i64, rounds: usize, bad: bool, process: i64) -> Vec<Op> {
+    let kv = |v: i64| Value::Vector(vec![Value::Int(key), Value::Int(v)]);
+    let mut out = Vec::with_capacity(rounds * 4);
+    for r in 1..=rounds as i64 {
+        let seen = if bad && r == rounds as i64 && r > 1 {
+            r - 1
+        } else {
+            r
+        };
+        out.push(Op::new(process, OpType::Invoke, Function::Write, kv(r)));
+        out.push(Op::new(process, OpType::Ok, Function::Write, kv(r)));
+        out.push(Op::new(
+            process,
+            OpType::Invoke,
+            Function::Read,
+            Value::Vector(vec![Value::Int(key), Value::Nil]),
+        ));
+        out.push(Op::new(process, OpType::Ok, Function::Read, kv(seen)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

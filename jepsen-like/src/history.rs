@@ -449,6 +449,74 @@ pub struct Operation {
     pub complete: Option<usize>,
 }
 
+/// Which operation each process has open. Jepsen's processes are small
+/// integers (growing by the concurrency after each `info`), so those go in
+/// a plain vector; named processes, and numbers too large for the vector,
+/// take a map. Pairing a million-op history through a map alone cost a
+/// noticeable share of the check.
+struct OpenTable<'a> {
+    dense: Vec<u32>,
+    limit: usize,
+    other: HashMap<&'a Process, usize, crate::wgl::FxBuild>,
+}
+
+const NOT_OPEN: u32 = u32::MAX;
+
+impl<'a> OpenTable<'a> {
+    fn new(entries: usize) -> Self {
+        OpenTable {
+            dense: Vec::new(),
+            // Process ids beyond a few per entry would waste memory.
+            limit: entries.saturating_mul(4).clamp(1024, u32::MAX as usize),
+            other: HashMap::default(),
+        }
+    }
+
+    fn dense_index(&self, p: &Process) -> Option<usize> {
+        match p {
+            Process::Client(i) if *i >= 0 && (*i as usize) < self.limit => Some(*i as usize),
+            _ => None,
+        }
+    }
+
+    /// Opens `id` for `p`; returns the already open one instead, if any.
+    fn insert(&mut self, p: &'a Process, id: usize) -> Option<usize> {
+        match self.dense_index(p) {
+            Some(i) if id < NOT_OPEN as usize => {
+                if i >= self.dense.len() {
+                    self.dense
+                        .resize((i + 1).max(self.dense.len() * 2), NOT_OPEN);
+                }
+                match self.dense[i] {
+                    NOT_OPEN => {
+                        self.dense[i] = id as u32;
+                        None
+                    }
+                    prev => Some(prev as usize),
+                }
+            }
+            _ => match self.other.get(p) {
+                Some(&prev) => Some(prev),
+                None => {
+                    self.other.insert(p, id);
+                    None
+                }
+            },
+        }
+    }
+
+    fn remove(&mut self, p: &Process) -> Option<usize> {
+        if let Some(i) = self.dense_index(p) {
+            if let Some(slot) = self.dense.get_mut(i) {
+                if *slot != NOT_OPEN {
+                    return Some(std::mem::replace(slot, NOT_OPEN) as usize);
+                }
+            }
+        }
+        self.other.remove(p)
+    }
+}
+
 /// A whole history: entries in the order they happened.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
@@ -467,29 +535,40 @@ impl History {
     /// Errors on histories that break Jepsen's process discipline: a second
     /// invocation while one is open, or a completion with no invocation.
     pub fn operations(&self) -> Result<Vec<Operation>, HistoryError> {
-        let mut out: Vec<Operation> = Vec::new();
-        // process -> id of its open operation
-        let mut open: HashMap<&Process, usize> = HashMap::new();
+        // At most one operation per two entries, usually exactly: sizing
+        // up front spares a million-op history a dozen reallocations.
+        let mut out: Vec<Operation> = Vec::with_capacity(self.ops.len() / 2 + 1);
+        let mut open = OpenTable::new(self.ops.len());
+        // Whether an operation's value is its completion's (reads, unknown
+        // functions) rather than its invocation's (writes, cas, adds).
+        let from_completion =
+            |f: &Function| !matches!(f, Function::Write | Function::Cas | Function::Add);
         for (i, op) in self.ops.iter().enumerate() {
             if !op.process.is_client() {
                 continue;
             }
             match op.kind {
                 OpType::Invoke => {
-                    if let Some(&prev) = open.get(&op.process) {
+                    let id = out.len();
+                    if let Some(prev) = open.insert(&op.process, id) {
                         return Err(HistoryError::DoubleInvoke {
                             line: op.line,
                             process: op.process.clone(),
                             open_line: self.ops[out[prev].invoke].line,
                         });
                     }
-                    let id = out.len();
-                    open.insert(&op.process, id);
                     out.push(Operation {
                         id,
                         process: op.process.clone(),
                         f: op.f.clone(),
-                        value: op.value.clone(),
+                        // A completion-valued op gets its value when it
+                        // completes: cloning the invocation's first would
+                        // be wasted on every ok read.
+                        value: if from_completion(&op.f) {
+                            Value::Nil
+                        } else {
+                            op.value.clone()
+                        },
                         // Until a completion shows up, it is indeterminate.
                         outcome: Outcome::Info,
                         invoke: i,
@@ -521,12 +600,20 @@ impl History {
                     };
                     // Reads (and unknown functions) report their result on
                     // completion; writes, cas and adds carry it on invoke.
-                    let completion_carries_value =
-                        !matches!(o.f, Function::Write | Function::Cas | Function::Add);
-                    if kind == OpType::Ok && completion_carries_value {
-                        o.value = op.value.clone();
+                    if from_completion(&o.f) {
+                        o.value = if kind == OpType::Ok {
+                            op.value.clone()
+                        } else {
+                            self.ops[o.invoke].value.clone()
+                        };
                     }
                 }
+            }
+        }
+        // Never completed: their value is the invocation's.
+        for o in out.iter_mut() {
+            if o.complete.is_none() && from_completion(&o.f) {
+                o.value = self.ops[o.invoke].value.clone();
             }
         }
         Ok(out)

@@ -28,6 +28,7 @@ pub mod gen;
 pub mod history;
 pub mod html;
 pub mod jsonl;
+pub mod mem;
 pub mod model;
 pub mod report;
 pub mod set_checker;

@@ -4,6 +4,10 @@
 //! Exit codes of `check` are meant for scripts: 0 when every file is valid,
 //! 1 when any file is invalid, 2 when nothing is invalid but some file is
 //! unknown (timeout, never-read set) or could not be read/checked.
+//!
+//! The binary installs the library's counting allocator so that
+//! `--memory-limit-mb` bounds the real heap of the process, not only the
+//! search caches' own estimate.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use jepsen_like::gen::{generate, GenOptions};
+use jepsen_like::mem::CountingAllocator;
 use jepsen_like::{check, html, report, CheckOptions, CheckResult, Format, ModelKind, Verdict};
+
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
 
 #[derive(Parser)]
 #[command(
@@ -90,9 +98,14 @@ struct CheckArgs {
     /// Worker threads for independent keys (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Memory budget for the search caches in MiB (exceeding it gives unknown).
+    /// Memory budget in MiB for the process's heap, history included
+    /// (keys that would exceed their share end unknown).
     #[arg(long, default_value_t = jepsen_like::check::DEFAULT_MEMORY_LIMIT_MB)]
     memory_limit_mb: usize,
+    /// Judge every key and explain every failure (default: stop at the
+    /// first non-linearizable key, whose verdict settles the file).
+    #[arg(long)]
+    all_failures: bool,
     /// History files, or directories of them.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -150,6 +163,7 @@ struct GenArgs {
 }
 
 fn main() -> ExitCode {
+    CountingAllocator::mark_installed();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => run_check(&args),
@@ -244,6 +258,7 @@ fn check_one(
         timeout: timeout(args)?,
         threads: args.threads,
         memory_limit_mb: args.memory_limit_mb,
+        all_failures: args.all_failures,
     };
     let result =
         check(&history, &options).with_context(|| format!("checking {}", path.display()))?;
@@ -323,7 +338,12 @@ fn run_check(args: &CheckArgs) -> Result<u8> {
         0
     };
     if args.output == OutputArg::Json {
-        let doc = serde_json::json!({ "files": reports, "exit_code": code });
+        // The peak resident set of the whole run, as the OS saw it (Linux).
+        let doc = serde_json::json!({
+            "files": reports,
+            "exit_code": code,
+            "max_rss_bytes": jepsen_like::mem::max_rss_bytes(),
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(code)

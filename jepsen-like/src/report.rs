@@ -43,7 +43,14 @@ pub fn render_text(name: &str, r: &CheckResult) -> String {
         let _ = writeln!(out, "  {m}");
     }
     if !r.unknown_keys.is_empty() {
-        let _ = writeln!(out, "  keys not decided in time: {}", list(&r.unknown_keys));
+        let _ = writeln!(out, "  keys not decided: {}", list(&r.unknown_keys));
+    }
+    if r.keys_unchecked > 0 {
+        let _ = writeln!(
+            out,
+            "  stopped at the first non-linearizable key: {} of {} keys left unchecked (--all-failures judges them all)",
+            r.keys_unchecked, r.keys
+        );
     }
     for f in r.failures.iter().take(LIST_CAP) {
         let key = f

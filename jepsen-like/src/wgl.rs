@@ -22,10 +22,13 @@
 //! create choice points.
 //!
 //! The loop checks a [`Cancel`] token every few thousand steps so a
-//! timeout yields an unknown verdict instead of running forever.
+//! timeout (or another key's failure) yields an unknown verdict instead of
+//! running forever, and [`Limits`] caps one search's steps, time and
+//! memory; the cache vets each of its growths against the memory caps
+//! before allocating, so a budget is kept rather than overshot.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -104,8 +107,13 @@ pub enum Outcome<S> {
     NotLinearizable(Stuck<S>),
     /// Stopped by the [`Cancel`] token.
     Cancelled,
-    /// Gave up: the search exceeded [`Limits::max_bytes`].
+    /// Gave up: the cache would have outgrown [`Limits::max_bytes`] or
+    /// [`Limits::heap_limit`].
     TooLarge,
+    /// Gave up after [`Limits::max_steps`] iterations.
+    OutOfSteps,
+    /// Gave up at [`Limits::deadline`].
+    OutOfTime,
 }
 
 /// Statistics about one search, for reports and benchmarks.
@@ -126,8 +134,10 @@ const CANCEL_POLL: u64 = 4096;
 
 /// FxHash-style hasher: the cache keys are already well mixed 64-bit
 /// values, and model states are small, so SipHash would only cost time.
+/// Also used by the history and key-splitting code, whose maps are keyed
+/// by small values (process ids, keys, register values).
 #[derive(Default)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
@@ -158,7 +168,8 @@ impl FxHasher {
     }
 }
 
-type FxBuild = BuildHasherDefault<FxHasher>;
+/// A `HashMap` build-hasher for [`FxHasher`].
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -179,13 +190,51 @@ fn state_hash<S: Hash>(s: &S) -> u64 {
 /// first (in invocation order) and indeterminate ones last, a configuration
 /// is a long run of ones, a short window and the indeterminate tail, so this
 /// is far smaller than the dense bitset on big keys.
+///
+/// Everything lives in a handful of flat vectors (an open-addressing table
+/// of entry numbers, then per-entry hash, arena offset and state), never
+/// one small allocation per entry: the cache's size is then known exactly
+/// from the capacities, every growth is a single large allocation that can
+/// be vetted against the budget *before* it happens, and freeing the cache
+/// hands whole mappings back to the operating system instead of leaving a
+/// fragmented heap behind (with a per-entry `Vec` in a `HashMap`, the real
+/// footprint was about three times the old estimate).
 struct Cache<S> {
-    index: HashMap<u64, Vec<u32>, FxBuild>,
+    /// Entry number + 1 per slot (0 = empty); linear probing; the length
+    /// is a power of two and at most half the slots are used.
+    table: Vec<u32>,
+    /// Full hash of each entry, to skip most comparisons.
+    hashes: Vec<u64>,
+    /// Where each entry's encoding starts in `arena`; it ends where the
+    /// next one starts (entries are appended in order).
+    starts: Vec<u64>,
     arena: Vec<u64>,
-    /// (start, len) of each entry's encoding in the arena.
-    spans: Vec<(usize, u32)>,
     states: Vec<S>,
     scratch: Vec<u64>,
+}
+
+/// The cache would outgrow its budget.
+struct OverBudget;
+
+/// What a cache may hold: its own share, and (when the counting allocator
+/// is installed) a ceiling on the whole process's heap.
+#[derive(Clone, Copy)]
+struct CacheBudget {
+    max_bytes: usize,
+    heap_limit: Option<usize>,
+}
+
+impl CacheBudget {
+    /// May the cache, now holding `own` bytes, allocate `extra` more?
+    fn allows(&self, own: usize, extra: usize) -> bool {
+        if own.saturating_add(extra) > self.max_bytes {
+            return false;
+        }
+        match (self.heap_limit, crate::mem::heap_bytes()) {
+            (Some(limit), Some(heap)) => heap.saturating_add(extra) <= limit,
+            _ => true,
+        }
+    }
 }
 
 fn encode(bits: &[u64], out: &mut Vec<u64>) {
@@ -200,46 +249,139 @@ fn encode(bits: &[u64], out: &mut Vec<u64>) {
     }
 }
 
+/// The capacity a full vector grows to (doubling, as `Vec` would).
+fn grown(cap: usize, need: usize, min: usize) -> usize {
+    cap.saturating_mul(2).max(need).max(min)
+}
+
+const INITIAL_SLOTS: usize = 1024;
+
 impl<S: Eq + Clone> Cache<S> {
     fn new() -> Self {
         Cache {
-            index: HashMap::default(),
+            table: vec![0; INITIAL_SLOTS],
+            hashes: Vec::new(),
+            starts: Vec::new(),
             arena: Vec::new(),
-            spans: Vec::new(),
             states: Vec::new(),
             scratch: Vec::new(),
         }
     }
 
-    /// Inserts; false if it was already present.
-    fn insert(&mut self, key: u64, bits: &[u64], state: &S) -> bool {
+    fn entry(&self, k: usize) -> &[u64] {
+        let start = self.starts[k] as usize;
+        let end = self
+            .starts
+            .get(k + 1)
+            .map_or(self.arena.len(), |&e| e as usize);
+        &self.arena[start..end]
+    }
+
+    /// The slot holding (key, enc, state), or the empty slot where it
+    /// belongs.
+    fn probe(&self, key: u64, enc: &[u64], state: &S) -> (usize, bool) {
+        let mask = self.table.len() - 1;
+        let mut pos = key as usize & mask;
+        loop {
+            let e = self.table[pos];
+            if e == 0 {
+                return (pos, false);
+            }
+            let k = (e - 1) as usize;
+            if self.hashes[k] == key && self.states[k] == *state && self.entry(k) == enc {
+                return (pos, true);
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    /// Inserts; `Ok(false)` if it was already present, `Err` if storing it
+    /// would break the budget (nothing is allocated then).
+    fn insert(
+        &mut self,
+        key: u64,
+        bits: &[u64],
+        state: &S,
+        budget: CacheBudget,
+    ) -> Result<bool, OverBudget> {
         let mut enc = std::mem::take(&mut self.scratch);
         encode(bits, &mut enc);
-        let present = self.index.get(&key).is_some_and(|slots| {
-            slots.iter().any(|&k| {
-                let k = k as usize;
-                let (start, len) = self.spans[k];
-                self.states[k] == *state && self.arena[start..start + len as usize] == enc[..]
-            })
-        });
-        if !present {
-            let slot = self.states.len() as u32;
-            self.spans.push((self.arena.len(), enc.len() as u32));
-            self.arena.extend_from_slice(&enc);
-            self.states.push(state.clone());
-            self.index.entry(key).or_default().push(slot);
+        let (mut pos, present) = self.probe(key, &enc, state);
+        if present {
+            self.scratch = enc;
+            return Ok(false);
         }
+        let len = self.states.len();
+        if len >= (u32::MAX - 1) as usize {
+            self.scratch = enc;
+            return Err(OverBudget);
+        }
+        // Vet every growth this insert triggers before making any: a
+        // reallocation briefly holds old and new buffers, so the whole new
+        // buffer counts.
+        let entry_cap = grown(self.states.capacity(), len + 1, 1024);
+        let grow_entries = len == self.states.capacity();
+        let arena_need = self.arena.len() + enc.len();
+        let arena_cap = grown(self.arena.capacity(), arena_need, 4096);
+        let grow_arena = arena_need > self.arena.capacity();
+        let grow_table = (len + 1) * 2 > self.table.len();
+        let mut extra = 0usize;
+        if grow_entries {
+            extra += entry_cap * (16 + std::mem::size_of::<S>());
+        }
+        if grow_arena {
+            extra += arena_cap * 8;
+        }
+        if grow_table {
+            extra += self.table.len() * 2 * 4;
+        }
+        if extra > 0 && !budget.allows(self.bytes(), extra) {
+            self.scratch = enc;
+            return Err(OverBudget);
+        }
+        if grow_entries {
+            self.hashes.reserve_exact(entry_cap - len);
+            self.starts.reserve_exact(entry_cap - len);
+            self.states.reserve_exact(entry_cap - len);
+        }
+        if grow_arena {
+            self.arena.reserve_exact(arena_cap - self.arena.len());
+        }
+        if grow_table {
+            self.rehash(self.table.len() * 2);
+            pos = self.probe(key, &enc, state).0;
+        }
+        self.table[pos] = len as u32 + 1;
+        self.hashes.push(key);
+        self.starts.push(self.arena.len() as u64);
+        self.arena.extend_from_slice(&enc);
+        self.states.push(state.clone());
         self.scratch = enc;
-        !present
+        Ok(true)
+    }
+
+    fn rehash(&mut self, slots: usize) {
+        self.table = vec![0; slots];
+        let mask = slots - 1;
+        for (k, &h) in self.hashes.iter().enumerate() {
+            let mut pos = h as usize & mask;
+            while self.table[pos] != 0 {
+                pos = (pos + 1) & mask;
+            }
+            self.table[pos] = k as u32 + 1;
+        }
     }
 
     fn len(&self) -> usize {
         self.states.len()
     }
 
-    /// Approximate bytes held, for the memory budget.
+    /// Heap bytes held (exact: what the buffers' capacities occupy).
     fn bytes(&self) -> usize {
-        self.arena.len() * 8 + self.spans.len() * (16 + 8 + std::mem::size_of::<S>())
+        self.table.capacity() * 4
+            + (self.hashes.capacity() + self.starts.capacity()) * 8
+            + (self.arena.capacity() + self.scratch.capacity()) * 8
+            + self.states.capacity() * std::mem::size_of::<S>()
     }
 }
 
@@ -335,18 +477,35 @@ impl List {
     }
 }
 
-/// Search limits.
+/// Search limits. Each one that is hit ends the search with its own
+/// [`Outcome`], so callers can tell what ran out.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Give up (with [`Outcome::TooLarge`]) once the cache holds about
-    /// this many bytes; bounds memory on hopeless searches.
+    /// Give up (with [`Outcome::TooLarge`]) rather than let the cache grow
+    /// past this many bytes; bounds memory on hopeless searches. Growth is
+    /// vetted before it happens, so the cache never exceeds it.
     pub max_bytes: usize,
+    /// Give up (also [`Outcome::TooLarge`]) rather than grow the cache
+    /// while the whole process's heap, as counted by an installed
+    /// [`crate::mem::CountingAllocator`], would pass this many bytes.
+    /// Ignored when that allocator is not installed.
+    pub heap_limit: Option<usize>,
+    /// Give up (with [`Outcome::OutOfSteps`]) after about this many loop
+    /// iterations: a cheap, deterministic effort cap for triage passes.
+    pub max_steps: Option<u64>,
+    /// Give up (with [`Outcome::OutOfTime`]) at this instant: this
+    /// search's share of a time budget (the [`Cancel`] token carries the
+    /// overall deadline).
+    pub deadline: Option<Instant>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bytes: usize::MAX,
+            heap_limit: None,
+            max_steps: None,
+            deadline: None,
         }
     }
 }
@@ -424,6 +583,11 @@ fn search<M: Model>(
     let mut bits = vec![0u64; words];
     let mut bits_hash = 0u64;
     let mut cache: Cache<M::State> = Cache::new();
+    let budget = CacheBudget {
+        max_bytes: limits.max_bytes,
+        heap_limit: limits.heap_limit,
+    };
+    let max_steps = limits.max_steps.unwrap_or(u64::MAX);
     let mut state = model.init();
     let mut stack: Vec<Frame<M::State>> = Vec::new();
     let mut best: Option<Stuck<M::State>> = None;
@@ -448,13 +612,20 @@ fn search<M: Model>(
 
     loop {
         stats.steps += 1;
-        if stats.steps % CANCEL_POLL == 0 && cancel.is_cancelled() {
-            stats.cached = cache.len() as u64;
-            return (Outcome::Cancelled, stats);
-        }
-        if stats.steps % 256 == 0 && cache.bytes() > limits.max_bytes {
-            stats.cached = cache.len() as u64;
-            return (Outcome::TooLarge, stats);
+        if stats.steps % CANCEL_POLL == 0 {
+            let stop = if cancel.is_cancelled() {
+                Some(Outcome::Cancelled)
+            } else if stats.steps >= max_steps {
+                Some(Outcome::OutOfSteps)
+            } else if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(Outcome::OutOfTime)
+            } else {
+                None
+            };
+            if let Some(stop) = stop {
+                stats.cached = cache.len() as u64;
+                return (stop, stats);
+            }
         }
         let mut dead = false;
         if fresh {
@@ -471,7 +642,11 @@ fn search<M: Model>(
                     if let Some(next_state) = model.step(&state, sop) {
                         toggle!(op);
                         let key = bits_hash ^ state_hash(&next_state);
-                        if cache.insert(key, &bits, &next_state) {
+                        let Ok(new) = cache.insert(key, &bits, &next_state, budget) else {
+                            stats.cached = cache.len() as u64;
+                            return (Outcome::TooLarge, stats);
+                        };
+                        if new {
                             let prev = std::mem::replace(&mut state, next_state);
                             stack.push(Frame {
                                 node,
@@ -517,7 +692,11 @@ fn search<M: Model>(
                     if let Some(next_state) = model.step(&state, sop) {
                         toggle!(op);
                         let key = bits_hash ^ state_hash(&next_state);
-                        if cache.insert(key, &bits, &next_state) {
+                        let Ok(new) = cache.insert(key, &bits, &next_state, budget) else {
+                            stats.cached = cache.len() as u64;
+                            return (Outcome::TooLarge, stats);
+                        };
+                        if new {
                             let prev = std::mem::replace(&mut state, next_state);
                             stack.push(Frame {
                                 node: entry,
@@ -704,7 +883,10 @@ mod tests {
             &RegisterModel,
             &ops,
             &Cancel::default(),
-            Limits { max_bytes: 1000 },
+            Limits {
+                max_bytes: 1000,
+                ..Limits::default()
+            },
         );
         assert!(matches!(outcome, Outcome::TooLarge));
     }

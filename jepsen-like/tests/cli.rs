@@ -40,6 +40,9 @@ fn examples_have_expected_verdicts() {
         ("register", "register-valid.jsonl", 0, "valid"),
         ("set", "set-valid.edn", 0, "valid"),
         ("counter", "counter-invalid.edn", 1, "INVALID"),
+        // One EDN list of operations with comments (knossos's form).
+        ("cas-register", "knossos-list-valid.edn", 0, "valid"),
+        ("cas-register", "knossos-list-invalid.edn", 1, "INVALID"),
     ];
     for (model, file, code, word) in cases {
         let out = check(model, file);
@@ -272,4 +275,102 @@ fn convert_and_gen() {
         run(&["check", "-m", "set", &s(&bad)]).status.code(),
         Some(1)
     );
+}
+
+/// Writes a multi-register history: `hard` keys built to exhaust the
+/// caches (see `gen::hard_key`), then `easy` quick keys, the last of which
+/// is stale (not linearizable).
+fn exhausting_history(path: &Path, hard: i64, info_writes: usize, easy: i64) {
+    let mut ops = Vec::new();
+    for k in 0..hard {
+        ops.extend(jepsen_like::gen::hard_key(k, info_writes, k * 100));
+    }
+    for k in hard..hard + easy {
+        ops.extend(jepsen_like::gen::easy_key(
+            k,
+            10,
+            k == hard + easy - 1,
+            k * 100,
+        ));
+    }
+    let mut text = Vec::new();
+    jepsen_like::Format::Edn
+        .write(&jepsen_like::History::new(ops), &mut text)
+        .expect("write");
+    std::fs::write(path, text).expect("write history");
+}
+
+/// Goal: `--memory-limit-mb` bounds the real memory of the process (peak
+/// resident set, as the OS counts it) on a history built to exhaust the
+/// caches, with two worker threads and every key judged: the exhausted
+/// keys end unknown instead of the process growing (without the budget
+/// these keys need gigabytes), within the documented margin of 16 MiB over
+/// the budget; the easy failure is still reported (exit 1).
+#[test]
+fn memory_limit_bounds_resident_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("exhausting.edn");
+    exhausting_history(&path, 3, 26, 3);
+    let limit_mb = 16u64;
+    let out = run(&[
+        "check",
+        "-m",
+        "kv",
+        "--all-failures",
+        "--threads",
+        "2",
+        "--memory-limit-mb",
+        &limit_mb.to_string(),
+        "--output",
+        "json",
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let result = &json["files"][0]["result"];
+    assert_eq!(result["unknown_keys"], serde_json::json!([0, 1, 2]));
+    assert_eq!(result["failures"][0]["key"], 5);
+    let rss = json["max_rss_bytes"].as_u64();
+    if cfg!(target_os = "linux") {
+        let rss = rss.expect("VmHWM on Linux");
+        assert!(
+            rss <= (limit_mb + 16) << 20,
+            "peak RSS {} MiB over a {limit_mb} MiB budget",
+            rss >> 20
+        );
+    }
+    let heap = &result["heap"];
+    assert!(heap["peak_bytes"].as_u64().expect("heap figures") <= (limit_mb << 20) + (1 << 20));
+}
+
+/// Goal: by default the check stops at the first non-linearizable key and
+/// says how many keys it left unchecked; `--all-failures` judges them all
+/// (here the explosive keys, which then end unknown on a small budget).
+#[test]
+fn early_verdict_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("exhausting.edn");
+    exhausting_history(&path, 2, 30, 3);
+    let p = path.to_str().expect("utf8");
+    let out = run(&["check", "-m", "kv", p]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("key 4: cannot linearize"), "{text}");
+    assert!(
+        text.contains("stopped at the first non-linearizable key: 2 of 5 keys left unchecked"),
+        "{text}"
+    );
+    let out = run(&[
+        "check",
+        "-m",
+        "kv",
+        "--all-failures",
+        "--memory-limit-mb",
+        "8",
+        p,
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("left unchecked"), "{text}");
+    assert!(text.contains("keys not decided: 0 1"), "{text}");
 }
