@@ -75,7 +75,7 @@ for n in "${QKV_NODES[@]}"; do
     "$QKV_BIN" certs --dir "$QKV_RUN/certs" --node "$n" --ip "$(qkv_ip "$n"),127.0.0.1" >/dev/null
     d="$QKV_RUN/nodes/$n"
     mkdir -p "$d"
-    cp "$QKV_RUN/certs/ca.pem" "$QKV_RUN/certs/$n.pem" "$QKV_RUN/certs/$n.key" "$d/"
+    cp "$QKV_RUN/certs/ca.pem" "$QKV_RUN/certs/cluster.key" "$QKV_RUN/certs/$n.pem" "$QKV_RUN/certs/$n.key" "$d/"
     cat > "$d/node.toml" <<TOML
 # written by scripts/cluster-up.sh; mounted read-only at /etc/quorumkv in container qkv-$n
 name = "$n"

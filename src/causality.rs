@@ -19,36 +19,29 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Errors for decoding a client-supplied causal context.
+/// Errors applying a write to an object.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CausalityError {
-    /// The context string is not base64url.
-    #[error("causal context is not valid base64url: {0}")]
-    ContextEncoding(String),
-    /// The context decoded to bytes that are not a version vector.
-    #[error("causal context is not a valid version vector: {0}")]
-    ContextDecode(String),
-    /// The context is larger than any version vector this cluster could produce.
-    #[error("causal context is {len} bytes; the limit is {max}")]
-    ContextTooLarge {
-        /// Length of the encoded context.
-        len: usize,
-        /// Largest accepted length.
-        max: usize,
+    /// The actor's counter for this key is at its maximum: no new dot can be issued.
+    /// Contexts are authenticated, so only a corrupt stored object can get here; refusing
+    /// is what keeps the key writable by other leads instead of wrapping to a dot that
+    /// every replica already holds.
+    #[error("version counter of {actor} is exhausted for this key (stored object corrupt?)")]
+    CounterExhausted {
+        /// The actor.
+        actor: String,
     },
 }
 
-/// Largest encoded context we accept: a version vector has one entry per node that ever
-/// coordinated a write, so even thousands of nodes fit comfortably.
-pub const MAX_CONTEXT_LEN: usize = 64 * 1024;
-
-/// One event: the `counter`-th write issued by `actor` (a node name) for one key.
+/// One event: the `counter`-th write issued by `actor` for one key. The actor is a node
+/// *incarnation* (`name@incarnation`, see `replica::Incarnation`), not a bare node name: a
+/// node that lost its data comes back as a new actor and cannot re-issue a dot its peers
+/// already hold.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dot {
-    /// The replica node that issued the event.
+    /// The node incarnation that issued the event.
     pub actor: String,
     /// Strictly increasing per (actor, key).
     pub counter: u64,
@@ -108,33 +101,6 @@ impl VersionVector {
             (false, true) => Some(Ordering::Greater),
             (true, true) => None,
         }
-    }
-
-    /// Opaque, URL-safe text form handed to clients as the causal context.
-    pub fn to_context(&self) -> String {
-        // Encoding a BTreeMap<String,u64> to MessagePack cannot fail.
-        let bytes = rmp_serde::to_vec(&self.0).unwrap_or_default();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    /// Parse a context produced by [`VersionVector::to_context`]. The empty string is the
-    /// empty context ("I have seen nothing").
-    pub fn from_context(text: &str) -> Result<Self, CausalityError> {
-        if text.len() > MAX_CONTEXT_LEN {
-            return Err(CausalityError::ContextTooLarge {
-                len: text.len(),
-                max: MAX_CONTEXT_LEN,
-            });
-        }
-        if text.is_empty() {
-            return Ok(Self::new());
-        }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.trim())
-            .map_err(|e| CausalityError::ContextEncoding(e.to_string()))?;
-        let map: BTreeMap<String, u64> = rmp_serde::from_slice(&bytes)
-            .map_err(|e| CausalityError::ContextDecode(e.to_string()))?;
-        Ok(Self(map))
     }
 }
 
@@ -197,7 +163,7 @@ impl Object {
         context: &VersionVector,
         value: Option<Vec<u8>>,
         now_ms: u64,
-    ) -> Dot {
+    ) -> Result<Dot, CausalityError> {
         self.apply_stamped_write(actor, context, value, now_ms, 0, None)
     }
 
@@ -211,14 +177,22 @@ impl Object {
         now_ms: u64,
         ts: u64,
         client_actor: Option<String>,
-    ) -> Dot {
+    ) -> Result<Dot, CausalityError> {
+        // Checked before anything changes, so a refused write leaves the object as it was.
+        let counter = self
+            .vv
+            .get(actor)
+            .max(context.get(actor))
+            .checked_add(1)
+            .ok_or_else(|| CausalityError::CounterExhausted {
+                actor: actor.to_string(),
+            })?;
         self.siblings.retain(|s| !context.covers(&s.dot));
         // The context may know events this replica has not received yet; joining it means
         // those versions, when they arrive, are recognised as overwritten.
         self.vv.join(context);
-        // One more than anything this actor issued or anyone saw for this key, so the dot
-        // is new even if the client's context is ahead of our local copy.
-        let counter = self.vv.get(actor) + 1;
+        // One more than anything this actor issued or anyone saw for this key (computed
+        // above), so the dot is new even if the client's context is ahead of our copy.
         let dot = Dot {
             actor: actor.to_string(),
             counter,
@@ -232,7 +206,7 @@ impl Object {
             actor: client_actor,
         });
         self.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
-        dot
+        Ok(dot)
     }
 
     /// Join two replicas' states. A sibling survives if both sides have it, or if the other
@@ -282,11 +256,11 @@ mod tests {
     #[test]
     fn blind_write_makes_sibling_and_context_write_collapses() {
         let mut o = Object::default();
-        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1);
-        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2);
+        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1).unwrap();
+        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2).unwrap();
         assert_eq!(o.live_values().count(), 2, "blind write must not overwrite");
         let ctx = o.vv.clone();
-        o.apply_write("n2", &ctx, Some(b"c".to_vec()), 3);
+        o.apply_write("n2", &ctx, Some(b"c".to_vec()), 3).unwrap();
         let values: Vec<_> = o.live_values().map(|s| s.value.clone().unwrap()).collect();
         assert_eq!(values, vec![b"c".to_vec()]);
     }
@@ -296,13 +270,13 @@ mod tests {
     #[test]
     fn context_write_keeps_unseen_concurrent_version() {
         let mut a = Object::default();
-        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1);
+        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1).unwrap();
         let ctx = a.vv.clone();
         let mut b = a.clone();
         // Concurrently, n2 gets a blind write.
-        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2);
+        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2).unwrap();
         // The client that read v1 writes v2 through n1.
-        a.apply_write("n1", &ctx, Some(b"v2".to_vec()), 3);
+        a.apply_write("n1", &ctx, Some(b"v2".to_vec()), 3).unwrap();
         a.merge(&b);
         let mut values: Vec<_> = a.live_values().map(|s| s.value.clone().unwrap()).collect();
         values.sort();
@@ -313,32 +287,34 @@ mod tests {
     #[test]
     fn merge_does_not_resurrect_overwritten_value() {
         let mut fresh = Object::default();
-        fresh.apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1);
+        fresh.apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1).unwrap();
         let stale = fresh.clone();
         let ctx = fresh.vv.clone();
-        fresh.apply_write("n1", &ctx, None, 2); // delete
+        fresh.apply_write("n1", &ctx, None, 2).unwrap(); // delete
         fresh.merge(&stale);
         assert_eq!(fresh.live_values().count(), 0);
         assert_eq!(fresh.siblings.len(), 1, "only the tombstone remains");
     }
 
-    /// Goal: contexts survive their text round trip and garbage is refused with an error.
+    /// Goal: a stored vector whose counter for the lead is at u64::MAX (only corrupt data
+    /// can hold one now that contexts are sealed) refuses the write and leaves the object
+    /// unchanged, instead of wrapping (release) or panicking (debug) — the key stays
+    /// writable through other leads.
     #[test]
-    fn context_round_trip_and_garbage() {
-        let v = vv(&[("n1", 3), ("n2", 7)]);
-        assert_eq!(VersionVector::from_context(&v.to_context()).unwrap(), v);
-        assert_eq!(
-            VersionVector::from_context("").unwrap(),
-            VersionVector::new()
-        );
-        assert!(matches!(
-            VersionVector::from_context("!!!"),
-            Err(CausalityError::ContextEncoding(_))
-        ));
-        assert!(matches!(
-            VersionVector::from_context("AAAA"),
-            Err(CausalityError::ContextDecode(_))
-        ));
+    fn exhausted_counter_refuses_instead_of_wrapping() {
+        let mut o = Object::default();
+        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1)
+            .unwrap();
+        let before = o.clone();
+        let ctx = vv(&[("n1", u64::MAX)]);
+        let e = o
+            .apply_write("n1", &ctx, Some(b"b".to_vec()), 2)
+            .unwrap_err();
+        assert!(matches!(e, CausalityError::CounterExhausted { .. }), "{e}");
+        assert_eq!(o, before);
+        o.apply_write("n2", &VersionVector::new(), Some(b"c".to_vec()), 3)
+            .unwrap();
+        assert_eq!(o.live_values().count(), 2);
     }
 
     /// Goal: the partial order of version vectors classifies before/after/concurrent.
@@ -370,11 +346,11 @@ mod tests {
                             &VersionVector::new(),
                             Some(vec![i as u8]),
                             0,
-                        );
+                        ).unwrap();
                     }
                     1 => {
                         let ctx = reps[other].vv.clone();
-                        reps[r].apply_write(actors[r], &ctx, Some(vec![i as u8]), 0);
+                        reps[r].apply_write(actors[r], &ctx, Some(vec![i as u8]), 0).unwrap();
                     }
                     _ => {
                         let o = reps[other].clone();

@@ -1,6 +1,7 @@
 //! Clocks: the protocol reads time only through [`Clock`], so a simulation can run a node
-//! with a skewed or frozen clock. Wall time is only informational today (a sibling's
-//! "last modified"); the hybrid logical clock of the LWW policies will build on this.
+//! with a skewed or frozen clock. Wall time stamps a sibling's "last modified", bounds
+//! how far ahead a client timestamp may be (`limits.max_clock_skew_ms`), and drives the
+//! hybrid logical clock of the last-write-wins policies.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -73,7 +74,10 @@ impl Hlc {
         let physical = self.clock.now_ms().saturating_mul(1000);
         let mut last = self.last.load(Ordering::SeqCst);
         loop {
-            let next = physical.max(last + 1);
+            // Saturating: only node-issued timestamps are observed (client timestamps never
+            // are), so the end of the range is unreachable in practice, but a corrupt
+            // stored stamp must not be able to panic or wrap the clock.
+            let next = physical.max(last.saturating_add(1));
             match self
                 .last
                 .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
@@ -108,5 +112,15 @@ mod tests {
         assert_eq!(hlc.tick(), 9_000_001);
         wall.set(20_000);
         assert_eq!(hlc.tick(), 20_000_000);
+    }
+
+    /// Goal: an observed timestamp at the end of the range saturates instead of
+    /// overflowing (a panic in debug builds, a wrap to the past in release).
+    #[test]
+    fn hlc_saturates() {
+        let hlc = Hlc::new(Arc::new(ManualClock::new(1_000)));
+        hlc.observe(u64::MAX);
+        assert_eq!(hlc.tick(), u64::MAX);
+        assert_eq!(hlc.tick(), u64::MAX);
     }
 }

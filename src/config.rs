@@ -70,6 +70,10 @@ pub struct NodeConfig {
     /// TCP address of the Prometheus endpoint (`GET /metrics`). Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
+    /// backup), makes the node issue versions under a new incarnation.
+    #[serde(skip)]
+    pub new_incarnation: bool,
 }
 
 /// Certificates and key, PEM files. Relative paths are relative to the config file.
@@ -82,6 +86,25 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// This node's private key.
     pub key: PathBuf,
+    /// The cluster key that seals clients' causal contexts; every node of a cluster needs
+    /// the same file (`quorumkv certs` writes it beside the CA, mode 0600). Default:
+    /// `cluster.key` in the directory of `ca_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The cluster key file, explicit or beside the CA certificate.
+    pub fn cluster_key_path(&self) -> PathBuf {
+        match &self.cluster_key {
+            Some(p) => p.clone(),
+            None => self
+                .ca_cert
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(crate::context::CLUSTER_KEY_FILE),
+        }
+    }
 }
 
 /// Which storage engine and how durable.
@@ -134,8 +157,18 @@ pub struct Limits {
     /// Largest key (partition + sort), bytes. Default 4096.
     #[serde(default = "default_max_key_bytes")]
     pub max_key_bytes: usize,
+    /// Largest stored object (every sibling, tombstone and the causal metadata of one
+    /// key, encoded), bytes. A write that would store a larger object is refused with an
+    /// error naming the key and size; a merge that produces one anyway (concurrent writes
+    /// through different leads) stores it and counts it in
+    /// `quorumkv_objects_over_cap_total`. Must be at least `max_value_bytes` + 4 KiB.
+    /// Default 4 MiB.
+    #[serde(default = "default_max_object_bytes")]
+    pub max_object_bytes: usize,
     /// Largest message on the wire, bytes; a larger frame is refused before it is decoded.
-    /// Must exceed `max_value_bytes` × the largest `max_siblings`. Default 64 MiB.
+    /// Must be at least (cluster size × `max_object_bytes`) + 64 KiB, so that every object
+    /// a merge can produce (each of at most N sides of a partition accepted writes up to
+    /// the object cap) still travels. Default 64 MiB.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
     /// Requests a node handles at once (client and peer together); further streams wait
@@ -149,17 +182,24 @@ pub struct Limits {
     /// than letting repair work grow without bound. Default 256.
     #[serde(default = "default_max_repairs")]
     pub max_pending_read_repairs: usize,
+    /// How far ahead of this node's clock a client timestamp (`lww-client` keyspaces,
+    /// microseconds since the epoch) may be, milliseconds; further ones are refused. A
+    /// stamp far in the future would win every later write to its key. Default 60000.
+    #[serde(default = "default_max_clock_skew_ms")]
+    pub max_clock_skew_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_value_bytes: default_max_value_bytes(),
+            max_object_bytes: default_max_object_bytes(),
             max_key_bytes: default_max_key_bytes(),
             max_frame_bytes: default_max_frame_bytes(),
             max_inflight_requests: default_max_inflight(),
             max_streams_per_connection: default_max_streams(),
             max_pending_read_repairs: default_max_repairs(),
+            max_clock_skew_ms: default_max_clock_skew_ms(),
         }
     }
 }
@@ -221,6 +261,12 @@ fn default_vnodes() -> usize {
 fn default_max_value_bytes() -> usize {
     1 << 20
 }
+fn default_max_object_bytes() -> usize {
+    4 << 20
+}
+fn default_max_clock_skew_ms() -> u64 {
+    60_000
+}
 fn default_max_key_bytes() -> usize {
     4096
 }
@@ -276,6 +322,7 @@ impl NodeConfig {
         cfg.tls.ca_cert = resolve(base, &cfg.tls.ca_cert);
         cfg.tls.cert = resolve(base, &cfg.tls.cert);
         cfg.tls.key = resolve(base, &cfg.tls.key);
+        cfg.tls.cluster_key = cfg.tls.cluster_key.as_deref().map(|p| resolve(base, p));
         cfg.validate()?;
         Ok(cfg)
     }
@@ -314,10 +361,21 @@ impl NodeConfig {
         if l.max_streams_per_connection == 0 || l.max_pending_read_repairs == 0 {
             return invalid("limits must be positive".into());
         }
-        if l.max_frame_bytes < l.max_value_bytes + 64 * 1024 {
+        if l.max_object_bytes < l.max_value_bytes.saturating_add(4 * 1024) {
             return invalid(format!(
-                "limits.max_frame_bytes ({}) must exceed limits.max_value_bytes ({}) by at least 64 KiB",
-                l.max_frame_bytes, l.max_value_bytes
+                "limits.max_object_bytes ({}) must exceed limits.max_value_bytes ({}) by at least 4 KiB (an object holds the value and its causal metadata)",
+                l.max_object_bytes, l.max_value_bytes
+            ));
+        }
+        let members = self.cluster.nodes.len();
+        let needed = l
+            .max_object_bytes
+            .saturating_mul(members)
+            .saturating_add(64 * 1024);
+        if l.max_frame_bytes < needed {
+            return invalid(format!(
+                "limits.max_frame_bytes ({}) must be at least {needed}: {members} nodes × limits.max_object_bytes ({}) + 64 KiB, so that any object a merge can produce still travels between nodes; lower max_object_bytes or raise max_frame_bytes",
+                l.max_frame_bytes, l.max_object_bytes
             ));
         }
         let t = &self.timeouts;
@@ -433,6 +491,20 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
         .unwrap_err()
         .to_string();
         assert!(e.contains("not listed"), "{e}");
+        // Two nodes × the default 4 MiB object cap + 64 KiB do not fit 8 MiB frames.
+        let small = MINIMAL.replace("[tls]", "[limits]\nmax_frame_bytes = 8388608\n[tls]");
+        let e = NodeConfig::load(&write(dir.path(), &small))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_frame_bytes (8388608) must be at least 8454144"),
+            "{e}"
+        );
+        let tiny = MINIMAL.replace("[tls]", "[limits]\nmax_object_bytes = 1024\n[tls]");
+        let e = NodeConfig::load(&write(dir.path(), &tiny))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_object_bytes (1024) must exceed"), "{e}");
         let e = NodeConfig::load(&dir.path().join("missing.toml"))
             .unwrap_err()
             .to_string();

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::causality::{CausalityError, Object, VersionVector};
+use crate::causality::{Dot, Object, VersionVector};
+use crate::context::ContextError;
 use crate::key::{Key, KeyError};
 use crate::keyspace::{validate_name, ConflictPolicy, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::node::{Node, NodeError};
@@ -57,9 +58,9 @@ pub enum CoordinatorError {
     /// Key empty or too large.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The causal context is malformed.
+    /// The causal context is malformed or was not issued by this cluster for this key.
     #[error(transparent)]
-    Context(#[from] CausalityError),
+    Context(#[from] ContextError),
     /// The value is over the limit.
     #[error("value is {len} bytes; the limit is {max} (limits.max_value_bytes)")]
     ValueTooLarge {
@@ -223,10 +224,10 @@ fn refuse_plain_write(ks: &KeyspaceDef, what: &str) -> Result<(), CoordinatorErr
 fn well_formed(resp: &PeerResponse) -> Result<(), crate::crdt::CrdtError> {
     use crate::crdt::check_well_formed;
     match resp {
-        PeerResponse::Object(Some(o)) | PeerResponse::Written { object: o } => {
+        PeerResponse::Object(Some(o)) | PeerResponse::Written { object: o, .. } => {
             check_well_formed(&o.crdt)
         }
-        PeerResponse::WrittenBatch(objects) => {
+        PeerResponse::WrittenBatch { objects, .. } => {
             objects.iter().try_for_each(|o| check_well_formed(&o.crdt))
         }
         PeerResponse::Items { items, .. } => items
@@ -239,14 +240,18 @@ fn well_formed(resp: &PeerResponse) -> Result<(), crate::crdt::CrdtError> {
 /// Most items one batch may write.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
-/// The id (`actor:counter`) of the version `lead` just issued in `object`.
-fn newest_dot(object: &Object, lead: &str) -> String {
-    object
-        .siblings
-        .iter()
-        .find(|s| s.dot.actor == lead && s.dot.counter == object.vv.get(lead))
-        .map(|s| format!("{}:{}", s.dot.actor, s.dot.counter))
-        .unwrap_or_default()
+/// A version id as clients see it: `actor:counter`.
+fn dot_id(dot: &Dot) -> String {
+    format!("{}:{}", dot.actor, dot.counter)
+}
+
+/// The id of the version a lead issued, or "" when the keyspace's policy already resolved
+/// it away (a last-write-wins write that lost: "OK, but superseded").
+fn surviving_dot(object: &Object, dot: Option<&Dot>) -> String {
+    match dot {
+        Some(d) if object.siblings.iter().any(|s| &s.dot == d) => dot_id(d),
+        _ => String::new(),
+    }
 }
 
 /// The live siblings of an object as the client sees them.
@@ -254,7 +259,7 @@ fn sibling_views(o: &Object) -> Vec<SiblingView> {
     o.live_values()
         .map(|s| SiblingView {
             value: s.value.clone().unwrap_or_default(),
-            dot: format!("{}:{}", s.dot.actor, s.dot.counter),
+            dot: dot_id(&s.dot),
             written_at_ms: s.written_at_ms,
         })
         .collect()
@@ -475,10 +480,10 @@ impl Node {
         let (crdt, context) = if policy.is_crdt() {
             (
                 crate::crdt::value(policy, &merged.crdt),
-                crate::crdt::context_text(&merged.crdt),
+                self.seal_context(&ks, &req.key, &crate::crdt::context(&merged.crdt)),
             )
         } else {
-            (None, merged.vv.to_context())
+            (None, self.seal_context(&ks, &req.key, &merged.vv))
         };
         Ok(GetResponse {
             values: sibling_views(&merged),
@@ -541,8 +546,9 @@ impl Node {
         req.key.validate(self.limits.max_key_bytes)?;
         self.check_value(req.value.as_deref())?;
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
-        let context = VersionVector::from_context(&req.context)?;
+        let context = self.open_context(&ks, &req.key, &req.context)?;
         check_write_stamp(&ks, req.timestamp, req.actor.as_deref())?;
+        self.check_client_timestamp(req.timestamp)?;
         if let Some(v) = &req.value {
             self.metrics.object_size("write", v.len());
         }
@@ -571,13 +577,13 @@ impl Node {
         let (lead, reply, failures) = self
             .lead_write(&pl, &write, op, w, deadline, &mut trace)
             .await?;
-        let PeerResponse::Written { object } = reply else {
+        let PeerResponse::Written { object, dot } = reply else {
             return Err(CoordinatorError::Replica(format!(
                 "{lead} sent an unexpected reply to a write"
             )));
         };
-        let dot = newest_dot(&object, &lead);
-        let context_out = object.vv.to_context();
+        let dot = surviving_dot(&object, dot.as_ref());
+        let context_out = self.seal_context(&ks, &req.key, &object.vv);
         let replicate = PeerRequest::Replicate {
             keyspace: ks,
             key: req.key.clone(),
@@ -631,7 +637,7 @@ impl Node {
             self.check_value(item.value.as_deref())?;
             items.push((
                 serde_bytes::ByteBuf::from(item.key.sort.clone()),
-                VersionVector::from_context(&item.context)?,
+                self.open_context(&ks, &item.key, &item.context)?,
                 item.value.clone().map(serde_bytes::ByteBuf::from),
             ));
         }
@@ -649,12 +655,16 @@ impl Node {
         let (lead, reply, failures) = self
             .lead_write(&pl, &write, "batch", w, deadline, &mut trace)
             .await?;
-        let PeerResponse::WrittenBatch(objects) = reply else {
+        let PeerResponse::WrittenBatch { objects, dots } = reply else {
             return Err(CoordinatorError::Replica(format!(
                 "{lead} sent an unexpected reply to a batch"
             )));
         };
-        let dots = objects.iter().map(|o| newest_dot(o, &lead)).collect();
+        let dots = objects
+            .iter()
+            .zip(&dots)
+            .map(|(o, d)| surviving_dot(o, Some(d)))
+            .collect();
         let replicate = PeerRequest::ReplicateBatch {
             keyspace: ks,
             partition,
@@ -695,7 +705,7 @@ impl Node {
             });
         }
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
-        let context = VersionVector::from_context(&req.context)?;
+        let context = self.open_context(&ks, &req.key, &req.context)?;
         let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
         let op = "update";
         trace.add(&self.name, || {
@@ -715,12 +725,12 @@ impl Node {
         let (lead, reply, failures) = self
             .lead_write(&pl, &update, op, w, deadline, &mut trace)
             .await?;
-        let PeerResponse::Written { object } = reply else {
+        let PeerResponse::Written { object, .. } = reply else {
             return Err(CoordinatorError::Replica(format!(
                 "{lead} sent an unexpected reply to an update"
             )));
         };
-        let context_out = crate::crdt::context_text(&object.crdt);
+        let context_out = self.seal_context(&ks, &req.key, &crate::crdt::context(&object.crdt));
         let replicate = PeerRequest::Replicate {
             keyspace: ks,
             key: req.key.clone(),
@@ -734,6 +744,44 @@ impl Node {
             context: context_out,
             trace: trace.finish(),
         })
+    }
+
+    /// The client's context for `key`, if this cluster sealed it for that key.
+    fn open_context(
+        &self,
+        ks: &KeyspaceDef,
+        key: &Key,
+        text: &str,
+    ) -> Result<VersionVector, CoordinatorError> {
+        Ok(self
+            .contexts
+            .open(&ks.name, &key.encode(&ks.name), key, text)?)
+    }
+
+    /// The context handed to a client for `vv`, a version vector of `key`.
+    fn seal_context(&self, ks: &KeyspaceDef, key: &Key, vv: &VersionVector) -> String {
+        self.contexts.seal(&ks.name, &key.encode(&ks.name), vv)
+    }
+
+    /// Refuse a client timestamp further ahead of this node's clock than
+    /// `limits.max_clock_skew_ms` (timestamps are µs since the epoch, as Cassandra's
+    /// `USING TIMESTAMP`; smaller numbers, such as version numbers, are always accepted).
+    /// A far-future stamp would win every later write to the key for good.
+    fn check_client_timestamp(&self, ts: Option<u64>) -> Result<(), CoordinatorError> {
+        let Some(ts) = ts else { return Ok(()) };
+        let now_us = self.clock.now_ms().saturating_mul(1000);
+        let skew_us = self.limits.max_clock_skew_ms.saturating_mul(1000);
+        let latest = now_us.saturating_add(skew_us);
+        if ts > latest {
+            self.metrics
+                .future_timestamps_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(CoordinatorError::BadStamp(format!(
+                "client timestamp {ts} µs is more than {} ms ahead of node {}'s clock ({now_us} µs); timestamps are microseconds since the Unix epoch (limits.max_clock_skew_ms)",
+                self.limits.max_clock_skew_ms, self.name
+            )));
+        }
+        Ok(())
     }
 
     fn check_value(&self, value: Option<&[u8]>) -> Result<(), CoordinatorError> {
@@ -957,18 +1005,22 @@ impl Node {
                 .into_iter()
                 .filter(|(_, o)| o.live_values().next().is_some() || o.crdt.is_some())
                 .map(|(sort, o)| {
+                    let key = Key {
+                        partition: req.partition.clone(),
+                        sort,
+                    };
                     if ks.policy.is_crdt() {
                         ScanItem {
-                            sort,
+                            context: self.seal_context(&ks, &key, &crate::crdt::context(&o.crdt)),
+                            sort: key.sort,
                             values: Vec::new(),
-                            context: crate::crdt::context_text(&o.crdt),
                             crdt: crate::crdt::value(ks.policy, &o.crdt),
                         }
                     } else {
                         ScanItem {
-                            sort,
+                            context: self.seal_context(&ks, &key, &o.vv),
+                            sort: key.sort,
                             values: sibling_views(&o),
-                            context: o.vv.to_context(),
                             crdt: None,
                         }
                     }

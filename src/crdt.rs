@@ -49,7 +49,7 @@ pub enum CrdtError {
         policy: ConflictPolicy,
     },
     /// The per-actor total of a counter would leave `u64`.
-    #[error("counter overflow: this increment would exceed the counter's range")]
+    #[error("counter overflow: the operation would exceed a counter's range (u64)")]
     Overflow,
     /// A state from storage or the wire breaks an invariant of its CRDT.
     #[error("malformed CRDT state: {0}")]
@@ -389,7 +389,7 @@ fn register_write(
     lead: &str,
     value: Vec<u8>,
     ctx: &VersionVector,
-) {
+) -> Result<(), CrdtError> {
     let held = reg.read_ctx().add_clock;
     let mut clock = if ctx.0.is_empty() {
         held.clone()
@@ -400,9 +400,11 @@ fn register_write(
     let counter = held
         .get(&lead.to_string())
         .max(clock.get(&lead.to_string()))
-        + 1;
+        .checked_add(1)
+        .ok_or(CrdtError::Overflow)?;
     clock.apply(Dot::new(lead.to_string(), counter));
     reg.apply(mvreg::Op::Put { clock, val: value });
+    Ok(())
 }
 
 /// Apply a client operation at the lead replica `lead` to the stored state (created empty
@@ -432,6 +434,12 @@ fn apply_to(
     ctx: &VersionVector,
 ) -> Result<(), CrdtError> {
     let actor = lead.to_string();
+    // The crdts crate derives the next dot with a plain `+ 1` (a panic in debug builds, a
+    // wrap that re-issues dot 0 in release); refuse first when the lead's entry is full.
+    // Only a corrupt stored state can get there: client contexts are sealed.
+    if top_clock(s).get(&actor) == u64::MAX {
+        return Err(CrdtError::Overflow);
+    }
     match (s, op) {
         (CrdtState::Counter(c), CrdtOp::CounterAdd(n)) => {
             if let Some(op) = counter_op(c, lead, *n)? {
@@ -455,7 +463,7 @@ fn apply_to(
             set.apply(op);
         }
         (CrdtState::Register(reg), CrdtOp::RegisterWrite(v)) => {
-            register_write(reg, lead, v.to_vec(), ctx);
+            register_write(reg, lead, v.to_vec(), ctx)?;
         }
         (CrdtState::Map(map), CrdtOp::MapUpdate { field, op }) => {
             let current = map.get(field).val.unwrap_or_default();
@@ -515,6 +523,16 @@ fn apply_to(
     Ok(())
 }
 
+/// The clock from which the lead derives the next operation's dot.
+fn top_clock(s: &CrdtState) -> VClock<Actor> {
+    match s {
+        CrdtState::Counter(_) => VClock::new(),
+        CrdtState::Set(set) => set.clock(),
+        CrdtState::Map(map) => map.read_ctx().add_clock,
+        CrdtState::Register(reg) => reg.read_ctx().add_clock,
+    }
+}
+
 /// Join `other` into `state` (the CRDT merge; both absent = nothing).
 pub fn merge(state: &mut Option<CrdtState>, other: &Option<CrdtState>) {
     let Some(theirs) = other else { return };
@@ -549,17 +567,6 @@ pub fn context(state: &Option<CrdtState>) -> VersionVector {
         Some(CrdtState::Set(s)) => to_vv(&s.read_ctx().rm_clock),
         Some(CrdtState::Map(m)) => to_vv(&m.read_ctx().rm_clock),
         Some(CrdtState::Register(r)) => to_vv(&r.read_ctx().rm_clock),
-    }
-}
-
-/// [`context`] as the opaque text handed to clients; "" when there is nothing to observe
-/// (counters, empty states), which decodes to the same empty context.
-pub fn context_text(state: &Option<CrdtState>) -> String {
-    let vv = context(state);
-    if vv.0.is_empty() {
-        String::new()
-    } else {
-        vv.to_context()
     }
 }
 
@@ -689,6 +696,64 @@ mod tests {
             value(ConflictPolicy::Counter, &s),
             Some(CrdtValue::Counter(i64::MAX))
         );
+    }
+
+    /// Goal: a stored set, map or register whose clock holds the lead at u64::MAX (only
+    /// corrupt data can: contexts are sealed) refuses the next operation with an error
+    /// instead of the crdts crate's `+ 1` panicking (debug) or wrapping (release); a
+    /// register write whose context claims u64::MAX is refused the same way.
+    #[test]
+    fn exhausted_crdt_clocks_refuse_instead_of_panicking() {
+        let none = VersionVector::new();
+        let mut set: Orswot<Vec<u8>, Actor> = Orswot::new();
+        set.apply(orswot::Op::Add {
+            dot: Dot::new("n1".to_string(), u64::MAX),
+            members: vec![b"a".to_vec()],
+        });
+        let mut s = Some(CrdtState::Set(set));
+        let e = apply(
+            ConflictPolicy::Set,
+            &mut s,
+            "n1",
+            &CrdtOp::SetAdd(vec![b("b")]),
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(e, CrdtError::Overflow);
+        let mut map = FieldMap::new();
+        let add = map.read_ctx().derive_add_ctx("n1".to_string());
+        let mut dot = add.dot.clone();
+        dot.counter = u64::MAX;
+        let mut add = add;
+        add.dot = dot;
+        let op = map.update("f".to_string(), add, |f, add| {
+            FieldCmOp::Set(f.set.add_all(vec![b"x".to_vec()], add))
+        });
+        map.apply(op);
+        let mut s = Some(CrdtState::Map(map));
+        let e = apply(
+            ConflictPolicy::Map,
+            &mut s,
+            "n1",
+            &CrdtOp::MapUpdate {
+                field: "g".into(),
+                op: FieldOp::CounterAdd(1),
+            },
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(e, CrdtError::Overflow);
+        let mut s = None;
+        let claim = VersionVector([("n1".to_string(), u64::MAX)].into_iter().collect());
+        let e = apply(
+            ConflictPolicy::Register,
+            &mut s,
+            "n1",
+            &CrdtOp::RegisterWrite(b("v")),
+            &claim,
+        )
+        .unwrap_err();
+        assert_eq!(e, CrdtError::Overflow);
     }
 
     /// Goal: a set remove with the read's context removes what was read, and a remove

@@ -57,6 +57,7 @@ impl MemoryCluster {
             })
             .collect();
         let net = MemoryNetwork::new();
+        let context_key = crate::context::ContextKey::random();
         let mut nodes = Vec::new();
         for (m, clock) in members.iter().zip(clocks) {
             let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
@@ -70,6 +71,8 @@ impl MemoryCluster {
                 limits: Limits::default(),
                 request_timeout,
                 keyspaces: keyspaces.clone(),
+                context_key: context_key.clone(),
+                new_incarnation: false,
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             net.register(&m.name, Arc::downgrade(&handler));
@@ -99,6 +102,9 @@ pub enum ClusterSetupError {
     /// Writing a file failed.
     #[error("cannot write {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// The cluster key could not be made.
+    #[error(transparent)]
+    ClusterKey(#[from] crate::context::ContextError),
 }
 
 /// Write certificates, node configs and a cluster file for `n` nodes under `dir`;
@@ -116,6 +122,7 @@ pub fn write_cluster_files(
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).map_err(|e| io(&certs, e))?;
     let ca = tls::ensure_ca(&certs)?;
+    let cluster_key = crate::context::ensure_key_file(&certs)?;
     let members: Vec<Member> = addrs
         .iter()
         .enumerate()
@@ -137,6 +144,7 @@ pub fn write_cluster_files(
                 ca_cert: ca.cert.clone(),
                 cert: ids.cert,
                 key: ids.key,
+                cluster_key: Some(cluster_key.clone()),
             },
             storage: storage.clone(),
             ring: RingConfig::default(),
@@ -149,6 +157,7 @@ pub fn write_cluster_files(
             // Same port number as the QUIC endpoint, on TCP: predictable, and free
             // whenever the UDP port was.
             metrics_listen: Some(m.addr),
+            new_incarnation: false,
         };
         let path = node_dir.join("node.toml");
         let text = toml::to_string_pretty(&cfg).map_err(|e| io(&path, std::io::Error::other(e)))?;

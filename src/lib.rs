@@ -2,9 +2,10 @@
 //! Riak and Cassandra.
 //!
 //! The data path, module by module:
-//! request ([`proto`], [`server`]) → [`coordinator`] → [`ring`] (preference list) →
-//! [`replica`] → [`storage`] → conflict resolution ([`causality`]) → read repair
-//! ([`coordinator`]). [`node`] ties one member together without sockets; [`transport`]
+//! request ([`proto`], [`server`]) → [`coordinator`] (opening the client's sealed causal
+//! [`context`]) → [`ring`] (preference list) → [`replica`] (the lead issues a dot as its
+//! node incarnation) → [`storage`] → conflict resolution ([`causality`], [`resolve`],
+//! [`crdt`]) → read repair ([`coordinator`]). [`node`] ties one member together without sockets; [`transport`]
 //! moves peer messages over QUIC or an in-memory network; [`client`] is the client
 //! library. See `docs/ARCHITECTURE.md`.
 
@@ -13,6 +14,7 @@ pub mod causality;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod coordinator;
 pub mod crdt;
 pub mod inprocess;

@@ -69,6 +69,15 @@ pub struct Metrics {
     requests: BTreeMap<&'static str, AtomicU64>,
     quorum_failures: BTreeMap<&'static str, AtomicU64>,
     read_repairs: AtomicU64,
+    /// Merges whose result is larger than `limits.max_object_bytes` (stored anyway: the
+    /// versions exist elsewhere and dropping them would lose acknowledged writes).
+    pub objects_over_cap: AtomicU64,
+    /// Times this node took a new incarnation because it found it had lost dots it once
+    /// issued (a restored backup, or a crash with `sync = false`).
+    pub incarnation_changes: AtomicU64,
+    /// Client timestamps refused for being further ahead of the node's clock than
+    /// `limits.max_clock_skew_ms`.
+    pub future_timestamps_refused: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
     /// Bytes of values returned by a read (all siblings) and written by a put, like
@@ -98,6 +107,9 @@ impl Default for Metrics {
             requests: CLIENT_OPS.iter().map(|o| (*o, AtomicU64::new(0))).collect(),
             quorum_failures: CLIENT_OPS.iter().map(|o| (*o, AtomicU64::new(0))).collect(),
             read_repairs: AtomicU64::new(0),
+            objects_over_cap: AtomicU64::new(0),
+            incarnation_changes: AtomicU64::new(0),
+            future_timestamps_refused: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
             object_sizes: ["read", "write"]
@@ -289,6 +301,31 @@ impl Metrics {
             "quorumkv_read_repairs_total{{{node_label}}} {}",
             self.read_repairs.load(Ordering::Relaxed)
         );
+        for (name, help, value) in [
+            (
+                "quorumkv_objects_over_cap_total",
+                "Merges that produced an object over limits.max_object_bytes.",
+                &self.objects_over_cap,
+            ),
+            (
+                "quorumkv_incarnation_changes_total",
+                "New incarnations taken after finding dots this node issued but lost.",
+                &self.incarnation_changes,
+            ),
+            (
+                "quorumkv_future_timestamps_refused_total",
+                "Client timestamps refused for being too far ahead of the node's clock.",
+                &self.future_timestamps_refused,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(
+                out,
+                "{name}{{{node_label}}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP quorumkv_requests_inflight Client requests being coordinated now."

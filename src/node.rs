@@ -64,6 +64,11 @@ pub struct NodeParams {
     pub request_timeout: Duration,
     /// Keyspaces from the config.
     pub keyspaces: Vec<KeyspaceDef>,
+    /// The cluster key that seals clients' causal contexts (the same on every node).
+    pub context_key: crate::context::ContextKey,
+    /// Take a new incarnation even if the database holds one: with `sync = false` (a
+    /// crash may have lost writes this node acknowledged) and after restoring a backup.
+    pub new_incarnation: bool,
 }
 
 /// A cluster member's protocol core.
@@ -76,6 +81,10 @@ pub struct Node {
     pub(crate) keyspaces: Registry,
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
+    /// Seals and opens clients' causal contexts.
+    pub(crate) contexts: crate::context::ContextKey,
+    /// The node's wall clock (client timestamps are checked against it).
+    pub(crate) clock: Arc<dyn Clock>,
     /// Last known state of each peer (`true` = up), from the last exchange with it.
     pub(crate) health: Mutex<HashMap<String, bool>>,
     /// Latency histograms and counters, served at `/metrics`.
@@ -96,8 +105,21 @@ impl Node {
     pub fn new(p: NodeParams) -> Result<Arc<Self>, NodeError> {
         let names: Vec<String> = p.members.iter().map(|m| m.name.clone()).collect();
         let ring = Ring::new(&names, p.vnodes)?;
-        let replica = Replica::new(&p.name, p.storage.clone(), p.clock.clone());
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let replica = Replica::new(
+            &p.name,
+            p.storage.clone(),
+            p.clock.clone(),
+            crate::replica::ReplicaOptions {
+                max_object_bytes: p.limits.max_object_bytes,
+                new_incarnation: p.new_incarnation,
+                metrics: Arc::clone(&metrics),
+            },
+        )
+        .map_err(|e| NodeError::Metadata(format!("node incarnation: {e}")))?;
         let node = Node {
+            contexts: p.context_key,
+            clock: p.clock,
             name: p.name,
             members: p.members,
             ring,
@@ -105,7 +127,7 @@ impl Node {
             transport: p.transport,
             keyspaces: Registry::default(),
             repair_slots: Arc::new(Semaphore::new(p.limits.max_pending_read_repairs)),
-            metrics: Arc::default(),
+            metrics,
             limits: p.limits,
             request_timeout: p.request_timeout,
             health: Mutex::new(HashMap::new()),
@@ -126,6 +148,11 @@ impl Node {
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The actor id (`name@incarnation`) this node issues versions as now.
+    pub fn replica_actor(&self) -> String {
+        self.replica.actor().to_string()
     }
 
     /// The ring.
@@ -343,7 +370,10 @@ impl Node {
                     .and_then(|mut objects| {
                         objects
                             .pop()
-                            .map(|object| PeerResponse::Written { object })
+                            .map(|(object, dot)| PeerResponse::Written {
+                                object,
+                                dot: Some(dot),
+                            })
                             .ok_or_else(|| ReplicaError::Task("empty batch result".into()))
                     })
             }
@@ -365,7 +395,10 @@ impl Node {
                 self.replica
                     .write_batch(&keyspace, &partition, items, false)
                     .await
-                    .map(PeerResponse::WrittenBatch)
+                    .map(|written| {
+                        let (objects, dots) = written.into_iter().unzip();
+                        PeerResponse::WrittenBatch { objects, dots }
+                    })
             }
             PeerRequest::Update {
                 keyspace,
@@ -376,7 +409,7 @@ impl Node {
                 .replica
                 .update(&keyspace, &key, op, context)
                 .await
-                .map(|object| PeerResponse::Written { object }),
+                .map(|object| PeerResponse::Written { object, dot: None }),
             PeerRequest::Replicate {
                 keyspace,
                 key,
@@ -441,9 +474,11 @@ fn peer_error(e: ReplicaError) -> PeerError {
     match e {
         ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
         ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
-        ReplicaError::Crdt(_) | ReplicaError::PlainWriteOnCrdt { .. } => {
-            PeerError::Invalid(e.to_string())
-        }
+        ReplicaError::Crdt(_)
+        | ReplicaError::PlainWriteOnCrdt { .. }
+        | ReplicaError::ObjectTooLarge { .. }
+        | ReplicaError::BatchTooLarge { .. }
+        | ReplicaError::Causality { .. } => PeerError::Invalid(e.to_string()),
         other => PeerError::Storage(other.to_string()),
     }
 }

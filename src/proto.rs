@@ -16,7 +16,9 @@ use crate::key::Key;
 use crate::keyspace::KeyspaceDef;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: contexts are sealed (see `context`), actors are node incarnations, and a
+/// lead's write replies carry the dots it issued.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"QK";
 /// ALPN token for QUIC.
@@ -584,13 +586,22 @@ impl PeerRequest {
 pub enum PeerResponse {
     /// For `Read`: the object, if the replica has the key.
     Object(Option<Object>),
-    /// For `Write`: the object after the write, and the new dot.
+    /// For `Write` and `Update`: the object after the write, and the new dot.
     Written {
         /// The replica's object after the write.
         object: Object,
+        /// The dot the lead issued (`None` for CRDT operations, whose dots live inside
+        /// the CRDT state).
+        dot: Option<crate::causality::Dot>,
     },
-    /// For `WriteBatch`: the replica's objects after the writes, in request order.
-    WrittenBatch(Vec<Object>),
+    /// For `WriteBatch`: the replica's objects after the writes and the dots it issued,
+    /// in request order.
+    WrittenBatch {
+        /// The objects.
+        objects: Vec<Object>,
+        /// One new dot per item.
+        dots: Vec<crate::causality::Dot>,
+    },
     /// For `Scan`: (sort key, object) in sort order, and whether the limit cut it short.
     Items {
         /// The items.

@@ -9,10 +9,28 @@
 //!
 //! Each store is one storage batch; with RocksDB and `sync = true` it is fsync'd before the
 //! reply leaves, which is what makes an acknowledgement mean "on disk".
+//!
+//! **Incarnations.** The dots a lead issues name an *actor*, and the counter is one more
+//! than what the lead's stored copy (or the client's context) holds for that actor. A node
+//! that lost its data — directory wiped, restored from a backup, or a crash with
+//! `sync = false` — would, under its bare name, issue counters its peers already hold;
+//! they would ack the new write and drop it (Riak's kv679). So the actor is the node's
+//! name plus an *incarnation*, a random 32-bit id stored in the database when it is
+//! created: a wiped node comes back as a new actor. A new incarnation is also taken at
+//! every start with `sync = false`, on `quorumkv node --new-incarnation` (restored
+//! backups), and — as Riak's per-key epochs do — as soon as this replica sees evidence
+//! that it lost dots it issued: a context or a peer's copy claiming more events of this
+//! actor than its own copy holds. Every dot this replica issues is stored before its
+//! object leaves, so such a claim can only mean lost data.
+//!
+//! **Object cap.** A write that would store an object larger than
+//! `limits.max_object_bytes` is refused, naming the key and size; a merge is never
+//! refused (the versions exist elsewhere and dropping them would lose acknowledged
+//! writes), but one that produces an oversized object is counted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::causality::{Object, VersionVector};
+use crate::causality::{CausalityError, Dot, Object, VersionVector};
 use crate::clock::{Clock, Hlc};
 use crate::key::{partition_prefix, Key};
 use crate::keyspace::ConflictPolicy;
@@ -65,6 +83,33 @@ pub enum ReplicaError {
         /// Its policy.
         policy: ConflictPolicy,
     },
+    /// The write would store an object over `limits.max_object_bytes`.
+    #[error("key {key} would be stored as {size} bytes, over the limit of {max} (limits.max_object_bytes); write with the context of a read to replace siblings, or store less")]
+    ObjectTooLarge {
+        /// The key.
+        key: String,
+        /// Encoded size after the write.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The objects a batch would store are together over `limits.max_object_bytes` (a
+    /// batch is replicated as one message).
+    #[error("the batch would store {size} bytes in all, over the limit of {max} (limits.max_object_bytes); split it")]
+    BatchTooLarge {
+        /// Encoded size of every object of the batch.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// No new version can be issued for the key.
+    #[error("key {key}: {source}")]
+    Causality {
+        /// The key.
+        key: String,
+        /// Why.
+        source: CausalityError,
+    },
     /// The blocking task running the operation died.
     #[error("storage task failed: {0}")]
     Task(String),
@@ -75,9 +120,89 @@ const OBJECT_FORMAT: u8 = 1;
 /// Lock stripes; a power of two comfortably above the number of concurrent requests.
 const LOCK_STRIPES: usize = 256;
 
+/// Storage key of the node's incarnation (metadata sorts after every keyspace).
+const INCARNATION_KEY: &[u8] = b"\xFFmeta\x00incarnation";
+
+/// How a replica is set up.
+#[derive(Clone)]
+pub struct ReplicaOptions {
+    /// `limits.max_object_bytes`.
+    pub max_object_bytes: usize,
+    /// Take a new incarnation even if the database holds one (`sync = false`, a restored
+    /// backup).
+    pub new_incarnation: bool,
+    /// Where the replica counts oversized merges and incarnation changes.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            max_object_bytes: crate::config::Limits::default().max_object_bytes,
+            new_incarnation: false,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// The actor id of `name` in incarnation `inc`.
+pub fn actor_id(name: &str, inc: u32) -> String {
+    format!("{name}@{inc:08x}")
+}
+
+/// The node name part of an actor id.
+pub fn actor_node(actor: &str) -> &str {
+    actor.split_once('@').map_or(actor, |(name, _)| name)
+}
+
+/// A random incarnation, different from `previous` and from 0 (0 marks "none").
+fn fresh_incarnation(previous: Option<u32>) -> u32 {
+    use ring::rand::SecureRandom as _;
+    let rng = ring::rand::SystemRandom::new();
+    let mut attempt: u32 = 0;
+    loop {
+        let mut b = [0u8; 4];
+        let inc = match rng.fill(&mut b) {
+            Ok(()) => u32::from_be_bytes(b),
+            // Never observed; time and a counter still differ from the previous id.
+            Err(_) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                t ^ attempt.wrapping_mul(0x9E37_79B9)
+            }
+        };
+        attempt = attempt.wrapping_add(1);
+        if inc != 0 && Some(inc) != previous {
+            return inc;
+        }
+    }
+}
+
+/// The stored incarnation, if the database holds one.
+fn stored_incarnation(storage: &dyn Storage) -> Result<Option<u32>, ReplicaError> {
+    match storage.get(INCARNATION_KEY)? {
+        None => Ok(None),
+        Some(b) => match <[u8; 4]>::try_from(b.as_slice()) {
+            Ok(a) if u32::from_be_bytes(a) != 0 => Ok(Some(u32::from_be_bytes(a))),
+            _ => Err(ReplicaError::Corrupt {
+                key: "node incarnation".into(),
+                message: format!("expected 4 non-zero bytes, found {b:?}"),
+            }),
+        },
+    }
+}
+
 /// A node's replica role.
 pub struct Replica {
     name: String,
+    /// `name@incarnation`: the actor of every dot and CRDT operation this replica issues.
+    actor: RwLock<Arc<str>>,
+    /// Serialises incarnation changes.
+    renewing: Mutex<()>,
+    max_object_bytes: usize,
+    metrics: Arc<crate::metrics::Metrics>,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     /// Timestamps for last-write-wins keyspaces.
@@ -118,15 +243,81 @@ fn stored_object(key: &Key, bytes: Option<Vec<u8>>) -> Result<Object, ReplicaErr
 }
 
 impl Replica {
-    /// A replica named `name` over `storage`.
-    pub fn new(name: &str, storage: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(Replica {
+    /// A replica named `name` over `storage`, in the incarnation the database holds (a new
+    /// one, stored durably, if it holds none or `opts.new_incarnation`).
+    pub fn new(
+        name: &str,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        opts: ReplicaOptions,
+    ) -> Result<Arc<Self>, ReplicaError> {
+        let stored = stored_incarnation(storage.as_ref())?;
+        let inc = match stored {
+            Some(inc) if !opts.new_incarnation => inc,
+            previous => {
+                let inc = fresh_incarnation(previous);
+                storage.write(vec![BatchOp::Put(
+                    INCARNATION_KEY.to_vec(),
+                    inc.to_be_bytes().to_vec(),
+                )])?;
+                tracing::info!(node = name, incarnation = %format!("{inc:08x}"), previous = ?previous.map(|p| format!("{p:08x}")), "new node incarnation");
+                inc
+            }
+        };
+        Ok(Arc::new(Replica {
             name: name.to_string(),
+            actor: RwLock::new(actor_id(name, inc).into()),
+            renewing: Mutex::new(()),
+            max_object_bytes: opts.max_object_bytes,
+            metrics: opts.metrics,
             storage,
             hlc: Hlc::new(clock.clone()),
             clock,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-        })
+        }))
+    }
+
+    /// The actor id this replica issues dots as now.
+    pub fn actor(&self) -> Arc<str> {
+        Arc::clone(&self.actor.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// This replica has seen a claim that `seen` (an actor of this node) issued more than
+    /// its own copy holds: it lost dots. Take a new incarnation, unless another request
+    /// already did, so nothing it issues from now on can collide with what was lost.
+    fn renew_incarnation(&self, seen: &str) -> Result<(), ReplicaError> {
+        let _one = self.renewing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.actor();
+        if &*current != seen {
+            return Ok(());
+        }
+        let previous = stored_incarnation(self.storage.as_ref())?;
+        let inc = fresh_incarnation(previous);
+        self.storage.write(vec![BatchOp::Put(
+            INCARNATION_KEY.to_vec(),
+            inc.to_be_bytes().to_vec(),
+        )])?;
+        let actor: Arc<str> = actor_id(&self.name, inc).into();
+        tracing::warn!(node = %self.name, old = %current, new = %actor, "this node lost versions it had issued (restored backup or unsynced crash?); took a new incarnation");
+        self.metrics
+            .incarnation_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+        Ok(())
+    }
+
+    /// Whether `claimed` (a context, or a peer's copy of a key) says this node's current
+    /// actor issued more than `local` (this replica's copy) holds; if so, renew.
+    fn check_lost_dots(
+        &self,
+        local: &VersionVector,
+        claimed: &VersionVector,
+    ) -> Result<(), ReplicaError> {
+        let actor = self.actor();
+        if claimed.get(&actor) > local.get(&actor) {
+            self.renew_incarnation(&actor)?;
+        }
+        Ok(())
     }
 
     /// The storage engine (for metadata).
@@ -167,6 +358,13 @@ impl Replica {
         stored_object(key, self.storage.get(skey)?)
     }
 
+    /// The stored object and its encoded size (0 when absent).
+    fn load_sized(&self, key: &Key, skey: &[u8]) -> Result<(Object, usize), ReplicaError> {
+        let bytes = self.storage.get(skey)?;
+        let size = bytes.as_ref().map_or(0, Vec::len);
+        Ok((stored_object(key, bytes)?, size))
+    }
+
     /// This replica's object for `key` (`None` if it has never seen the key).
     pub async fn read(
         self: &Arc<Self>,
@@ -186,7 +384,8 @@ impl Replica {
         self.run(move |r| Ok(present(r.load(&key, &skey)?))).await
     }
 
-    /// Apply a client write as its lead replica; returns the stored object.
+    /// Apply a client write as its lead replica; returns the stored object and the new
+    /// version's dot.
     pub async fn write(
         self: &Arc<Self>,
         ks: &KeyspaceDef,
@@ -194,7 +393,7 @@ impl Replica {
         context: VersionVector,
         value: Option<Vec<u8>>,
         if_context: bool,
-    ) -> Result<Object, ReplicaError> {
+    ) -> Result<(Object, Dot), ReplicaError> {
         let item = WriteItem {
             sort: key.sort.clone(),
             context,
@@ -212,14 +411,15 @@ impl Replica {
 
     /// Apply client writes to items of one partition as their lead replica, atomically:
     /// all are stored in one storage batch or none is (a sibling-cap or condition failure
-    /// of any item refuses the whole batch). Returns the stored objects in order.
+    /// of any item refuses the whole batch). Returns the stored objects and the new dots,
+    /// in order.
     pub async fn write_batch(
         self: &Arc<Self>,
         ks: &KeyspaceDef,
         partition: &[u8],
         items: Vec<WriteItem>,
         if_context: bool,
-    ) -> Result<Vec<Object>, ReplicaError> {
+    ) -> Result<Vec<(Object, Dot)>, ReplicaError> {
         if ks.policy.is_crdt() {
             return Err(ReplicaError::PlainWriteOnCrdt {
                 keyspace: ks.name.clone(),
@@ -240,13 +440,16 @@ impl Replica {
             let _guards = r.lock_all(&skeys);
             let mut out = Vec::with_capacity(items.len());
             let mut batch = Vec::with_capacity(items.len());
+            let mut total = 0usize;
             // Later items of the batch see earlier ones (a batch may touch a key twice).
-            let mut staged: Vec<(Vec<u8>, Object)> = Vec::new();
+            let mut staged: Vec<(Vec<u8>, Object, usize)> = Vec::new();
             for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
-                let mut o = match staged.iter().rev().find(|(k, _)| *k == skey) {
-                    Some((_, o)) => o.clone(),
-                    None => r.load(key, &skey)?,
+                let (mut o, size_before) = match staged.iter().rev().find(|(k, _, _)| *k == skey) {
+                    Some((_, o, size)) => (o.clone(), *size),
+                    None => r.load_sized(key, &skey)?,
                 };
+                r.check_lost_dots(&o.vv, &item.context)?;
+                let actor = r.actor();
                 if if_context
                     && !matches!(
                         o.vv.partial_cmp_vv(&item.context),
@@ -257,23 +460,32 @@ impl Replica {
                         key: key.to_string(),
                     });
                 }
-                // Never stamp a write below what this copy already holds: the HLC rule.
-                r.hlc.observe(o.max_ts());
+                // Never stamp a write below what this copy already holds: the HLC rule. In
+                // lww-client keyspaces the stored timestamps are the clients', which must
+                // never reach the node's clock (one far-future stamp would poison every
+                // later write on this node).
+                if ks.policy != ConflictPolicy::LwwClient {
+                    r.hlc.observe(o.max_ts());
+                }
                 let ts = match (ks.policy, item.client_ts) {
                     (ConflictPolicy::LwwClient, Some(ts)) => ts,
                     _ => r.hlc.tick(),
                 };
                 let now = r.clock.now_ms();
-                resolve::write(
+                let dot = resolve::write(
                     &ks,
                     &mut o,
-                    &r.name,
+                    &actor,
                     &item.context,
                     item.value,
                     now,
                     ts,
                     item.actor,
-                );
+                )
+                .map_err(|source| ReplicaError::Causality {
+                    key: key.to_string(),
+                    source,
+                })?;
                 if o.siblings.len() > ks.max_siblings as usize {
                     return Err(ReplicaError::SiblingLimit {
                         key: key.to_string(),
@@ -282,9 +494,27 @@ impl Replica {
                         max: ks.max_siblings,
                     });
                 }
-                batch.push(BatchOp::Put(skey.clone(), encode_object(&o)));
-                staged.push((skey, o.clone()));
-                out.push(o);
+                let bytes = encode_object(&o);
+                // A write that shrinks an object already over the cap (one that merges
+                // grew) is let through, so the key can always be resolved.
+                if bytes.len() > r.max_object_bytes && bytes.len() >= size_before {
+                    return Err(ReplicaError::ObjectTooLarge {
+                        key: key.to_string(),
+                        size: bytes.len(),
+                        max: r.max_object_bytes,
+                    });
+                }
+                total = total.saturating_add(bytes.len());
+                if keys.len() > 1 && total > r.max_object_bytes {
+                    return Err(ReplicaError::BatchTooLarge {
+                        size: total,
+                        max: r.max_object_bytes,
+                    });
+                }
+                let size = bytes.len();
+                batch.push(BatchOp::Put(skey.clone(), bytes));
+                staged.push((skey, o.clone(), size));
+                out.push((o, dot));
             }
             r.storage.write(batch)?;
             Ok(out)
@@ -292,8 +522,8 @@ impl Replica {
         .await
     }
 
-    /// Apply a CRDT operation as the key's lead replica (the actor is this node's name;
-    /// the per-key lock serialises operations, so its dots are unique); returns the
+    /// Apply a CRDT operation as the key's lead replica (the actor is this node's
+    /// incarnation; the per-key lock serialises operations, so its dots are unique); returns the
     /// stored object for the coordinator to replicate.
     pub async fn update(
         self: &Arc<Self>,
@@ -307,10 +537,17 @@ impl Replica {
         self.run(move |r| {
             let skey = key.encode(&ks.name);
             let _guards = r.lock_all(std::slice::from_ref(&skey));
-            let mut o = r.load(&key, &skey)?;
-            crate::crdt::apply(ks.policy, &mut o.crdt, &r.name, &op, &context)?;
-            r.storage
-                .write(vec![BatchOp::Put(skey, encode_object(&o))])?;
+            let (mut o, size_before) = r.load_sized(&key, &skey)?;
+            crate::crdt::apply(ks.policy, &mut o.crdt, &r.actor(), &op, &context)?;
+            let bytes = encode_object(&o);
+            if bytes.len() > r.max_object_bytes && bytes.len() >= size_before {
+                return Err(ReplicaError::ObjectTooLarge {
+                    key: key.to_string(),
+                    size: bytes.len(),
+                    max: r.max_object_bytes,
+                });
+            }
+            r.storage.write(vec![BatchOp::Put(skey, bytes)])?;
             Ok(o)
         })
         .await
@@ -366,14 +603,24 @@ impl Replica {
                     Some((_, o)) => o.clone(),
                     None => r.load(key, &skey)?,
                 };
-                r.hlc.observe(incoming.max_ts());
+                if ks.policy != ConflictPolicy::LwwClient {
+                    r.hlc.observe(incoming.max_ts());
+                }
+                r.check_lost_dots(&current.vv, &incoming.vv)?;
                 let mut merged = current.clone();
                 merge_resolved(&ks, &mut merged, &incoming);
                 if merged != current {
                     if merged.siblings.len() > ks.max_siblings as usize {
                         tracing::warn!(%key, siblings = merged.siblings.len(), max = ks.max_siblings, "key is over its sibling cap after a merge");
                     }
-                    batch.push(BatchOp::Put(skey.clone(), encode_object(&merged)));
+                    let bytes = encode_object(&merged);
+                    if bytes.len() > r.max_object_bytes {
+                        tracing::warn!(%key, size = bytes.len(), max = r.max_object_bytes, "a merge produced an object over limits.max_object_bytes; stored anyway (its versions exist elsewhere)");
+                        r.metrics
+                            .objects_over_cap
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    batch.push(BatchOp::Put(skey.clone(), bytes));
                     staged.push((skey, merged));
                 }
             }
@@ -456,7 +703,86 @@ mod tests {
             name,
             Arc::new(MemoryStorage::new()),
             Arc::new(ManualClock::new(1000)),
+            ReplicaOptions::default(),
         )
+        .unwrap()
+    }
+
+    /// Goal: the incarnation is created once and kept across restarts on the same
+    /// storage; `new_incarnation` (sync = false, restored backups) and a fresh database
+    /// give a new actor; a damaged record is an error, not a silent new identity.
+    #[test]
+    fn incarnation_is_stored_and_renewed_on_demand() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let clock = Arc::new(ManualClock::new(0));
+        let open = |new_incarnation| {
+            Replica::new(
+                "n1",
+                storage.clone(),
+                clock.clone(),
+                ReplicaOptions {
+                    new_incarnation,
+                    ..ReplicaOptions::default()
+                },
+            )
+            .unwrap()
+            .actor()
+        };
+        let a = open(false);
+        assert!(a.starts_with("n1@") && a.len() == "n1@".len() + 8, "{a}");
+        assert_eq!(open(false), a);
+        let b = open(true);
+        assert_ne!(b, a);
+        assert_eq!(open(false), b);
+        assert_ne!(replica("n1").actor(), b, "a fresh database is a new incarnation");
+        storage
+            .write(vec![BatchOp::Put(INCARNATION_KEY.to_vec(), vec![1, 2])])
+            .unwrap();
+        let e = Replica::new("n1", storage.clone(), clock.clone(), ReplicaOptions::default())
+            .err()
+            .expect("a damaged incarnation record must be refused");
+        assert!(e.to_string().contains("node incarnation"), "{e}");
+    }
+
+    /// Goal: client timestamps stored in an lww-client key never reach the node's HLC: a
+    /// stored stamp of u64::MAX (from before the coordinator checked them, or a peer) does
+    /// not make the next HLC-stamped write on this node overflow (a panic in debug builds)
+    /// or stamp later writes at the end of time.
+    #[tokio::test]
+    async fn client_timestamps_stay_out_of_the_hlc() {
+        let r = replica("n1");
+        let mut lwwc = KeyspaceDef::new("c", 3, 2, 2);
+        lwwc.policy = ConflictPolicy::LwwClient;
+        let mut lwwt = KeyspaceDef::new("t", 3, 2, 2);
+        lwwt.policy = ConflictPolicy::LwwTimestamp;
+        let key = Key::simple("x");
+        let item = |ts| WriteItem {
+            sort: Vec::new(),
+            context: VersionVector::new(),
+            value: Some(b"v".to_vec()),
+            client_ts: Some(ts),
+            actor: None,
+        };
+        r.write_batch(&lwwc, &key.partition, vec![item(u64::MAX)], false)
+            .await
+            .unwrap();
+        // Another write to the poisoned key, and one in an HLC keyspace.
+        r.write_batch(&lwwc, &key.partition, vec![item(5)], false)
+            .await
+            .unwrap();
+        let (o, _) = r
+            .write(&lwwt, &key, VersionVector::new(), Some(b"t".to_vec()), false)
+            .await
+            .unwrap();
+        assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());
+        // Merging a peer's copy of the poisoned key does not poison it either.
+        let stored = r.read(&lwwc, &key).await.unwrap().unwrap();
+        r.merge(&lwwc, &key, stored).await.unwrap();
+        let (o, _) = r
+            .write(&lwwt, &key, VersionVector::new(), Some(b"t2".to_vec()), false)
+            .await
+            .unwrap();
+        assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());
     }
 
     /// Goal: the sibling cap refuses the write that would exceed it and stores nothing.
@@ -490,7 +816,13 @@ mod tests {
     #[tokio::test]
     async fn corrupt_record_is_an_error() {
         let storage = Arc::new(MemoryStorage::new());
-        let r = Replica::new("n1", storage.clone(), Arc::new(ManualClock::new(0)));
+        let r = Replica::new(
+            "n1",
+            storage.clone(),
+            Arc::new(ManualClock::new(0)),
+            ReplicaOptions::default(),
+        )
+        .unwrap();
         let ks = KeyspaceDef::new("k", 3, 2, 2);
         let key = Key::simple("x");
         storage

@@ -46,12 +46,13 @@ pub fn write(
     now_ms: u64,
     ts: u64,
     actor: Option<String>,
-) {
+) -> Result<(), crate::causality::CausalityError> {
     let before = (ks.policy != ConflictPolicy::Siblings).then(|| o.clone());
-    o.apply_stamped_write(lead, context, value, now_ms, ts, actor);
+    o.apply_stamped_write(lead, context, value, now_ms, ts, actor)?;
     if let Some(before) = before {
         merge_resolved(ks, o, &before);
     }
+    Ok(())
 }
 
 /// Apply the keyspace's policy to an object's concurrent versions, in place.
@@ -133,7 +134,7 @@ mod tests {
                             0,
                             ts,
                             actor,
-                        );
+                        ).unwrap();
                         resolve(&k, &mut reps[r]);
                     }
                     _ => {
@@ -281,7 +282,7 @@ mod tests {
             0,
             200,
             Some("us".into()),
-        );
+        ).unwrap();
         let mut b = Object::default();
         b.apply_stamped_write(
             "n2",
@@ -290,7 +291,7 @@ mod tests {
             0,
             100,
             Some("eu".into()),
-        );
+        ).unwrap();
         let value = |policy| {
             let o = merged(&ks(policy), &a, &b);
             o.siblings[0].value.clone().unwrap()

@@ -42,6 +42,9 @@ pub enum StartError {
     /// The node could not be built.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The cluster key could not be loaded.
+    #[error(transparent)]
+    ClusterKey(#[from] crate::context::ContextError),
 }
 
 /// A node serving on its endpoint.
@@ -90,6 +93,7 @@ pub fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StartError> {
 /// Start a node. `socket` lets a caller bind first (to learn the port); otherwise the
 /// node binds `cfg.listen`.
 pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<RunningNode, StartError> {
+    let context_key = crate::context::ContextKey::load(&cfg.tls.cluster_key_path())?;
     let storage = open_storage(cfg)?;
     let settings = TransportSettings {
         idle: Duration::from_millis(cfg.timeouts.idle_ms),
@@ -131,6 +135,10 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         limits: cfg.limits.clone(),
         request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
         keyspaces: cfg.keyspaces.clone(),
+        context_key,
+        // Without fsync, a crash can lose versions this node acknowledged; issuing under
+        // a new incarnation after every start keeps it from re-issuing their dots.
+        new_incarnation: cfg.new_incarnation || !cfg.storage.sync,
     })?;
     let server = tokio::spawn(crate::server::serve(
         endpoint.clone(),

@@ -27,6 +27,11 @@ pub struct CertsArgs {
 pub fn run(a: CertsArgs) -> anyhow::Result<ExitCode> {
     let ca = tls::ensure_ca(&a.dir)?;
     println!("CA: {}", ca.cert.display());
+    let cluster_key = quorumkv::context::ensure_key_file(&a.dir)?;
+    println!(
+        "cluster key (seals causal contexts; every node needs this same file): {}",
+        cluster_key.display()
+    );
     for n in &a.node {
         let f = tls::issue(&a.dir, n, Role::Node, &a.ip)?;
         println!("node {n}: {} {}", f.cert.display(), f.key.display());

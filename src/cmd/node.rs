@@ -21,6 +21,11 @@ pub struct NodeArgs {
     /// Write the process id to this file while running.
     #[arg(long)]
     pid_file: Option<PathBuf>,
+    /// Issue versions under a new incarnation of this node. Use it once after restoring
+    /// the data directory from a backup (or any copy older than the node's last write),
+    /// so the node cannot re-issue version ids its peers already hold.
+    #[arg(long)]
+    new_incarnation: bool,
 }
 
 pub fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -32,6 +37,7 @@ pub fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
     }
+    cfg.new_incarnation = a.new_incarnation;
     cfg.validate()?;
     if let Some(p) = &a.pid_file {
         std::fs::write(p, std::process::id().to_string())

@@ -1,0 +1,440 @@
+//! Hardening: no forged, recycled or oversized version loses a write, and no client
+//! timestamp poisons a node's clock. Each test reproduces a way acknowledged writes were
+//! lost (or a node panicked) before the fix; see docs/SECURITY.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use quorumkv::causality::Object;
+use quorumkv::config::{StorageConfig, Timeouts};
+use quorumkv::coordinator::CoordinatorError;
+use quorumkv::inprocess::{MemoryCluster, QuicCluster};
+use quorumkv::key::Key;
+use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+use quorumkv::node::Node;
+use quorumkv::proto::{
+    CrdtOp, CrdtValue, GetRequest, GetResponse, PutRequest, PutResponse, UpdateRequest,
+};
+use serde_bytes::ByteBuf;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn ks(name: &str, policy: ConflictPolicy, n: u8, r: u8, w: u8) -> KeyspaceDef {
+    let mut k = KeyspaceDef::new(name, n, r, w);
+    k.policy = policy;
+    if policy == ConflictPolicy::LwwActor {
+        k.actor_priority = vec!["eu".into(), "us".into()];
+    }
+    k
+}
+
+fn put_req(keyspace: &str, key: &str, value: &str, context: &str) -> PutRequest {
+    PutRequest {
+        keyspace: keyspace.into(),
+        key: Key::parse(key),
+        value: Some(value.as_bytes().to_vec()),
+        context: context.into(),
+        w: None,
+        trace: false,
+        if_context: false,
+        timestamp: None,
+        actor: None,
+    }
+}
+
+async fn put(node: &Arc<Node>, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
+    node.put(req).await
+}
+
+async fn get(node: &Arc<Node>, keyspace: &str, key: &str, r: Option<u8>) -> GetResponse {
+    node.get(GetRequest {
+        keyspace: keyspace.into(),
+        key: Key::parse(key),
+        r,
+        trace: false,
+    })
+    .await
+    .unwrap()
+}
+
+fn values(g: &GetResponse) -> Vec<String> {
+    let mut v: Vec<String> = g
+        .values
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.value).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn object_values(o: &Object) -> Vec<String> {
+    let mut v: Vec<String> = o
+        .live_values()
+        .map(|s| String::from_utf8_lossy(s.value.as_deref().unwrap_or_default()).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The context the issue's attacker sent: an unsealed vector claiming n1 issued 2^64-1
+/// versions (the format contexts had before they were sealed).
+fn forged_max_context(actor: &str) -> String {
+    let map: std::collections::BTreeMap<String, u64> = [(actor.to_string(), u64::MAX)].into();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rmp_serde::to_vec(&map).unwrap())
+}
+
+/// Goal (item 1): one `put --context` claiming 2^64-1 versions of a node is refused with a
+/// clear error, and the key keeps every value and accepts later writes (before the fix it
+/// emptied the key and every later write was acknowledged and dropped).
+#[tokio::test(start_paused = true)]
+async fn forged_context_is_refused_and_the_key_survives() {
+    let c = MemoryCluster::new(
+        3,
+        vec![
+            ks("ks", ConflictPolicy::Siblings, 3, 2, 2),
+            ks("tags", ConflictPolicy::Set, 3, 2, 2),
+        ],
+        TIMEOUT,
+    )
+    .unwrap();
+    let n1 = c.node("n1");
+    put(n1, put_req("ks", "z", "kept", "")).await.unwrap();
+    for actor in ["n1", "n2", &n1.replica_actor()] {
+        let e = put(n1, put_req("ks", "z", "evil", &forged_max_context(actor)))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not issued by this cluster for key z"),
+            "{e}"
+        );
+    }
+    // A CRDT remove with a forged context is refused the same way.
+    let e = n1
+        .update(UpdateRequest {
+            keyspace: "tags".into(),
+            key: Key::parse("z"),
+            op: CrdtOp::SetRemove(vec![ByteBuf::from(b"x".to_vec())]),
+            context: forged_max_context("n1"),
+            w: None,
+            trace: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not issued by this cluster"),
+        "{e}"
+    );
+    put(n1, put_req("ks", "z", "later", "")).await.unwrap();
+    assert_eq!(
+        values(&get(n1, "ks", "z", Some(3)).await),
+        vec!["kept", "later"]
+    );
+}
+
+/// Goal (item 1): a genuine context read from one key cannot be replayed against another
+/// key (its counters would claim versions that key's replicas never issued), while the
+/// key's own context still resolves its siblings.
+#[tokio::test(start_paused = true)]
+async fn context_is_bound_to_its_key() {
+    let c = MemoryCluster::new(
+        3,
+        vec![ks("ks", ConflictPolicy::Siblings, 3, 2, 2)],
+        TIMEOUT,
+    )
+    .unwrap();
+    let n1 = c.node("n1");
+    for i in 0..5 {
+        put(n1, put_req("ks", "a", &format!("a{i}"), ""))
+            .await
+            .unwrap();
+    }
+    put(n1, put_req("ks", "b", "b0", "")).await.unwrap();
+    let ctx_a = get(n1, "ks", "a", None).await.context;
+    let e = put(n1, put_req("ks", "b", "b1", &ctx_a)).await.unwrap_err();
+    assert!(matches!(e, CoordinatorError::Context(_)), "{e}");
+    put(n1, put_req("ks", "a", "merged", &ctx_a)).await.unwrap();
+    assert_eq!(values(&get(n1, "ks", "a", Some(3)).await), vec!["merged"]);
+}
+
+/// Goal (item 3): a far-future client timestamp is refused, naming the limit, and
+/// afterwards writes in every keyspace policy still work on that node (before the fix the
+/// stamp entered the node's shared HLC and the next plain write overflowed: a panic in
+/// this debug build).
+#[tokio::test(start_paused = true)]
+async fn far_future_client_timestamp_is_refused_and_nothing_is_poisoned() {
+    let policies = [
+        ConflictPolicy::Siblings,
+        ConflictPolicy::LwwTimestamp,
+        ConflictPolicy::LwwActor,
+        ConflictPolicy::LwwClient,
+    ];
+    let defs: Vec<KeyspaceDef> = policies
+        .iter()
+        .map(|p| ks(&p.to_string(), *p, 3, 2, 2))
+        .collect();
+    let c = MemoryCluster::new(3, defs, TIMEOUT).unwrap();
+    let n1 = c.node("n1");
+    let mut stamped = put_req("lww-client", "k", "future", "");
+    stamped.timestamp = Some(u64::MAX);
+    let e = put(n1, stamped).await.unwrap_err();
+    assert!(
+        e.to_string().contains("max_clock_skew_ms") && e.to_string().contains("ahead"),
+        "{e}"
+    );
+    // A stamp within the skew is fine (version numbers far in the past too).
+    let mut small = put_req("lww-client", "k", "v7", "");
+    small.timestamp = Some(7);
+    put(n1, small).await.unwrap();
+    for p in policies {
+        let mut req = put_req(&p.to_string(), "after", "ok", "");
+        match p {
+            ConflictPolicy::LwwClient => req.timestamp = Some(8),
+            ConflictPolicy::LwwActor => req.actor = Some("eu".into()),
+            _ => {}
+        }
+        put(n1, req).await.unwrap();
+        assert_eq!(values(&get(n1, &p.to_string(), "after", None).await), vec!["ok"]);
+    }
+}
+
+/// Goal (item 4): a write that would make an object larger than `limits.max_object_bytes`
+/// is refused with an error naming the key and its size (blind writes used to pile
+/// siblings up to the frame limit, after which the key could no longer be read or
+/// replicated); a write with the read's context still resolves the key. CRDT sets are
+/// capped the same way.
+#[tokio::test(start_paused = true)]
+async fn objects_are_capped_in_bytes() {
+    let mut big = ks("ks", ConflictPolicy::Siblings, 3, 2, 2);
+    big.max_siblings = 100;
+    let c = MemoryCluster::new(
+        3,
+        vec![big, ks("tags", ConflictPolicy::Set, 3, 2, 2)],
+        TIMEOUT,
+    )
+    .unwrap();
+    let n1 = c.node("n1");
+    let cap = quorumkv::config::Limits::default().max_object_bytes;
+    let value = "x".repeat(quorumkv::config::Limits::default().max_value_bytes);
+    let mut refused = None;
+    for i in 0..8 {
+        match put(n1, put_req("ks", "fat", &value, "")).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (i, e) = refused.expect("the object cap never refused a write");
+    assert!(i >= 3, "refused too early, after {i} writes: {e}");
+    assert!(
+        e.contains("key fat would be stored as") && e.contains(&format!("over the limit of {cap}")),
+        "{e}"
+    );
+    let ctx = get(n1, "ks", "fat", None).await.context;
+    put(n1, put_req("ks", "fat", "small", &ctx)).await.unwrap();
+    assert_eq!(values(&get(n1, "ks", "fat", Some(3)).await), vec!["small"]);
+
+    let member = ByteBuf::from(vec![b'm'; 1000]);
+    let mut refused = None;
+    for i in 0..10_000u32 {
+        let mut m = member.to_vec();
+        m.extend_from_slice(&i.to_be_bytes());
+        let members: Vec<ByteBuf> = (0..1000u32)
+            .map(|j| {
+                let mut mm = m.clone();
+                mm.extend_from_slice(&j.to_be_bytes());
+                ByteBuf::from(mm)
+            })
+            .collect();
+        let r = n1
+            .update(UpdateRequest {
+                keyspace: "tags".into(),
+                key: Key::parse("s"),
+                op: CrdtOp::SetAdd(members),
+                context: String::new(),
+                w: None,
+                trace: false,
+            })
+            .await;
+        if let Err(e) = r {
+            refused = Some(e.to_string());
+            break;
+        }
+    }
+    let e = refused.expect("a CRDT set grew without bound");
+    assert!(e.contains("key s would be stored as"), "{e}");
+}
+
+fn rocks() -> StorageConfig {
+    StorageConfig {
+        engine: "rocksdb".into(),
+        sync: true,
+    }
+}
+
+fn local(c: &QuicCluster, i: usize, keyspace: &str, key: &str) -> impl std::future::Future<Output = Option<Object>> {
+    let node = Arc::clone(&c.nodes[i].as_ref().expect("running").node);
+    let (keyspace, key) = (keyspace.to_string(), Key::parse(key));
+    async move { node.local_object(&keyspace, &key).await }
+}
+
+async fn update(node: &Arc<Node>, keyspace: &str, key: &str, op: CrdtOp) {
+    node.update(UpdateRequest {
+        keyspace: keyspace.into(),
+        key: Key::parse(key),
+        op,
+        context: String::new(),
+        w: Some(3),
+        trace: false,
+    })
+    .await
+    .unwrap();
+}
+
+/// Goal (item 2, Riak's kv679): a node whose data directory is wiped comes back under the
+/// same name and must not re-issue version ids its peers hold. Before the fix the wiped
+/// node issued `n2:1` again: peers acked the new blind write, counter increment and set
+/// add and then dropped them (the replicas diverged for good). Every acknowledged value
+/// must be on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_never_reissues_old_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[
+            ks("ks", ConflictPolicy::Siblings, 3, 3, 3),
+            ks("hits", ConflictPolicy::Counter, 3, 3, 3),
+            ks("tags", ConflictPolicy::Set, 3, 3, 3),
+        ],
+        rocks(),
+        Timeouts::default(),
+    )
+    .await
+    .unwrap();
+    let n2 = || Arc::clone(&c.nodes[1].as_ref().unwrap().node);
+    let first = n2().replica_actor();
+    put(&n2(), put_req("ks", "z", "old", "")).await.unwrap();
+    put(&n2(), put_req("ks", "y", "y-old", "")).await.unwrap();
+    update(&n2(), "hits", "h", CrdtOp::CounterAdd(5)).await;
+    update(&n2(), "tags", "t", CrdtOp::SetAdd(vec![ByteBuf::from(b"a".to_vec())])).await;
+
+    c.stop(1).await;
+    std::fs::remove_dir_all(&c.configs[1].data_dir).unwrap();
+    c.restart(1).await.unwrap();
+    let n2 = Arc::clone(&c.nodes[1].as_ref().unwrap().node);
+    assert_ne!(n2.replica_actor(), first, "a wiped node must come back as a new actor");
+
+    // Blind write through the wiped node: a sibling of "old" on every replica.
+    put(&n2, put_req("ks", "z", "new", "")).await.unwrap();
+    // A write with the context of a full read replaces exactly what was read.
+    let ctx = get(&n2, "ks", "y", Some(3)).await.context;
+    put(&n2, put_req("ks", "y", "y-new", &ctx)).await.unwrap();
+    update(&n2, "hits", "h", CrdtOp::CounterAdd(3)).await;
+    update(&n2, "tags", "t", CrdtOp::SetAdd(vec![ByteBuf::from(b"b".to_vec())])).await;
+
+    for i in 0..3 {
+        let z = local(&c, i, "ks", "z").await.expect("z on every replica");
+        assert_eq!(object_values(&z), vec!["new", "old"], "replica n{}", i + 1);
+        let y = local(&c, i, "ks", "y").await.expect("y on every replica");
+        assert_eq!(object_values(&y), vec!["y-new"], "replica n{}", i + 1);
+        let h = local(&c, i, "hits", "h").await.expect("counter on every replica");
+        assert_eq!(
+            quorumkv::crdt::value(ConflictPolicy::Counter, &h.crdt),
+            Some(CrdtValue::Counter(8)),
+            "replica n{}",
+            i + 1
+        );
+        let t = local(&c, i, "tags", "t").await.expect("set on every replica");
+        assert_eq!(
+            quorumkv::crdt::value(ConflictPolicy::Set, &t.crdt),
+            Some(CrdtValue::Set(vec![
+                ByteBuf::from(b"a".to_vec()),
+                ByteBuf::from(b"b".to_vec())
+            ])),
+            "replica n{}",
+            i + 1
+        );
+    }
+    c.shutdown().await;
+}
+
+/// Goal (item 2): a node restored from an old copy of its data (same incarnation, the
+/// latest versions lost) takes a new incarnation as soon as it sees that a peer holds more
+/// of its versions than it does — and then no key it leads can re-issue a lost version,
+/// not only the key that revealed the loss (Riak's kv679 fix, node-wide). Before the fix
+/// the blind write to `k2` re-issued the lost `k2` version id and the peers dropped it.
+/// `--new-incarnation` forces a new one at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_backup_takes_a_new_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[ks("ks", ConflictPolicy::Siblings, 3, 3, 3)],
+        rocks(),
+        Timeouts::default(),
+    )
+    .await
+    .unwrap();
+    let n2 = |c: &QuicCluster| Arc::clone(&c.nodes[1].as_ref().unwrap().node);
+    put(&n2(&c), put_req("ks", "k1", "a1", "")).await.unwrap();
+    put(&n2(&c), put_req("ks", "k2", "b1", "")).await.unwrap();
+    // The backup: a copy of n2's data directory taken now.
+    c.stop(1).await;
+    let data = c.configs[1].data_dir.clone();
+    let backup = dir.path().join("n2-backup");
+    copy_dir(&data, &backup);
+    c.restart(1).await.unwrap();
+    let actor = n2(&c).replica_actor();
+    for (key, value) in [("k1", "a2"), ("k2", "b2")] {
+        let ctx = get(&n2(&c), "ks", key, Some(3)).await.context;
+        put(&n2(&c), put_req("ks", key, value, &ctx)).await.unwrap();
+    }
+    // Restore the old copy: it holds the incarnation, but not a2's and b2's versions.
+    c.stop(1).await;
+    std::fs::remove_dir_all(&data).unwrap();
+    copy_dir(&backup, &data);
+    c.restart(1).await.unwrap();
+    assert_eq!(n2(&c).replica_actor(), actor, "the restored copy holds the old incarnation");
+    // A read of k1 repairs n2's copy of k1, which reveals the loss.
+    assert_eq!(values(&get(&n2(&c), "ks", "k1", Some(3)).await), vec!["a2"]);
+    let mut waited = 0;
+    while n2(&c).replica_actor() == actor && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_ne!(n2(&c).replica_actor(), actor, "the lost versions were not noticed");
+    // A blind write to the other key, which nothing has repaired yet.
+    put(&n2(&c), put_req("ks", "k2", "b3", "")).await.unwrap();
+    for i in 0..3 {
+        let o = local(&c, i, "ks", "k2").await.unwrap();
+        let v = object_values(&o);
+        assert!(v.contains(&"b3".to_string()), "replica n{}: {v:?}", i + 1);
+    }
+    assert_eq!(
+        values(&get(&n2(&c), "ks", "k2", Some(3)).await),
+        vec!["b2", "b3"]
+    );
+    // `quorumkv node --new-incarnation` (restored backups) forces a new one.
+    let before = n2(&c).replica_actor();
+    c.configs[1].new_incarnation = true;
+    c.restart(1).await.unwrap();
+    assert_ne!(n2(&c).replica_actor(), before);
+    c.shutdown().await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
