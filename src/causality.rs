@@ -256,8 +256,10 @@ mod tests {
     #[test]
     fn blind_write_makes_sibling_and_context_write_collapses() {
         let mut o = Object::default();
-        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1).unwrap();
-        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2).unwrap();
+        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1)
+            .unwrap();
+        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2)
+            .unwrap();
         assert_eq!(o.live_values().count(), 2, "blind write must not overwrite");
         let ctx = o.vv.clone();
         o.apply_write("n2", &ctx, Some(b"c".to_vec()), 3).unwrap();
@@ -270,11 +272,13 @@ mod tests {
     #[test]
     fn context_write_keeps_unseen_concurrent_version() {
         let mut a = Object::default();
-        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1).unwrap();
+        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1)
+            .unwrap();
         let ctx = a.vv.clone();
         let mut b = a.clone();
         // Concurrently, n2 gets a blind write.
-        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2).unwrap();
+        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2)
+            .unwrap();
         // The client that read v1 writes v2 through n1.
         a.apply_write("n1", &ctx, Some(b"v2".to_vec()), 3).unwrap();
         a.merge(&b);
@@ -287,7 +291,9 @@ mod tests {
     #[test]
     fn merge_does_not_resurrect_overwritten_value() {
         let mut fresh = Object::default();
-        fresh.apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1).unwrap();
+        fresh
+            .apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1)
+            .unwrap();
         let stale = fresh.clone();
         let ctx = fresh.vv.clone();
         fresh.apply_write("n1", &ctx, None, 2).unwrap(); // delete
@@ -341,16 +347,15 @@ mod tests {
             for (i, (r, kind, other)) in steps.into_iter().enumerate() {
                 match kind {
                     0 => {
-                        reps[r].apply_write(
-                            actors[r],
-                            &VersionVector::new(),
-                            Some(vec![i as u8]),
-                            0,
-                        ).unwrap();
+                        reps[r]
+                            .apply_write(actors[r], &VersionVector::new(), Some(vec![i as u8]), 0)
+                            .unwrap();
                     }
                     1 => {
                         let ctx = reps[other].vv.clone();
-                        reps[r].apply_write(actors[r], &ctx, Some(vec![i as u8]), 0).unwrap();
+                        reps[r]
+                            .apply_write(actors[r], &ctx, Some(vec![i as u8]), 0)
+                            .unwrap();
                     }
                     _ => {
                         let o = reps[other].clone();

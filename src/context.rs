@@ -192,8 +192,8 @@ fn signed_message(keyspace: &str, key: &[u8], body: &[u8]) -> Vec<u8> {
 pub fn decode_body(body: &[u8]) -> Result<VersionVector, ContextError> {
     match body.split_first() {
         Some((&CONTEXT_FORMAT, rest)) => {
-            let map: std::collections::BTreeMap<String, u64> = rmp_serde::from_slice(rest)
-                .map_err(|e| ContextError::Decode(e.to_string()))?;
+            let map: std::collections::BTreeMap<String, u64> =
+                rmp_serde::from_slice(rest).map_err(|e| ContextError::Decode(e.to_string()))?;
             if map.len() > MAX_CONTEXT_ENTRIES {
                 return Err(ContextError::Decode(format!(
                     "{} entries; at most {MAX_CONTEXT_ENTRIES}",
@@ -277,7 +277,10 @@ mod tests {
         let v = vv(&[("n1@0a0b0c0d", 3), ("n2@01020304", 7)]);
         let c = k.seal("ks", b"key", &v);
         assert_eq!(k.open("ks", b"key", &"key", &c).unwrap(), v);
-        assert_eq!(k.open("ks", b"key", &"key", "").unwrap(), VersionVector::new());
+        assert_eq!(
+            k.open("ks", b"key", &"key", "").unwrap(),
+            VersionVector::new()
+        );
         assert_eq!(k.seal("ks", b"key", &VersionVector::new()), "");
         assert!(matches!(
             k.open("ks", b"other", &"other", &c),
@@ -319,7 +322,11 @@ mod tests {
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(rmp_serde::to_vec(&vv(&[("n1", u64::MAX)]).0).unwrap());
         let e = k.open("default", b"z", &"z", &forged).unwrap_err();
-        assert!(e.to_string().contains("not issued by this cluster for key z"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not issued by this cluster for key z"),
+            "{e}"
+        );
     }
 
     /// Goal: the key file is created once with mode 0600, reloaded, never overwritten, and
@@ -339,7 +346,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), first);
         let a = ContextKey::load(&p).unwrap();
         let c = a.seal("k", b"x", &vv(&[("n1", 1)]));
-        assert!(ContextKey::load(&p).unwrap().open("k", b"x", &"x", &c).is_ok());
+        assert!(ContextKey::load(&p)
+            .unwrap()
+            .open("k", b"x", &"x", &c)
+            .is_ok());
         std::fs::write(&p, "zz").unwrap();
         let e = ContextKey::load(&p).unwrap_err().to_string();
         assert!(e.contains("cluster.key") && e.contains("hex digits"), "{e}");

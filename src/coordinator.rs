@@ -430,6 +430,14 @@ impl Node {
             .filter(|(_, o)| *o != merged)
             .map(|(n, _)| n.clone())
             .collect();
+        let (crdt, context) = if policy.is_crdt() {
+            (
+                crate::crdt::value(policy, &merged.crdt),
+                self.seal_context(&ks, &req.key, &crate::crdt::context(&merged.crdt)),
+            )
+        } else {
+            (None, self.seal_context(&ks, &req.key, &merged.vv))
+        };
         match ks.read_repair {
             ReadRepair::Off => {}
             ReadRepair::Async => {
@@ -477,14 +485,6 @@ impl Node {
             }
         }
         trace.add(&self.name, || "read complete".to_string());
-        let (crdt, context) = if policy.is_crdt() {
-            (
-                crate::crdt::value(policy, &merged.crdt),
-                self.seal_context(&ks, &req.key, &crate::crdt::context(&merged.crdt)),
-            )
-        } else {
-            (None, self.seal_context(&ks, &req.key, &merged.vv))
-        };
         Ok(GetResponse {
             values: sibling_views(&merged),
             tombstones: merged.siblings.iter().filter(|s| s.value.is_none()).count(),

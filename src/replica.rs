@@ -734,13 +734,22 @@ mod tests {
         let b = open(true);
         assert_ne!(b, a);
         assert_eq!(open(false), b);
-        assert_ne!(replica("n1").actor(), b, "a fresh database is a new incarnation");
+        assert_ne!(
+            replica("n1").actor(),
+            b,
+            "a fresh database is a new incarnation"
+        );
         storage
             .write(vec![BatchOp::Put(INCARNATION_KEY.to_vec(), vec![1, 2])])
             .unwrap();
-        let e = Replica::new("n1", storage.clone(), clock.clone(), ReplicaOptions::default())
-            .err()
-            .expect("a damaged incarnation record must be refused");
+        let e = Replica::new(
+            "n1",
+            storage.clone(),
+            clock.clone(),
+            ReplicaOptions::default(),
+        )
+        .err()
+        .expect("a damaged incarnation record must be refused");
         assert!(e.to_string().contains("node incarnation"), "{e}");
     }
 
@@ -771,7 +780,13 @@ mod tests {
             .await
             .unwrap();
         let (o, _) = r
-            .write(&lwwt, &key, VersionVector::new(), Some(b"t".to_vec()), false)
+            .write(
+                &lwwt,
+                &key,
+                VersionVector::new(),
+                Some(b"t".to_vec()),
+                false,
+            )
             .await
             .unwrap();
         assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());
@@ -779,7 +794,13 @@ mod tests {
         let stored = r.read(&lwwc, &key).await.unwrap().unwrap();
         r.merge(&lwwc, &key, stored).await.unwrap();
         let (o, _) = r
-            .write(&lwwt, &key, VersionVector::new(), Some(b"t2".to_vec()), false)
+            .write(
+                &lwwt,
+                &key,
+                VersionVector::new(),
+                Some(b"t2".to_vec()),
+                false,
+            )
             .await
             .unwrap();
         assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());

@@ -105,7 +105,8 @@ async fn forged_context_is_refused_and_the_key_survives() {
             .await
             .unwrap_err();
         assert!(
-            e.to_string().contains("not issued by this cluster for key z"),
+            e.to_string()
+                .contains("not issued by this cluster for key z"),
             "{e}"
         );
     }
@@ -121,10 +122,7 @@ async fn forged_context_is_refused_and_the_key_survives() {
         })
         .await
         .unwrap_err();
-    assert!(
-        e.to_string().contains("not issued by this cluster"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("not issued by this cluster"), "{e}");
     put(n1, put_req("ks", "z", "later", "")).await.unwrap();
     assert_eq!(
         values(&get(n1, "ks", "z", Some(3)).await),
@@ -194,7 +192,10 @@ async fn far_future_client_timestamp_is_refused_and_nothing_is_poisoned() {
             _ => {}
         }
         put(n1, req).await.unwrap();
-        assert_eq!(values(&get(n1, &p.to_string(), "after", None).await), vec!["ok"]);
+        assert_eq!(
+            values(&get(n1, &p.to_string(), "after", None).await),
+            vec!["ok"]
+        );
     }
 }
 
@@ -274,7 +275,12 @@ fn rocks() -> StorageConfig {
     }
 }
 
-fn local(c: &QuicCluster, i: usize, keyspace: &str, key: &str) -> impl std::future::Future<Output = Option<Object>> {
+fn local(
+    c: &QuicCluster,
+    i: usize,
+    keyspace: &str,
+    key: &str,
+) -> impl std::future::Future<Output = Option<Object>> {
     let node = Arc::clone(&c.nodes[i].as_ref().expect("running").node);
     let (keyspace, key) = (keyspace.to_string(), Key::parse(key));
     async move { node.local_object(&keyspace, &key).await }
@@ -319,13 +325,24 @@ async fn wiped_node_never_reissues_old_versions() {
     put(&n2(), put_req("ks", "z", "old", "")).await.unwrap();
     put(&n2(), put_req("ks", "y", "y-old", "")).await.unwrap();
     update(&n2(), "hits", "h", CrdtOp::CounterAdd(5)).await;
-    update(&n2(), "tags", "t", CrdtOp::SetAdd(vec![ByteBuf::from(b"a".to_vec())])).await;
+    update(
+        &n2(),
+        "tags",
+        "t",
+        CrdtOp::SetAdd(vec![ByteBuf::from(b"a".to_vec())]),
+    )
+    .await;
 
     c.stop(1).await;
+    wait_closed(&c.configs[1].data_dir).await;
     std::fs::remove_dir_all(&c.configs[1].data_dir).unwrap();
     c.restart(1).await.unwrap();
     let n2 = Arc::clone(&c.nodes[1].as_ref().unwrap().node);
-    assert_ne!(n2.replica_actor(), first, "a wiped node must come back as a new actor");
+    assert_ne!(
+        n2.replica_actor(),
+        first,
+        "a wiped node must come back as a new actor"
+    );
 
     // Blind write through the wiped node: a sibling of "old" on every replica.
     put(&n2, put_req("ks", "z", "new", "")).await.unwrap();
@@ -333,21 +350,59 @@ async fn wiped_node_never_reissues_old_versions() {
     let ctx = get(&n2, "ks", "y", Some(3)).await.context;
     put(&n2, put_req("ks", "y", "y-new", &ctx)).await.unwrap();
     update(&n2, "hits", "h", CrdtOp::CounterAdd(3)).await;
-    update(&n2, "tags", "t", CrdtOp::SetAdd(vec![ByteBuf::from(b"b".to_vec())])).await;
+    update(
+        &n2,
+        "tags",
+        "t",
+        CrdtOp::SetAdd(vec![ByteBuf::from(b"b".to_vec())]),
+    )
+    .await;
 
-    for i in 0..3 {
-        let z = local(&c, i, "ks", "z").await.expect("z on every replica");
+    // The peers acked every write and must hold every acknowledged value; the wiped
+    // node lost its own old copies (only a read or anti-entropy brings them back), so it
+    // is checked after a quorum read has repaired it.
+    check_replicas(&c, &[0, 2]).await;
+    assert_eq!(
+        values(&get(&n2, "ks", "z", Some(3)).await),
+        vec!["new", "old"]
+    );
+    for (keyspace, key) in [("ks", "y"), ("hits", "h"), ("tags", "t")] {
+        get(&n2, keyspace, key, Some(3)).await;
+    }
+    let mut waited = 0;
+    while waited < 50
+        && local(&c, 1, "ks", "z")
+            .await
+            .map(|o| object_values(&o).len())
+            != Some(2)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check_replicas(&c, &[0, 1, 2]).await;
+    c.shutdown().await;
+}
+
+/// Every acknowledged value of `wiped_node_never_reissues_old_versions` on replicas `which`.
+async fn check_replicas(c: &QuicCluster, which: &[usize]) {
+    for &i in which {
+        let z = local(c, i, "ks", "z").await.expect("z on every replica");
         assert_eq!(object_values(&z), vec!["new", "old"], "replica n{}", i + 1);
-        let y = local(&c, i, "ks", "y").await.expect("y on every replica");
+        let y = local(c, i, "ks", "y").await.expect("y on every replica");
         assert_eq!(object_values(&y), vec!["y-new"], "replica n{}", i + 1);
-        let h = local(&c, i, "hits", "h").await.expect("counter on every replica");
+        let h = local(c, i, "hits", "h")
+            .await
+            .expect("counter on every replica");
         assert_eq!(
             quorumkv::crdt::value(ConflictPolicy::Counter, &h.crdt),
             Some(CrdtValue::Counter(8)),
             "replica n{}",
             i + 1
         );
-        let t = local(&c, i, "tags", "t").await.expect("set on every replica");
+        let t = local(c, i, "tags", "t")
+            .await
+            .expect("set on every replica");
         assert_eq!(
             quorumkv::crdt::value(ConflictPolicy::Set, &t.crdt),
             Some(CrdtValue::Set(vec![
@@ -358,7 +413,6 @@ async fn wiped_node_never_reissues_old_versions() {
             i + 1
         );
     }
-    c.shutdown().await;
 }
 
 /// Goal (item 2): a node restored from an old copy of its data (same incarnation, the
@@ -385,6 +439,7 @@ async fn restored_backup_takes_a_new_incarnation() {
     // The backup: a copy of n2's data directory taken now.
     c.stop(1).await;
     let data = c.configs[1].data_dir.clone();
+    wait_closed(&data).await;
     let backup = dir.path().join("n2-backup");
     copy_dir(&data, &backup);
     c.restart(1).await.unwrap();
@@ -395,10 +450,15 @@ async fn restored_backup_takes_a_new_incarnation() {
     }
     // Restore the old copy: it holds the incarnation, but not a2's and b2's versions.
     c.stop(1).await;
+    wait_closed(&data).await;
     std::fs::remove_dir_all(&data).unwrap();
     copy_dir(&backup, &data);
     c.restart(1).await.unwrap();
-    assert_eq!(n2(&c).replica_actor(), actor, "the restored copy holds the old incarnation");
+    assert_eq!(
+        n2(&c).replica_actor(),
+        actor,
+        "the restored copy holds the old incarnation"
+    );
     // A read of k1 repairs n2's copy of k1, which reveals the loss.
     assert_eq!(values(&get(&n2(&c), "ks", "k1", Some(3)).await), vec!["a2"]);
     let mut waited = 0;
@@ -406,7 +466,11 @@ async fn restored_backup_takes_a_new_incarnation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += 1;
     }
-    assert_ne!(n2(&c).replica_actor(), actor, "the lost versions were not noticed");
+    assert_ne!(
+        n2(&c).replica_actor(),
+        actor,
+        "the lost versions were not noticed"
+    );
     // A blind write to the other key, which nothing has repaired yet.
     put(&n2(&c), put_req("ks", "k2", "b3", "")).await.unwrap();
     for i in 0..3 {
@@ -424,6 +488,21 @@ async fn restored_backup_takes_a_new_incarnation() {
     c.restart(1).await.unwrap();
     assert_ne!(n2(&c).replica_actor(), before);
     c.shutdown().await;
+}
+
+/// Wait until a stopped node's RocksDB has let go of its data directory (its last
+/// references drop shortly after shutdown): opening the database succeeds only then.
+async fn wait_closed(dir: &std::path::Path) {
+    for _ in 0..100 {
+        if quorumkv::storage::RocksStorage::open(dir, true).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{} is still in use 10 s after the node stopped",
+        dir.display()
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
