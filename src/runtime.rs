@@ -54,6 +54,9 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// Problems found at start that do not stop the node (a certificate expiring within
+    /// 30 days, a private key readable by others), also logged as warnings.
+    pub warnings: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     prober: tokio::task::JoinHandle<()>,
     metrics_server: Option<tokio::task::JoinHandle<()>>,
@@ -90,6 +93,14 @@ pub fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StartError> {
 /// Start a node. `socket` lets a caller bind first (to learn the port); otherwise the
 /// node binds `cfg.listen`.
 pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<RunningNode, StartError> {
+    // An expired certificate is an error: peers and clients would refuse every handshake,
+    // which looks like a network fault from the outside. One about to expire is a warning.
+    let mut warnings = Vec::new();
+    warnings.extend(tls::expiry_warning(&cfg.tls.cert)?);
+    warnings.extend(tls::key_mode_warning(&cfg.tls.key));
+    for w in &warnings {
+        tracing::warn!(node = %cfg.name, "{w}");
+    }
     let storage = open_storage(cfg)?;
     let settings = TransportSettings {
         idle: Duration::from_millis(cfg.timeouts.idle_ms),
@@ -132,6 +143,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
         keyspaces: cfg.keyspaces.clone(),
     })?;
+    warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(
         endpoint.clone(),
         Arc::clone(&node),
@@ -169,6 +181,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         endpoint,
         addr,
         metrics_addr,
+        warnings,
         server,
         prober,
         metrics_server,

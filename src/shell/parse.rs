@@ -381,7 +381,13 @@ pub enum Command {
         read_repair: ReadRepair,
         /// Actors, highest priority first (lww-actor).
         actor_priority: Vec<String>,
+        /// Client names that may read (`None`: every client).
+        readers: Option<Vec<String>>,
+        /// Client names that may write (`None`: every client).
+        writers: Option<Vec<String>>,
     },
+    /// `drop keyspace NAME`.
+    DropKeyspace(String),
     /// `replicas KEY`.
     Replicas(Key),
     /// `status`.
@@ -696,8 +702,11 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
                             .collect()
                     })
                     .unwrap_or_default(),
+                readers: opts.text("readers")?.map(|t| name_list(&t)),
+                writers: opts.text("writers")?.map(|t| name_list(&t)),
             }
         }
+        "drop keyspace" => Command::DropKeyspace(text(positional[0], "keyspace name")?),
         "replicas" => Command::Replicas(key_arg(arg(0))),
         "status" => Command::Status,
         "stats" => Command::Stats,
@@ -890,6 +899,15 @@ impl Options {
                 .map_err(|_| self.err(format!("{name}={t:?} is not a valid number"))),
         }
     }
+}
+
+/// A comma-separated list of names (`readers=alice,bob`); `readers=` (empty) is an empty
+/// list: admins only.
+fn name_list(t: &str) -> Vec<String> {
+    t.split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
