@@ -197,8 +197,8 @@ pub fn client_file(
     role: Role,
 ) -> Result<PathBuf, ClusterSetupError> {
     let io = |p: &Path, e| ClusterSetupError::Io(p.to_path_buf(), e);
-    let mut cf = ClusterFile::load(cluster_file)
-        .map_err(|e| io(cluster_file, std::io::Error::other(e)))?;
+    let mut cf =
+        ClusterFile::load(cluster_file).map_err(|e| io(cluster_file, std::io::Error::other(e)))?;
     let certs = cf
         .ca_cert
         .parent()

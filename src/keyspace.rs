@@ -66,7 +66,9 @@ pub enum KeyspaceError {
         problem: String,
     },
     /// The keyspace was dropped; its definition is refused from now on.
-    #[error("keyspace {name:?} (generation {generation}) was dropped; create it again to use the name")]
+    #[error(
+        "keyspace {name:?} (generation {generation}) was dropped; create it again to use the name"
+    )]
     Dropped {
         /// Keyspace name.
         name: String,
@@ -297,8 +299,7 @@ fn validate_grant(
     for n in names {
         let ok = !n.is_empty()
             && n.len() <= 63
-            && n
-                .bytes()
+            && n.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if !ok {
             return Err(bad(format!(

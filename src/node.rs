@@ -540,30 +540,24 @@ impl Node {
         req: ClientRequest,
     ) -> Result<ClientResponse, CoordinatorError> {
         match req {
-                ClientRequest::Get(g) => self.get(g).await.map(ClientResponse::Get),
-                ClientRequest::Put(p) => self.put(p).await.map(ClientResponse::Put),
-                ClientRequest::Scan(q) => self.scan(q).await.map(ClientResponse::Scan),
-                ClientRequest::Batch(b) => self.batch(b).await.map(ClientResponse::Batch),
-                ClientRequest::Update(u) => self.update(u).await.map(ClientResponse::Update),
-                ClientRequest::CreateKeyspace(def) => self.create_keyspace_request(def).await,
-                ClientRequest::DropKeyspace(name) => self.drop_keyspace(name).await,
-                ClientRequest::ListKeyspaces => {
-                    Ok(ClientResponse::Keyspaces(self.keyspaces.list()))
-                }
-                ClientRequest::Replicas { keyspace, key } => {
-                    self.keyspace(&keyspace).await.map(|ks| {
-                        ClientResponse::Replicas(
-                            self.ring.preference_list(&key.partition, ks.n as usize),
-                        )
-                    })
-                }
-                ClientRequest::Status => Ok(self.status()),
-                ClientRequest::Stats => Ok(ClientResponse::Stats {
-                    node: self.name.clone(),
-                    latencies: self.metrics.snapshot(),
-                    read_repairs: self.metrics.read_repairs(),
-                }),
-                ClientRequest::Ping => Ok(ClientResponse::Pong(self.name.clone())),
+            ClientRequest::Get(g) => self.get(g).await.map(ClientResponse::Get),
+            ClientRequest::Put(p) => self.put(p).await.map(ClientResponse::Put),
+            ClientRequest::Scan(q) => self.scan(q).await.map(ClientResponse::Scan),
+            ClientRequest::Batch(b) => self.batch(b).await.map(ClientResponse::Batch),
+            ClientRequest::Update(u) => self.update(u).await.map(ClientResponse::Update),
+            ClientRequest::CreateKeyspace(def) => self.create_keyspace_request(def).await,
+            ClientRequest::DropKeyspace(name) => self.drop_keyspace(name).await,
+            ClientRequest::ListKeyspaces => Ok(ClientResponse::Keyspaces(self.keyspaces.list())),
+            ClientRequest::Replicas { keyspace, key } => self.keyspace(&keyspace).await.map(|ks| {
+                ClientResponse::Replicas(self.ring.preference_list(&key.partition, ks.n as usize))
+            }),
+            ClientRequest::Status => Ok(self.status()),
+            ClientRequest::Stats => Ok(ClientResponse::Stats {
+                node: self.name.clone(),
+                latencies: self.metrics.snapshot(),
+                read_repairs: self.metrics.read_repairs(),
+            }),
+            ClientRequest::Ping => Ok(ClientResponse::Pong(self.name.clone())),
         }
     }
 
@@ -937,7 +931,11 @@ mod tests {
         store_def(&*storage, "garbled", b"\xc1\xc1 not a definition".to_vec());
         let mut r_over_n = KeyspaceDef::new("rovern", 2, 2, 2);
         r_over_n.r = 3;
-        store_def(&*storage, "rovern", rmp_serde::to_vec_named(&r_over_n).unwrap());
+        store_def(
+            &*storage,
+            "rovern",
+            rmp_serde::to_vec_named(&r_over_n).unwrap(),
+        );
         let wide = KeyspaceDef::new("wide", 5, 3, 3);
         store_def(&*storage, "wide", rmp_serde::to_vec_named(&wide).unwrap());
 
@@ -978,7 +976,10 @@ mod tests {
         old.generation = 11;
         n1.learn_keyspace(old.clone()).unwrap();
         storage
-            .write(vec![BatchOp::Put(b"tmp\x00k\x00\x01".to_vec(), b"x".to_vec())])
+            .write(vec![BatchOp::Put(
+                b"tmp\x00k\x00\x01".to_vec(),
+                b"x".to_vec(),
+            )])
             .unwrap();
         assert_eq!(n1.drop_local("tmp", 11).unwrap(), 1);
         assert!(n1.keyspaces.get("tmp").is_none());
@@ -986,7 +987,10 @@ mod tests {
         assert!(e.contains("was dropped"), "{e}");
         drop(n1);
         let n1 = node(Arc::clone(&storage), 1, vec![]).unwrap();
-        assert!(n1.learn_keyspace(old.clone()).is_err(), "marker lost on restart");
+        assert!(
+            n1.learn_keyspace(old.clone()).is_err(),
+            "marker lost on restart"
+        );
         let mut new = old.clone();
         new.generation = 12;
         assert!(n1.learn_keyspace(new).unwrap());

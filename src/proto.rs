@@ -806,16 +806,17 @@ mod tests {
         garbage.extend_from_slice(&[0xc1; 8]);
         assert_eq!(
             decode_for_role(&garbage, 1 << 20, Role::Client).unwrap_err(),
-            ProtoError::PeerFromClient {
-                role: Role::Client
-            }
+            ProtoError::PeerFromClient { role: Role::Client }
         );
         assert!(matches!(
             decode_for_role(&garbage, 1 << 20, Role::Node),
             Err(ProtoError::Body(_))
         ));
         let e = ProtoError::PeerFromClient { role: Role::Client }.to_string();
-        assert!(e.contains("only from node certificates") && e.contains("client"), "{e}");
+        assert!(
+            e.contains("only from node certificates") && e.contains("client"),
+            "{e}"
+        );
     }
 
     proptest! {

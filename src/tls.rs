@@ -69,7 +69,9 @@ pub enum TlsError {
         cert: PathBuf,
     },
     /// The certificate's validity period has ended (or not begun).
-    #[error("certificate {path} is not valid now: {message}; issue a new one with `quorumkv certs`")]
+    #[error(
+        "certificate {path} is not valid now: {message}; issue a new one with `quorumkv certs`"
+    )]
     NotValid {
         /// The certificate.
         path: PathBuf,
@@ -561,7 +563,11 @@ mod tests {
         let again = issue(dir.path(), "n1", Role::Node, &[], 60).unwrap();
         assert!(again.reused_key);
         assert_eq!(std::fs::read(&again.key).unwrap(), key1, "key replaced");
-        assert_ne!(std::fs::read(&again.cert).unwrap(), cert1, "cert not re-issued");
+        assert_ne!(
+            std::fs::read(&again.cert).unwrap(),
+            cert1,
+            "cert not re-issued"
+        );
         // The re-issued certificate still matches the kept key.
         let s = TransportSettings {
             idle: Duration::from_secs(5),

@@ -452,9 +452,7 @@ fn certs_keys_are_private_and_kept() {
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
         stdout(&o)
     };
-    let mode = |f: &str| {
-        std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777
-    };
+    let mode = |f: &str| std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
     run(&["--node", "n1"]);
     assert_eq!(mode("n1.key"), 0o600, "node key");
     assert_eq!(mode("ca.key"), 0o600, "CA key");
@@ -462,8 +460,15 @@ fn certs_keys_are_private_and_kept() {
     let cert = std::fs::read(dir.join("n1.pem")).unwrap();
     let out = run(&["--node", "n1", "--admin", "ops", "--days", "10"]);
     assert!(out.contains("existing key kept"), "{out}");
-    assert_eq!(std::fs::read(dir.join("n1.key")).unwrap(), key, "key overwritten");
+    assert_eq!(
+        std::fs::read(dir.join("n1.key")).unwrap(),
+        key,
+        "key overwritten"
+    );
     assert_ne!(std::fs::read(dir.join("n1.pem")).unwrap(), cert);
-    assert!(out.contains("admin ops") && out.contains("valid 10 days"), "{out}");
+    assert!(
+        out.contains("admin ops") && out.contains("valid 10 days"),
+        "{out}"
+    );
     assert_eq!(mode("ops.key"), 0o600, "admin key");
 }

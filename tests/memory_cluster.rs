@@ -364,9 +364,8 @@ async fn runtime_keyspace_reaches_every_node() {
         .node("n1")
         .handle_client(
             quorumkv::access::ClientIdentity::admin("ops"),
-            quorumkv::proto::ClientRequest::CreateKeyspace(
-            KeyspaceDef::new("users", 3, 1, 3),
-        ))
+            quorumkv::proto::ClientRequest::CreateKeyspace(KeyspaceDef::new("users", 3, 1, 3)),
+        )
         .await;
     match resp {
         quorumkv::proto::ClientResponse::KeyspaceCreated { acked, missing, .. } => {
@@ -397,9 +396,8 @@ async fn runtime_keyspace_reaches_every_node() {
         .node("n2")
         .handle_client(
             quorumkv::access::ClientIdentity::admin("ops"),
-            quorumkv::proto::ClientRequest::CreateKeyspace(
-            KeyspaceDef::new("users", 2, 1, 1),
-        ))
+            quorumkv::proto::ClientRequest::CreateKeyspace(KeyspaceDef::new("users", 2, 1, 1)),
+        )
         .await;
     assert!(
         matches!(resp, quorumkv::proto::ClientResponse::Error(_)),

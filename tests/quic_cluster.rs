@@ -433,9 +433,14 @@ async fn foreign_certificate_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let c = three_nodes(dir.path()).await;
     let other = tempfile::tempdir().unwrap();
-    let foreign =
-        quorumkv::tls::issue(other.path(), "mallory", quorumkv::tls::Role::Client, &[], 30)
-            .unwrap();
+    let foreign = quorumkv::tls::issue(
+        other.path(),
+        "mallory",
+        quorumkv::tls::Role::Client,
+        &[],
+        30,
+    )
+    .unwrap();
     let mut cf = ClusterFile::load(&c.cluster_file).unwrap();
     cf.client_cert = foreign.cert;
     cf.client_key = foreign.key;
@@ -619,7 +624,12 @@ async fn client_certificates_are_authorized_by_role_and_grants() {
         m.contains("\"alice\"") && m.contains("admin") && m.contains("\"orders\""),
         "{m}"
     );
-    assert!(admin.keyspaces().await.unwrap().iter().all(|k| k.name != "orders"));
+    assert!(admin
+        .keyspaces()
+        .await
+        .unwrap()
+        .iter()
+        .all(|k| k.name != "orders"));
     admin.create_keyspace(orders).await.unwrap();
 
     let k = || Key::parse("o1");
@@ -630,7 +640,10 @@ async fn client_certificates_are_authorized_by_role_and_grants() {
         m.contains("\"bob\"") && m.contains("write") && m.contains("\"orders\""),
         "{m}"
     );
-    assert_eq!(values(&bob.get("orders", k(), &opts()).await.unwrap()), vec!["paid"]);
+    assert_eq!(
+        values(&bob.get("orders", k(), &opts()).await.unwrap()),
+        vec!["paid"]
+    );
     let m = forbidden(carol.get("orders", k(), &opts()).await.unwrap_err());
     assert!(m.contains("\"carol\"") && m.contains("read"), "{m}");
     // Admins are not limited by grants; keyspaces without grants are open.
@@ -666,17 +679,14 @@ async fn node_warns_when_its_certificate_expires_soon() {
     let mut cfg = configs[0].clone();
     cfg.metrics_listen = None;
     let certs = cfg.tls.cert.parent().unwrap().to_path_buf();
-    let renewed = quorumkv::tls::issue(
-        &certs,
-        "n1",
-        quorumkv::tls::Role::Node,
-        &[addr.ip()],
-        10,
-    )
-    .unwrap();
+    let renewed =
+        quorumkv::tls::issue(&certs, "n1", quorumkv::tls::Role::Node, &[addr.ip()], 10).unwrap();
     assert!(renewed.reused_key);
     let node = quorumkv::runtime::start(&cfg, Some(sock)).await.unwrap();
     let w = node.warnings.join("\n");
-    assert!(w.contains("expires in 9 day") && w.contains("n1.pem"), "{w}");
+    assert!(
+        w.contains("expires in 9 day") && w.contains("n1.pem"),
+        "{w}"
+    );
     node.shutdown().await;
 }

@@ -68,7 +68,13 @@ impl EchoServer {
         ));
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let ca = tls::ensure_ca(&dir)?;
-        let server = tls::issue(&dir, "echo", Role::Node, &[loopback], tls::DEFAULT_VALIDITY_DAYS)?;
+        let server = tls::issue(
+            &dir,
+            "echo",
+            Role::Node,
+            &[loopback],
+            tls::DEFAULT_VALIDITY_DAYS,
+        )?;
         tls::issue(&dir, "bench", Role::Client, &[], tls::DEFAULT_VALIDITY_DAYS)?;
         let server_cfg = tls::server_config(&ca.cert, &server.cert, &server.key, &settings())?;
 
