@@ -1018,6 +1018,8 @@ mod tests {
                 policy: ConflictPolicy::Siblings,
                 read_repair: ReadRepair::Async,
                 actor_priority: vec![],
+                readers: None,
+                writers: None,
             }
         );
         assert_eq!(
@@ -1247,7 +1249,19 @@ mod tests {
                 policy: ConflictPolicy::LwwActor,
                 read_repair: ReadRepair::Blocking,
                 actor_priority: vec!["eu".into(), "us".into()],
+                readers: None,
+                writers: None,
             }
+        );
+        // Grants: a list, or an empty one (admins only); drop keyspace takes a name.
+        assert!(matches!(
+            one("create keyspace o readers=alice,bob writers=").unwrap(),
+            Command::CreateKeyspace { readers: Some(r), writers: Some(w), .. }
+                if r == ["alice", "bob"] && w.is_empty()
+        ));
+        assert_eq!(
+            one("drop keyspace o").unwrap(),
+            Command::DropKeyspace("o".into())
         );
         assert!(matches!(
             one("create keyspace c policy=LWW-CLIENT").unwrap(),
