@@ -154,7 +154,7 @@ pub fn check_grant(
     };
     match grant {
         None => Ok(()),
-        Some(names) if names.iter().any(|n| *n == who.name) => Ok(()),
+        Some(names) if names.contains(&who.name) => Ok(()),
         Some(_) => Err(AccessError::NoGrant {
             client: who.name.clone(),
             keyspace: ks.name.clone(),
