@@ -70,7 +70,9 @@ members=""
 for n in "${QKV_NODES[@]}"; do
     members+="    { name = \"$n\", addr = \"$(qkv_ip "$n"):$QKV_PORT\" },"$'\n'
 done
-"$QKV_BIN" certs --dir "$QKV_RUN/certs" --client client >/dev/null
+# The host's CLI is the cluster's operator (it creates keyspaces): an admin certificate.
+# Re-runs keep every existing key and only re-issue the certificates.
+"$QKV_BIN" certs --dir "$QKV_RUN/certs" --admin admin >/dev/null
 for n in "${QKV_NODES[@]}"; do
     "$QKV_BIN" certs --dir "$QKV_RUN/certs" --node "$n" --ip "$(qkv_ip "$n"),127.0.0.1" >/dev/null
     d="$QKV_RUN/nodes/$n"
@@ -110,8 +112,8 @@ done
 cat > "$QKV_CLUSTER_FILE" <<TOML
 # written by scripts/cluster-up.sh: the client connection file for the container cluster
 ca_cert = "certs/ca.pem"
-client_cert = "certs/client.pem"
-client_key = "certs/client.key"
+client_cert = "certs/admin.pem"
+client_key = "certs/admin.key"
 keyspace = "default"
 timeout_ms = 5000
 contact_points = [

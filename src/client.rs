@@ -368,6 +368,21 @@ impl Client {
         }
     }
 
+    /// Drop a keyspace and its data (admin certificates only); returns the nodes that
+    /// dropped it and those that did not answer (with why).
+    pub async fn drop_keyspace(
+        &self,
+        name: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ClientError> {
+        match self
+            .request(ClientRequest::DropKeyspace(name.to_string()))
+            .await?
+        {
+            ClientResponse::KeyspaceDropped { acked, missing, .. } => Ok((acked, missing)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Keyspaces the contacted node knows.
     pub async fn keyspaces(&self) -> Result<Vec<KeyspaceDef>, ClientError> {
         match self.request(ClientRequest::ListKeyspaces).await? {

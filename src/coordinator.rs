@@ -103,6 +103,9 @@ pub enum CoordinatorError {
         /// Limit.
         max: usize,
     },
+    /// The client's certificate lacks a permission (see `access`).
+    #[error(transparent)]
+    Forbidden(#[from] crate::access::AccessError),
     /// Local metadata failure.
     #[error(transparent)]
     Node(#[from] NodeError),

@@ -133,7 +133,13 @@ pub fn write_cluster_files(
         .collect();
     let mut configs = Vec::new();
     for m in &members {
-        let ids = tls::issue(&certs, &m.name, Role::Node, &[m.addr.ip()])?;
+        let ids = tls::issue(
+            &certs,
+            &m.name,
+            Role::Node,
+            &[m.addr.ip()],
+            tls::DEFAULT_VALIDITY_DAYS,
+        )?;
         let node_dir = dir.join(&m.name);
         std::fs::create_dir_all(&node_dir).map_err(|e| io(&node_dir, e))?;
         let cfg = NodeConfig {
@@ -164,7 +170,16 @@ pub fn write_cluster_files(
         std::fs::write(&path, text).map_err(|e| io(&path, e))?;
         configs.push(cfg);
     }
-    let client = tls::issue(&certs, "client", Role::Client, &[])?;
+    // The cluster file's user is the cluster's operator (the dev cluster's CLI and shell
+    // create keyspaces), so it gets an admin certificate; `client_file` makes files for
+    // plain clients.
+    let client = tls::issue(
+        &certs,
+        "admin",
+        Role::Admin,
+        &[],
+        tls::DEFAULT_VALIDITY_DAYS,
+    )?;
     let cf = ClusterFile {
         ca_cert: ca.cert,
         client_cert: client.cert,
@@ -180,6 +195,31 @@ pub fn write_cluster_files(
     let text = toml::to_string_pretty(&cf).map_err(|e| io(&path, std::io::Error::other(e)))?;
     std::fs::write(&path, text).map_err(|e| io(&path, e))?;
     Ok((configs, path))
+}
+
+/// A copy of `cluster_file` (made by [`write_cluster_files`]) that presents a new
+/// certificate for `name` with `role`, issued by the same CA: `<dir>/<name>.toml`, where
+/// `dir` holds the cluster file. For clients other than the cluster's admin.
+pub fn client_file(
+    cluster_file: &Path,
+    name: &str,
+    role: Role,
+) -> Result<PathBuf, ClusterSetupError> {
+    let io = |p: &Path, e| ClusterSetupError::Io(p.to_path_buf(), e);
+    let mut cf =
+        ClusterFile::load(cluster_file).map_err(|e| io(cluster_file, std::io::Error::other(e)))?;
+    let certs = cf
+        .ca_cert
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let ids = tls::issue(&certs, name, role, &[], tls::DEFAULT_VALIDITY_DAYS)?;
+    cf.client_cert = ids.cert;
+    cf.client_key = ids.key;
+    let path = cluster_file.with_file_name(format!("{name}.toml"));
+    let text = toml::to_string_pretty(&cf).map_err(|e| io(&path, std::io::Error::other(e)))?;
+    std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    Ok(path)
 }
 
 /// Real nodes on loopback in this process.

@@ -55,6 +55,30 @@ pub enum KeyspaceError {
     /// No node knows this keyspace.
     #[error("unknown keyspace {0:?}")]
     Unknown(String),
+    /// A grant list names something that cannot be a certificate name, or is too long.
+    #[error("keyspace {name:?}: {list} {problem}")]
+    BadGrant {
+        /// Keyspace name.
+        name: String,
+        /// `readers` or `writers`.
+        list: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The keyspace was dropped; its definition is refused from now on.
+    #[error(
+        "keyspace {name:?} (generation {generation}) was dropped; create it again to use the name"
+    )]
+    Dropped {
+        /// Keyspace name.
+        name: String,
+        /// The dropped generation.
+        generation: u64,
+    },
+    /// Dropping a keyspace that the node's own config defines would only last until the
+    /// next restart.
+    #[error("keyspace {0:?} is defined in node.toml: remove it from every node's [[keyspaces]] and restart them before dropping it")]
+    Configured(String),
     /// A keyspace of that name exists with other settings.
     #[error("keyspace {name:?} already exists with different settings ({existing})")]
     Conflict {
@@ -229,6 +253,61 @@ pub struct KeyspaceDef {
     /// Default: empty (required for `lww-actor`).
     #[serde(default)]
     pub actor_priority: Vec<String>,
+    /// Client certificate names that may read (get, scan). Default: absent = every client
+    /// certificate; `[]` = admins only. Admin certificates are never limited by grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readers: Option<Vec<String>>,
+    /// Client certificate names that may write (put, delete, batch, CRDT updates).
+    /// Default: absent = every client certificate; `[]` = admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<Vec<String>>,
+    /// Which creation of this name the definition is: a random non-zero number chosen
+    /// when an admin creates the keyspace, 0 for keyspaces from `node.toml`. A dropped
+    /// generation is refused for good, so a re-created keyspace of the same name never
+    /// merges with the old one's data or definition. Set by the node, not by operators.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(g: &u64) -> bool {
+    *g == 0
+}
+
+/// Most names one grant list may hold: the definition travels in every replica request,
+/// so it must stay small.
+pub const MAX_GRANT_NAMES: usize = 64;
+
+/// Check a grant list: certificate names (letters, digits, '-', '.'; 1-63 bytes), at most
+/// [`MAX_GRANT_NAMES`].
+fn validate_grant(
+    name: &str,
+    list: &'static str,
+    names: &Option<Vec<String>>,
+) -> Result<(), KeyspaceError> {
+    let Some(names) = names else { return Ok(()) };
+    let bad = |problem: String| KeyspaceError::BadGrant {
+        name: name.to_string(),
+        list,
+        problem,
+    };
+    if names.len() > MAX_GRANT_NAMES {
+        return Err(bad(format!(
+            "lists {} names; at most {MAX_GRANT_NAMES} are allowed",
+            names.len()
+        )));
+    }
+    for n in names {
+        let ok = !n.is_empty()
+            && n.len() <= 63
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(bad(format!(
+                "entry {n:?} is not a certificate name (1-63 letters, digits, '-' and '.')"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl KeyspaceDef {
@@ -243,7 +322,19 @@ impl KeyspaceDef {
             policy: ConflictPolicy::Siblings,
             read_repair: ReadRepair::Async,
             actor_priority: Vec::new(),
+            readers: None,
+            writers: None,
+            generation: 0,
         }
+    }
+
+    /// Whether `other` has the same settings, whatever its generation: what makes
+    /// re-creating an existing keyspace idempotent.
+    pub fn same_settings(&self, other: &KeyspaceDef) -> bool {
+        KeyspaceDef {
+            generation: other.generation,
+            ..self.clone()
+        } == *other
     }
 
     /// Check the definition against a cluster of `nodes` nodes.
@@ -264,6 +355,8 @@ impl KeyspaceDef {
         if self.policy == ConflictPolicy::LwwActor && self.actor_priority.is_empty() {
             return Err(KeyspaceError::NoActorPriority(self.name.clone()));
         }
+        validate_grant(&self.name, "readers", &self.readers)?;
+        validate_grant(&self.name, "writers", &self.writers)?;
         Ok(())
     }
 
@@ -282,10 +375,19 @@ impl KeyspaceDef {
 
     /// One-line summary, for errors and listings.
     pub fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "n={} r={} w={} max_siblings={} policy={} read_repair={}",
             self.n, self.r, self.w, self.max_siblings, self.policy, self.read_repair
-        )
+        );
+        for (list, names) in [("readers", &self.readers), ("writers", &self.writers)] {
+            if let Some(names) = names {
+                s.push_str(&format!(" {list}=[{}]", names.join(",")));
+            }
+        }
+        if self.generation != 0 {
+            s.push_str(&format!(" generation={:x}", self.generation));
+        }
+        s
     }
 }
 
@@ -329,6 +431,14 @@ impl Registry {
             .collect()
     }
 
+    /// Forget a definition; returns it if it was known.
+    pub fn remove(&self, name: &str) -> Option<KeyspaceDef> {
+        self.defs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
     /// Add a definition. Returns `Ok(true)` if it is new, `Ok(false)` if an identical one
     /// was already known, and an error if a different one exists.
     pub fn insert(&self, def: KeyspaceDef) -> Result<bool, KeyspaceError> {
@@ -365,6 +475,27 @@ mod tests {
         assert!(e.to_string().contains("cluster size (5)"), "{e}");
         assert!(KeyspaceDef::new("bad name", 3, 2, 2).validate(5).is_err());
         assert!(KeyspaceDef::new("", 3, 2, 2).validate(5).is_err());
+    }
+
+    /// Goal: grant lists must hold certificate names and stay short (the definition rides
+    /// in every replica request); `same_settings` ignores only the generation.
+    #[test]
+    fn grant_lists_are_checked() {
+        let mut ks = KeyspaceDef::new("orders", 3, 2, 2);
+        ks.readers = Some(vec!["alice".into(), "app-1.prod".into()]);
+        assert!(ks.validate(3).is_ok());
+        ks.writers = Some(vec!["bad name".into()]);
+        let e = ks.validate(3).unwrap_err().to_string();
+        assert!(e.contains("writers") && e.contains("bad name"), "{e}");
+        ks.writers = Some((0..65).map(|i| format!("c{i}")).collect());
+        let e = ks.validate(3).unwrap_err().to_string();
+        assert!(e.contains("at most 64"), "{e}");
+        let a = KeyspaceDef::new("a", 3, 2, 2);
+        let mut b = a.clone();
+        b.generation = 7;
+        assert!(a.same_settings(&b) && a != b);
+        b.readers = Some(vec![]);
+        assert!(!a.same_settings(&b));
     }
 
     /// Goal: re-creating an identical keyspace is idempotent; a different one conflicts.

@@ -9,6 +9,7 @@
 //! moves peer messages over QUIC or an in-memory network; [`client`] is the client
 //! library. See `docs/ARCHITECTURE.md`.
 
+pub mod access;
 pub mod bench;
 pub mod causality;
 pub mod client;

@@ -7,13 +7,17 @@
 //! size limit first and never panics on any input (property-tested below).
 //!
 //! Client and peer messages share one QUIC endpoint; `Message::Peer` is only accepted
-//! from connections that presented a *node* certificate.
+//! from connections that presented a *node* certificate. A connection with a client or
+//! admin certificate is decoded with [`decode_for_role`] into a type that has no peer
+//! variant, so a peer body from such a connection is refused at its tag, before any of
+//! it is deserialized.
 
 use serde::{Deserialize, Serialize};
 
 use crate::causality::{Object, VersionVector};
 use crate::key::Key;
 use crate::keyspace::KeyspaceDef;
+use crate::tls::Role;
 
 /// The protocol version this build speaks.
 /// Version 2: contexts are sealed (see `context`), actors are node incarnations, and a
@@ -47,6 +51,12 @@ pub enum ProtoError {
     /// The body is not a valid message.
     #[error("malformed message body: {0}")]
     Body(String),
+    /// A peer message on a connection whose certificate is not a node's.
+    #[error("peer messages are accepted only from node certificates; this connection presented a {role} certificate")]
+    PeerFromClient {
+        /// The connection's role.
+        role: Role,
+    },
 }
 
 /// Encode a message as a frame.
@@ -77,6 +87,56 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], max: usize) -> Result<
         return Err(ProtoError::Version { got: version });
     }
     rmp_serde::from_slice(&bytes[4..]).map_err(|e| ProtoError::Body(e.to_string()))
+}
+
+/// Decode a request frame from a connection whose certificate has `role`: a node may send
+/// client and peer messages; a client or admin only client messages, and a peer message
+/// from one is refused as soon as its tag is read ([`ProtoError::PeerFromClient`]).
+pub fn decode_for_role(bytes: &[u8], max: usize, role: Role) -> Result<Message, ProtoError> {
+    match role {
+        Role::Node => decode::<Message>(bytes, max),
+        Role::Client | Role::Admin => match decode::<ClientFrame>(bytes, max)? {
+            ClientFrame::Client(req) => Ok(Message::Client(req)),
+            ClientFrame::PeerRefused => Err(ProtoError::PeerFromClient { role }),
+        },
+    }
+}
+
+/// [`Message`] as a client connection may send it. Its deserializer reads the variant tag
+/// and, for `Peer`, stops there: the peer body is never deserialized.
+enum ClientFrame {
+    Client(ClientRequest),
+    PeerRefused,
+}
+
+impl<'de> Deserialize<'de> for ClientFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The tags of [`Message`], by name or index as the encoding carries them.
+        #[derive(Deserialize)]
+        enum Tag {
+            Client,
+            Peer,
+        }
+        struct FrameVisitor;
+        impl<'de> serde::de::Visitor<'de> for FrameVisitor {
+            type Value = ClientFrame;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a client message")
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> Result<ClientFrame, A::Error> {
+                use serde::de::VariantAccess;
+                match data.variant::<Tag>()? {
+                    (Tag::Client, body) => body.newtype_variant().map(ClientFrame::Client),
+                    // Left unread on purpose.
+                    (Tag::Peer, _body) => Ok(ClientFrame::PeerRefused),
+                }
+            }
+        }
+        d.deserialize_enum("Message", &["Client", "Peer"], FrameVisitor)
+    }
 }
 
 /// Anything sent on a fresh stream.
@@ -267,8 +327,10 @@ pub enum ClientRequest {
     Batch(BatchRequest),
     /// Apply an operation to a key of a CRDT keyspace.
     Update(UpdateRequest),
-    /// Create a keyspace on every node.
+    /// Create a keyspace on every node (admin certificates only).
     CreateKeyspace(KeyspaceDef),
+    /// Drop a keyspace and delete its data on every node (admin certificates only).
+    DropKeyspace(String),
     /// List the keyspaces the contacted node knows.
     ListKeyspaces,
     /// The preference list for a key.
@@ -402,6 +464,9 @@ pub enum ErrorKind {
     SiblingLimit,
     /// A conditional write found the key changed since its context was read.
     Conflict,
+    /// The client's certificate lacks the permission (the message names the client, the
+    /// keyspace and the permission).
+    Forbidden,
     /// The node is shutting down or saturated.
     Unavailable,
     /// A bug or storage failure on the node.
@@ -435,6 +500,16 @@ pub enum ClientResponse {
     KeyspaceCreated {
         /// The definition.
         def: KeyspaceDef,
+        /// Nodes that acknowledged.
+        acked: Vec<String>,
+        /// Nodes that did not answer.
+        missing: Vec<String>,
+    },
+    /// For `DropKeyspace`: which nodes dropped it now (the others refuse requests that
+    /// carry the dropped definition once they learn of the drop; see docs/SECURITY.md).
+    KeyspaceDropped {
+        /// The keyspace.
+        name: String,
         /// Nodes that acknowledged.
         acked: Vec<String>,
         /// Nodes that did not answer.
@@ -560,6 +635,13 @@ pub enum PeerRequest {
     AnnounceKeyspace(KeyspaceDef),
     /// Return a keyspace definition if known.
     LookupKeyspace(String),
+    /// Forget a keyspace, delete its data and refuse its definition from now on.
+    DropKeyspace {
+        /// Keyspace name.
+        name: String,
+        /// The generation the coordinator dropped (see `KeyspaceDef::generation`).
+        generation: u64,
+    },
     /// Liveness check.
     Ping,
 }
@@ -576,7 +658,9 @@ impl PeerRequest {
             | PeerRequest::Scan { keyspace, .. }
             | PeerRequest::Replicate { keyspace, .. } => Some(keyspace),
             PeerRequest::AnnounceKeyspace(def) => Some(def),
-            PeerRequest::LookupKeyspace(_) | PeerRequest::Ping => None,
+            PeerRequest::LookupKeyspace(_)
+            | PeerRequest::DropKeyspace { .. }
+            | PeerRequest::Ping => None,
         }
     }
 }
@@ -609,7 +693,7 @@ pub enum PeerResponse {
         /// True if the replica stopped at the limit.
         more: bool,
     },
-    /// For `Replicate`, `ReplicateBatch`, `AnnounceKeyspace` and `Ping`.
+    /// For `Replicate`, `ReplicateBatch`, `AnnounceKeyspace`, `DropKeyspace` and `Ping`.
     Ack,
     /// For `LookupKeyspace`.
     Keyspace(Option<KeyspaceDef>),
@@ -700,6 +784,52 @@ mod tests {
         ));
     }
 
+    /// Goal: a client or admin connection's frame decodes only into client messages: a
+    /// peer message is refused with `PeerFromClient` at its tag — a peer frame whose body
+    /// is garbage gets the same refusal, so the body is never deserialized — while a node
+    /// connection decodes both kinds.
+    #[test]
+    fn client_connections_decode_only_client_messages() {
+        let peer = encode(&Message::Peer {
+            from: "n2".into(),
+            req: PeerRequest::AnnounceKeyspace(KeyspaceDef::new("x", 1, 1, 1)),
+        });
+        let client = encode(&Message::Client(ClientRequest::Ping));
+        for role in [Role::Client, Role::Admin] {
+            assert_eq!(
+                decode_for_role(&peer, 1 << 20, role).unwrap_err(),
+                ProtoError::PeerFromClient { role }
+            );
+            assert!(matches!(
+                decode_for_role(&client, 1 << 20, role),
+                Ok(Message::Client(ClientRequest::Ping))
+            ));
+        }
+        assert!(matches!(
+            decode_for_role(&peer, 1 << 20, Role::Node),
+            Ok(Message::Peer { .. })
+        ));
+        // Header, then the one-entry map and the "Peer" tag, then bytes that are not
+        // MessagePack at all (0xc1 is never used).
+        let tag_end = 4 + 1 + 1 + "Peer".len();
+        assert_eq!(&peer[5..tag_end], b"\xa4Peer");
+        let mut garbage = peer[..tag_end].to_vec();
+        garbage.extend_from_slice(&[0xc1; 8]);
+        assert_eq!(
+            decode_for_role(&garbage, 1 << 20, Role::Client).unwrap_err(),
+            ProtoError::PeerFromClient { role: Role::Client }
+        );
+        assert!(matches!(
+            decode_for_role(&garbage, 1 << 20, Role::Node),
+            Err(ProtoError::Body(_))
+        ));
+        let e = ProtoError::PeerFromClient { role: Role::Client }.to_string();
+        assert!(
+            e.contains("only from node certificates") && e.contains("client"),
+            "{e}"
+        );
+    }
+
     proptest! {
         /// Goal: arbitrary bytes after a valid header never panic the decoder.
         #[test]
@@ -709,6 +839,7 @@ mod tests {
             frame.extend_from_slice(&body);
             let _ = decode::<Message>(&frame, 1 << 20);
             let _ = decode::<Reply>(&frame, 1 << 20);
+            let _ = decode_for_role(&frame, 1 << 20, Role::Client);
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// Problems found at start that do not stop the node (a certificate expiring within
+    /// 30 days, a private key readable by others), also logged as warnings.
+    pub warnings: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     prober: tokio::task::JoinHandle<()>,
     metrics_server: Option<tokio::task::JoinHandle<()>>,
@@ -94,6 +97,14 @@ pub fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StartError> {
 /// node binds `cfg.listen`.
 pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<RunningNode, StartError> {
     let context_key = crate::context::ContextKey::load(&cfg.tls.cluster_key_path())?;
+    // An expired certificate is an error: peers and clients would refuse every handshake,
+    // which looks like a network fault from the outside. One about to expire is a warning.
+    let mut warnings = Vec::new();
+    warnings.extend(tls::expiry_warning(&cfg.tls.cert)?);
+    warnings.extend(tls::key_mode_warning(&cfg.tls.key));
+    for w in &warnings {
+        tracing::warn!(node = %cfg.name, "{w}");
+    }
     let storage = open_storage(cfg)?;
     let settings = TransportSettings {
         idle: Duration::from_millis(cfg.timeouts.idle_ms),
@@ -140,6 +151,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         // a new incarnation after every start keeps it from re-issuing their dots.
         new_incarnation: cfg.new_incarnation || !cfg.storage.sync,
     })?;
+    warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(
         endpoint.clone(),
         Arc::clone(&node),
@@ -177,6 +189,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         endpoint,
         addr,
         metrics_addr,
+        warnings,
         server,
         prober,
         metrics_server,

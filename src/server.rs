@@ -12,6 +12,7 @@ use quinn::{Connection, Endpoint, VarInt};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::access::ClientIdentity;
 use crate::node::Node;
 use crate::proto::{self, Message, PeerError, PeerResponse, Reply};
 use crate::tls::{self, Role};
@@ -79,7 +80,7 @@ async fn serve_connection(
                         return;
                     }
                 };
-                let msg = match proto::decode::<Message>(&bytes, max_frame) {
+                let msg = match proto::decode_for_role(&bytes, max_frame, role) {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(%remote, error = %e, "malformed frame; closing connection");
@@ -88,7 +89,10 @@ async fn serve_connection(
                     }
                 };
                 let reply = match msg {
-                    Message::Client(req) => Reply::Client(node.handle_client(req).await),
+                    Message::Client(req) => {
+                        let who = ClientIdentity { name: cert_name, role };
+                        Reply::Client(node.handle_client(who, req).await)
+                    }
                     Message::Peer { from, req } => {
                         if role != Role::Node || cert_name != from {
                             tracing::warn!(%remote, %from, %cert_name, "peer request without a matching node certificate");

@@ -3,13 +3,20 @@
 //!
 //! Every connection is mutually authenticated: a node accepts only certificates its
 //! cluster CA signed, and clients verify the node's name. The certificate's
-//! organizational unit says what the holder is (`node` or `client`), so a client
-//! certificate cannot be used to impersonate a replica and inject peer messages.
+//! organizational unit says what the holder is (`node`, `client` or `admin`), so a client
+//! certificate cannot be used to impersonate a replica and inject peer messages, and only
+//! an admin certificate may create or drop keyspaces (see docs/SECURITY.md).
+//!
+//! Private keys are written with mode 0600 and never replaced: issuing a certificate for
+//! a name whose key file exists re-issues the certificate for that same key (a renewal),
+//! so re-running `quorumkv certs` can never silently swap a node's identity.
 
+use std::io::Write;
 use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -50,23 +57,65 @@ pub enum TlsError {
     /// A name that cannot go into a certificate.
     #[error("invalid certificate name {0:?}: use letters, digits, '-' and '.'")]
     BadName(String),
+    /// A validity period of zero days or beyond what a certificate can carry.
+    #[error("invalid validity of {0} days: use 1 to {MAX_VALIDITY_DAYS}")]
+    BadDays(u32),
+    /// The CA key exists without its certificate: refusing to make a new CA over it.
+    #[error("{key} exists but {cert} does not: restore the CA certificate (a new CA would not replace an existing key)")]
+    OrphanCaKey {
+        /// The CA key.
+        key: PathBuf,
+        /// The missing certificate.
+        cert: PathBuf,
+    },
+    /// The certificate's validity period has ended (or not begun).
+    #[error(
+        "certificate {path} is not valid now: {message}; issue a new one with `quorumkv certs`"
+    )]
+    NotValid {
+        /// The certificate.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
+
+/// Default validity of issued node, client and admin certificates, days.
+pub const DEFAULT_VALIDITY_DAYS: u32 = 365;
+/// Validity of a new cluster CA, days (ten years: replacing a CA means re-issuing every
+/// certificate, so it outlives the certificates it signs).
+pub const CA_VALIDITY_DAYS: u32 = 3650;
+/// Longest validity `issue` accepts, days (100 years).
+pub const MAX_VALIDITY_DAYS: u32 = 36500;
+/// A node warns at start when its certificate expires within this many days.
+pub const EXPIRY_WARNING_DAYS: u64 = 30;
 
 /// What a certificate holder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// A cluster node: may send peer requests.
     Node,
-    /// A client: may send client requests only.
+    /// A client: may send client requests only, subject to keyspace grants.
     Client,
+    /// An operator: a client that may also create and drop keyspaces and is not limited
+    /// by grants.
+    Admin,
 }
 
 impl Role {
-    fn ou(self) -> &'static str {
+    /// The organizational unit (OU) that carries the role in a certificate.
+    pub fn ou(self) -> &'static str {
         match self {
             Role::Node => "node",
             Role::Client => "client",
+            Role::Admin => "admin",
         }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.ou())
     }
 }
 
@@ -79,6 +128,66 @@ fn write_file(path: &Path, text: &str) -> Result<(), TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Write a private key: mode 0600 from the moment the file exists (no window in which it
+/// is readable by others), and never over an existing file.
+fn write_key(path: &Path, text: &str) -> Result<(), TlsError> {
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn read_pem(path: &Path, what: &'static str) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|e| TlsError::Load {
+        what,
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// A warning if a private key file can be read by anyone but its owner.
+pub fn key_mode_warning(path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "private key {} has mode {mode:o}: readable by other users; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Set `params` to be valid from a few minutes ago (clock skew between the issuing host
+/// and the nodes) for `days` days.
+fn set_validity(params: &mut CertificateParams, days: u32) -> Result<(), TlsError> {
+    if days == 0 || days > MAX_VALIDITY_DAYS {
+        return Err(TlsError::BadDays(days));
+    }
+    let now = unix_now() as i64;
+    let at = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .map_err(|e| TlsError::Generate(e.to_string()))
+    };
+    params.not_before = at(now - 300)?;
+    params.not_after = at(now + i64::from(days) * 86_400)?;
+    Ok(())
 }
 
 fn valid_name(name: &str) -> Result<(), TlsError> {
@@ -115,49 +224,59 @@ pub struct IdentityFiles {
     pub cert: PathBuf,
     /// Key PEM.
     pub key: PathBuf,
+    /// Whether the key file existed and was kept (the certificate was re-issued for it).
+    pub reused_key: bool,
 }
 
-/// Create `dir/ca.pem` and `dir/ca.key` unless they exist; returns their paths.
+/// Create `dir/ca.pem` and `dir/ca.key` unless they exist; returns their paths. A CA key
+/// without its certificate is an error, never overwritten.
 pub fn ensure_ca(dir: &Path) -> Result<IdentityFiles, TlsError> {
-    let files = IdentityFiles {
+    let mut files = IdentityFiles {
         cert: dir.join("ca.pem"),
         key: dir.join("ca.key"),
+        reused_key: true,
     };
-    if files.cert.exists() && files.key.exists() {
-        return Ok(files);
+    if files.key.exists() {
+        if files.cert.exists() {
+            return Ok(files);
+        }
+        return Err(TlsError::OrphanCaKey {
+            key: files.key,
+            cert: files.cert,
+        });
     }
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     let key = KeyPair::generate().map_err(gen_err)?;
-    let cert = ca_params()?.self_signed(&key).map_err(gen_err)?;
+    let mut params = ca_params()?;
+    set_validity(&mut params, CA_VALIDITY_DAYS)?;
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    // Key first: if writing it fails, no certificate points at a key that is not there.
+    write_key(&files.key, &key.serialize_pem())?;
     write_file(&files.cert, &cert.pem())?;
-    write_file(&files.key, &key.serialize_pem())?;
+    files.reused_key = false;
     Ok(files)
 }
 
-/// Issue a certificate for `name` with `role`, signed by the CA in `dir`, valid for the
-/// DNS names `name` and `localhost` and the given IPs. Writes `dir/<name>.pem` and
-/// `dir/<name>.key` (overwriting).
+/// Issue a certificate for `name` with `role`, signed by the CA in `dir`, valid for `days`
+/// days for the DNS names `name` and `localhost` and the given IPs. Writes
+/// `dir/<name>.pem` (replacing an older certificate) and, unless it exists,
+/// `dir/<name>.key` (mode 0600). An existing key is kept and the certificate re-issued
+/// for it, so renewing a certificate never changes the key behind it.
 pub fn issue(
     dir: &Path,
     name: &str,
     role: Role,
     ips: &[IpAddr],
+    days: u32,
 ) -> Result<IdentityFiles, TlsError> {
     valid_name(name)?;
     let ca = ensure_ca(dir)?;
-    let read = |p: &Path, what| {
-        std::fs::read_to_string(p).map_err(|e| TlsError::Load {
-            what,
-            path: p.to_path_buf(),
-            message: e.to_string(),
-        })
-    };
-    let ca_key = KeyPair::from_pem(&read(&ca.key, "CA key")?).map_err(gen_err)?;
-    let issuer =
-        Issuer::from_ca_cert_pem(&read(&ca.cert, "CA certificate")?, ca_key).map_err(gen_err)?;
+    let ca_key = KeyPair::from_pem(&read_pem(&ca.key, "CA key")?).map_err(gen_err)?;
+    let issuer = Issuer::from_ca_cert_pem(&read_pem(&ca.cert, "CA certificate")?, ca_key)
+        .map_err(gen_err)?;
 
     let mut params =
         CertificateParams::new(vec![name.to_string(), "localhost".to_string()]).map_err(gen_err)?;
@@ -174,17 +293,75 @@ pub fn issue(
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Client | Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
-    let key = KeyPair::generate().map_err(gen_err)?;
-    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-    let files = IdentityFiles {
+    set_validity(&mut params, days)?;
+    let mut files = IdentityFiles {
         cert: dir.join(format!("{name}.pem")),
         key: dir.join(format!("{name}.key")),
+        reused_key: false,
     };
+    let key = if files.key.exists() {
+        files.reused_key = true;
+        KeyPair::from_pem(&read_pem(&files.key, "private key")?).map_err(|e| TlsError::Load {
+            what: "private key",
+            path: files.key.clone(),
+            message: e.to_string(),
+        })?
+    } else {
+        let key = KeyPair::generate().map_err(gen_err)?;
+        write_key(&files.key, &key.serialize_pem())?;
+        key
+    };
+    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
     write_file(&files.cert, &cert.pem())?;
-    write_file(&files.key, &key.serialize_pem())?;
     Ok(files)
+}
+
+/// Seconds until the certificate in `path` expires (its first certificate), or
+/// [`TlsError::NotValid`] if it has expired or is not valid yet.
+pub fn seconds_left(path: &Path) -> Result<u64, TlsError> {
+    let certs = load_certs(path, "certificate")?;
+    let err = |message: String| TlsError::Load {
+        what: "certificate",
+        path: path.to_path_buf(),
+        message,
+    };
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(certs[0].as_ref()).map_err(|e| err(e.to_string()))?;
+    let validity = parsed.validity();
+    let now = unix_now() as i64;
+    let (from, until) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    if now < from {
+        return Err(TlsError::NotValid {
+            path: path.to_path_buf(),
+            message: format!("it is valid only from {}", validity.not_before),
+        });
+    }
+    if now >= until {
+        return Err(TlsError::NotValid {
+            path: path.to_path_buf(),
+            message: format!("it expired on {}", validity.not_after),
+        });
+    }
+    Ok((until - now) as u64)
+}
+
+/// Check a node's own certificate at start: an error if it is not valid now, and a
+/// warning text if it expires within [`EXPIRY_WARNING_DAYS`].
+pub fn expiry_warning(path: &Path) -> Result<Option<String>, TlsError> {
+    let left = seconds_left(path)?;
+    let days = left / 86_400;
+    Ok((days < EXPIRY_WARNING_DAYS).then(|| {
+        format!(
+            "certificate {} expires in {days} day(s) ({} hours); renew it with `quorumkv certs` and restart the node",
+            path.display(),
+            left / 3600
+        )
+    }))
 }
 
 fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -309,6 +486,7 @@ pub fn peer_role(identity: Option<Box<dyn std::any::Any>>) -> Option<(Role, Stri
     match ou {
         "node" => Some((Role::Node, cn)),
         "client" => Some((Role::Client, cn)),
+        "admin" => Some((Role::Admin, cn)),
         _ => None,
     }
 }
@@ -328,6 +506,7 @@ mod tests {
             "n1",
             Role::Node,
             &["127.0.0.1".parse().unwrap()],
+            DEFAULT_VALIDITY_DAYS,
         )
         .unwrap();
         let ca2 = std::fs::read_to_string(ensure_ca(dir.path()).unwrap().cert).unwrap();
@@ -339,7 +518,7 @@ mod tests {
         server_config(&dir.path().join("ca.pem"), &n1.cert, &n1.key, &s).unwrap();
         client_config(&dir.path().join("ca.pem"), &n1.cert, &n1.key, &s).unwrap();
         assert!(matches!(
-            issue(dir.path(), "bad name", Role::Client, &[]),
+            issue(dir.path(), "bad name", Role::Client, &[], 30),
             Err(TlsError::BadName(_))
         ));
         let e = client_config(&dir.path().join("nope.pem"), &n1.cert, &n1.key, &s).unwrap_err();
@@ -350,16 +529,84 @@ mod tests {
     #[test]
     fn role_from_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        let c = issue(dir.path(), "alice", Role::Client, &[]).unwrap();
+        let c = issue(dir.path(), "alice", Role::Client, &[], 30).unwrap();
         let certs = load_certs(&c.cert, "certificate").unwrap();
         let any: Box<dyn std::any::Any> = Box::new(certs);
         assert_eq!(
             peer_role(Some(any)),
             Some((Role::Client, "alice".to_string()))
         );
-        let n = issue(dir.path(), "n2", Role::Node, &[]).unwrap();
+        let n = issue(dir.path(), "n2", Role::Node, &[], 30).unwrap();
         let any: Box<dyn std::any::Any> = Box::new(load_certs(&n.cert, "certificate").unwrap());
         assert_eq!(peer_role(Some(any)), Some((Role::Node, "n2".to_string())));
+        let a = issue(dir.path(), "ops", Role::Admin, &[], 30).unwrap();
+        let any: Box<dyn std::any::Any> = Box::new(load_certs(&a.cert, "certificate").unwrap());
+        assert_eq!(peer_role(Some(any)), Some((Role::Admin, "ops".to_string())));
         assert_eq!(peer_role(None), None);
+    }
+
+    /// Goal: private keys (the CA's included) are created with mode 0600; issuing again for
+    /// the same name keeps the key byte for byte and re-issues only the certificate; a CA
+    /// key without its certificate is refused rather than replaced.
+    #[test]
+    fn keys_are_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = issue(dir.path(), "n1", Role::Node, &[], 30).unwrap();
+        assert!(!first.reused_key);
+        for key in [&first.key, &dir.path().join("ca.key")] {
+            let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+            assert_eq!(key_mode_warning(key), None);
+        }
+        let key1 = std::fs::read(&first.key).unwrap();
+        let cert1 = std::fs::read(&first.cert).unwrap();
+        let again = issue(dir.path(), "n1", Role::Node, &[], 60).unwrap();
+        assert!(again.reused_key);
+        assert_eq!(std::fs::read(&again.key).unwrap(), key1, "key replaced");
+        assert_ne!(
+            std::fs::read(&again.cert).unwrap(),
+            cert1,
+            "cert not re-issued"
+        );
+        // The re-issued certificate still matches the kept key.
+        let s = TransportSettings {
+            idle: Duration::from_secs(5),
+            max_streams: 4,
+        };
+        server_config(&dir.path().join("ca.pem"), &again.cert, &again.key, &s).unwrap();
+        std::fs::set_permissions(&again.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(key_mode_warning(&again.key).unwrap().contains("chmod 600"));
+
+        let orphan = tempfile::tempdir().unwrap();
+        std::fs::write(orphan.path().join("ca.key"), "secret").unwrap();
+        let e = ensure_ca(orphan.path()).unwrap_err();
+        assert!(matches!(e, TlsError::OrphanCaKey { .. }), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(orphan.path().join("ca.key")).unwrap(),
+            "secret"
+        );
+    }
+
+    /// Goal: certificates carry the requested validity; one expiring within 30 days yields
+    /// a warning naming the file and the days left; a year-long one does not; zero days is
+    /// refused.
+    #[test]
+    fn validity_and_expiry_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = issue(dir.path(), "n1", Role::Node, &[], 10).unwrap();
+        let left = seconds_left(&short.cert).unwrap();
+        assert!((9 * 86_400..=10 * 86_400).contains(&left), "{left}");
+        let w = expiry_warning(&short.cert).unwrap().expect("a warning");
+        assert!(
+            w.contains("expires in 9 day") || w.contains("expires in 10 day"),
+            "{w}"
+        );
+        assert!(w.contains("n1.pem"), "{w}");
+        let long = issue(dir.path(), "n2", Role::Node, &[], DEFAULT_VALIDITY_DAYS).unwrap();
+        assert_eq!(expiry_warning(&long.cert).unwrap(), None);
+        assert!(matches!(
+            issue(dir.path(), "n3", Role::Node, &[], 0),
+            Err(TlsError::BadDays(0))
+        ));
     }
 }

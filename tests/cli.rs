@@ -432,3 +432,43 @@ fn crdt_commands() {
         stderr(&o)
     );
 }
+
+/// Goal: `quorumkv certs` writes private keys with mode 0600, never overwrites a key
+/// (a second run for the same name keeps it and re-issues the certificate), issues admin
+/// certificates, and honours `--days`.
+#[test]
+fn certs_keys_are_private_and_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("certs")
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    };
+    let mode = |f: &str| std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+    run(&["--node", "n1"]);
+    assert_eq!(mode("n1.key"), 0o600, "node key");
+    assert_eq!(mode("ca.key"), 0o600, "CA key");
+    let key = std::fs::read(dir.join("n1.key")).unwrap();
+    let cert = std::fs::read(dir.join("n1.pem")).unwrap();
+    let out = run(&["--node", "n1", "--admin", "ops", "--days", "10"]);
+    assert!(out.contains("existing key kept"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.join("n1.key")).unwrap(),
+        key,
+        "key overwritten"
+    );
+    assert_ne!(std::fs::read(dir.join("n1.pem")).unwrap(), cert);
+    assert!(
+        out.contains("admin ops") && out.contains("valid 10 days"),
+        "{out}"
+    );
+    assert_eq!(mode("ops.key"), 0o600, "admin key");
+}

@@ -392,7 +392,8 @@ async fn hostile_input_is_contained() {
     let reason = conn.closed().await;
     assert!(reason.to_string().contains("too large"), "{reason}");
 
-    // A client certificate sending a replica message is refused.
+    // A client (here: admin) certificate sending a replica message is refused when the
+    // frame is decoded, before the peer body is read: no reply, and the error says why.
     let conn =
         quorumkv::transport::quic::connect(&ep, target.addr, &target.name, Duration::from_secs(2))
             .await
@@ -401,13 +402,13 @@ async fn hostile_input_is_contained() {
         from: "n2".into(),
         req: proto::PeerRequest::Ping,
     });
-    let bytes = quorumkv::transport::quic::exchange(&conn, &frame, 1 << 20)
-        .await
-        .unwrap();
-    match proto::decode::<proto::Reply>(&bytes, 1 << 20).unwrap() {
-        proto::Reply::Peer(proto::PeerResponse::Error(proto::PeerError::Forbidden(_))) => {}
-        other => panic!("client cert must not speak for a node: {other:?}"),
-    }
+    let r = quorumkv::transport::quic::exchange(&conn, &frame, 1 << 20).await;
+    assert!(r.is_err(), "client cert must not speak for a node: {r:?}");
+    let reason = conn.closed().await;
+    assert!(
+        reason.to_string().contains("only from node certificates"),
+        "{reason}"
+    );
 
     // The node still serves everyone else.
     client_of(&c, 0)
@@ -432,8 +433,14 @@ async fn foreign_certificate_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let c = three_nodes(dir.path()).await;
     let other = tempfile::tempdir().unwrap();
-    let foreign =
-        quorumkv::tls::issue(other.path(), "mallory", quorumkv::tls::Role::Client, &[]).unwrap();
+    let foreign = quorumkv::tls::issue(
+        other.path(),
+        "mallory",
+        quorumkv::tls::Role::Client,
+        &[],
+        30,
+    )
+    .unwrap();
     let mut cf = ClusterFile::load(&c.cluster_file).unwrap();
     cf.client_cert = foreign.cert;
     cf.client_key = foreign.key;
@@ -580,4 +587,106 @@ async fn metrics_endpoint_is_scraped() {
     );
     assert!(scrape("/nope").await.starts_with("HTTP/1.1 404"));
     c.shutdown().await;
+}
+
+fn forbidden(e: ClientError) -> String {
+    match e {
+        ClientError::Server {
+            kind: ErrorKind::Forbidden,
+            message,
+        } => message,
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+}
+
+/// Goal: over real QUIC and certificates, a client certificate cannot create or drop
+/// keyspaces (an admin can); keyspace grants decide which client names may read and
+/// write, with errors naming the client, the keyspace and the permission; a keyspace
+/// without grants stays open to every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_authorized_by_role_and_grants() {
+    use quorumkv::inprocess::client_file;
+    use quorumkv::tls::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let c = three_nodes(dir.path()).await;
+    let admin = client(&c);
+    let as_client = |name: &str| {
+        let f = client_file(&c.cluster_file, name, Role::Client).unwrap();
+        Client::new(&ClusterFile::load(&f).unwrap()).unwrap()
+    };
+    let (alice, bob, carol) = (as_client("alice"), as_client("bob"), as_client("carol"));
+
+    let mut orders = KeyspaceDef::new("orders", 3, 2, 2);
+    orders.readers = Some(vec!["alice".into(), "bob".into()]);
+    orders.writers = Some(vec!["alice".into()]);
+    let m = forbidden(alice.create_keyspace(orders.clone()).await.unwrap_err());
+    assert!(
+        m.contains("\"alice\"") && m.contains("admin") && m.contains("\"orders\""),
+        "{m}"
+    );
+    assert!(admin
+        .keyspaces()
+        .await
+        .unwrap()
+        .iter()
+        .all(|k| k.name != "orders"));
+    admin.create_keyspace(orders).await.unwrap();
+
+    let k = || Key::parse("o1");
+    let v = || Some(b"paid".to_vec());
+    alice.put("orders", k(), v(), &opts()).await.unwrap();
+    let m = forbidden(bob.put("orders", k(), v(), &opts()).await.unwrap_err());
+    assert!(
+        m.contains("\"bob\"") && m.contains("write") && m.contains("\"orders\""),
+        "{m}"
+    );
+    assert_eq!(
+        values(&bob.get("orders", k(), &opts()).await.unwrap()),
+        vec!["paid"]
+    );
+    let m = forbidden(carol.get("orders", k(), &opts()).await.unwrap_err());
+    assert!(m.contains("\"carol\"") && m.contains("read"), "{m}");
+    // Admins are not limited by grants; keyspaces without grants are open.
+    admin.put("orders", k(), v(), &opts()).await.unwrap();
+    carol.put("ks", k(), v(), &opts()).await.unwrap();
+    carol.get("ks", k(), &opts()).await.unwrap();
+
+    let m = forbidden(alice.drop_keyspace("orders").await.unwrap_err());
+    assert!(m.contains("drop") && m.contains("admin"), "{m}");
+    let (acked, missing) = admin.drop_keyspace("orders").await.unwrap();
+    assert_eq!((acked.len(), missing.len()), (3, 0), "{missing:?}");
+    c.shutdown().await;
+}
+
+/// Goal: a node whose certificate expires within 30 days starts, with a warning naming
+/// the certificate and the days left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_warns_when_its_certificate_expires_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (configs, _) = quorumkv::inprocess::write_cluster_files(
+        dir.path(),
+        &[addr],
+        &[],
+        StorageConfig {
+            engine: "memory".into(),
+            sync: false,
+        },
+        timeouts(),
+    )
+    .unwrap();
+    let mut cfg = configs[0].clone();
+    cfg.metrics_listen = None;
+    let certs = cfg.tls.cert.parent().unwrap().to_path_buf();
+    let renewed =
+        quorumkv::tls::issue(&certs, "n1", quorumkv::tls::Role::Node, &[addr.ip()], 10).unwrap();
+    assert!(renewed.reused_key);
+    let node = quorumkv::runtime::start(&cfg, Some(sock)).await.unwrap();
+    let w = node.warnings.join("\n");
+    assert!(
+        (w.contains("expires in 9 day") || w.contains("expires in 10 day")) && w.contains("n1.pem"),
+        "{w}"
+    );
+    node.shutdown().await;
 }

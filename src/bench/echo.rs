@@ -68,8 +68,14 @@ impl EchoServer {
         ));
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let ca = tls::ensure_ca(&dir)?;
-        let server = tls::issue(&dir, "echo", Role::Node, &[loopback])?;
-        tls::issue(&dir, "bench", Role::Client, &[])?;
+        let server = tls::issue(
+            &dir,
+            "echo",
+            Role::Node,
+            &[loopback],
+            tls::DEFAULT_VALIDITY_DAYS,
+        )?;
+        tls::issue(&dir, "bench", Role::Client, &[], tls::DEFAULT_VALIDITY_DAYS)?;
         let server_cfg = tls::server_config(&ca.cert, &server.cert, &server.key, &settings())?;
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

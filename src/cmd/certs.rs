@@ -1,4 +1,8 @@
-//! `quorumkv certs`: the cluster CA and node/client certificates.
+//! `quorumkv certs`: the cluster CA and node, client and admin certificates.
+//!
+//! Private keys are written with mode 0600 and never replaced: running the command again
+//! for an existing name re-issues the certificate (e.g. with a new `--days`) for the key
+//! already on disk, which is how a certificate is renewed.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -19,9 +23,17 @@ pub struct CertsArgs {
     /// IP addresses to put in node certificates (comma-separated).
     #[arg(long, value_delimiter = ',')]
     ip: Vec<IpAddr>,
-    /// Client names to issue certificates for (comma-separated).
+    /// Client names to issue certificates for (comma-separated): reads and writes,
+    /// subject to keyspace grants.
     #[arg(long, value_delimiter = ',')]
     client: Vec<String>,
+    /// Admin names to issue certificates for (comma-separated): everything a client may
+    /// do, not limited by grants, plus creating and dropping keyspaces.
+    #[arg(long, value_delimiter = ',')]
+    admin: Vec<String>,
+    /// Validity of the issued certificates, days (the CA, made once, is valid for 3650).
+    #[arg(long, default_value_t = tls::DEFAULT_VALIDITY_DAYS)]
+    days: u32,
 }
 
 pub fn run(a: CertsArgs) -> anyhow::Result<ExitCode> {
@@ -32,16 +44,33 @@ pub fn run(a: CertsArgs) -> anyhow::Result<ExitCode> {
         "cluster key (seals causal contexts; every node needs this same file): {}",
         cluster_key.display()
     );
-    for n in &a.node {
-        let f = tls::issue(&a.dir, n, Role::Node, &a.ip)?;
-        println!("node {n}: {} {}", f.cert.display(), f.key.display());
+    let wanted = a
+        .node
+        .iter()
+        .map(|n| (n, Role::Node, &a.ip[..]))
+        .chain(a.client.iter().map(|c| (c, Role::Client, &[][..])))
+        .chain(a.admin.iter().map(|c| (c, Role::Admin, &[][..])));
+    let mut any = false;
+    for (name, role, ips) in wanted {
+        any = true;
+        let f = tls::issue(&a.dir, name, role, ips, a.days)?;
+        let key = if f.reused_key {
+            "existing key kept"
+        } else {
+            "new key, mode 0600"
+        };
+        println!(
+            "{role} {name}: {} {} ({key}; valid {} days)",
+            f.cert.display(),
+            f.key.display(),
+            a.days
+        );
+        if let Some(w) = tls::key_mode_warning(&f.key) {
+            eprintln!("warning: {w}");
+        }
     }
-    for c in &a.client {
-        let f = tls::issue(&a.dir, c, Role::Client, &[])?;
-        println!("client {c}: {} {}", f.cert.display(), f.key.display());
-    }
-    if a.node.is_empty() && a.client.is_empty() {
-        println!("no --node or --client given: only the CA was ensured");
+    if !any {
+        println!("no --node, --client or --admin given: only the CA was ensured");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -174,6 +174,29 @@ pub struct CreateKeyspaceArgs {
     /// For lww-actor: actors from highest to lowest priority, comma-separated.
     #[arg(long, value_delimiter = ',')]
     actor_priority: Vec<String>,
+    /// Client certificate names that may read, comma-separated (default: every client;
+    /// `--readers ''`: admins only).
+    #[arg(long, value_delimiter = ',')]
+    readers: Option<Vec<String>>,
+    /// Client certificate names that may write, comma-separated (default: every client;
+    /// `--writers ''`: admins only).
+    #[arg(long, value_delimiter = ',')]
+    writers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct DropKeyspaceArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// Keyspace name.
+    name: String,
+}
+
+/// A grant list from the command line: empty entries dropped, so `''` means nobody.
+fn grant_list(names: &Option<Vec<String>>) -> Option<Vec<String>> {
+    names
+        .as_ref()
+        .map(|v| v.iter().filter(|n| !n.is_empty()).cloned().collect())
 }
 
 #[derive(Debug, Args)]
@@ -370,6 +393,8 @@ pub fn create_keyspace(a: CreateKeyspaceArgs) -> anyhow::Result<ExitCode> {
     def.read_repair = a.read_repair;
     def.policy = a.policy;
     def.actor_priority = a.actor_priority.clone();
+    def.readers = grant_list(&a.readers);
+    def.writers = grant_list(&a.writers);
     let output = a.c.output;
     let d = def.clone();
     let (acked, missing) = with_client(&a.c, |client, _| {
@@ -390,6 +415,30 @@ pub fn create_keyspace(a: CreateKeyspaceArgs) -> anyhow::Result<ExitCode> {
         if !missing.is_empty() {
             println!(
                 "not reached: {missing:?} (they learn it from the first request that names it)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn drop_keyspace(a: DropKeyspaceArgs) -> anyhow::Result<ExitCode> {
+    let name = a.name.clone();
+    let (acked, missing) = with_client(&a.c, |client, _| {
+        Box::pin(async move { Ok(client.drop_keyspace(&name).await?) })
+    })?;
+    if a.c.output == Output::Json {
+        println!(
+            "{}",
+            json!({"keyspace": a.name, "acked": acked, "missing": missing})
+        );
+    } else {
+        println!(
+            "keyspace {} dropped and its data deleted on {:?}",
+            a.name, acked
+        );
+        if !missing.is_empty() {
+            println!(
+                "not reached: {missing:?} (run drop-keyspace again once they are up; until then they keep the keyspace)"
             );
         }
     }

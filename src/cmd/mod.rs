@@ -27,7 +27,7 @@ enum Command {
     /// Create certificates and configs for a local cluster on 127.0.0.1, start every node
     /// as its own process, and stop them on Ctrl-C.
     DevCluster(devcluster::DevClusterArgs),
-    /// Create a cluster CA (if missing) and node/client certificates.
+    /// Create a cluster CA (if missing) and node, client and admin certificates.
     Certs(certs::CertsArgs),
     /// Write a value.
     Put(kv::PutArgs),
@@ -35,8 +35,10 @@ enum Command {
     Get(kv::GetArgs),
     /// Delete a key (writes a tombstone).
     Delete(kv::DeleteArgs),
-    /// Create a keyspace on every node.
+    /// Create a keyspace on every node (needs an admin certificate).
     CreateKeyspace(kv::CreateKeyspaceArgs),
+    /// Drop a keyspace and delete its data on every node (needs an admin certificate).
+    DropKeyspace(kv::DropKeyspaceArgs),
     /// List keyspaces.
     Keyspaces(kv::ClusterArgs),
     /// Show nodes, their state as the contacted node sees it, and ring ownership.
@@ -92,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(a) => kv::get(a),
         Command::Delete(a) => kv::delete(a),
         Command::CreateKeyspace(a) => kv::create_keyspace(a),
+        Command::DropKeyspace(a) => kv::drop_keyspace(a),
         Command::Keyspaces(a) => kv::keyspaces(a),
         Command::Status(a) => kv::status(a),
         Command::Replicas(a) => kv::replicas(a),

@@ -46,6 +46,10 @@ pub fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let running = quorumkv::runtime::start(&cfg, None).await?;
+        // Also on plain stderr, so they show whatever QUORUMKV_LOG filters out.
+        for w in &running.warnings {
+            eprintln!("warning: {w}");
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -333,8 +333,9 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "create keyspace",
         aliases: &[],
         usage: "create keyspace NAME n=N [r=R] [w=W] [max_siblings=M] [policy=P] \
-                [read_repair=async|blocking|off] [actor_priority=A,B]",
-        summary: "create a keyspace on every node",
+                [read_repair=async|blocking|off] [actor_priority=A,B] [readers=C,D] \
+                [writers=C,D]",
+        summary: "create a keyspace on every node (admin certificate)",
         details: "Creates keyspace NAME with N replicas per key (default 3). R and W default\n\
                   to a majority of N; max_siblings (default 32) caps concurrent versions\n\
                   per key. Names use [A-Za-z0-9_-]. Prints which nodes stored the\n\
@@ -346,7 +347,10 @@ pub const COMMANDS: &[CommandSpec] = &[
                   CRDT policies store a data type instead of values, changed with its own\n\
                   commands (put/delete/batch are refused): counter (incr, decr), set (sadd,\n\
                   srem), map (hset, hincr, hsadd, hsrem, hdel), register (rset).\n\
-                  read_repair= is async (default), blocking or off.\n\n\
+                  read_repair= is async (default), blocking or off.\n\
+                  readers= and writers= grant reads and writes to the named client\n\
+                  certificates only (default: every client; `readers=` alone: admins only).\n\
+                  Needs an admin certificate.\n\n\
                   Examples:\n  create keyspace carts n=3 w=2\n  \
                   create keyspace mods n=3 policy=lww-actor actor_priority=eu,us\n  \
                   create keyspace cfg policy=lww-client read_repair=blocking\n  \
@@ -360,7 +364,22 @@ pub const COMMANDS: &[CommandSpec] = &[
             "policy",
             "read_repair",
             "actor_priority",
+            "readers",
+            "writers",
         ],
+    },
+    CommandSpec {
+        name: "drop keyspace",
+        aliases: &[],
+        usage: "drop keyspace NAME",
+        summary: "drop a keyspace and delete its data on every node (admin certificate)",
+        details: "Removes keyspace NAME from every node it reaches and deletes its data there;\n\
+                  a node that is down keeps it until the drop is run again. A keyspace\n\
+                  created again under the same name starts empty. Keyspaces defined in\n\
+                  node.toml cannot be dropped. Needs an admin certificate.\n\n\
+                  Example:\n  drop keyspace carts",
+        args: &[Arg::Name],
+        options: &[],
     },
     CommandSpec {
         name: "replicas",

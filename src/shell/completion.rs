@@ -310,7 +310,9 @@ mod tests {
                 "policy=",
                 "r=",
                 "read_repair=",
-                "w="
+                "readers=",
+                "w=",
+                "writers="
             ]
         );
         assert_eq!(h.candidates("help cr").1, vec!["create keyspace"]);

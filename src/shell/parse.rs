@@ -381,7 +381,13 @@ pub enum Command {
         read_repair: ReadRepair,
         /// Actors, highest priority first (lww-actor).
         actor_priority: Vec<String>,
+        /// Client names that may read (`None`: every client).
+        readers: Option<Vec<String>>,
+        /// Client names that may write (`None`: every client).
+        writers: Option<Vec<String>>,
     },
+    /// `drop keyspace NAME`.
+    DropKeyspace(String),
     /// `replicas KEY`.
     Replicas(Key),
     /// `status`.
@@ -696,8 +702,11 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
                             .collect()
                     })
                     .unwrap_or_default(),
+                readers: opts.text("readers")?.map(|t| name_list(&t)),
+                writers: opts.text("writers")?.map(|t| name_list(&t)),
             }
         }
+        "drop keyspace" => Command::DropKeyspace(text(positional[0], "keyspace name")?),
         "replicas" => Command::Replicas(key_arg(arg(0))),
         "status" => Command::Status,
         "stats" => Command::Stats,
@@ -892,6 +901,15 @@ impl Options {
     }
 }
 
+/// A comma-separated list of names (`readers=alice,bob`); `readers=` (empty) is an empty
+/// list: admins only.
+fn name_list(t: &str) -> Vec<String> {
+    t.split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1000,6 +1018,8 @@ mod tests {
                 policy: ConflictPolicy::Siblings,
                 read_repair: ReadRepair::Async,
                 actor_priority: vec![],
+                readers: None,
+                writers: None,
             }
         );
         assert_eq!(
@@ -1229,7 +1249,19 @@ mod tests {
                 policy: ConflictPolicy::LwwActor,
                 read_repair: ReadRepair::Blocking,
                 actor_priority: vec!["eu".into(), "us".into()],
+                readers: None,
+                writers: None,
             }
+        );
+        // Grants: a list, or an empty one (admins only); drop keyspace takes a name.
+        assert!(matches!(
+            one("create keyspace o readers=alice,bob writers=").unwrap(),
+            Command::CreateKeyspace { readers: Some(r), writers: Some(w), .. }
+                if r == ["alice", "bob"] && w.is_empty()
+        ));
+        assert_eq!(
+            one("drop keyspace o").unwrap(),
+            Command::DropKeyspace("o".into())
         );
         assert!(matches!(
             one("create keyspace c policy=LWW-CLIENT").unwrap(),

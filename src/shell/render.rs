@@ -546,6 +546,23 @@ fn outcome_table(o: &Outcome) -> String {
                 list.len()
             )
         }
+        Outcome::Dropped {
+            name,
+            acked,
+            missing,
+        } => {
+            let mut out = format!(
+                "OK: keyspace {name} dropped and its data deleted on {}",
+                acked.join(", ")
+            );
+            if !missing.is_empty() {
+                out.push_str(&format!(
+                    "\nnot reached: {} (run drop keyspace again once they are up; until then they keep it)",
+                    missing.join(", ")
+                ));
+            }
+            out
+        }
         Outcome::Created {
             def,
             acked,
@@ -806,6 +823,13 @@ fn outcome_json(o: &Outcome) -> Value {
         Outcome::Keyspaces { current, list } => {
             json!({"ok": true, "command": "keyspaces", "current": current, "keyspaces": list})
         }
+        Outcome::Dropped {
+            name,
+            acked,
+            missing,
+        } => json!({
+            "ok": true, "command": "drop keyspace", "keyspace": name, "acked": acked, "missing": missing,
+        }),
         Outcome::Created {
             def,
             acked,

@@ -305,6 +305,15 @@ pub enum Outcome {
         /// Nodes that did not answer.
         missing: Vec<String>,
     },
+    /// `drop keyspace`.
+    Dropped {
+        /// The keyspace.
+        name: String,
+        /// Nodes that dropped it.
+        acked: Vec<String>,
+        /// Nodes that did not answer, with why.
+        missing: Vec<String>,
+    },
     /// `replicas`.
     Replicas {
         /// Keyspace.
@@ -784,16 +793,29 @@ impl Session {
                 policy,
                 read_repair,
                 actor_priority,
+                readers,
+                writers,
             } => {
                 let mut def = KeyspaceDef::new(&name, n, r, w);
                 def.max_siblings = max_siblings;
                 def.policy = policy;
                 def.read_repair = read_repair;
                 def.actor_priority = actor_priority;
+                def.readers = readers;
+                def.writers = writers;
                 let (acked, missing) = self.client.create_keyspace(def.clone()).await?;
                 let _ = self.refresh_keyspaces().await;
                 Ok(Outcome::Created {
                     def,
+                    acked,
+                    missing,
+                })
+            }
+            Command::DropKeyspace(name) => {
+                let (acked, missing) = self.client.drop_keyspace(&name).await?;
+                let _ = self.refresh_keyspaces().await;
+                Ok(Outcome::Dropped {
+                    name,
                     acked,
                     missing,
                 })
