@@ -58,9 +58,13 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Three consecutive free UDP ports on loopback.
+/// Three consecutive free UDP ports on loopback. Each call starts its search elsewhere:
+/// tests running at the same time in this process would otherwise both find the same
+/// free range before either binds it.
 fn free_base_port() -> u16 {
-    let seed = std::process::id() as u16;
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = (std::process::id() as u16).wrapping_add(call.wrapping_mul(1009));
     for k in 0..200u16 {
         let base = 30000 + (seed.wrapping_mul(7).wrapping_add(k * 13)) % 30000;
         let ok = (0..3).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
