@@ -41,12 +41,15 @@ fn diverged_objects() -> (Object, Object) {
             &VersionVector::new(),
             Some(vec![i as u8; 100]),
             0,
-        );
+        )
+        .expect("fresh counters");
     }
     let mut b = a.clone();
     let ctx = a.vv.clone();
-    a.apply_write("n1", &ctx, Some(vec![1; 100]), 1);
-    b.apply_write("n4", &VersionVector::new(), Some(vec![4; 100]), 2);
+    a.apply_write("n1", &ctx, Some(vec![1; 100]), 1)
+        .expect("fresh counters");
+    b.apply_write("n4", &VersionVector::new(), Some(vec![4; 100]), 2)
+        .expect("fresh counters");
     (a, b)
 }
 

@@ -31,6 +31,13 @@ pub enum CausalityError {
     /// The context decoded to bytes that are not a version vector.
     #[error("causal context is not a valid version vector: {0}")]
     ContextDecode(String),
+    /// A write would need a counter past `u64::MAX` for `actor`: the object or the context
+    /// already holds its last possible event (only forged or corrupt data gets there).
+    #[error("the object or context holds the last possible event of {actor}: no later write can follow it")]
+    CounterExhausted {
+        /// The replica that would have issued the write's dot.
+        actor: String,
+    },
     /// The context is larger than any version vector this cluster could produce.
     #[error("causal context is {len} bytes; the limit is {max}")]
     ContextTooLarge {
@@ -190,14 +197,14 @@ impl Object {
     ///
     /// `context` is what the client read; every sibling it covers is replaced, every
     /// other sibling stays (a blind write, with an empty context, becomes a sibling).
-    /// Returns the new dot.
+    /// Returns the new dot, or an error (and no change) if `actor` has no counter left.
     pub fn apply_write(
         &mut self,
         actor: &str,
         context: &VersionVector,
         value: Option<Vec<u8>>,
         now_ms: u64,
-    ) -> Dot {
+    ) -> Result<Dot, CausalityError> {
         self.apply_stamped_write(actor, context, value, now_ms, 0, None)
     }
 
@@ -211,14 +218,22 @@ impl Object {
         now_ms: u64,
         ts: u64,
         client_actor: Option<String>,
-    ) -> Dot {
+    ) -> Result<Dot, CausalityError> {
+        // One more than anything this actor issued or anyone saw for this key, so the dot
+        // is new even if the client's context is ahead of our local copy. Checked first: a
+        // wrapped counter would repeat a dot, and one of the two writes would be lost.
+        let counter = self
+            .vv
+            .get(actor)
+            .max(context.get(actor))
+            .checked_add(1)
+            .ok_or_else(|| CausalityError::CounterExhausted {
+                actor: actor.to_string(),
+            })?;
         self.siblings.retain(|s| !context.covers(&s.dot));
         // The context may know events this replica has not received yet; joining it means
         // those versions, when they arrive, are recognised as overwritten.
         self.vv.join(context);
-        // One more than anything this actor issued or anyone saw for this key, so the dot
-        // is new even if the client's context is ahead of our local copy.
-        let counter = self.vv.get(actor) + 1;
         let dot = Dot {
             actor: actor.to_string(),
             counter,
@@ -232,7 +247,7 @@ impl Object {
             actor: client_actor,
         });
         self.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
-        dot
+        Ok(dot)
     }
 
     /// Join two replicas' states. A sibling survives if both sides have it, or if the other
@@ -282,11 +297,13 @@ mod tests {
     #[test]
     fn blind_write_makes_sibling_and_context_write_collapses() {
         let mut o = Object::default();
-        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1);
-        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2);
+        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1)
+            .unwrap();
+        o.apply_write("n1", &VersionVector::new(), Some(b"b".to_vec()), 2)
+            .unwrap();
         assert_eq!(o.live_values().count(), 2, "blind write must not overwrite");
         let ctx = o.vv.clone();
-        o.apply_write("n2", &ctx, Some(b"c".to_vec()), 3);
+        o.apply_write("n2", &ctx, Some(b"c".to_vec()), 3).unwrap();
         let values: Vec<_> = o.live_values().map(|s| s.value.clone().unwrap()).collect();
         assert_eq!(values, vec![b"c".to_vec()]);
     }
@@ -296,13 +313,15 @@ mod tests {
     #[test]
     fn context_write_keeps_unseen_concurrent_version() {
         let mut a = Object::default();
-        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1);
+        a.apply_write("n1", &VersionVector::new(), Some(b"v1".to_vec()), 1)
+            .unwrap();
         let ctx = a.vv.clone();
         let mut b = a.clone();
         // Concurrently, n2 gets a blind write.
-        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2);
+        b.apply_write("n2", &VersionVector::new(), Some(b"other".to_vec()), 2)
+            .unwrap();
         // The client that read v1 writes v2 through n1.
-        a.apply_write("n1", &ctx, Some(b"v2".to_vec()), 3);
+        a.apply_write("n1", &ctx, Some(b"v2".to_vec()), 3).unwrap();
         a.merge(&b);
         let mut values: Vec<_> = a.live_values().map(|s| s.value.clone().unwrap()).collect();
         values.sort();
@@ -313,13 +332,35 @@ mod tests {
     #[test]
     fn merge_does_not_resurrect_overwritten_value() {
         let mut fresh = Object::default();
-        fresh.apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1);
+        fresh
+            .apply_write("n1", &VersionVector::new(), Some(b"old".to_vec()), 1)
+            .unwrap();
         let stale = fresh.clone();
         let ctx = fresh.vv.clone();
-        fresh.apply_write("n1", &ctx, None, 2); // delete
+        fresh.apply_write("n1", &ctx, None, 2).unwrap(); // delete
         fresh.merge(&stale);
         assert_eq!(fresh.live_values().count(), 0);
         assert_eq!(fresh.siblings.len(), 1, "only the tombstone remains");
+    }
+
+    /// Goal: a write whose context already holds the lead's last possible counter
+    /// (`u64::MAX`: a forged or corrupt context) is refused and changes nothing. Before the
+    /// fix the counter wrapped: a panic in debug builds, and in release builds the dot
+    /// (n1, 0), which the next write through n1 repeated, so one of the two acknowledged
+    /// writes vanished at the first merge. Found while writing the fuzz targets
+    /// (docs/FUZZING.md).
+    #[test]
+    fn write_at_the_counter_limit_is_refused() {
+        let mut o = Object::default();
+        o.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1)
+            .unwrap();
+        let before = o.clone();
+        let forged = vv(&[("n1", u64::MAX)]);
+        assert_eq!(
+            o.apply_write("n1", &forged, Some(b"b".to_vec()), 2),
+            Err(CausalityError::CounterExhausted { actor: "n1".into() })
+        );
+        assert_eq!(o, before, "a refused write changed the object");
     }
 
     /// Goal: contexts survive their text round trip and garbage is refused with an error.
@@ -365,16 +406,15 @@ mod tests {
             for (i, (r, kind, other)) in steps.into_iter().enumerate() {
                 match kind {
                     0 => {
-                        reps[r].apply_write(
-                            actors[r],
-                            &VersionVector::new(),
-                            Some(vec![i as u8]),
-                            0,
-                        );
+                        reps[r]
+                            .apply_write(actors[r], &VersionVector::new(), Some(vec![i as u8]), 0)
+                            .unwrap();
                     }
                     1 => {
                         let ctx = reps[other].vv.clone();
-                        reps[r].apply_write(actors[r], &ctx, Some(vec![i as u8]), 0);
+                        reps[r]
+                            .apply_write(actors[r], &ctx, Some(vec![i as u8]), 0)
+                            .unwrap();
                     }
                     _ => {
                         let o = reps[other].clone();

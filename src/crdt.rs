@@ -51,6 +51,15 @@ pub enum CrdtError {
     /// The per-actor total of a counter would leave `u64`.
     #[error("counter overflow: this increment would exceed the counter's range")]
     Overflow,
+    /// The context already holds the last event `actor` could ever issue (`u64::MAX`), so
+    /// no write can be ordered after it; only a forged or corrupt context gets there.
+    #[error(
+        "the causal context holds the last possible event of {actor}: no later write can follow it"
+    )]
+    ClockOverflow {
+        /// The lead that would have issued the event.
+        actor: Actor,
+    },
     /// A state from storage or the wire breaks an invariant of its CRDT.
     #[error("malformed CRDT state: {0}")]
     Malformed(String),
@@ -389,7 +398,7 @@ fn register_write(
     lead: &str,
     value: Vec<u8>,
     ctx: &VersionVector,
-) {
+) -> Result<(), CrdtError> {
     let held = reg.read_ctx().add_clock;
     let mut clock = if ctx.0.is_empty() {
         held.clone()
@@ -397,16 +406,22 @@ fn register_write(
         to_vclock(ctx)
     };
     // Higher than any dot this lead issued or the client saw, so the value's clock is new.
+    // A context at the end of the range is refused: a wrapped counter would not be new.
     let counter = held
         .get(&lead.to_string())
         .max(clock.get(&lead.to_string()))
-        + 1;
+        .checked_add(1)
+        .ok_or_else(|| CrdtError::ClockOverflow {
+            actor: lead.to_string(),
+        })?;
     clock.apply(Dot::new(lead.to_string(), counter));
     reg.apply(mvreg::Op::Put { clock, val: value });
+    Ok(())
 }
 
 /// Apply a client operation at the lead replica `lead` to the stored state (created empty
-/// if absent). `ctx` is the causal context of the client's read.
+/// if absent). `ctx` is the causal context of the client's read. A refused operation
+/// leaves the state as it was.
 pub fn apply(
     policy: ConflictPolicy,
     state: &mut Option<CrdtState>,
@@ -415,12 +430,16 @@ pub fn apply(
     ctx: &VersionVector,
 ) -> Result<(), CrdtError> {
     op.check(policy)?;
+    let absent = state.is_none();
     let mut s = match state.take() {
         Some(s) => s,
         None => CrdtState::empty(policy)?,
     };
+    // Every refusal in `apply_to` happens before it changes anything.
     let result = apply_to(&mut s, policy, lead, op, ctx);
-    *state = Some(s);
+    if result.is_ok() || !absent {
+        *state = Some(s);
+    }
     result
 }
 
@@ -455,7 +474,7 @@ fn apply_to(
             set.apply(op);
         }
         (CrdtState::Register(reg), CrdtOp::RegisterWrite(v)) => {
-            register_write(reg, lead, v.to_vec(), ctx);
+            register_write(reg, lead, v.to_vec(), ctx)?;
         }
         (CrdtState::Map(map), CrdtOp::MapUpdate { field, op }) => {
             let current = map.get(field).val.unwrap_or_default();
@@ -688,6 +707,29 @@ mod tests {
         assert_eq!(
             value(ConflictPolicy::Counter, &s),
             Some(CrdtValue::Counter(i64::MAX))
+        );
+    }
+
+    /// Goal: a register write whose context already holds the lead's last possible counter
+    /// (`u64::MAX`, from a forged or corrupt context) is refused with an error and stores
+    /// nothing, instead of overflowing: a panic in debug builds, and in release builds a
+    /// wrapped counter that no longer orders the write after what it replaces. Found by
+    /// the `crdt_apply` fuzz target (docs/FUZZING.md).
+    #[test]
+    fn register_write_at_the_counter_limit_is_refused() {
+        let mut s = None;
+        let ctx = VersionVector([("n1".to_string(), u64::MAX)].into_iter().collect());
+        let r = apply(
+            ConflictPolicy::Register,
+            &mut s,
+            "n1",
+            &CrdtOp::RegisterWrite(b("v")),
+            &ctx,
+        );
+        assert_eq!(r, Err(CrdtError::ClockOverflow { actor: "n1".into() }));
+        assert_eq!(
+            value(ConflictPolicy::Register, &s),
+            Some(CrdtValue::Register(Vec::new()))
         );
     }
 

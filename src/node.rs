@@ -441,9 +441,9 @@ fn peer_error(e: ReplicaError) -> PeerError {
     match e {
         ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
         ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
-        ReplicaError::Crdt(_) | ReplicaError::PlainWriteOnCrdt { .. } => {
-            PeerError::Invalid(e.to_string())
-        }
+        ReplicaError::Crdt(_)
+        | ReplicaError::Causality(_)
+        | ReplicaError::PlainWriteOnCrdt { .. } => PeerError::Invalid(e.to_string()),
         other => PeerError::Storage(other.to_string()),
     }
 }

@@ -57,6 +57,9 @@ pub enum ReplicaError {
     /// A CRDT operation was refused (wrong type for the keyspace, overflow).
     #[error(transparent)]
     Crdt(#[from] crate::crdt::CrdtError),
+    /// A write was refused by the causality rules (no counter left for the lead).
+    #[error(transparent)]
+    Causality(#[from] crate::causality::CausalityError),
     /// A plain write reached a CRDT keyspace, whose keys change only by operations.
     #[error("keyspace {keyspace} uses the {policy} policy: update it with CRDT operations, not put or batch")]
     PlainWriteOnCrdt {
@@ -276,7 +279,7 @@ impl Replica {
                     now,
                     ts,
                     item.actor,
-                );
+                )?;
                 if o.siblings.len() > ks.max_siblings as usize {
                     return Err(ReplicaError::SiblingLimit {
                         key: key.to_string(),

@@ -35,7 +35,8 @@ fn lww_key<'a>(ks: &KeyspaceDef, s: &'a Sibling) -> (usize, u64, &'a crate::caus
 
 /// Apply a client write to a replica's object under the keyspace's policy (the lead's
 /// step): the dotted write, then, for last-write-wins policies, the maximum with what the
-/// object held before — so the lead ends where a merge of the new version would.
+/// object held before — so the lead ends where a merge of the new version would. Refused
+/// (nothing changes) when the lead has no counter left for the key.
 #[allow(clippy::too_many_arguments)]
 pub fn write(
     ks: &KeyspaceDef,
@@ -46,12 +47,13 @@ pub fn write(
     now_ms: u64,
     ts: u64,
     actor: Option<String>,
-) {
+) -> Result<(), crate::causality::CausalityError> {
     let before = (ks.policy != ConflictPolicy::Siblings).then(|| o.clone());
-    o.apply_stamped_write(lead, context, value, now_ms, ts, actor);
+    o.apply_stamped_write(lead, context, value, now_ms, ts, actor)?;
     if let Some(before) = before {
         merge_resolved(ks, o, &before);
     }
+    Ok(())
 }
 
 /// Apply the keyspace's policy to an object's concurrent versions, in place.
@@ -126,14 +128,9 @@ mod tests {
                             reps[other].vv.clone()
                         };
                         let actor = actors[a].map(str::to_string);
-                        reps[r].apply_stamped_write(
-                            nodes[r],
-                            &ctx,
-                            Some(vec![i as u8]),
-                            0,
-                            ts,
-                            actor,
-                        );
+                        reps[r]
+                            .apply_stamped_write(nodes[r], &ctx, Some(vec![i as u8]), 0, ts, actor)
+                            .unwrap();
                         resolve(&k, &mut reps[r]);
                     }
                     _ => {
@@ -281,7 +278,8 @@ mod tests {
             0,
             200,
             Some("us".into()),
-        );
+        )
+        .unwrap();
         let mut b = Object::default();
         b.apply_stamped_write(
             "n2",
@@ -290,7 +288,8 @@ mod tests {
             0,
             100,
             Some("eu".into()),
-        );
+        )
+        .unwrap();
         let value = |policy| {
             let o = merged(&ks(policy), &a, &b);
             o.siblings[0].value.clone().unwrap()
