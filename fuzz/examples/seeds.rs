@@ -90,11 +90,18 @@ fn main() {
 
     // Plain objects: siblings, a tombstone, last-write-wins stamps.
     let mut plain = Object::default();
-    plain.apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1);
-    plain.apply_write("n2", &VersionVector::new(), Some(b"b".to_vec()), 2);
+    let fresh = "fresh objects have counters left";
+    plain
+        .apply_write("n1", &VersionVector::new(), Some(b"a".to_vec()), 1)
+        .expect(fresh);
+    plain
+        .apply_write("n2", &VersionVector::new(), Some(b"b".to_vec()), 2)
+        .expect(fresh);
     let ctx = plain.vv.clone();
     let mut replaced = plain.clone();
-    replaced.apply_stamped_write("n3", &ctx, None, 3, 7, Some("eu".into()));
+    replaced
+        .apply_stamped_write("n3", &ctx, None, 3, 7, Some("eu".into()))
+        .expect(fresh);
     let states = crdt_states();
 
     write(dir, "object_decode", "siblings", &encode_object(&plain));

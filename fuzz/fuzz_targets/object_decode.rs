@@ -59,7 +59,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(back, stored, "object changed in a round trip");
 
     let mut fresh = Object::default();
-    fresh.apply_write("n1", &VersionVector::new(), Some(b"x".to_vec()), 1);
+    fresh
+        .apply_write("n1", &VersionVector::new(), Some(b"x".to_vec()), 1)
+        .expect("a fresh object has counters left");
     for policy in POLICIES {
         let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
         ks.policy = policy;
