@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it (.ci/run calls this): formatting, lints, then every test
 # of the workspace (unit, property, in-process clusters over the in-memory network and
-# over QUIC+RocksDB, the real binary with kill -9, and the jepsen-like checker), the
-# netsplit evidence over containers, and a smoke run of scripts/bench-compare.sh.
+# over QUIC+RocksDB, the real binary with kill -9, and the jepsen-like checker), a short
+# run of every fuzz target, the netsplit evidence over containers, and a smoke run of
+# scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
@@ -11,12 +12,17 @@ quorumkv_peer_prereqs
 # Default features only (they include the `peers` drivers): the same feature set as
 # scripts/dev.sh, so both reuse one RocksDB build (see Cargo.toml [features]).
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --workspace --no-fail-fast
 else
     cargo test --locked --workspace --no-fail-fast
 fi
+# Fuzz smoke: every fuzz target for 10 seconds (scripts/fuzz.sh installs cargo-fuzz if
+# missing; the fuzz crate builds without RocksDB in its own target dir). Long runs and
+# their findings: docs/FUZZING.md.
+bash scripts/fuzz.sh 10
 bash scripts/netsplit-evidence.sh
 # The comparison script end to end on the debug build: Redis, a 3-member etcd cluster,
 # quorumkv and the echo ceiling, 2-second runs (checks the drivers and the report, not

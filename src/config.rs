@@ -348,6 +348,9 @@ impl NodeConfig {
                 self.storage.engine
             ));
         }
+        if self.storage.engine == "rocksdb" && !cfg!(feature = "rocksdb") {
+            return invalid(crate::storage::NO_ROCKSDB.into());
+        }
         if self.ring.vnodes == 0 || self.ring.vnodes > 4096 {
             return invalid(format!(
                 "ring.vnodes = {}: expected 1..=4096",

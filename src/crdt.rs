@@ -397,6 +397,7 @@ fn register_write(
         to_vclock(ctx)
     };
     // Higher than any dot this lead issued or the client saw, so the value's clock is new.
+    // A context at the end of the range is refused: a wrapped counter would not be new.
     let counter = held
         .get(&lead.to_string())
         .max(clock.get(&lead.to_string()))
@@ -408,7 +409,8 @@ fn register_write(
 }
 
 /// Apply a client operation at the lead replica `lead` to the stored state (created empty
-/// if absent). `ctx` is the causal context of the client's read.
+/// if absent). `ctx` is the causal context of the client's read. A refused operation
+/// leaves the state as it was.
 pub fn apply(
     policy: ConflictPolicy,
     state: &mut Option<CrdtState>,
@@ -417,12 +419,16 @@ pub fn apply(
     ctx: &VersionVector,
 ) -> Result<(), CrdtError> {
     op.check(policy)?;
+    let absent = state.is_none();
     let mut s = match state.take() {
         Some(s) => s,
         None => CrdtState::empty(policy)?,
     };
+    // Every refusal in `apply_to` happens before it changes anything.
     let result = apply_to(&mut s, policy, lead, op, ctx);
-    *state = Some(s);
+    if result.is_ok() || !absent {
+        *state = Some(s);
+    }
     result
 }
 

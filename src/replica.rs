@@ -210,7 +210,8 @@ pub struct Replica {
     locks: Vec<Mutex<()>>,
 }
 
-fn encode_object(o: &Object) -> Vec<u8> {
+/// The stored form of an object: a format byte, then its MessagePack encoding.
+pub fn encode_object(o: &Object) -> Vec<u8> {
     let mut out = vec![OBJECT_FORMAT];
     if let Err(e) = rmp_serde::encode::write_named(&mut out, o) {
         tracing::error!(error = %e, "object encoding failed");
@@ -218,7 +219,9 @@ fn encode_object(o: &Object) -> Vec<u8> {
     out
 }
 
-fn decode_object(key: &Key, bytes: &[u8]) -> Result<Object, ReplicaError> {
+/// Inverse of [`encode_object`] for the record stored at `key`: refuses an unknown format,
+/// a malformed body and CRDT states that break an invariant (public for the fuzz targets).
+pub fn decode_object(key: &Key, bytes: &[u8]) -> Result<Object, ReplicaError> {
     let corrupt = |message: String| ReplicaError::Corrupt {
         key: key.to_string(),
         message,

@@ -10,7 +10,9 @@ use quinn::{Endpoint, EndpointConfig, TokioRuntime};
 use crate::clock::SystemClock;
 use crate::config::NodeConfig;
 use crate::node::{Node, NodeError, NodeParams};
-use crate::storage::{MemoryStorage, RocksStorage, Storage, StorageError};
+#[cfg(feature = "rocksdb")]
+use crate::storage::RocksStorage;
+use crate::storage::{MemoryStorage, Storage, StorageError};
 use crate::tls::{self, TlsError, TransportSettings};
 use crate::transport::quic::QuicTransport;
 
@@ -87,10 +89,16 @@ pub fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StartError> {
         path: cfg.data_dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err(StorageError::Rocks(e.to_string())))?;
-    Ok(Arc::new(
-        RocksStorage::open(&cfg.data_dir, cfg.storage.sync).map_err(err)?,
-    ))
+    #[cfg(not(feature = "rocksdb"))]
+    return Err(err(StorageError::Rocks(crate::storage::NO_ROCKSDB.into())));
+    #[cfg(feature = "rocksdb")]
+    {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| err(StorageError::Rocks(e.to_string())))?;
+        Ok(Arc::new(
+            RocksStorage::open(&cfg.data_dir, cfg.storage.sync).map_err(err)?,
+        ))
+    }
 }
 
 /// Start a node. `socket` lets a caller bind first (to learn the port); otherwise the

@@ -1,6 +1,8 @@
 //! One behaviour suite for every storage engine: what the rest of quorumkv relies on.
 
-use super::{prefix_end, BatchOp, MemoryStorage, RocksStorage, Storage};
+#[cfg(feature = "rocksdb")]
+use super::RocksStorage;
+use super::{prefix_end, BatchOp, MemoryStorage, Storage};
 
 /// Run every check against a fresh engine from `make`.
 fn suite(make: &dyn Fn() -> Box<dyn Storage>) {
@@ -104,6 +106,7 @@ fn memory_engine_conformance() {
 }
 
 /// Goal: the RocksDB engine meets the same contract.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_engine_conformance() {
     let dirs = std::sync::Mutex::new(Vec::new());
@@ -118,6 +121,7 @@ fn rocksdb_engine_conformance() {
 /// Goal: a synced RocksDB write is there after the database is closed and reopened, and a
 /// second open of a live database is refused rather than corrupting it; the
 /// memory-only read answers a fresh write.
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_reopen_keeps_writes_and_locks() {
     let d = tempfile::tempdir().unwrap();

@@ -7,13 +7,19 @@
 //! both, so they cannot drift apart.
 
 mod memory;
+// Behind the default `rocksdb` cargo feature: the fuzz targets build without it (fuzz/).
+#[cfg(feature = "rocksdb")]
 mod rocks;
 
 #[cfg(test)]
 mod conformance;
 
 pub use memory::MemoryStorage;
+#[cfg(feature = "rocksdb")]
 pub use rocks::RocksStorage;
+
+/// Why `storage.engine = "rocksdb"` is refused by a build without the `rocksdb` feature.
+pub const NO_ROCKSDB: &str = "storage.engine = \"rocksdb\", but this quorumkv was built without the RocksDB engine (cargo feature `rocksdb`, on by default): rebuild with the default features or use storage.engine = \"memory\"";
 
 /// Errors from a storage engine.
 #[derive(Debug, thiserror::Error)]
