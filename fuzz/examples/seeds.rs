@@ -124,18 +124,8 @@ fn main() {
     }
 
     // Contexts: empty, a plain object's and a CRDT's.
-    write(
-        dir,
-        "context_decode",
-        "plain",
-        &body(&plain.vv),
-    );
-    write(
-        dir,
-        "context_decode",
-        "replaced",
-        &body(&replaced.vv),
-    );
+    write(dir, "context_decode", "plain", &body(&plain.vv));
+    write(dir, "context_decode", "replaced", &body(&replaced.vv));
     for (policy, o) in &states {
         write(
             dir,

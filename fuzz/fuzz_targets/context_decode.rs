@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
         let sealed = key.seal("ks", b"k", &vv);
         let opened = key.open("ks", b"k", &"k", &sealed);
         if sealed.len() <= MAX_CONTEXT_LEN {
-            assert_eq!(opened.expect("a context we seal opens"), vv, "context changed in a round trip");
+            assert_eq!(
+                opened.expect("a context we seal opens"),
+                vv,
+                "context changed in a round trip"
+            );
         } else {
             assert!(opened.is_err(), "an oversized context opened");
         }

@@ -161,7 +161,8 @@ fuzz_target!(|h: History| {
     for s in &states {
         crdt::check_well_formed(s).expect("a state built by operations is well-formed");
         assert!(crdt::value(policy, s).is_some());
-        let _ = quorumkv::context::ContextKey::from_bytes(b"fuzz").seal("ks", b"k", &crdt::context(s));
+        let _ =
+            quorumkv::context::ContextKey::from_bytes(b"fuzz").seal("ks", b"k", &crdt::context(s));
         let o = Object {
             crdt: s.clone(),
             ..Default::default()
