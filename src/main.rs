@@ -15,6 +15,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
+    if cli.prints_for_a_reader() {
+        // Like other Unix tools, end quietly when the reader of our output goes away
+        // (`quorumkv get k | head -1`): Rust ignores SIGPIPE, and `println!` then panics.
+        // Not for the long-running node commands, which must outlive their log reader.
+        // SAFETY: resetting a signal disposition before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

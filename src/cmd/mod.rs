@@ -85,6 +85,14 @@ fn default_cluster_file() -> PathBuf {
 }
 
 /// Run the parsed command.
+impl Cli {
+    /// Whether the command prints a result and ends (everything but the node and the dev
+    /// cluster, which run until stopped).
+    pub fn prints_for_a_reader(&self) -> bool {
+        !matches!(self.command, Command::Node(_) | Command::DevCluster(_))
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Node(a) => node::run(a),
