@@ -69,6 +69,11 @@ pub struct Metrics {
     requests: BTreeMap<&'static str, AtomicU64>,
     quorum_failures: BTreeMap<&'static str, AtomicU64>,
     read_repairs: AtomicU64,
+    /// Repairs of stale replicas not sent because `limits.max_pending_read_repairs`
+    /// repairs were already pending.
+    read_repairs_skipped: AtomicU64,
+    /// Client streams answered `overloaded` (budget or request slots spent).
+    overloaded: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
     /// Bytes of values returned by a read (all siblings) and written by a put, like
@@ -98,6 +103,8 @@ impl Default for Metrics {
             requests: CLIENT_OPS.iter().map(|o| (*o, AtomicU64::new(0))).collect(),
             quorum_failures: CLIENT_OPS.iter().map(|o| (*o, AtomicU64::new(0))).collect(),
             read_repairs: AtomicU64::new(0),
+            read_repairs_skipped: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
             object_sizes: ["read", "write"]
@@ -149,6 +156,26 @@ impl Metrics {
     /// Count read repairs sent.
     pub fn read_repairs_sent(&self, n: u64) {
         self.read_repairs.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count a repair of a stale replica dropped because too many were pending.
+    pub fn read_repair_skipped(&self) {
+        self.read_repairs_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Read repairs dropped so far because too many were pending.
+    pub fn read_repairs_skipped(&self) -> u64 {
+        self.read_repairs_skipped.load(Ordering::Relaxed)
+    }
+
+    /// Count a client request answered `overloaded`.
+    pub fn overloaded_refused(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client requests answered `overloaded` so far.
+    pub fn overloaded(&self) -> u64 {
+        self.overloaded.load(Ordering::Relaxed)
     }
 
     /// Record how many versions a read returned.
@@ -288,6 +315,26 @@ impl Metrics {
             out,
             "quorumkv_read_repairs_total{{{node_label}}} {}",
             self.read_repairs.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quorumkv_read_repairs_skipped_total Repairs of stale replicas dropped because limits.max_pending_read_repairs were pending."
+        );
+        let _ = writeln!(out, "# TYPE quorumkv_read_repairs_skipped_total counter");
+        let _ = writeln!(
+            out,
+            "quorumkv_read_repairs_skipped_total{{{node_label}}} {}",
+            self.read_repairs_skipped.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quorumkv_overloaded_total Client requests answered overloaded (in-flight budget spent)."
+        );
+        let _ = writeln!(out, "# TYPE quorumkv_overloaded_total counter");
+        let _ = writeln!(
+            out,
+            "quorumkv_overloaded_total{{{node_label}}} {}",
+            self.overloaded.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

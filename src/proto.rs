@@ -400,8 +400,12 @@ pub enum ErrorKind {
     SiblingLimit,
     /// A conditional write found the key changed since its context was read.
     Conflict,
-    /// The node is shutting down or saturated.
+    /// The node is shutting down.
     Unavailable,
+    /// The node's in-flight request budget (`limits.max_inflight_bytes`,
+    /// `limits.max_inflight_requests`) is spent; nothing was done. Retry later, or on
+    /// another node.
+    Overloaded,
     /// A bug or storage failure on the node.
     Internal,
 }
