@@ -127,13 +127,13 @@ pub async fn serve(endpoint: Endpoint, node: Arc<Node>, limits: ServeLimits) {
 }
 
 /// Counts a client connection against its certificate's cap until dropped.
-struct ConnectionSlot<'a> {
-    server: &'a Server,
+struct ConnectionSlot {
+    server: Arc<Server>,
     name: String,
     bytes: Arc<Semaphore>,
 }
 
-impl Drop for ConnectionSlot<'_> {
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut conns = self
             .server
@@ -199,7 +199,7 @@ impl Server {
             );
             return;
         };
-        let slot = if role != Role::Node {
+        let conn_slot = if role != Role::Node {
             match self.count_connection(&cert_name) {
                 Some(slot) => Some(slot),
                 None => {
@@ -219,8 +219,9 @@ impl Server {
         } else {
             None
         };
-        let cert_bytes = slot.as_ref().map(|s| Arc::clone(&s.bytes));
+        let cert_bytes = conn_slot.as_ref().map(|s| Arc::clone(&s.bytes));
         let span = tracing::debug_span!("connection", %remote, peer = %cert_name);
+        let me = Arc::clone(&self);
         async move {
             loop {
                 let (send, recv) = match conn.accept_bi().await {
@@ -233,16 +234,16 @@ impl Server {
                 let slot = if role == Role::Node {
                     // Node requests wait for a slot: the wait pushes back on the peer
                     // through the stream limit instead of failing replication.
-                    Arc::clone(&self.node_slots).acquire_owned().await.ok()
+                    Arc::clone(&me.node_slots).acquire_owned().await.ok()
                 } else {
-                    Arc::clone(&self.client_slots).try_acquire_owned().ok()
+                    Arc::clone(&me.client_slots).try_acquire_owned().ok()
                 };
                 let sender = Sender {
                     role,
                     cert_name: cert_name.clone(),
                     cert_bytes: cert_bytes.clone(),
                 };
-                let server = Arc::clone(&self);
+                let server = Arc::clone(&me);
                 tokio::spawn(
                     async move { server.serve_stream(send, recv, sender, slot).await }
                         .in_current_span(),
@@ -251,10 +252,10 @@ impl Server {
         }
         .instrument(span)
         .await;
-        drop(slot);
+        drop(conn_slot);
     }
 
-    fn count_connection(&self, name: &str) -> Option<ConnectionSlot<'_>> {
+    fn count_connection(self: &Arc<Self>, name: &str) -> Option<ConnectionSlot> {
         let share = self.client_pool() / 4;
         let mut conns = self.client_conns.lock().unwrap_or_else(|e| e.into_inner());
         let (n, bytes) = conns
@@ -265,7 +266,7 @@ impl Server {
         }
         *n += 1;
         Some(ConnectionSlot {
-            server: self,
+            server: Arc::clone(self),
             name: name.to_string(),
             bytes: Arc::clone(bytes),
         })
@@ -384,6 +385,7 @@ impl Server {
                 self.limits.max_inflight_requests
             ));
             tracing::debug!(client = %cert_name, "request refused: no request slot");
+            self.node.metrics.overloaded_refused();
             let _ = recv.stop(VarInt::from_u32(STREAM_OVERLOADED));
             self.write_reply(send, &error_reply(role, ErrorKind::Overloaded, msg))
                 .await;
