@@ -95,8 +95,7 @@ struct Server {
     /// Bytes only node connections draw on.
     reserved_bytes: Arc<Semaphore>,
     /// Open connections per client certificate name, and the bytes that certificate may
-    /// still hold (a quarter of the clients' pool, so one greedy client — say one that
-    /// never reads its replies — cannot spend the budget every other client needs).
+    /// still hold (see [`Server::client_share`]).
     client_conns: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
 }
 
@@ -256,7 +255,7 @@ impl Server {
     }
 
     fn count_connection(self: &Arc<Self>, name: &str) -> Option<ConnectionSlot> {
-        let share = self.client_pool() / 4;
+        let share = self.client_share();
         let mut conns = self.client_conns.lock().unwrap_or_else(|e| e.into_inner());
         let (n, bytes) = conns
             .entry(name.to_string())
@@ -277,6 +276,17 @@ impl Server {
         self.limits
             .max_inflight_bytes
             .saturating_sub(self.limits.node_reserved_bytes)
+    }
+
+    /// Bytes one client certificate may hold: a quarter of the clients' pool, so one
+    /// greedy client — say one that never reads its replies — cannot spend the budget
+    /// every other client needs; but at least one frame of `max_frame_bytes`, so a
+    /// legitimate request up to the frame limit always fits (and an oversized one is
+    /// refused as too large, not as overloaded).
+    fn client_share(&self) -> usize {
+        (self.client_pool() / 4)
+            .max(self.limits.max_frame)
+            .min(self.client_pool())
     }
 
     fn overloaded_message(&self, what: &str) -> String {
@@ -310,9 +320,9 @@ impl Server {
                 Err(_) if wait => Arc::clone(cert).acquire_many_owned(n32).await.map_err(gone)?,
                 Err(_) => {
                     return Err(ReadFailure::Overloaded(self.overloaded_message(&format!(
-                        "client {:?} already holds its share of {} bytes of the in-flight budget (a quarter of limits.max_inflight_bytes − limits.node_reserved_bytes)",
+                        "client {:?} already holds its share of {} bytes of the in-flight budget (a quarter of limits.max_inflight_bytes − limits.node_reserved_bytes, at least limits.max_frame_bytes)",
                         from.cert_name,
-                        self.client_pool() / 4
+                        self.client_share()
                     ))))
                 }
             };

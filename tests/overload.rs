@@ -61,8 +61,16 @@ async fn raw_endpoint(ca: &Path, cert: &Path, key: &Path) -> quinn::Endpoint {
 }
 
 /// Send `frame` on a new stream and read the reply (if `read`), ignoring failures: a
-/// flooder only cares that it keeps the node busy.
+/// flooder only cares that it keeps the node busy. Gives up after 10 s (a stream whose
+/// data the flooded connection's flow control never lets through).
 async fn fire(conn: &quinn::Connection, frame: Bytes, read: bool) -> Option<Vec<u8>> {
+    tokio::time::timeout(Duration::from_secs(10), fire_once(conn, frame, read))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn fire_once(conn: &quinn::Connection, frame: Bytes, read: bool) -> Option<Vec<u8>> {
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
     let _ = send.write_chunk(frame).await;
     let _ = send.finish();
