@@ -1112,7 +1112,9 @@ fn object_bytes(o: &Object) -> usize {
     let siblings: usize = o
         .siblings
         .iter()
-        .map(|s| 48 + s.value.as_ref().map_or(0, Vec::len) + s.actor.as_ref().map_or(0, String::len))
+        .map(|s| {
+            48 + s.value.as_ref().map_or(0, Vec::len) + s.actor.as_ref().map_or(0, String::len)
+        })
         .sum();
     let crdt = o
         .crdt

@@ -26,8 +26,8 @@ use tracing::Instrument;
 use crate::config::NodeConfig;
 use crate::node::Node;
 use crate::proto::{
-    self, ClientRequest, ClientResponse, ErrorKind, ErrorResponse, Message, PeerError,
-    PeerRequest, PeerResponse, Reply,
+    self, ClientRequest, ClientResponse, ErrorKind, ErrorResponse, Message, PeerError, PeerRequest,
+    PeerResponse, Reply,
 };
 use crate::tls::{self, Role};
 
@@ -535,7 +535,10 @@ impl Server {
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "reply write failed"),
             Err(_) => {
-                tracing::debug!(bytes = frame.len(), "reply not taken in time; resetting the stream");
+                tracing::debug!(
+                    bytes = frame.len(),
+                    "reply not taken in time; resetting the stream"
+                );
                 let _ = send.reset(VarInt::from_u32(STREAM_TIMEOUT));
             }
         }

@@ -99,7 +99,12 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers() {
     let mut acked = 0;
     for i in 0..1000 {
         match client
-            .put("ks", Key::parse(&format!("fill/{i}")), Some(value.clone()), &opts)
+            .put(
+                "ks",
+                Key::parse(&format!("fill/{i}")),
+                Some(value.clone()),
+                &opts,
+            )
             .await
         {
             Ok(_) => acked += 1,
@@ -120,7 +125,10 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers() {
         "the error must name the problem and the node: {error}"
     );
     // Reads keep working, including of the writes acknowledged before the disk filled.
-    let g = client.get("ks", Key::parse("before/1"), &opts).await.unwrap();
+    let g = client
+        .get("ks", Key::parse("before/1"), &opts)
+        .await
+        .unwrap();
     assert_eq!(g.values[0].value, b"kept");
     if acked > 0 {
         let g = client.get("ks", Key::parse("fill/0"), &opts).await.unwrap();
@@ -148,7 +156,10 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers() {
     };
     println!("writes resumed {:?} after space was freed", freed.elapsed());
     assert!(recovered, "writes must resume once space is freed");
-    let g = client.get("ks", Key::parse("after/1"), &opts).await.unwrap();
+    let g = client
+        .get("ks", Key::parse("after/1"), &opts)
+        .await
+        .unwrap();
     assert_eq!(g.values[0].value, b"back");
     c.shutdown().await;
     drop(mount);

@@ -557,10 +557,7 @@ async fn read_repair_slot_only_when_stale() {
     assert_eq!(values(&g), vec!["v"]);
     // Past the request deadline the late replies are given up and the repair is sent.
     tokio::time::sleep(TIMEOUT * 3).await;
-    let repaired = c
-        .node("n2")
-        .local_object("ks", &Key::parse("stale"))
-        .await;
+    let repaired = c.node("n2").local_object("ks", &Key::parse("stale")).await;
     assert!(
         repaired.is_some(),
         "n2 was stale and must have been repaired; repair slots were all held by reads with nothing to repair"

@@ -394,11 +394,14 @@ async fn hostile_input_is_contained() {
     let e = error_of(oversize);
     assert_eq!(e.kind, ErrorKind::InvalidRequest, "{e:?}");
     assert!(e.message.contains("too large"), "{}", e.message);
-    let pong = |r: Result<Vec<u8>, quorumkv::transport::quic::ExchangeError>| {
-        match proto::decode::<proto::Reply>(&r.expect("ping on the same connection"), 1 << 20) {
-            Ok(proto::Reply::Client(proto::ClientResponse::Pong(n))) => n,
-            other => panic!("expected pong, got {other:?}"),
-        }
+    let pong = |r: Result<Vec<u8>, quorumkv::transport::quic::ExchangeError>| match proto::decode::<
+        proto::Reply,
+    >(
+        &r.expect("ping on the same connection"),
+        1 << 20,
+    ) {
+        Ok(proto::Reply::Client(proto::ClientResponse::Pong(n))) => n,
+        other => panic!("expected pong, got {other:?}"),
     };
     assert_eq!(pong(concurrent), "n1");
     // Later requests on the same connection still work.
