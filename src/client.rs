@@ -114,6 +114,7 @@ impl Client {
         let settings = TransportSettings {
             idle: Duration::from_secs(30),
             max_streams: 16,
+            receive_windows: None,
         };
         let cc = tls::client_config(&cf.ca_cert, &cf.client_cert, &cf.client_key, &settings)?;
         let bind = if cf.contact_points.iter().all(|m| m.addr.is_ipv6()) {
@@ -217,6 +218,17 @@ impl Client {
                         ))),
                         Err(e) => Err(ClientError::Protocol(e.to_string())),
                     };
+                }
+                Ok(Err(e @ ExchangeError::Reset(_))) => {
+                    // A stream-level failure: the connection stays usable.
+                    return Err(if idempotent {
+                        ClientError::Protocol(format!("{node}: {e}"))
+                    } else {
+                        ClientError::Indeterminate {
+                            node,
+                            message: e.to_string(),
+                        }
+                    });
                 }
                 Ok(Err(ExchangeError::Reply(e))) => {
                     return Err(ClientError::Protocol(e.to_string()))

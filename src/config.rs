@@ -171,10 +171,33 @@ pub struct Limits {
     /// the object cap) still travels. Default 64 MiB.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
-    /// Requests a node handles at once (client and peer together); further streams wait
-    /// for a slot, which pushes back on senders through QUIC flow control. Default 1024.
+    /// Client requests a node handles at once; a client stream beyond it is answered
+    /// `overloaded`. Node-to-node requests have a pool of the same size of their own, so
+    /// clients cannot take the slots replication needs. Default 1024.
     #[serde(default = "default_max_inflight")]
     pub max_inflight_requests: usize,
+    /// Bytes of request and reply frames a node holds at once, client and peer together.
+    /// Clients may use `max_inflight_bytes − node_reserved_bytes` of it; when that is spent
+    /// a client stream is answered `overloaded` instead of queueing. Node-to-node frames may
+    /// use all of it and wait for budget (within `timeouts.frame_read_ms`) rather than fail.
+    /// Also sizes the QUIC receive windows (see docs/SECURITY.md). Must be at least
+    /// `max_frame_bytes` + `node_reserved_bytes`, so any one frame fits. Default 256 MiB.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: usize,
+    /// Part of `max_inflight_bytes` only node-to-node traffic may use. Must be at least
+    /// `max_frame_bytes`, so one replication frame always fits. Default 64 MiB.
+    #[serde(default = "default_node_reserved_bytes")]
+    pub node_reserved_bytes: usize,
+    /// Open QUIC connections allowed per client certificate name; further ones are closed
+    /// at once with the reason "too many connections". Node certificates are not counted.
+    /// Default 16.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Largest scan page (client reply, and each replica's reply to the coordinator) in
+    /// bytes of stored objects; a page stops early, with `next` set, once it reaches this.
+    /// Must not exceed `max_frame_bytes` / 2. Default 4 MiB.
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: usize,
     /// Open QUIC streams allowed per connection. Default 256.
     #[serde(default = "default_max_streams")]
     pub max_streams_per_connection: u32,
@@ -197,6 +220,10 @@ impl Default for Limits {
             max_key_bytes: default_max_key_bytes(),
             max_frame_bytes: default_max_frame_bytes(),
             max_inflight_requests: default_max_inflight(),
+            max_inflight_bytes: default_max_inflight_bytes(),
+            node_reserved_bytes: default_node_reserved_bytes(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_reply_bytes: default_max_reply_bytes(),
             max_streams_per_connection: default_max_streams(),
             max_pending_read_repairs: default_max_repairs(),
             max_clock_skew_ms: default_max_clock_skew_ms(),
@@ -219,6 +246,15 @@ pub struct Timeouts {
     /// of it). Default 6000.
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// How long a node waits for the whole request frame once a stream is opened; a
+    /// stream still incomplete then is reset and its budget released, so a client that
+    /// opens streams and never sends holds nothing for long. Default 5000.
+    #[serde(default = "default_frame_read_ms")]
+    pub frame_read_ms: u64,
+    /// How long a node waits for a reply to be taken by the peer's flow control; a
+    /// client that never reads its replies has the stream reset then. Default 5000.
+    #[serde(default = "default_reply_write_ms")]
+    pub reply_write_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -227,6 +263,8 @@ impl Default for Timeouts {
             request_ms: default_request_ms(),
             connect_ms: default_connect_ms(),
             idle_ms: default_idle_ms(),
+            frame_read_ms: default_frame_read_ms(),
+            reply_write_ms: default_reply_write_ms(),
         }
     }
 }
@@ -275,6 +313,24 @@ fn default_max_frame_bytes() -> usize {
 }
 fn default_max_inflight() -> usize {
     1024
+}
+fn default_max_inflight_bytes() -> usize {
+    256 << 20
+}
+fn default_node_reserved_bytes() -> usize {
+    64 << 20
+}
+fn default_max_connections_per_client() -> usize {
+    16
+}
+fn default_max_reply_bytes() -> usize {
+    4 << 20
+}
+fn default_frame_read_ms() -> u64 {
+    5000
+}
+fn default_reply_write_ms() -> u64 {
+    5000
 }
 fn default_max_streams() -> u32 {
     256
@@ -381,7 +437,38 @@ impl NodeConfig {
                 l.max_frame_bytes, l.max_object_bytes
             ));
         }
+        if l.max_connections_per_client == 0 || l.max_reply_bytes == 0 {
+            return invalid("limits must be positive".into());
+        }
+        if l.node_reserved_bytes < l.max_frame_bytes {
+            return invalid(format!(
+                "limits.node_reserved_bytes ({}) must be at least limits.max_frame_bytes ({}) so one replication frame always fits",
+                l.node_reserved_bytes, l.max_frame_bytes
+            ));
+        }
+        if l.max_inflight_bytes < l.max_frame_bytes + l.node_reserved_bytes {
+            return invalid(format!(
+                "limits.max_inflight_bytes ({}) must be at least limits.max_frame_bytes + limits.node_reserved_bytes ({}) so a client frame fits too",
+                l.max_inflight_bytes,
+                l.max_frame_bytes + l.node_reserved_bytes
+            ));
+        }
+        if l.max_inflight_bytes > u32::MAX as usize {
+            return invalid(format!(
+                "limits.max_inflight_bytes ({}) must be below 4 GiB",
+                l.max_inflight_bytes
+            ));
+        }
+        if l.max_reply_bytes > l.max_frame_bytes / 2 {
+            return invalid(format!(
+                "limits.max_reply_bytes ({}) must be at most half of limits.max_frame_bytes ({})",
+                l.max_reply_bytes, l.max_frame_bytes
+            ));
+        }
         let t = &self.timeouts;
+        if t.frame_read_ms == 0 || t.reply_write_ms == 0 {
+            return invalid("timeouts must be positive".into());
+        }
         if t.request_ms == 0 || t.connect_ms == 0 || t.idle_ms == 0 {
             return invalid("timeouts must be positive".into());
         }

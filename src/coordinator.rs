@@ -449,7 +449,7 @@ impl Node {
                         format!("read repair (async): sending merged object to {stale:?}")
                     });
                 }
-                self.spawn_read_repair(ks, req.key.clone(), merged.clone(), replies, rx);
+                self.spawn_read_repair(ks, req.key.clone(), merged.clone(), replies, rx, pl.len());
             }
             ReadRepair::Blocking => {
                 let fresh = (replies.len() - stale.len()) as u8;
@@ -500,6 +500,10 @@ impl Node {
     /// After a read: wait (up to the request deadline, already inside the fan-out tasks)
     /// for the replicas that had not answered, then send the merged object to every
     /// replica whose copy differs from it.
+    ///
+    /// Waiting for late replies costs no repair slot (the fan-out tasks exist anyway and
+    /// end at the request deadline); a slot is taken only when a replica is actually stale
+    /// and a repair must be sent, and a repair that finds no slot is counted as skipped.
     fn spawn_read_repair(
         self: &Arc<Self>,
         ks: KeyspaceDef,
@@ -507,14 +511,15 @@ impl Node {
         mut merged: Object,
         mut replies: Vec<(String, Object)>,
         mut rx: mpsc::Receiver<(String, u64, CallResult)>,
+        replicas: usize,
     ) {
-        let Ok(permit) = Arc::clone(&self.repair_slots).try_acquire_owned() else {
-            tracing::warn!(%key, "read repair skipped: too many repairs pending");
+        let any_stale = replies.iter().any(|(_, o)| *o != merged);
+        if !any_stale && replies.len() >= replicas {
+            // Every replica answered with the merged object: nothing to repair.
             return;
-        };
+        }
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let _permit = permit;
             while let Some((node, _, res)) = rx.recv().await {
                 if let Ok(PeerResponse::Object(o)) = res {
                     let o = o.unwrap_or_default();
@@ -522,20 +527,33 @@ impl Node {
                     replies.push((node, o));
                 }
             }
+            let stale: Vec<String> = replies
+                .into_iter()
+                .filter(|(_, o)| *o != merged)
+                .map(|(n, _)| n)
+                .collect();
+            if stale.is_empty() {
+                return;
+            }
+            let Ok(_permit) = Arc::clone(&me.repair_slots).try_acquire_owned() else {
+                tracing::warn!(%key, stale = stale.len(), "read repair skipped: too many repairs pending");
+                for _ in &stale {
+                    me.metrics.read_repair_skipped();
+                }
+                return;
+            };
             let deadline = Instant::now() + me.request_timeout;
-            for (node, o) in replies {
-                if o != merged {
-                    tracing::debug!(%key, replica = %node, "read repair");
-                    me.metrics.read_repairs_sent(1);
-                    let req = PeerRequest::Replicate {
-                        keyspace: ks.clone(),
-                        key: key.clone(),
-                        object: merged.clone(),
-                    };
-                    if let Err(f) = me.call_replica(&node, req, deadline).await {
-                        let f = f.to_failure(&node);
-                        tracing::debug!(%key, replica = %node, kind = %f.kind, "read repair failed");
-                    }
+            for node in stale {
+                tracing::debug!(%key, replica = %node, "read repair");
+                me.metrics.read_repairs_sent(1);
+                let req = PeerRequest::Replicate {
+                    keyspace: ks.clone(),
+                    key: key.clone(),
+                    object: merged.clone(),
+                };
+                if let Err(f) = me.call_replica(&node, req, deadline).await {
+                    let f = f.to_failure(&node);
+                    tracing::debug!(%key, replica = %node, kind = %f.kind, "read repair failed");
                 }
             }
         });
@@ -989,8 +1007,30 @@ impl Node {
                 merge_resolved(&ks, merged.entry(sort.clone()).or_default(), o);
             }
         }
-        let more = replies.iter().any(|(_, _, more)| *more) || merged.len() > limit;
-        let page: Vec<(Vec<u8>, Object)> = merged.into_iter().take(limit).collect();
+        // A replica page may also stop early at `limits.max_reply_bytes`: only keys up to
+        // the smallest last key of a page that stopped early were seen by every replica
+        // holding them, so the merged page ends there.
+        let cut: Option<Vec<u8>> = replies
+            .iter()
+            .filter(|(_, _, more)| *more)
+            .filter_map(|(_, items, _)| items.keys().next_back().cloned())
+            .min();
+        let total = merged.len();
+        let mut page: Vec<(Vec<u8>, Object)> = Vec::new();
+        let mut page_bytes = 0usize;
+        for (sort, o) in merged {
+            if page.len() >= limit || cut.as_ref().is_some_and(|c| sort > *c) {
+                break;
+            }
+            // The client's page is bounded in bytes too (always at least one item).
+            let bytes = sort.len() + object_bytes(&o);
+            if !page.is_empty() && page_bytes + bytes > self.limits.max_reply_bytes {
+                break;
+            }
+            page_bytes += bytes;
+            page.push((sort, o));
+        }
+        let more = replies.iter().any(|(_, _, more)| *more) || total > page.len();
         let next = if more {
             page.last().map(|(s, _)| {
                 let mut n = s.clone();
@@ -1053,8 +1093,9 @@ impl Node {
                 continue;
             }
             let Ok(permit) = Arc::clone(&self.repair_slots).try_acquire_owned() else {
-                tracing::warn!("scan repair skipped: too many repairs pending");
-                return;
+                tracing::warn!(replica = %node, "scan repair skipped: too many repairs pending");
+                self.metrics.read_repair_skipped();
+                continue;
             };
             let req = PeerRequest::ReplicateBatch {
                 keyspace: ks.clone(),
@@ -1118,4 +1159,22 @@ impl Node {
             missing,
         })
     }
+}
+
+/// About how many bytes an object takes in a reply: its values and per-version overhead
+/// (dots, timestamps, the version vector). Used to bound scan pages in bytes.
+fn object_bytes(o: &Object) -> usize {
+    let siblings: usize = o
+        .siblings
+        .iter()
+        .map(|s| {
+            48 + s.value.as_ref().map_or(0, Vec::len) + s.actor.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    let crdt = o
+        .crdt
+        .as_ref()
+        .and_then(|c| rmp_serde::to_vec(c).ok())
+        .map_or(0, |v| v.len());
+    32 + siblings + 24 * o.vv.0.len() + crdt
 }

@@ -78,6 +78,11 @@ pub struct Metrics {
     /// Client timestamps refused for being further ahead of the node's clock than
     /// `limits.max_clock_skew_ms`.
     pub future_timestamps_refused: AtomicU64,
+    /// Repairs of stale replicas not sent because `limits.max_pending_read_repairs`
+    /// repairs were already pending.
+    read_repairs_skipped: AtomicU64,
+    /// Client streams answered `overloaded` (budget or request slots spent).
+    overloaded: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
     /// Bytes of values returned by a read (all siblings) and written by a put, like
@@ -110,6 +115,8 @@ impl Default for Metrics {
             objects_over_cap: AtomicU64::new(0),
             incarnation_changes: AtomicU64::new(0),
             future_timestamps_refused: AtomicU64::new(0),
+            read_repairs_skipped: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
             object_sizes: ["read", "write"]
@@ -161,6 +168,26 @@ impl Metrics {
     /// Count read repairs sent.
     pub fn read_repairs_sent(&self, n: u64) {
         self.read_repairs.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count a repair of a stale replica dropped because too many were pending.
+    pub fn read_repair_skipped(&self) {
+        self.read_repairs_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Read repairs dropped so far because too many were pending.
+    pub fn read_repairs_skipped(&self) -> u64 {
+        self.read_repairs_skipped.load(Ordering::Relaxed)
+    }
+
+    /// Count a client request answered `overloaded`.
+    pub fn overloaded_refused(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client requests answered `overloaded` so far.
+    pub fn overloaded(&self) -> u64 {
+        self.overloaded.load(Ordering::Relaxed)
     }
 
     /// Record how many versions a read returned.
@@ -316,6 +343,16 @@ impl Metrics {
                 "quorumkv_future_timestamps_refused_total",
                 "Client timestamps refused for being too far ahead of the node's clock.",
                 &self.future_timestamps_refused,
+            ),
+            (
+                "quorumkv_read_repairs_skipped_total",
+                "Repairs of stale replicas dropped because limits.max_pending_read_repairs were pending.",
+                &self.read_repairs_skipped,
+            ),
+            (
+                "quorumkv_overloaded_total",
+                "Client requests answered overloaded (in-flight budget spent).",
+                &self.overloaded,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -752,7 +752,14 @@ impl Node {
                 let limit = (limit as usize).min(MAX_SCAN_LIMIT);
                 let to = to.as_deref().map(|v| &v[..]);
                 self.replica
-                    .scan(&keyspace, &partition, &from, to, limit)
+                    .scan(
+                        &keyspace,
+                        &partition,
+                        &from,
+                        to,
+                        limit,
+                        self.limits.max_reply_bytes,
+                    )
                     .await
                     .map(|(items, more)| PeerResponse::Items {
                         items: items
@@ -775,7 +782,7 @@ impl Node {
             }
             PeerRequest::Ping => Ok(PeerResponse::Ack),
         };
-        result.unwrap_or_else(|e| PeerResponse::Error(peer_error(e)))
+        result.unwrap_or_else(|e| PeerResponse::Error(peer_error(&self.name, e)))
     }
 
     /// Every member but this node.
@@ -788,8 +795,11 @@ impl Node {
     }
 }
 
-fn peer_error(e: ReplicaError) -> PeerError {
+fn peer_error(node: &str, e: ReplicaError) -> PeerError {
     match e {
+        ReplicaError::Storage(StorageError::DiskFull(m)) => PeerError::Storage(format!(
+            "disk full on {node}: {m}; free space in its data directory and writes resume"
+        )),
         ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
         ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
         ReplicaError::Crdt(_)

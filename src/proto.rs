@@ -467,8 +467,12 @@ pub enum ErrorKind {
     /// The client's certificate lacks the permission (the message names the client, the
     /// keyspace and the permission).
     Forbidden,
-    /// The node is shutting down or saturated.
+    /// The node is shutting down.
     Unavailable,
+    /// The node's in-flight request budget (`limits.max_inflight_bytes`,
+    /// `limits.max_inflight_requests`) is spent; nothing was done. Retry later, or on
+    /// another node.
+    Overloaded,
     /// A bug or storage failure on the node.
     Internal,
 }

@@ -645,6 +645,7 @@ impl Replica {
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<(Vec<u8>, Object)>, bool), ReplicaError> {
         let prefix = partition_prefix(&ks.name, partition);
         let mut start = prefix.clone();
@@ -664,9 +665,17 @@ impl Replica {
         self.run(move |r| {
             // One extra item tells whether the range continues past the limit.
             let rows = r.storage.scan(&start, &end, limit.saturating_add(1))?;
-            let more = rows.len() > limit;
+            let mut more = rows.len() > limit;
             let mut out = Vec::with_capacity(rows.len().min(limit));
+            // The page also stops once its stored bytes reach `max_bytes` (always after at
+            // least one item, so a page makes progress).
+            let mut bytes = 0usize;
             for (k, v) in rows.into_iter().take(limit) {
+                if !out.is_empty() && bytes + k.len() + v.len() > max_bytes {
+                    more = true;
+                    break;
+                }
+                bytes += k.len() + v.len();
                 let sort = k[prefix.len()..].to_vec();
                 let key = Key {
                     partition: partition.clone(),

@@ -80,6 +80,19 @@ impl RunningNode {
     }
 }
 
+/// QUIC receive windows matching the in-flight budget: what quinn buffers for a
+/// connection before the server reads it is bounded by the connection window, so a
+/// sixteenth of the budget per connection (at least 1 MiB, at most one frame) keeps many
+/// connections' unread data within a few budgets' worth, while one stream may still carry
+/// data at full speed (1 MiB per stream, or the connection window if smaller).
+pub fn receive_windows(l: &crate::config::Limits) -> tls::ReceiveWindows {
+    let connection = (l.max_inflight_bytes / 16).clamp(1 << 20, l.max_frame_bytes.max(1 << 20));
+    tls::ReceiveWindows {
+        connection: connection as u64,
+        stream: connection.min(1 << 20) as u64,
+    }
+}
+
 /// Open storage as configured.
 pub fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StartError> {
     if cfg.storage.engine == "memory" {
@@ -117,6 +130,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
     let settings = TransportSettings {
         idle: Duration::from_millis(cfg.timeouts.idle_ms),
         max_streams: cfg.limits.max_streams_per_connection,
+        receive_windows: Some(receive_windows(&cfg.limits)),
     };
     let server_cfg = tls::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key, &settings)?;
     let client_cfg = tls::client_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key, &settings)?;
@@ -163,8 +177,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
     let server = tokio::spawn(crate::server::serve(
         endpoint.clone(),
         Arc::clone(&node),
-        cfg.limits.max_frame_bytes,
-        cfg.limits.max_inflight_requests,
+        crate::server::ServeLimits::from_config(cfg),
     ));
     let (metrics_addr, metrics_server) = match cfg.metrics_listen {
         Some(addr) => {

@@ -406,6 +406,19 @@ pub struct TransportSettings {
     pub idle: Duration,
     /// Streams a peer may have open at once on one connection.
     pub max_streams: u32,
+    /// Receive windows to advertise; `None` keeps quinn's defaults (clients).
+    pub receive_windows: Option<ReceiveWindows>,
+}
+
+/// How many bytes a peer may send before this end has read them: what quinn buffers per
+/// connection for data the application has not taken yet. Nodes set these from
+/// `limits.max_inflight_bytes` (see `docs/SECURITY.md` for the arithmetic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveWindows {
+    /// Unread bytes per connection, all streams together.
+    pub connection: u64,
+    /// Unread bytes per stream.
+    pub stream: u64,
 }
 
 fn transport_config(s: &TransportSettings) -> Result<quinn::TransportConfig, TlsError> {
@@ -417,6 +430,13 @@ fn transport_config(s: &TransportSettings) -> Result<quinn::TransportConfig, Tls
     t.keep_alive_interval(Some(s.idle / 3));
     t.max_concurrent_bidi_streams(s.max_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
+    if let Some(w) = s.receive_windows {
+        let var = |v: u64| {
+            quinn::VarInt::from_u64(v).map_err(|e| TlsError::Config(format!("window {v}: {e}")))
+        };
+        t.receive_window(var(w.connection)?);
+        t.stream_receive_window(var(w.stream)?);
+    }
     Ok(t)
 }
 
@@ -514,6 +534,10 @@ mod tests {
         let s = TransportSettings {
             idle: Duration::from_secs(5),
             max_streams: 16,
+            receive_windows: Some(ReceiveWindows {
+                connection: 1 << 20,
+                stream: 256 << 10,
+            }),
         };
         server_config(&dir.path().join("ca.pem"), &n1.cert, &n1.key, &s).unwrap();
         client_config(&dir.path().join("ca.pem"), &n1.cert, &n1.key, &s).unwrap();
@@ -572,6 +596,7 @@ mod tests {
         let s = TransportSettings {
             idle: Duration::from_secs(5),
             max_streams: 4,
+            receive_windows: None,
         };
         server_config(&dir.path().join("ca.pem"), &again.cert, &again.key, &s).unwrap();
         std::fs::set_permissions(&again.key, std::fs::Permissions::from_mode(0o644)).unwrap();

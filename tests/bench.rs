@@ -24,6 +24,7 @@ async fn cluster(dir: &Path) -> QuicCluster {
             request_ms: 2000,
             connect_ms: 1000,
             idle_ms: 5000,
+            ..Timeouts::default()
         },
     )
     .await

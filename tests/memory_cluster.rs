@@ -636,3 +636,46 @@ async fn drop_keyspace_deletes_data_and_recreate_starts_empty() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Goal: read repair takes a repair slot only when a replica is actually stale. Reads
+/// that are waiting only for a slow replica's late reply (here n3, cut off from n1, so
+/// every read through n1 waits until the request deadline for it) hold no slot, so with
+/// more such reads than `limits.max_pending_read_repairs` (256) a read that does find a
+/// stale replica still repairs it, and nothing is counted as skipped.
+#[tokio::test(start_paused = true)]
+async fn read_repair_slot_only_when_stale() {
+    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    // n2 misses the write of "stale".
+    c.net.set_down("n2", true);
+    put(c.node("n1"), "stale", "v", "", Some(2)).await.unwrap();
+    c.net.set_down("n2", false);
+    assert!(c
+        .node("n2")
+        .local_object("ks", &Key::parse("stale"))
+        .await
+        .is_none());
+    // n1 no longer hears from n3: reads through n1 get n1 + n2 and wait for n3.
+    c.net.cut("n1", "n3");
+    let n1 = Arc::clone(c.node("n1"));
+    let mut reads = Vec::new();
+    for i in 0..300 {
+        let n1 = Arc::clone(&n1);
+        reads.push(tokio::spawn(async move {
+            get(&n1, &format!("absent{i}"), Some(2)).await.unwrap();
+        }));
+    }
+    for r in reads {
+        r.await.unwrap();
+    }
+    // Every one of those reads is still waiting for n3's late reply.
+    let g = get(c.node("n1"), "stale", Some(2)).await.unwrap();
+    assert_eq!(values(&g), vec!["v"]);
+    // Past the request deadline the late replies are given up and the repair is sent.
+    tokio::time::sleep(TIMEOUT * 3).await;
+    let repaired = c.node("n2").local_object("ks", &Key::parse("stale")).await;
+    assert!(
+        repaired.is_some(),
+        "n2 was stale and must have been repaired; repair slots were all held by reads with nothing to repair"
+    );
+    assert_eq!(c.node("n1").metrics.read_repairs_skipped(), 0);
+}

@@ -22,6 +22,7 @@ fn timeouts() -> Timeouts {
         request_ms: 1000,
         connect_ms: 500,
         idle_ms: 3000,
+        ..Timeouts::default()
     }
 }
 
@@ -349,9 +350,10 @@ async fn five_nodes_n4_w2_over_quic() {
     c.shutdown().await;
 }
 
-/// Goal: garbage bytes and oversize frames close only the offending connection (with a
-/// logged error); the node keeps serving other clients. A client certificate cannot send
-/// peer (replica) messages.
+/// Goal: a garbage frame and an over-limit frame are refused on their own stream, with
+/// an error reply naming the problem, while a request sent concurrently on the same
+/// connection and one sent after them are served: one bad frame no longer closes the
+/// whole connection. A client certificate cannot send peer (replica) messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_contained() {
     let dir = tempfile::tempdir().unwrap();
@@ -360,6 +362,7 @@ async fn hostile_input_is_contained() {
     let settings = quorumkv::tls::TransportSettings {
         idle: Duration::from_secs(5),
         max_streams: 8,
+        receive_windows: None,
     };
     let cc = quorumkv::tls::client_config(&cf.ca_cert, &cf.client_cert, &cf.client_key, &settings)
         .unwrap();
@@ -367,30 +370,46 @@ async fn hostile_input_is_contained() {
     ep.set_default_client_config(cc);
     let target = &cf.contact_points[0];
     let max = c.configs[0].limits.max_frame_bytes;
-
-    // Garbage.
     let conn =
         quorumkv::transport::quic::connect(&ep, target.addr, &target.name, Duration::from_secs(2))
             .await
             .unwrap();
-    let r =
-        quorumkv::transport::quic::exchange(&conn, b"\x00\x01garbage, not a frame", 1 << 20).await;
-    assert!(r.is_err(), "garbage must not get a reply");
-    let reason = conn.closed().await;
-    assert!(
-        reason.to_string().contains("malformed") || reason.to_string().contains("magic"),
-        "{reason}"
-    );
-
-    // Oversize frame: refused before decoding.
-    let conn =
-        quorumkv::transport::quic::connect(&ep, target.addr, &target.name, Duration::from_secs(2))
-            .await
-            .unwrap();
+    let error_of = |r: Result<Vec<u8>, quorumkv::transport::quic::ExchangeError>| match r {
+        Ok(bytes) => match proto::decode::<proto::Reply>(&bytes, 1 << 20) {
+            Ok(proto::Reply::Client(proto::ClientResponse::Error(e))) => e,
+            other => panic!("expected an error reply, got {other:?}"),
+        },
+        Err(e) => panic!("expected an error reply on the stream, got {e}"),
+    };
+    let ping = proto::encode(&proto::Message::Client(proto::ClientRequest::Ping));
     let big = vec![0u8; max + 1];
-    let _ = quorumkv::transport::quic::exchange(&conn, &big, 1 << 20).await;
-    let reason = conn.closed().await;
-    assert!(reason.to_string().contains("too large"), "{reason}");
+    let (garbage, oversize, concurrent) = tokio::join!(
+        quorumkv::transport::quic::exchange(&conn, b"\x00\x01garbage, not a frame", 1 << 20),
+        quorumkv::transport::quic::exchange(&conn, &big, 1 << 20),
+        quorumkv::transport::quic::exchange(&conn, &ping, 1 << 20),
+    );
+    let e = error_of(garbage);
+    assert_eq!(e.kind, ErrorKind::InvalidRequest, "{e:?}");
+    assert!(e.message.contains("malformed"), "{}", e.message);
+    let e = error_of(oversize);
+    assert_eq!(e.kind, ErrorKind::InvalidRequest, "{e:?}");
+    assert!(e.message.contains("too large"), "{}", e.message);
+    let pong = |r: Result<Vec<u8>, quorumkv::transport::quic::ExchangeError>| match proto::decode::<
+        proto::Reply,
+    >(
+        &r.expect("ping on the same connection"),
+        1 << 20,
+    ) {
+        Ok(proto::Reply::Client(proto::ClientResponse::Pong(n))) => n,
+        other => panic!("expected pong, got {other:?}"),
+    };
+    assert_eq!(pong(concurrent), "n1");
+    // Later requests on the same connection still work.
+    assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+    assert_eq!(
+        pong(quorumkv::transport::quic::exchange(&conn, &ping, 1 << 20).await),
+        "n1"
+    );
 
     // A client (here: admin) certificate sending a replica message is refused when the
     // frame is decoded, before the peer body is read: no reply, and the error says why.

@@ -30,6 +30,7 @@ async fn cluster(dir: &Path) -> QuicCluster {
             request_ms: 1000,
             connect_ms: 500,
             idle_ms: 3000,
+            ..Timeouts::default()
         },
     )
     .await

@@ -42,6 +42,7 @@ fn settings() -> TransportSettings {
     TransportSettings {
         idle: Duration::from_millis(crate::config::Timeouts::default().idle_ms),
         max_streams: crate::config::Limits::default().max_streams_per_connection,
+        receive_windows: None,
     }
 }
 

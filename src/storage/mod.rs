@@ -27,6 +27,10 @@ pub enum StorageError {
     /// RocksDB reported an error (I/O, corruption, lock held by another process...).
     #[error("rocksdb: {0}")]
     Rocks(String),
+    /// The disk holding the data directory is full: writes fail (nothing is acknowledged)
+    /// until space is freed; reads keep working.
+    #[error("disk full: {0}; free space in the data directory and writes resume")]
+    DiskFull(String),
     /// A stored record could not be decoded.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),

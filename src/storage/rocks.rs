@@ -28,7 +28,14 @@ impl std::fmt::Debug for RocksStorage {
 }
 
 fn rocks_err(e: rocksdb::Error) -> StorageError {
-    StorageError::Rocks(e.into_string())
+    let message = e.into_string();
+    // RocksDB reports ENOSPC as `IO error: No space left on device` (from the OS) or with
+    // its `NoSpace` subcode; both get their own error so operators see the real cause.
+    if message.contains("No space left on device") || message.contains("NoSpace") {
+        StorageError::DiskFull(message)
+    } else {
+        StorageError::Rocks(message)
+    }
 }
 
 impl RocksStorage {

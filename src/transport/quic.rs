@@ -20,6 +20,10 @@ pub enum ExchangeError {
     /// The connection or stream failed.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The node reset this request's stream (it stalled past a deadline); the connection
+    /// and its other streams are fine.
+    #[error("the node reset the request's stream (code {0})")]
+    Reset(u64),
     /// The reply was not a valid frame.
     #[error("bad reply: {0}")]
     Reply(#[from] proto::ProtoError),
@@ -33,13 +37,19 @@ pub async fn exchange(
 ) -> Result<Vec<u8>, ExchangeError> {
     let conn_err = |e: String| ExchangeError::Connection(e);
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| conn_err(e.to_string()))?;
-    send.write_all(frame)
-        .await
-        .map_err(|e| conn_err(e.to_string()))?;
-    send.finish().map_err(|e| conn_err(e.to_string()))?;
-    recv.read_to_end(max_frame)
-        .await
-        .map_err(|e| conn_err(e.to_string()))
+    match send.write_all(frame).await {
+        Ok(()) => send.finish().map_err(|e| conn_err(e.to_string()))?,
+        // The node stopped reading this request (too large, or overloaded) and says why
+        // in its reply on the same stream.
+        Err(quinn::WriteError::Stopped(_)) => {}
+        Err(e) => return Err(conn_err(e.to_string())),
+    }
+    recv.read_to_end(max_frame).await.map_err(|e| match e {
+        quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)) => {
+            ExchangeError::Reset(code.into_inner())
+        }
+        e => conn_err(e.to_string()),
+    })
 }
 
 /// Connect to `addr`, expecting a certificate for `name`, within `timeout`.
@@ -129,6 +139,7 @@ impl Transport for QuicTransport {
                     ExchangeError::Connection(m) => {
                         TransportError::Unreachable(format!("{to}: {m}"))
                     }
+                    ExchangeError::Reset(_) => TransportError::Unreachable(format!("{to}: {e}")),
                     ExchangeError::Reply(p) => TransportError::Protocol(p.to_string()),
                 })?;
             match proto::decode::<Reply>(&bytes, self.max_frame) {

@@ -1,0 +1,166 @@
+//! Disk faults: a node whose disk fills up answers writes with a clear error, keeps
+//! serving reads, and accepts writes again once space is freed. Runs on a small tmpfs it
+//! mounts itself (needs root; skipped with a message otherwise).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use quorumkv::client::{Client, ClientError, RequestOptions};
+use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
+use quorumkv::inprocess::QuicCluster;
+use quorumkv::key::Key;
+use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+
+/// Unmounts the tmpfs when dropped, whatever happened in the test.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: mounting a tmpfs needs root");
+        return None;
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(Mount(dir.to_path_buf())),
+        other => {
+            println!("skipped: cannot mount a tmpfs here ({other:?})");
+            None
+        }
+    }
+}
+
+/// Write to `path` until the filesystem is full; returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xA5u8; 256 << 10];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(_) => break,
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// Goal: on a full disk a write fails with an error that names the problem and the node
+/// ("disk full on n1") — never a panic or an acknowledgement — reads keep working, and
+/// once space is freed writes succeed again without restarting the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_refuses_writes_serves_reads_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_tmpfs(dir.path(), "160m") else {
+        return;
+    };
+    let mut ks = KeyspaceDef::new("ks", 1, 1, 1);
+    ks.policy = ConflictPolicy::LwwTimestamp;
+    let c = QuicCluster::start(
+        &dir.path().join("cluster"),
+        1,
+        &[ks],
+        StorageConfig::default(),
+        Timeouts {
+            request_ms: 2000,
+            connect_ms: 1000,
+            idle_ms: 10_000,
+            ..Timeouts::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
+    let opts = RequestOptions::default();
+    client
+        .put("ks", Key::parse("before/1"), Some(b"kept".to_vec()), &opts)
+        .await
+        .unwrap();
+
+    let filler = dir.path().join("filler");
+    let filled = fill(&filler);
+    println!("filled the tmpfs with {} MiB", filled >> 20);
+
+    // Writes until one fails: RocksDB may still have preallocated WAL space left.
+    let value = vec![7u8; 256 << 10];
+    let mut error = None;
+    let mut acked = 0;
+    for i in 0..1000 {
+        match client
+            .put(
+                "ks",
+                Key::parse(&format!("fill/{i}")),
+                Some(value.clone()),
+                &opts,
+            )
+            .await
+        {
+            Ok(_) => acked += 1,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let error = error.expect("writes to a full disk must fail");
+    println!("after {acked} acknowledged writes: {error}");
+    assert!(
+        matches!(error, ClientError::Server { .. }),
+        "a clear error from the node, not a broken connection: {error:?}"
+    );
+    assert!(
+        error.to_string().contains("disk full on n1"),
+        "the error must name the problem and the node: {error}"
+    );
+    // Reads keep working, including of the writes acknowledged before the disk filled.
+    let g = client
+        .get("ks", Key::parse("before/1"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(g.values[0].value, b"kept");
+    if acked > 0 {
+        let g = client.get("ks", Key::parse("fill/0"), &opts).await.unwrap();
+        assert_eq!(g.values[0].value.len(), value.len());
+    }
+
+    // Free the space: writes come back without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let recovered = loop {
+        match client
+            .put("ks", Key::parse("after/1"), Some(b"back".to_vec()), &opts)
+            .await
+        {
+            Ok(_) => break true,
+            Err(e) if freed.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                println!("still failing 30 s after freeing space: {e}");
+                break false;
+            }
+        }
+    };
+    println!("writes resumed {:?} after space was freed", freed.elapsed());
+    assert!(recovered, "writes must resume once space is freed");
+    let g = client
+        .get("ks", Key::parse("after/1"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(g.values[0].value, b"back");
+    c.shutdown().await;
+    drop(mount);
+}
