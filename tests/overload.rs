@@ -105,6 +105,8 @@ async fn flooded_node_stays_under_its_memory_ceiling() {
     cfg.metrics_listen = None;
     cfg.limits.max_value_bytes = 1 << 20;
     cfg.limits.max_frame_bytes = 4 << 20;
+    // One node: frames must hold one object of the cap plus 64 KiB.
+    cfg.limits.max_object_bytes = 2 << 20;
     cfg.limits.node_reserved_bytes = 4 << 20;
     cfg.limits.max_inflight_bytes = 24 << 20;
     cfg.limits.max_reply_bytes = 1 << 20;

@@ -189,6 +189,7 @@ async fn wait_ready(cluster_file: &Path, procs: &[Proc]) -> anyhow::Result<()> {
         let client = Client::new(&one)?;
         loop {
             if client.ping().await.is_ok() {
+                client.close().await;
                 break;
             }
             if Instant::now() > deadline {

@@ -230,7 +230,9 @@ fn with_client<T>(
     let rt = super::runtime()?;
     rt.block_on(async move {
         let client = Client::new(&cf)?;
-        f(client, cf).await
+        let result = f(std::sync::Arc::clone(&client), cf).await;
+        client.close().await;
+        result
     })
 }
 

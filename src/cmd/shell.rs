@@ -97,7 +97,7 @@ pub fn run(a: ShellArgs) -> anyhow::Result<ExitCode> {
         OutputArg::Json => Format::Json,
     };
     let keyspace = a.keyspace.clone().unwrap_or_else(|| cf.keyspace.clone());
-    let mut session = Session::new(client, keyspace, format);
+    let mut session = Session::new(std::sync::Arc::clone(&client), keyspace, format);
 
     // Lines are read as they come, so a pipe that is still being written (a test, or
     // `tail -f`) gets each answer before the next command arrives.
@@ -113,10 +113,12 @@ pub fn run(a: ShellArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    match script {
+    let outcome = match script {
         Some(lines) => run_script(&rt, &mut session, lines),
         None => interactive(&rt, &mut session, &cf, a.history),
-    }
+    };
+    rt.block_on(client.close());
+    outcome
 }
 
 /// Input lines with where they came from ("line 3").
