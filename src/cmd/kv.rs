@@ -207,7 +207,12 @@ fn with_client<T>(
     let rt = super::runtime()?;
     rt.block_on(async move {
         let client = Client::new(&cf)?;
-        f(client, cf).await
+        let out = f(std::sync::Arc::clone(&client), cf).await;
+        // Tell the node the connection is done: it counts connections per client
+        // certificate (`limits.max_connections_per_client`) until it hears so, and a
+        // script running the command in a loop would otherwise hit that cap.
+        client.close().await;
+        out
     })
 }
 
