@@ -21,7 +21,7 @@ use quorumkv::tls::{self, Role, TransportSettings};
 const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
 
 /// Peak RSS allowed for the flooded node below (see docs/SECURITY.md). Measured on the
-/// debug build: baseline ~86 MiB, peak 131–136 MiB under this flood; the same flood on
+/// debug build: baseline 86–90 MiB, peak 106–144 MiB over five runs; the same flood on
 /// the code before the byte budget peaked at 356 MiB. The ceiling leaves room for the
 /// in-flight budget (24 MiB), QUIC windows (≤ 1.5 MiB per connection) and RocksDB's
 /// memtable growth over that baseline.
