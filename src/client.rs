@@ -105,6 +105,14 @@ pub struct Client {
     max_frame: usize,
 }
 
+impl Drop for Client {
+    /// Close the connection so the node stops counting it against the certificate's
+    /// connection cap (sent by the endpoint's driver while the runtime lives on).
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"client dropped");
+    }
+}
+
 /// Largest reply the client accepts (a read of a key at the sibling cap with large values).
 const CLIENT_MAX_FRAME: usize = 256 << 20;
 

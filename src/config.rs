@@ -600,4 +600,30 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
             .to_string();
         assert!(e.contains("cannot read"), "{e}");
     }
+
+    /// Goal: the in-flight budget settings are checked against each other (a frame must
+    /// fit in the node reserve and in the clients' pool, a scan page in half a frame),
+    /// and a refusal names the field at fault.
+    #[test]
+    fn budget_limits_are_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(cfg.limits.max_inflight_bytes, 256 << 20);
+        assert_eq!(cfg.limits.node_reserved_bytes, 64 << 20);
+        let with = |limits: &str| {
+            NodeConfig::load(&write(
+                dir.path(),
+                &format!("{MINIMAL}\n[limits]\n{limits}\n"),
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let e = with("node_reserved_bytes = 1048576").unwrap_err();
+        assert!(e.contains("limits.node_reserved_bytes"), "{e}");
+        let e = with("max_inflight_bytes = 100000000").unwrap_err();
+        assert!(e.contains("limits.max_inflight_bytes"), "{e}");
+        let e = with("max_reply_bytes = 40000000").unwrap_err();
+        assert!(e.contains("limits.max_reply_bytes"), "{e}");
+        with("max_frame_bytes = 4194304\nmax_value_bytes = 65536\nnode_reserved_bytes = 4194304\nmax_inflight_bytes = 25165824\nmax_reply_bytes = 1048576").unwrap();
+    }
 }
