@@ -624,6 +624,6 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
         assert!(e.contains("limits.max_inflight_bytes"), "{e}");
         let e = with("max_reply_bytes = 40000000").unwrap_err();
         assert!(e.contains("limits.max_reply_bytes"), "{e}");
-        with("max_frame_bytes = 4194304\nmax_value_bytes = 65536\nnode_reserved_bytes = 4194304\nmax_inflight_bytes = 25165824\nmax_reply_bytes = 1048576").unwrap();
+        with("max_frame_bytes = 4194304\nmax_value_bytes = 65536\nmax_object_bytes = 1048576\nnode_reserved_bytes = 4194304\nmax_inflight_bytes = 25165824\nmax_reply_bytes = 1048576").unwrap();
     }
 }
