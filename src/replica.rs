@@ -791,31 +791,28 @@ mod tests {
         r.write_batch(&lwwc, &key.partition, vec![item(5)], false)
             .await
             .unwrap();
-        let (o, _) = r
-            .write(
-                &lwwt,
-                &key,
-                VersionVector::new(),
-                Some(b"t".to_vec()),
-                false,
-            )
-            .await
-            .unwrap();
-        assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());
+        // An HLC-stamped write on this node is stamped near now, not at the end of time.
+        let hlc_write_is_sane = |value: &'static [u8]| {
+            let (r, lwwt, key) = (Arc::clone(&r), lwwt.clone(), key.clone());
+            async move {
+                let (o, _) = r
+                    .write(
+                        &lwwt,
+                        &key,
+                        VersionVector::new(),
+                        Some(value.to_vec()),
+                        false,
+                    )
+                    .await
+                    .unwrap();
+                assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());
+            }
+        };
+        hlc_write_is_sane(b"t").await;
         // Merging a peer's copy of the poisoned key does not poison it either.
         let stored = r.read(&lwwc, &key).await.unwrap().unwrap();
         r.merge(&lwwc, &key, stored).await.unwrap();
-        let (o, _) = r
-            .write(
-                &lwwt,
-                &key,
-                VersionVector::new(),
-                Some(b"t2".to_vec()),
-                false,
-            )
-            .await
-            .unwrap();
-        assert!(o.max_ts() < u64::MAX / 2, "HLC poisoned: {}", o.max_ts());
+        hlc_write_is_sane(b"t2").await;
     }
 
     /// Goal: the sibling cap refuses the write that would exceed it and stores nothing.
