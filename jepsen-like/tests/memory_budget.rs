@@ -48,8 +48,13 @@ fn memory_budget_holds_on_history_built_to_exhaust_caches() {
         peak >> 10,
         limit >> 10
     );
+    // Each search may use its share, (budget − heap in use) / threads, and a cache stops
+    // at about three quarters of it (a doubling that would not fit is refused). How many
+    // hard keys run at the same moment depends on scheduling, so the peak proves the
+    // caches were exhausted once it passes half of one share.
+    let share = limit / 2;
     assert!(
-        peak > limit / 2,
+        peak > share / 2,
         "heap peaked at only {} KiB: the history did not exhaust the caches",
         peak >> 10
     );
