@@ -194,6 +194,19 @@ fn stored_incarnation(storage: &dyn Storage) -> Result<Option<u32>, ReplicaError
     }
 }
 
+/// Draw an incarnation other than `previous` and store it (synced as every write is).
+fn store_new_incarnation(
+    storage: &dyn Storage,
+    previous: Option<u32>,
+) -> Result<u32, ReplicaError> {
+    let inc = fresh_incarnation(previous);
+    storage.write(vec![BatchOp::Put(
+        INCARNATION_KEY.to_vec(),
+        inc.to_be_bytes().to_vec(),
+    )])?;
+    Ok(inc)
+}
+
 /// A node's replica role.
 pub struct Replica {
     name: String,
@@ -254,15 +267,10 @@ impl Replica {
         clock: Arc<dyn Clock>,
         opts: ReplicaOptions,
     ) -> Result<Arc<Self>, ReplicaError> {
-        let stored = stored_incarnation(storage.as_ref())?;
-        let inc = match stored {
+        let inc = match stored_incarnation(storage.as_ref())? {
             Some(inc) if !opts.new_incarnation => inc,
             previous => {
-                let inc = fresh_incarnation(previous);
-                storage.write(vec![BatchOp::Put(
-                    INCARNATION_KEY.to_vec(),
-                    inc.to_be_bytes().to_vec(),
-                )])?;
+                let inc = store_new_incarnation(storage.as_ref(), previous)?;
                 tracing::info!(node = name, incarnation = %format!("{inc:08x}"), previous = ?previous.map(|p| format!("{p:08x}")), "new node incarnation");
                 inc
             }
@@ -295,11 +303,7 @@ impl Replica {
             return Ok(());
         }
         let previous = stored_incarnation(self.storage.as_ref())?;
-        let inc = fresh_incarnation(previous);
-        self.storage.write(vec![BatchOp::Put(
-            INCARNATION_KEY.to_vec(),
-            inc.to_be_bytes().to_vec(),
-        )])?;
+        let inc = store_new_incarnation(self.storage.as_ref(), previous)?;
         let actor: Arc<str> = actor_id(&self.name, inc).into();
         tracing::warn!(node = %self.name, old = %current, new = %actor, "this node lost versions it had issued (restored backup or unsynced crash?); took a new incarnation");
         self.metrics
@@ -309,18 +313,20 @@ impl Replica {
         Ok(())
     }
 
-    /// Whether `claimed` (a context, or a peer's copy of a key) says this node's current
-    /// actor issued more than `local` (this replica's copy) holds; if so, renew.
-    fn check_lost_dots(
+    /// The actor to issue this key's next dot as. If `claimed` (a context, or a peer's copy
+    /// of the key) says the current actor issued more than `local` (this replica's copy)
+    /// holds, this node lost dots: renew first.
+    fn issuing_actor(
         &self,
         local: &VersionVector,
         claimed: &VersionVector,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<Arc<str>, ReplicaError> {
         let actor = self.actor();
         if claimed.get(&actor) > local.get(&actor) {
             self.renew_incarnation(&actor)?;
+            return Ok(self.actor());
         }
-        Ok(())
+        Ok(actor)
     }
 
     /// The storage engine (for metadata).
@@ -359,6 +365,25 @@ impl Replica {
 
     fn load(&self, key: &Key, skey: &[u8]) -> Result<Object, ReplicaError> {
         stored_object(key, self.storage.get(skey)?)
+    }
+
+    /// `bytes`, the encoded object a write would store for `key`, if it obeys
+    /// `limits.max_object_bytes`. A write that shrinks an object already over the cap (one
+    /// that merges grew) is let through, so the key can always be resolved.
+    fn capped(
+        &self,
+        key: &Key,
+        bytes: Vec<u8>,
+        size_before: usize,
+    ) -> Result<Vec<u8>, ReplicaError> {
+        if bytes.len() > self.max_object_bytes && bytes.len() >= size_before {
+            return Err(ReplicaError::ObjectTooLarge {
+                key: key.to_string(),
+                size: bytes.len(),
+                max: self.max_object_bytes,
+            });
+        }
+        Ok(bytes)
     }
 
     /// The stored object and its encoded size (0 when absent).
@@ -451,8 +476,7 @@ impl Replica {
                     Some((_, o, size)) => (o.clone(), *size),
                     None => r.load_sized(key, &skey)?,
                 };
-                r.check_lost_dots(&o.vv, &item.context)?;
-                let actor = r.actor();
+                let actor = r.issuing_actor(&o.vv, &item.context)?;
                 if if_context
                     && !matches!(
                         o.vv.partial_cmp_vv(&item.context),
@@ -497,16 +521,7 @@ impl Replica {
                         max: ks.max_siblings,
                     });
                 }
-                let bytes = encode_object(&o);
-                // A write that shrinks an object already over the cap (one that merges
-                // grew) is let through, so the key can always be resolved.
-                if bytes.len() > r.max_object_bytes && bytes.len() >= size_before {
-                    return Err(ReplicaError::ObjectTooLarge {
-                        key: key.to_string(),
-                        size: bytes.len(),
-                        max: r.max_object_bytes,
-                    });
-                }
+                let bytes = r.capped(key, encode_object(&o), size_before)?;
                 total = total.saturating_add(bytes.len());
                 if keys.len() > 1 && total > r.max_object_bytes {
                     return Err(ReplicaError::BatchTooLarge {
@@ -542,14 +557,7 @@ impl Replica {
             let _guards = r.lock_all(std::slice::from_ref(&skey));
             let (mut o, size_before) = r.load_sized(&key, &skey)?;
             crate::crdt::apply(ks.policy, &mut o.crdt, &r.actor(), &op, &context)?;
-            let bytes = encode_object(&o);
-            if bytes.len() > r.max_object_bytes && bytes.len() >= size_before {
-                return Err(ReplicaError::ObjectTooLarge {
-                    key: key.to_string(),
-                    size: bytes.len(),
-                    max: r.max_object_bytes,
-                });
-            }
+            let bytes = r.capped(&key, encode_object(&o), size_before)?;
             r.storage.write(vec![BatchOp::Put(skey, bytes)])?;
             Ok(o)
         })
@@ -609,7 +617,7 @@ impl Replica {
                 if ks.policy != ConflictPolicy::LwwClient {
                     r.hlc.observe(incoming.max_ts());
                 }
-                r.check_lost_dots(&current.vv, &incoming.vv)?;
+                r.issuing_actor(&current.vv, &incoming.vv)?;
                 let mut merged = current.clone();
                 merge_resolved(&ks, &mut merged, &incoming);
                 if merged != current {

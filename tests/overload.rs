@@ -92,6 +92,21 @@ async fn fire_once(conn: &quinn::Connection, frame: Bytes, read: bool) -> Option
     }
 }
 
+/// A client frame scanning all 1000 items of partition `p` at read quorum `r`.
+fn scan_frame(r: Option<u8>) -> Bytes {
+    Bytes::from(proto::encode(&Message::Client(ClientRequest::Scan(
+        proto::ScanRequest {
+            keyspace: "ks".into(),
+            partition: b"p".to_vec(),
+            from: Vec::new(),
+            to: None,
+            limit: 1000,
+            r,
+            trace: false,
+        },
+    ))))
+}
+
 /// Goal: a node flooded by several clients with near-limit frames, 1000-item batches and
 /// large scans keeps its RSS under `RSS_CEILING_MIB` (the in-flight byte budget refuses
 /// what does not fit, with an `overloaded` error naming the node), and still answers a
@@ -176,17 +191,7 @@ async fn flooded_node_stays_under_its_memory_ceiling() {
             trace: false,
         },
     ))));
-    let scan = Bytes::from(proto::encode(&Message::Client(ClientRequest::Scan(
-        proto::ScanRequest {
-            keyspace: "ks".into(),
-            partition: b"p".to_vec(),
-            from: Vec::new(),
-            to: None,
-            limit: 1000,
-            r: None,
-            trace: false,
-        },
-    ))));
+    let scan = scan_frame(None);
     let until = Instant::now() + Duration::from_secs(6);
     let overloaded = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -295,17 +300,7 @@ async fn client_that_never_reads_does_not_starve_others() {
 
     let greedy = tls::issue(&dir.path().join("certs"), "greedy", Role::Client, &[], 365).unwrap();
     let ep = raw_endpoint(&cf.ca_cert, &greedy.cert, &greedy.key).await;
-    let scan = Bytes::from(proto::encode(&Message::Client(ClientRequest::Scan(
-        proto::ScanRequest {
-            keyspace: "ks".into(),
-            partition: b"p".to_vec(),
-            from: Vec::new(),
-            to: None,
-            limit: 1000,
-            r: Some(1),
-            trace: false,
-        },
-    ))));
+    let scan = scan_frame(Some(1));
     let target = &cf.contact_points[0];
     let mut greedy_conns = Vec::new();
     let mut opened = 0;
