@@ -155,14 +155,14 @@ impl Trace {
 }
 
 /// What one replica call produced.
-enum CallFailure {
+pub(crate) enum CallFailure {
     Timeout,
     Transport(TransportError),
     Refused(PeerError),
 }
 
 impl CallFailure {
-    fn to_failure(&self, node: &str) -> ReplicaFailure {
+    pub(crate) fn to_failure(&self, node: &str) -> ReplicaFailure {
         let (kind, detail) = match self {
             CallFailure::Timeout => ("timeout", "no reply before the request timeout".to_string()),
             CallFailure::Transport(e) => ("unreachable", e.to_string()),
@@ -176,7 +176,7 @@ impl CallFailure {
     }
 }
 
-type CallResult = Result<PeerResponse, CallFailure>;
+pub(crate) type CallResult = Result<PeerResponse, CallFailure>;
 
 /// One replica's page of a scan: (replica, items by sort key, whether it stopped at the
 /// limit).
@@ -308,7 +308,7 @@ impl Node {
     /// Send `req` to every node in `targets` concurrently; results arrive on the channel
     /// as they come. Tasks outlive the caller so late replies can still be used (repair)
     /// or harmlessly dropped.
-    fn fan_out(
+    pub(crate) fn fan_out(
         self: &Arc<Self>,
         targets: &[String],
         req: &PeerRequest,

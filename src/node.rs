@@ -430,29 +430,22 @@ impl Node {
         }
         let generation = self.keyspace(&name).await?.generation;
         self.drop_local_async(&name, generation).await?;
-        let mut calls = tokio::task::JoinSet::new();
-        for peer in self.other_members() {
-            let me = Arc::clone(self);
-            let req = PeerRequest::DropKeyspace {
-                name: name.clone(),
-                generation,
-            };
-            calls.spawn(async move {
-                let res =
-                    tokio::time::timeout(me.request_timeout, me.transport.call(&peer, req)).await;
-                (peer, res)
-            });
-        }
+        let req = PeerRequest::DropKeyspace {
+            name: name.clone(),
+            generation,
+        };
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut rx = self.fan_out(&self.other_members(), &req, deadline);
         let mut acked = vec![self.name.clone()];
         let mut missing = Vec::new();
-        while let Some(done) = calls.join_next().await {
-            let Ok((node, res)) = done else { continue };
+        while let Some((node, _, res)) = rx.recv().await {
             match res {
-                Ok(Ok(PeerResponse::Ack)) => acked.push(node),
-                Ok(Ok(PeerResponse::Error(e))) => missing.push(format!("{node} ({e})")),
-                Ok(Ok(_)) => missing.push(format!("{node} (unexpected reply)")),
-                Ok(Err(e)) => missing.push(format!("{node} ({e})")),
-                Err(_) => missing.push(format!("{node} (timeout)")),
+                Ok(PeerResponse::Ack) => acked.push(node),
+                Ok(_) => missing.push(format!("{node} (unexpected reply)")),
+                Err(f) => {
+                    let f = f.to_failure(&node);
+                    missing.push(format!("{node} ({}: {})", f.kind, f.detail));
+                }
             }
         }
         acked.sort();
