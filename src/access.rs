@@ -16,6 +16,8 @@
 //!   keyspace anyway, and a node can write replicas directly);
 //! - listing keyspaces, status, stats, replicas and ping need any valid certificate.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use crate::keyspace::KeyspaceDef;
 use crate::proto::ClientRequest;
 use crate::tls::Role;

@@ -16,6 +16,8 @@
 //! associative and idempotent; a write with context `C` removes exactly the siblings whose
 //! dots `C` covers and keeps every other one.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 

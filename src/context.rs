@@ -20,6 +20,8 @@
 //! another key — another cluster's, or a key since replaced — are refused with a clear
 //! error that says to read the key again. See docs/SECURITY.md.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -207,6 +209,9 @@ pub fn decode_body(body: &[u8]) -> Result<VersionVector, ContextError> {
     }
 }
 
+// Key material is made once by `quorumkv certs` (or for an in-process cluster), never by
+// protocol code at run time, so it may use the OS random source directly.
+#[allow(clippy::disallowed_methods)]
 fn random_secret() -> [u8; CLUSTER_KEY_LEN] {
     use ring::rand::SecureRandom as _;
     let mut secret = [0u8; CLUSTER_KEY_LEN];

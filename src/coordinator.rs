@@ -15,14 +15,16 @@
 //! are ignored (reads still use them for repair). A failure names how many replies were
 //! needed and got, and why each missing replica failed.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::causality::{Dot, Object, VersionVector};
 use crate::context::ContextError;
+use crate::env::{self, Env, Instant};
 use crate::key::{Key, KeyError};
 use crate::keyspace::{validate_name, ConflictPolicy, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::node::{Node, NodeError};
@@ -127,14 +129,16 @@ fn describe(failures: &[ReplicaFailure]) -> String {
 
 /// Collects a request's timeline when the client asked for tracing.
 struct Trace {
+    env: Arc<dyn Env>,
     start: Instant,
     events: Option<Vec<TraceEvent>>,
 }
 
 impl Trace {
-    fn new(enabled: bool) -> Self {
+    fn new(env: &Arc<dyn Env>, enabled: bool) -> Self {
         Trace {
-            start: Instant::now(),
+            start: env.now(),
+            env: Arc::clone(env),
             events: enabled.then(Vec::new),
         }
     }
@@ -142,7 +146,11 @@ impl Trace {
     fn add(&mut self, node: &str, activity: impl FnOnce() -> String) {
         if let Some(ev) = &mut self.events {
             ev.push(TraceEvent {
-                elapsed_us: self.start.elapsed().as_micros() as u64,
+                elapsed_us: self
+                    .env
+                    .now()
+                    .saturating_duration_since(self.start)
+                    .as_micros() as u64,
                 node: node.to_string(),
                 activity: activity(),
             });
@@ -284,7 +292,7 @@ impl Node {
                 self.transport.call(to, req).await
             }
         };
-        let out = match tokio::time::timeout_at(deadline, fut).await {
+        let out = match env::timeout_at(&*self.env, deadline, fut).await {
             Err(_) => Err(CallFailure::Timeout),
             Ok(Err(e)) => Err(CallFailure::Transport(e)),
             Ok(Ok(PeerResponse::Error(e))) => Err(CallFailure::Refused(e)),
@@ -315,15 +323,14 @@ impl Node {
         deadline: Instant,
     ) -> mpsc::Receiver<(String, u64, CallResult)> {
         let (tx, rx) = mpsc::channel(targets.len().max(1));
-        let start = Instant::now();
+        let start = self.env.now();
         for node in targets {
             let (me, tx, node, req) = (Arc::clone(self), tx.clone(), node.clone(), req.clone());
-            tokio::spawn(async move {
+            self.env.spawn(Box::pin(async move {
                 let res = me.call_replica(&node, req, deadline).await;
-                let _ = tx
-                    .send((node, start.elapsed().as_micros() as u64, res))
-                    .await;
-            });
+                let us = me.env.now().saturating_duration_since(start).as_micros() as u64;
+                let _ = tx.send((node, us, res)).await;
+            }));
         }
         rx
     }
@@ -338,7 +345,7 @@ impl Node {
         }
         validate_name(name)?;
         let peers = self.other_members();
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let mut rx = self.fan_out(
             &peers,
             &PeerRequest::LookupKeyspace(name.to_string()),
@@ -357,7 +364,7 @@ impl Node {
 
     /// Coordinate a read.
     pub async fn get(self: &Arc<Self>, req: GetRequest) -> Result<GetResponse, CoordinatorError> {
-        let mut trace = Trace::new(req.trace);
+        let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         req.key.validate(self.limits.max_key_bytes)?;
         let r = ks.quorum("r", req.r.unwrap_or(ks.r))?;
@@ -368,7 +375,7 @@ impl Node {
                 req.key
             )
         });
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let read = PeerRequest::Read {
             keyspace: ks.clone(),
             key: req.key.clone(),
@@ -519,7 +526,7 @@ impl Node {
             return;
         }
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        self.env.spawn(Box::pin(async move {
             while let Some((node, _, res)) = rx.recv().await {
                 if let Ok(PeerResponse::Object(o)) = res {
                     let o = o.unwrap_or_default();
@@ -542,7 +549,7 @@ impl Node {
                 }
                 return;
             };
-            let deadline = Instant::now() + me.request_timeout;
+            let deadline = me.env.now() + me.request_timeout;
             for node in stale {
                 tracing::debug!(%key, replica = %node, "read repair");
                 me.metrics.read_repairs_sent(1);
@@ -556,12 +563,12 @@ impl Node {
                     tracing::debug!(%key, replica = %node, kind = %f.kind, "read repair failed");
                 }
             }
-        });
+        }));
     }
 
     /// Coordinate a write or delete.
     pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
-        let mut trace = Trace::new(req.trace);
+        let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         refuse_plain_write(&ks, if req.value.is_some() { "put" } else { "delete" })?;
         req.key.validate(self.limits.max_key_bytes)?;
@@ -585,7 +592,7 @@ impl Node {
                 req.key
             )
         });
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let write = PeerRequest::Write {
             keyspace: ks.clone(),
             key: req.key.clone(),
@@ -626,7 +633,7 @@ impl Node {
         self: &Arc<Self>,
         req: BatchRequest,
     ) -> Result<BatchResponse, CoordinatorError> {
-        let mut trace = Trace::new(req.trace);
+        let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         refuse_plain_write(&ks, "batch")?;
         let first = req.items.first().ok_or(CoordinatorError::EmptyBatch)?;
@@ -667,7 +674,7 @@ impl Node {
         trace.add(&self.name, || {
             format!("coordinating a batch of {} item(s) in partition {}; replicas {pl:?}; waiting for w={w}", items.len(), String::from_utf8_lossy(&partition))
         });
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let write = PeerRequest::WriteBatch {
             keyspace: ks.clone(),
             partition: partition.clone(),
@@ -712,7 +719,7 @@ impl Node {
         self: &Arc<Self>,
         req: UpdateRequest,
     ) -> Result<UpdateResponse, CoordinatorError> {
-        let mut trace = Trace::new(req.trace);
+        let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         req.op
             .check(ks.policy)
@@ -736,7 +743,7 @@ impl Node {
                 req.key
             )
         });
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let update = PeerRequest::Update {
             keyspace: ks.clone(),
             key: req.key.clone(),
@@ -790,7 +797,7 @@ impl Node {
     /// A far-future stamp would win every later write to the key for good.
     fn check_client_timestamp(&self, ts: Option<u64>) -> Result<(), CoordinatorError> {
         let Some(ts) = ts else { return Ok(()) };
-        let now_us = self.clock.now_ms().saturating_mul(1000);
+        let now_us = self.env.now_ms().saturating_mul(1000);
         let skew_us = self.limits.max_clock_skew_ms.saturating_mul(1000);
         let latest = now_us.saturating_add(skew_us);
         if ts > latest {
@@ -834,14 +841,14 @@ impl Node {
         for (i, cand) in candidates.into_iter().enumerate() {
             // Give each candidate half of what remains (the last gets all of it), so one
             // silent replica cannot use up the whole request timeout.
-            let now = Instant::now();
+            let now = self.env.now();
             let remaining = deadline.saturating_duration_since(now);
             let attempt_deadline = if i + 1 == count {
                 deadline
             } else {
                 now + remaining / 2
             };
-            let started = Instant::now();
+            let started = self.env.now();
             match self
                 .call_replica(&cand, write.clone(), attempt_deadline)
                 .await
@@ -850,7 +857,10 @@ impl Node {
                     trace.add(&cand, || {
                         format!(
                             "lead replica: issued the version(s) and stored them after {} µs",
-                            started.elapsed().as_micros()
+                            self.env
+                                .now()
+                                .saturating_duration_since(started)
+                                .as_micros()
                         )
                     });
                     return Ok((cand, reply, failures));
@@ -941,7 +951,7 @@ impl Node {
         self: &Arc<Self>,
         req: ScanRequest,
     ) -> Result<ScanResponse, CoordinatorError> {
-        let mut trace = Trace::new(req.trace);
+        let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         Key {
             partition: req.partition.clone(),
@@ -957,7 +967,7 @@ impl Node {
                 String::from_utf8_lossy(&req.partition)
             )
         });
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let scan = PeerRequest::Scan {
             keyspace: ks.clone(),
             partition: req.partition.clone(),
@@ -1103,14 +1113,14 @@ impl Node {
                 items: stale,
             };
             let (me, node) = (Arc::clone(self), node.clone());
-            tokio::spawn(async move {
+            self.env.spawn(Box::pin(async move {
                 let _permit = permit;
-                let deadline = Instant::now() + me.request_timeout;
+                let deadline = me.env.now() + me.request_timeout;
                 if let Err(f) = me.call_replica(&node, req, deadline).await {
                     let f = f.to_failure(&node);
                     tracing::debug!(replica = %node, kind = %f.kind, "scan repair failed");
                 }
-            });
+            }));
         }
     }
 
@@ -1134,7 +1144,7 @@ impl Node {
         def.validate(self.members.len())?;
         self.learn_keyspace(def.clone())?;
         let peers = self.other_members();
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let mut rx = self.fan_out(
             &peers,
             &PeerRequest::AnnounceKeyspace(def.clone()),

@@ -13,6 +13,8 @@
 //! context of the client's read, so an add made concurrently elsewhere survives (add
 //! wins), exactly riak_dt's ORSWOT semantics.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::collections::BTreeMap;
 
 use crdts::ctx::RmCtx;

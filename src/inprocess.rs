@@ -61,13 +61,14 @@ impl MemoryCluster {
         let mut nodes = Vec::new();
         for (m, clock) in members.iter().zip(clocks) {
             let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+            let env: Arc<dyn crate::env::Env> = crate::env::TokioEnv::new(clock);
             let node = Node::new(NodeParams {
                 name: m.name.clone(),
                 members: members.clone(),
                 vnodes: DEFAULT_VNODES,
                 storage,
                 transport: Arc::new(net.transport(&m.name)),
-                clock,
+                env: Arc::clone(&env),
                 limits: Limits::default(),
                 request_timeout,
                 keyspaces: keyspaces.clone(),
@@ -75,7 +76,7 @@ impl MemoryCluster {
                 new_incarnation: false,
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
-            net.register(&m.name, Arc::downgrade(&handler));
+            net.register(&m.name, Arc::downgrade(&handler), env);
             nodes.push(node);
         }
         Ok(MemoryCluster { net, nodes })

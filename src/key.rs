@@ -6,6 +6,8 @@
 //! sort-ordered range, which is what ordered scans and atomic per-partition batches need.
 //! The escape (`0x00` → `0x00 0xFF`) keeps the encoding prefix-free and order-preserving.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use serde::{Deserialize, Serialize};
 
 /// Errors for keys that cannot be stored.

@@ -7,6 +7,8 @@
 //! learns it from the first request), and a node that is asked about a keyspace it does not
 //! know asks its peers before answering "unknown keyspace".
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 

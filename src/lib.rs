@@ -18,6 +18,7 @@ pub mod config;
 pub mod context;
 pub mod coordinator;
 pub mod crdt;
+pub mod env;
 pub mod inprocess;
 pub mod key;
 pub mod keyspace;

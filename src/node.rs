@@ -6,6 +6,8 @@
 //! and peer requests ([`Node::handle_peer`], where it acts as a replica). It never opens a
 //! socket itself, which is what lets a whole cluster run in one process under test.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -14,9 +16,9 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::access::{self, ClientIdentity, Permission};
-use crate::clock::Clock;
 use crate::config::{Limits, Member};
 use crate::coordinator::CoordinatorError;
+use crate::env::{self, Env};
 use crate::key::Key;
 use crate::keyspace::{KeyspaceDef, KeyspaceError, Registry};
 use crate::proto::{
@@ -57,8 +59,8 @@ pub struct NodeParams {
     pub storage: Arc<dyn Storage>,
     /// How to reach peers.
     pub transport: Arc<dyn Transport>,
-    /// Wall clock.
-    pub clock: Arc<dyn Clock>,
+    /// Time, timers, randomness and tasks (see [`crate::env`]).
+    pub env: Arc<dyn Env>,
     /// Limits.
     pub limits: Limits,
     /// Coordinator timeout per request.
@@ -84,8 +86,8 @@ pub struct Node {
     pub(crate) request_timeout: Duration,
     /// Seals and opens clients' causal contexts.
     pub(crate) contexts: crate::context::ContextKey,
-    /// The node's wall clock (client timestamps are checked against it).
-    pub(crate) clock: Arc<dyn Clock>,
+    /// Time, timers, randomness and tasks: the node's only way to reach them.
+    pub(crate) env: Arc<dyn Env>,
     /// Last known state of each peer (`true` = up), from the last exchange with it.
     pub(crate) health: Mutex<HashMap<String, bool>>,
     /// Latency histograms and counters, served at `/metrics`.
@@ -114,20 +116,6 @@ const META_DROPPED_PREFIX: &[u8] = b"\xFFmeta\x00dropped\x00";
 /// Keys deleted per storage batch when a dropped keyspace's data is purged.
 const PURGE_BATCH: usize = 1000;
 
-/// A generation for a keyspace an admin creates: random (seeded per process by the
-/// standard library's hasher keys) and mixed with the time, never 0 (0 marks keyspaces
-/// from node.toml). Uniqueness is what matters, not secrecy.
-fn fresh_generation() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    h.write_u128(nanos);
-    h.finish().max(1)
-}
-
 impl Node {
     /// Build a node and load its stored keyspaces, then the configured ones.
     pub fn new(p: NodeParams) -> Result<Arc<Self>, NodeError> {
@@ -137,7 +125,7 @@ impl Node {
         let replica = Replica::new(
             &p.name,
             p.storage.clone(),
-            p.clock.clone(),
+            p.env.clone(),
             crate::replica::ReplicaOptions {
                 max_object_bytes: p.limits.max_object_bytes,
                 new_incarnation: p.new_incarnation,
@@ -147,7 +135,7 @@ impl Node {
         .map_err(|e| NodeError::Metadata(format!("node incarnation: {e}")))?;
         let mut node = Node {
             contexts: p.context_key,
-            clock: p.clock,
+            env: p.env,
             name: p.name,
             members: p.members,
             ring,
@@ -395,9 +383,9 @@ impl Node {
     ) -> Result<usize, NodeError> {
         let me = Arc::clone(self);
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || me.drop_local(&name, generation))
+        env::blocking(&*self.env, move || me.drop_local(&name, generation))
             .await
-            .map_err(|e| NodeError::Metadata(format!("drop task failed: {e}")))?
+            .ok_or_else(|| NodeError::Metadata("drop task failed".into()))?
     }
 
     /// Create a keyspace as an admin asked: a new name gets a fresh generation; asking
@@ -410,7 +398,9 @@ impl Node {
         def.validate(self.members.len())?;
         def.generation = match self.keyspace(&def.name).await {
             Ok(existing) if existing.same_settings(&def) => existing.generation,
-            _ => fresh_generation(),
+            // Random (from the node's environment) and never 0, which marks keyspaces
+            // from node.toml. Uniqueness is what matters, not secrecy.
+            _ => self.env.random_u64().max(1),
         };
         self.create_keyspace(def).await
     }
@@ -434,7 +424,7 @@ impl Node {
             name: name.clone(),
             generation,
         };
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let deadline = self.env.now() + self.request_timeout;
         let mut rx = self.fan_out(&self.other_members(), &req, deadline);
         let mut acked = vec![self.name.clone()];
         let mut missing = Vec::new();
@@ -500,19 +490,10 @@ impl Node {
     /// periodically by the node's driver so `status` reflects nodes that no request has
     /// touched lately; gossip-based failure detection will replace it.
     pub async fn probe_peers(self: &Arc<Self>, timeout: Duration) {
-        let mut probes = tokio::task::JoinSet::new();
-        for peer in self.other_members() {
-            let me = Arc::clone(self);
-            probes.spawn(async move {
-                let ok = matches!(
-                    tokio::time::timeout(timeout, me.transport.call(&peer, PeerRequest::Ping))
-                        .await,
-                    Ok(Ok(PeerResponse::Ack))
-                );
-                me.note_health(&peer, ok);
-            });
-        }
-        while probes.join_next().await.is_some() {}
+        let deadline = self.env.now() + timeout;
+        let mut rx = self.fan_out(&self.other_members(), &PeerRequest::Ping, deadline);
+        // `call_replica` (inside the fan-out) records each peer's health.
+        while rx.recv().await.is_some() {}
     }
 
     /// `Some(true)` up, `Some(false)` down, `None` never contacted.
@@ -537,15 +518,18 @@ impl Node {
             _ => "admin",
         };
         let _inflight = self.metrics.start_request();
-        let started = tokio::time::Instant::now();
+        let started = self.env.now();
         async move {
             let result = match self.authorize(&who, &req).await {
                 Err(e) => Err(e),
                 Ok(()) => self.dispatch_client(req).await,
             };
             let quorum_failed = matches!(result, Err(CoordinatorError::QuorumNotReached { .. }));
-            self.metrics
-                .coordinator_done(metric_op, started.elapsed(), quorum_failed);
+            self.metrics.coordinator_done(
+                metric_op,
+                self.env.now().saturating_duration_since(started),
+                quorum_failed,
+            );
             result.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "request failed");
                 ClientResponse::Error(error_response(&e))
@@ -633,9 +617,10 @@ impl Node {
             PeerRequest::Scan { .. } => "scan",
             _ => "other",
         };
-        let started = tokio::time::Instant::now();
+        let started = self.env.now();
         let reply = self.replica_apply(req).await;
-        self.metrics.replica_done(kind, started.elapsed());
+        self.metrics
+            .replica_done(kind, self.env.now().saturating_duration_since(started));
         reply
     }
 
@@ -878,7 +863,6 @@ impl PeerHandler for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
     use crate::storage::MemoryStorage;
     use crate::transport::memory::MemoryNetwork;
 
@@ -904,7 +888,7 @@ mod tests {
             vnodes: 8,
             storage,
             transport: Arc::new(net.transport("n1")),
-            clock: Arc::new(SystemClock),
+            env: crate::env::TokioEnv::system(),
             limits: Limits::default(),
             request_timeout: Duration::from_millis(200),
             keyspaces,

@@ -12,6 +12,8 @@
 //! variant, so a peer body from such a connection is refused at its tag, before any of
 //! it is deserialized.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use serde::{Deserialize, Serialize};
 
 use crate::causality::{Object, VersionVector};
@@ -665,6 +667,23 @@ impl PeerRequest {
             PeerRequest::LookupKeyspace(_)
             | PeerRequest::DropKeyspace { .. }
             | PeerRequest::Ping => None,
+        }
+    }
+
+    /// The request's name, for traces and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerRequest::Read { .. } => "read",
+            PeerRequest::Write { .. } => "write",
+            PeerRequest::Update { .. } => "update",
+            PeerRequest::WriteBatch { .. } => "write-batch",
+            PeerRequest::Replicate { .. } => "replicate",
+            PeerRequest::ReplicateBatch { .. } => "replicate-batch",
+            PeerRequest::Scan { .. } => "scan",
+            PeerRequest::AnnounceKeyspace(_) => "announce-keyspace",
+            PeerRequest::LookupKeyspace(_) => "lookup-keyspace",
+            PeerRequest::DropKeyspace { .. } => "drop-keyspace",
+            PeerRequest::Ping => "ping",
         }
     }
 }

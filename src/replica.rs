@@ -28,10 +28,13 @@
 //! refused (the versions exist elsewhere and dropping them would lose acknowledged
 //! writes), but one that produces an oversized object is counted.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::causality::{CausalityError, Dot, Object, VersionVector};
-use crate::clock::{Clock, Hlc};
+use crate::clock::Hlc;
+use crate::env::{self, Env};
 use crate::key::{partition_prefix, Key};
 use crate::keyspace::ConflictPolicy;
 use crate::keyspace::KeyspaceDef;
@@ -155,25 +158,11 @@ pub fn actor_node(actor: &str) -> &str {
     actor.split_once('@').map_or(actor, |(name, _)| name)
 }
 
-/// A random incarnation, different from `previous` and from 0 (0 marks "none").
-fn fresh_incarnation(previous: Option<u32>) -> u32 {
-    use ring::rand::SecureRandom as _;
-    let rng = ring::rand::SystemRandom::new();
-    let mut attempt: u32 = 0;
+/// A random incarnation (from the node's environment), different from `previous` and
+/// from 0 (0 marks "none").
+fn fresh_incarnation(env: &dyn Env, previous: Option<u32>) -> u32 {
     loop {
-        let mut b = [0u8; 4];
-        let inc = match rng.fill(&mut b) {
-            Ok(()) => u32::from_be_bytes(b),
-            // Never observed; time and a counter still differ from the previous id.
-            Err(_) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                t ^ attempt.wrapping_mul(0x9E37_79B9)
-            }
-        };
-        attempt = attempt.wrapping_add(1);
+        let inc = env.random_u64() as u32;
         if inc != 0 && Some(inc) != previous {
             return inc;
         }
@@ -197,9 +186,10 @@ fn stored_incarnation(storage: &dyn Storage) -> Result<Option<u32>, ReplicaError
 /// Draw an incarnation other than `previous` and store it (synced as every write is).
 fn store_new_incarnation(
     storage: &dyn Storage,
+    env: &dyn Env,
     previous: Option<u32>,
 ) -> Result<u32, ReplicaError> {
-    let inc = fresh_incarnation(previous);
+    let inc = fresh_incarnation(env, previous);
     storage.write(vec![BatchOp::Put(
         INCARNATION_KEY.to_vec(),
         inc.to_be_bytes().to_vec(),
@@ -217,7 +207,8 @@ pub struct Replica {
     max_object_bytes: usize,
     metrics: Arc<crate::metrics::Metrics>,
     storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
+    /// Time, randomness and blocking work (see [`crate::env`]).
+    env: Arc<dyn Env>,
     /// Timestamps for last-write-wins keyspaces.
     hlc: Hlc,
     locks: Vec<Mutex<()>>,
@@ -264,13 +255,13 @@ impl Replica {
     pub fn new(
         name: &str,
         storage: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
+        env: Arc<dyn Env>,
         opts: ReplicaOptions,
     ) -> Result<Arc<Self>, ReplicaError> {
         let inc = match stored_incarnation(storage.as_ref())? {
             Some(inc) if !opts.new_incarnation => inc,
             previous => {
-                let inc = store_new_incarnation(storage.as_ref(), previous)?;
+                let inc = store_new_incarnation(storage.as_ref(), &*env, previous)?;
                 tracing::info!(node = name, incarnation = %format!("{inc:08x}"), previous = ?previous.map(|p| format!("{p:08x}")), "new node incarnation");
                 inc
             }
@@ -282,8 +273,8 @@ impl Replica {
             max_object_bytes: opts.max_object_bytes,
             metrics: opts.metrics,
             storage,
-            hlc: Hlc::new(clock.clone()),
-            clock,
+            hlc: Hlc::new(env.clone()),
+            env,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }))
     }
@@ -303,7 +294,7 @@ impl Replica {
             return Ok(());
         }
         let previous = stored_incarnation(self.storage.as_ref())?;
-        let inc = store_new_incarnation(self.storage.as_ref(), previous)?;
+        let inc = store_new_incarnation(self.storage.as_ref(), &*self.env, previous)?;
         let actor: Arc<str> = actor_id(&self.name, inc).into();
         tracing::warn!(node = %self.name, old = %current, new = %actor, "this node lost versions it had issued (restored backup or unsynced crash?); took a new incarnation");
         self.metrics
@@ -341,9 +332,9 @@ impl Replica {
     ) -> Result<T, ReplicaError> {
         if self.storage.blocking() {
             let me = Arc::clone(self);
-            tokio::task::spawn_blocking(move || f(&me))
+            env::blocking(&*self.env, move || f(&me))
                 .await
-                .map_err(|e| ReplicaError::Task(e.to_string()))?
+                .ok_or_else(|| ReplicaError::Task("storage task failed".into()))?
         } else {
             f(self)
         }
@@ -498,7 +489,7 @@ impl Replica {
                     (ConflictPolicy::LwwClient, Some(ts)) => ts,
                     _ => r.hlc.tick(),
                 };
-                let now = r.clock.now_ms();
+                let now = r.env.now_ms();
                 let dot = resolve::write(
                     &ks,
                     &mut o,
@@ -722,7 +713,7 @@ mod tests {
         Replica::new(
             name,
             Arc::new(MemoryStorage::new()),
-            Arc::new(ManualClock::new(1000)),
+            crate::env::TokioEnv::new(Arc::new(ManualClock::new(1000))),
             ReplicaOptions::default(),
         )
         .unwrap()
@@ -734,7 +725,7 @@ mod tests {
     #[test]
     fn incarnation_is_stored_and_renewed_on_demand() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let clock = Arc::new(ManualClock::new(0));
+        let clock: Arc<dyn Env> = crate::env::TokioEnv::new(Arc::new(ManualClock::new(0)));
         let open = |new_incarnation| {
             Replica::new(
                 "n1",
@@ -857,7 +848,7 @@ mod tests {
         let r = Replica::new(
             "n1",
             storage.clone(),
-            Arc::new(ManualClock::new(0)),
+            crate::env::TokioEnv::new(Arc::new(ManualClock::new(0))),
             ReplicaOptions::default(),
         )
         .unwrap();

@@ -12,6 +12,8 @@
 //! versions, so it is commutative, associative and idempotent — checked by the property
 //! tests below.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use crate::causality::{Object, Sibling};
 use crate::keyspace::{ConflictPolicy, KeyspaceDef};
 

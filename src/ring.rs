@@ -7,6 +7,8 @@
 //! each node's share over many small ranges, which evens out ownership and means a joining
 //! node takes a little from everyone instead of half of one neighbour.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::collections::BTreeMap;
 
 use xxhash_rust::xxh3::xxh3_64;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use quinn::{Endpoint, EndpointConfig, TokioRuntime};
 
-use crate::clock::SystemClock;
 use crate::config::NodeConfig;
 use crate::node::{Node, NodeError, NodeParams};
 #[cfg(feature = "rocksdb")]
@@ -164,7 +163,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         vnodes: cfg.ring.vnodes,
         storage,
         transport: Arc::new(transport),
-        clock: Arc::new(SystemClock),
+        env: crate::env::TokioEnv::system(),
         limits: cfg.limits.clone(),
         request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
         keyspaces: cfg.keyspaces.clone(),

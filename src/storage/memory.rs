@@ -1,6 +1,8 @@
 //! The in-memory engine: a `BTreeMap` behind a mutex. For tests and the simulation; it
 //! forgets everything when dropped, which is exactly what a crash of a memory node means.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

@@ -1,50 +1,191 @@
-//! An in-process network for tests and simulation: every node registers its handler, and
-//! the test cuts links (one way or both), crashes nodes and adds latency.
+//! An in-process network for tests and the simulator: every node registers its handler
+//! and its environment; the test or simulation cuts links (one way or both), crashes
+//! nodes, and sets per-link latency, loss and duplication drawn from a seeded generator.
 //!
-//! Messages are encoded and decoded on the way, exactly as over QUIC, so a type that does
-//! not survive the wire fails here too. A cut link *drops* requests silently (the caller's
-//! timeout fires, as with an iptables DROP rule); a crashed node is refused at once.
+//! It behaves as a network does, not as a function call: a request is encoded, travels as
+//! a task of the network (so it still arrives if the caller gives up), and is handled in
+//! a task of the *receiver's* environment (so it dies if the receiver crashes, and runs
+//! on the receiver's clock); the reply travels back the same way. Messages are encoded
+//! and decoded exactly as over QUIC, so a type that does not survive the wire fails here
+//! too. A cut link or a lost message *drops* silently (the caller's timeout fires, as with
+//! an iptables DROP rule); a crashed node is refused at once. Independent latencies per
+//! message reorder them.
+
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::{BoxFuture, PeerHandler, Transport, TransportError};
+use super::{PeerHandler, Transport, TransportError};
+use crate::env::{BoxFuture, Env, Rng, TokioEnv};
 use crate::proto::{self, Message, PeerRequest, PeerResponse, Reply};
 
 /// Frame limit inside the simulated network.
 const MAX_FRAME: usize = 64 << 20;
 
-#[derive(Default)]
+/// Faults every message meets, drawn per message from the network's seeded generator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkFaults {
+    /// Least one-way delay.
+    pub latency_min: Duration,
+    /// Greatest one-way delay (uniform between the two).
+    pub latency_max: Duration,
+    /// Probability that a message (request or reply) is lost.
+    pub drop: f64,
+    /// Probability that a request is delivered twice (a retransmission or a retry).
+    pub duplicate: f64,
+}
+
+impl Default for LinkFaults {
+    fn default() -> Self {
+        LinkFaults {
+            latency_min: Duration::ZERO,
+            latency_max: Duration::ZERO,
+            drop: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// What happened to a message, for the simulator's event trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A request left `from` (with its sequence number and kind).
+    Send {
+        /// Message number.
+        id: u64,
+        /// Sender.
+        from: String,
+        /// Receiver.
+        to: String,
+        /// Request kind.
+        kind: &'static str,
+    },
+    /// Message `id` was lost (cut link, crashed receiver, or chance).
+    Drop {
+        /// Message number.
+        id: u64,
+        /// Why.
+        why: &'static str,
+    },
+    /// Request `id` reached its receiver's handler.
+    Deliver {
+        /// Message number.
+        id: u64,
+    },
+    /// The reply to request `id` reached the caller.
+    Reply {
+        /// Message number.
+        id: u64,
+    },
+}
+
+type Observer = Arc<dyn Fn(&NetEvent) + Send + Sync>;
+
+struct Endpoint {
+    handler: Weak<dyn PeerHandler>,
+    env: Arc<dyn Env>,
+}
+
 struct State {
-    nodes: HashMap<String, Weak<dyn PeerHandler>>,
+    nodes: HashMap<String, Endpoint>,
     /// Directed links that drop everything: (from, to).
     cut: HashSet<(String, String)>,
     /// Crashed nodes: calls to them fail immediately.
     down: HashSet<String>,
-    /// One-way delay added to every message.
-    latency: Duration,
+    faults: LinkFaults,
+    rng: Rng,
+    next_id: u64,
+    observer: Option<Observer>,
+}
+
+impl State {
+    fn note(&self, e: NetEvent) {
+        if let Some(o) = &self.observer {
+            o(&e);
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = (self.faults.latency_min, self.faults.latency_max);
+        if hi <= lo {
+            return lo;
+        }
+        let span = (hi - lo).as_nanos() as u64;
+        lo + Duration::from_nanos(self.rng.below(span + 1))
+    }
+
+    /// Whether the next message is lost by chance.
+    fn lose(&mut self) -> bool {
+        let p = self.faults.drop;
+        self.rng.chance(p)
+    }
+
+    /// Whether the next request is delivered twice.
+    fn duplicates(&mut self) -> bool {
+        let p = self.faults.duplicate;
+        self.rng.chance(p)
+    }
+
+    fn cut(&self, from: &str, to: &str) -> bool {
+        // Fast path: most runs have no cut at all.
+        !self.cut.is_empty() && self.cut.contains(&(from.to_string(), to.to_string()))
+    }
 }
 
 /// The shared network.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct MemoryNetwork {
     state: Arc<Mutex<State>>,
+    /// Timers and tasks of messages in flight.
+    env: Arc<dyn Env>,
+}
+
+impl Default for MemoryNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryNetwork {
-    /// An empty network.
+    /// A network with no faults, on the real tokio runtime.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_env(TokioEnv::system(), 0)
+    }
+
+    /// A network whose messages travel on `env`'s timers and tasks, with faults drawn from
+    /// `seed` (the simulator passes its own environment and the run's seed).
+    pub fn with_env(env: Arc<dyn Env>, seed: u64) -> Self {
+        MemoryNetwork {
+            state: Arc::new(Mutex::new(State {
+                nodes: HashMap::new(),
+                cut: HashSet::new(),
+                down: HashSet::new(),
+                faults: LinkFaults::default(),
+                rng: Rng::new(seed),
+                next_id: 0,
+                observer: None,
+            })),
+            env,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Attach a node's handler under `name`.
-    pub fn register(&self, name: &str, handler: Weak<dyn PeerHandler>) {
-        self.lock().nodes.insert(name.to_string(), handler);
+    /// Attach a node's handler under `name`; its requests run on `env` (a restarted node
+    /// registers again, replacing the crashed one).
+    pub fn register(&self, name: &str, handler: Weak<dyn PeerHandler>, env: Arc<dyn Env>) {
+        self.lock()
+            .nodes
+            .insert(name.to_string(), Endpoint { handler, env });
+    }
+
+    /// Report every message's fate to `observer` (the simulator's trace).
+    pub fn observe(&self, observer: Observer) {
+        self.lock().observer = Some(observer);
     }
 
     /// The transport a node named `me` uses to send.
@@ -80,6 +221,13 @@ impl MemoryNetwork {
         self.lock().cut.clear();
     }
 
+    /// The directed links cut now, sorted (for traces and reports).
+    pub fn cuts(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self.lock().cut.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Mark `name` crashed (calls to it are refused) or back up.
     pub fn set_down(&self, name: &str, down: bool) {
         let mut s = self.lock();
@@ -90,9 +238,111 @@ impl MemoryNetwork {
         }
     }
 
-    /// Add a one-way delay to every message.
+    /// Add the same one-way delay to every message.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        let mut s = self.lock();
+        s.faults.latency_min = latency;
+        s.faults.latency_max = latency;
+    }
+
+    /// Set the latency distribution, loss and duplication of every link.
+    pub fn set_faults(&self, faults: LinkFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// Carry request `id` (encoded as `frame`) from `from` to `to` after `delay`, run it in
+    /// the receiver's environment, and carry the reply back to `reply` (if any).
+    fn deliver(
+        &self,
+        id: u64,
+        from: String,
+        to: String,
+        frame: Vec<u8>,
+        delay: Duration,
+        reply: Option<tokio::sync::oneshot::Sender<Result<PeerResponse, TransportError>>>,
+    ) {
+        let net = self.clone();
+        self.env.spawn(Box::pin(async move {
+            if !delay.is_zero() {
+                net.env.sleep_until(net.env.now() + delay).await;
+            }
+            let (handler, env) = {
+                let s = net.lock();
+                let why = if s.down.contains(&to) {
+                    Some("receiver down")
+                } else if s.cut(&from, &to) {
+                    Some("link cut")
+                } else {
+                    None
+                };
+                let endpoint = s
+                    .nodes
+                    .get(&to)
+                    .and_then(|e| Some((e.handler.upgrade()?, Arc::clone(&e.env))));
+                match (why, endpoint) {
+                    (None, Some(ep)) => {
+                        s.note(NetEvent::Deliver { id });
+                        ep
+                    }
+                    (why, _) => {
+                        s.note(NetEvent::Drop {
+                            id,
+                            why: why.unwrap_or("receiver gone"),
+                        });
+                        return;
+                    }
+                }
+            };
+            let req = match proto::decode::<Message>(&frame, MAX_FRAME) {
+                Ok(Message::Peer { req, .. }) => req,
+                Ok(_) => {
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Err(TransportError::Protocol("not a peer message".into())));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Err(TransportError::Protocol(e.to_string())));
+                    }
+                    return;
+                }
+            };
+            let receiver_env = Arc::clone(&env);
+            receiver_env.spawn(Box::pin(async move {
+                let resp = handler.handle_peer(from.clone(), req).await;
+                let Some(tx) = reply else { return };
+                let frame = proto::encode(&Reply::Peer(resp));
+                let delay = {
+                    let mut s = net.lock();
+                    let lost = if s.cut(&to, &from) {
+                        Some("reply link cut")
+                    } else if s.lose() {
+                        Some("reply lost")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = lost {
+                        s.note(NetEvent::Drop { id, why });
+                        return;
+                    }
+                    s.latency()
+                };
+                let back = net.clone();
+                net.env.spawn(Box::pin(async move {
+                    if !delay.is_zero() {
+                        back.env.sleep_until(back.env.now() + delay).await;
+                    }
+                    let resp = match proto::decode::<Reply>(&frame, MAX_FRAME) {
+                        Ok(Reply::Peer(r)) => Ok(r),
+                        Ok(_) => Err(TransportError::Protocol("not a peer reply".into())),
+                        Err(e) => Err(TransportError::Protocol(e.to_string())),
+                    };
+                    back.lock().note(NetEvent::Reply { id });
+                    let _ = tx.send(resp);
+                }));
+            }));
+        }));
     }
 }
 
@@ -111,49 +361,57 @@ impl Transport for MemoryTransport {
     ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
         let to = to.to_string();
         Box::pin(async move {
-            let (handler, latency, forward_cut, back_cut) = {
-                let s = self.net.lock();
-                if s.down.contains(&to) || s.down.contains(&self.me) {
-                    return Err(TransportError::Unreachable(format!("{to} is down")));
-                }
-                let handler = s
-                    .nodes
-                    .get(&to)
-                    .and_then(|w| w.upgrade())
-                    .ok_or_else(|| TransportError::UnknownNode(to.clone()))?;
-                let fwd = s.cut.contains(&(self.me.clone(), to.clone()));
-                let back = s.cut.contains(&(to.clone(), self.me.clone()));
-                (handler, s.latency, fwd, back)
-            };
-            if forward_cut {
-                // Dropped on the way: the request never arrives.
-                std::future::pending::<()>().await;
-            }
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
+            let kind = req.kind();
             let frame = proto::encode(&Message::Peer {
                 from: self.me.clone(),
                 req,
             });
-            let (from, req) = match proto::decode::<Message>(&frame, MAX_FRAME) {
-                Ok(Message::Peer { from, req }) => (from, req),
-                Ok(_) => return Err(TransportError::Protocol("not a peer message".into())),
-                Err(e) => return Err(TransportError::Protocol(e.to_string())),
-            };
-            let resp = handler.handle_peer(from, req).await;
-            if back_cut {
-                // The request took effect, but the reply is lost.
-                std::future::pending::<()>().await;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            {
+                let mut s = self.net.lock();
+                if s.down.contains(&to) || s.down.contains(&self.me) {
+                    return Err(TransportError::Unreachable(format!("{to} is down")));
+                }
+                if !s.nodes.contains_key(&to) {
+                    return Err(TransportError::UnknownNode(to));
+                }
+                let id = s.next_id;
+                s.next_id += 1;
+                s.note(NetEvent::Send {
+                    id,
+                    from: self.me.clone(),
+                    to: to.clone(),
+                    kind,
+                });
+                let lost = if s.cut(&self.me, &to) {
+                    Some("link cut")
+                } else if s.lose() {
+                    Some("lost")
+                } else {
+                    None
+                };
+                match lost {
+                    Some(why) => s.note(NetEvent::Drop { id, why }),
+                    None => {
+                        let duplicate = s.duplicates();
+                        let delay = s.latency();
+                        let second = duplicate.then(|| s.latency());
+                        drop(s);
+                        if let Some(d2) = second {
+                            // The copy's reply goes nowhere: the caller takes the first.
+                            let net = &self.net;
+                            net.deliver(id, self.me.clone(), to.clone(), frame.clone(), d2, None);
+                        }
+                        self.net
+                            .deliver(id, self.me.clone(), to.clone(), frame, delay, Some(tx));
+                    }
+                }
             }
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            let frame = proto::encode(&Reply::Peer(resp));
-            match proto::decode::<Reply>(&frame, MAX_FRAME) {
-                Ok(Reply::Peer(r)) => Ok(r),
-                Ok(_) => Err(TransportError::Protocol("not a peer reply".into())),
-                Err(e) => Err(TransportError::Protocol(e.to_string())),
+            match rx.await {
+                Ok(r) => r,
+                // Lost on the way there or back: silence, as on a real network. The
+                // caller's deadline ends the wait.
+                Err(_) => std::future::pending().await,
             }
         })
     }

@@ -8,13 +8,8 @@
 pub mod memory;
 pub mod quic;
 
-use std::future::Future;
-use std::pin::Pin;
-
+pub use crate::env::BoxFuture;
 use crate::proto::{PeerRequest, PeerResponse};
-
-/// A boxed, sendable future (the trait must be object-safe).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a peer call produced no reply.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
