@@ -158,6 +158,12 @@ impl Process {
     }
 }
 
+impl From<i64> for Process {
+    fn from(p: i64) -> Process {
+        Process::Client(p)
+    }
+}
+
 impl fmt::Display for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -189,6 +195,10 @@ pub enum Function {
     Cas,
     /// `:add` (sets, counters).
     Add,
+    /// `:final-read`: a read done after every fault has healed and the
+    /// replicas have converged. Set and sibling-register checkers judge
+    /// against the last successful one; otherwise it is a read.
+    FinalRead,
     /// Anything else, e.g. nemesis functions like `:start`.
     Other(String),
 }
@@ -201,6 +211,7 @@ impl Function {
             Function::Write => "write",
             Function::Cas => "cas",
             Function::Add => "add",
+            Function::FinalRead => "final-read",
             Function::Other(s) => s,
         }
     }
@@ -211,6 +222,7 @@ impl Function {
             "write" => Function::Write,
             "cas" => Function::Cas,
             "add" => Function::Add,
+            "final-read" => Function::FinalRead,
             other => Function::Other(other.to_string()),
         }
     }
