@@ -253,7 +253,9 @@ pub struct Op {
     pub value: Value,
     /// `:time` (nanoseconds since the test started), if present.
     pub time: Option<i64>,
-    /// Source line (1-based); 0 for histories built in code.
+    /// Source line (1-based); 0 for entries built with [`Op::new`]. A
+    /// [`crate::recorder::Recorder`] sets the line the entry has in its
+    /// EDN output, so errors and reports point into that file.
     pub line: usize,
 }
 
