@@ -3,9 +3,10 @@
 //! It reads Jepsen's `history.edn` (and JSON Lines), pairs invocations with
 //! completions using Jepsen's semantics, and checks the history against a
 //! model: registers through a Wing & Gong / Lowe search ([`wgl`]), with
-//! independent keys checked separately and in parallel, and sets and counters
-//! with Jepsen's own set and counter checkers. Histories can also be built
-//! in code with a [`Recorder`]. It has no dependency on any particular store.
+//! independent keys checked separately and in parallel, sets and counters
+//! with Jepsen's own set and counter checkers, and Dynamo-style sibling
+//! registers with [`sibling_checker`]. Histories can also be built in code
+//! with a [`Recorder`]. It has no dependency on any particular store.
 //!
 //! ```
 //! use jepsen_like::{check, CheckOptions, Format, ModelKind, Verdict};
@@ -33,6 +34,7 @@ pub mod model;
 pub mod recorder;
 pub mod report;
 pub mod set_checker;
+pub mod sibling_checker;
 pub mod value;
 pub mod wgl;
 
