@@ -6,7 +6,8 @@
 //! `multi-register` splits the history by independent key first and checks
 //! every key on its own, in parallel (linearizability is compositional, so
 //! the history is linearizable iff every key's subhistory is). Sets and
-//! counters use Jepsen's dedicated checkers.
+//! counters use Jepsen's dedicated checkers, sibling registers
+//! [`crate::sibling_checker`].
 //!
 //! Scheduling of the keys, because a long invalid history must not take
 //! minutes or the machine's memory:
@@ -36,6 +37,7 @@ use crate::history::{Function, History, HistoryError, Operation, Outcome, Proces
 use crate::mem;
 use crate::model::{ModelKind, RegisterModel, RegisterOp};
 use crate::set_checker::{self, SetReport};
+use crate::sibling_checker::{self, SiblingReport};
 use crate::value::Value;
 use crate::wgl::{self, Cancel, FxBuild, SearchOp, Stats};
 
@@ -229,8 +231,9 @@ pub struct CheckResult {
     /// Non-linearizable keys (register models), in key order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<KeyFailure>,
-    /// Keys left undecided (multi-register): out of time, or out of their
-    /// share of the time or memory budget.
+    /// Keys left undecided: out of time, or out of their share of the time
+    /// or memory budget (multi-register); with acknowledged writes but no
+    /// ok final read (sibling-register).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown_keys: Vec<Value>,
     /// Keys never judged because an earlier failure settled the verdict
@@ -248,6 +251,9 @@ pub struct CheckResult {
     /// Counter checker details.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counter: Option<CounterReport>,
+    /// Sibling-register checker details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siblings: Option<SiblingReport>,
     /// Search statistics summed over keys (register models).
     pub stats: Stats,
 }
@@ -283,6 +289,7 @@ impl CheckResult {
             heap: None,
             set: None,
             counter: None,
+            siblings: None,
             stats: Stats::default(),
         }
     }
@@ -350,6 +357,19 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, C
             let report = counter_checker::check(&ops, history)?;
             result.verdict = report.verdict;
             result.counter = Some(report);
+        }
+        ModelKind::SiblingRegister => {
+            let report = sibling_checker::check(&ops, history)?;
+            result.verdict = report.verdict;
+            result.message = report.message.clone();
+            result.keys = report.keys.len();
+            result.unknown_keys = report
+                .keys
+                .iter()
+                .filter(|k| k.verdict == Verdict::Unknown)
+                .map(|k| k.key.clone())
+                .collect();
+            result.siblings = Some(report);
         }
     }
     // Undecided keys are worth explaining even when another key's failure

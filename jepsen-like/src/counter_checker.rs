@@ -8,6 +8,7 @@
 //! `ok` or `info` (a `fail` add did not happen). Negative increments widen
 //! the bounds the other way, so they are handled too. Reads are sweeps over
 //! prefix sums, so the checker is linear in the history size.
+//! `:final-read`s are checked exactly like reads.
 
 use crate::check::{CheckError, OpSummary, Verdict};
 use crate::history::{Function, History, Operation, Outcome};
@@ -85,7 +86,8 @@ pub fn check(ops: &[Operation], history: &History) -> Result<CounterReport, Chec
                     events.push((c, Event::Acked(v)));
                 }
             }
-            Function::Read => {
+            // A final read is judged like any other read.
+            Function::Read | Function::FinalRead => {
                 if let (Outcome::Ok, Some(c)) = (op.outcome, op.complete) {
                     int(op, history, "read")?;
                     events.push((op.invoke, Event::ReadStart(op.id)));
@@ -202,6 +204,18 @@ mod tests {
             .map(|e| (e.value, e.lower, e.upper))
             .collect();
         assert_eq!(bad, vec![(1, 2, 2), (5, 2, 2)]);
+    }
+
+    /// Goal: `:final-read`s are bounds-checked like reads.
+    #[test]
+    fn final_reads_are_reads() {
+        let r = run("{:process 0 :type :invoke :f :add :value 2}\n\
+                     {:process 0 :type :ok :f :add :value 2}\n\
+                     {:process 1 :type :invoke :f :final-read}\n\
+                     {:process 1 :type :ok :f :final-read :value 3}\n");
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(r.reads, 1);
+        assert_eq!((r.errors[0].lower, r.errors[0].upper), (2, 2));
     }
 
     /// Goal: negative increments widen the lower bound.

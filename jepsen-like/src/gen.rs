@@ -48,6 +48,8 @@ impl Rng {
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     /// Which kind of object: registers (single or multi-key), set, counter.
+    /// Sibling registers are not simulated (they get a register history;
+    /// the CLI refuses them).
     pub model: ModelKind,
     /// Independent keys (multi-register only; others use 1).
     pub keys: usize,

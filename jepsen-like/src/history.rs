@@ -158,6 +158,12 @@ impl Process {
     }
 }
 
+impl From<i64> for Process {
+    fn from(p: i64) -> Process {
+        Process::Client(p)
+    }
+}
+
 impl fmt::Display for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -189,6 +195,10 @@ pub enum Function {
     Cas,
     /// `:add` (sets, counters).
     Add,
+    /// `:final-read`: a read done after every fault has healed and the
+    /// replicas have converged. Set and sibling-register checkers judge
+    /// against the last successful one; otherwise it is a read.
+    FinalRead,
     /// Anything else, e.g. nemesis functions like `:start`.
     Other(String),
 }
@@ -201,6 +211,7 @@ impl Function {
             Function::Write => "write",
             Function::Cas => "cas",
             Function::Add => "add",
+            Function::FinalRead => "final-read",
             Function::Other(s) => s,
         }
     }
@@ -211,6 +222,7 @@ impl Function {
             "write" => Function::Write,
             "cas" => Function::Cas,
             "add" => Function::Add,
+            "final-read" => Function::FinalRead,
             other => Function::Other(other.to_string()),
         }
     }
@@ -241,7 +253,9 @@ pub struct Op {
     pub value: Value,
     /// `:time` (nanoseconds since the test started), if present.
     pub time: Option<i64>,
-    /// Source line (1-based); 0 for histories built in code.
+    /// Source line (1-based); 0 for entries built with [`Op::new`]. A
+    /// [`crate::recorder::Recorder`] sets the line the entry has in its
+    /// EDN output, so errors and reports point into that file.
     pub line: usize,
 }
 

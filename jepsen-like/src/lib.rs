@@ -3,9 +3,10 @@
 //! It reads Jepsen's `history.edn` (and JSON Lines), pairs invocations with
 //! completions using Jepsen's semantics, and checks the history against a
 //! model: registers through a Wing & Gong / Lowe search ([`wgl`]), with
-//! independent keys checked separately and in parallel, and sets and
-//! counters with Jepsen's own set and counter checkers. It has no
-//! dependency on any particular store.
+//! independent keys checked separately and in parallel, sets and counters
+//! with Jepsen's own set and counter checkers, and Dynamo-style sibling
+//! registers with [`sibling_checker`]. Histories can also be built in code
+//! with a [`Recorder`]. It has no dependency on any particular store.
 //!
 //! ```
 //! use jepsen_like::{check, CheckOptions, Format, ModelKind, Verdict};
@@ -30,13 +31,16 @@ pub mod html;
 pub mod jsonl;
 pub mod mem;
 pub mod model;
+pub mod recorder;
 pub mod report;
 pub mod set_checker;
+pub mod sibling_checker;
 pub mod value;
 pub mod wgl;
 
 pub use check::{check, CheckError, CheckOptions, CheckResult, Verdict};
 pub use format::{Format, FormatError};
-pub use history::{History, Op, OpType, Operation};
+pub use history::{Function, History, Op, OpType, Operation, Outcome, Process};
 pub use model::ModelKind;
+pub use recorder::{Recorder, RecorderError};
 pub use value::Value;

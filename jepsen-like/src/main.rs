@@ -3,7 +3,8 @@
 //!
 //! Exit codes of `check` are meant for scripts: 0 when every file is valid,
 //! 1 when any file is invalid, 2 when nothing is invalid but some file is
-//! unknown (timeout, never-read set) or could not be read/checked.
+//! unknown (timeout, never-read set, sibling key without a final read) or
+//! could not be read/checked.
 //!
 //! The binary installs the library's counting allocator so that
 //! `--memory-limit-mb` bounds the real heap of the process, not only the
@@ -51,6 +52,7 @@ enum ModelArg {
     Kv,
     Set,
     Counter,
+    SiblingRegister,
 }
 
 impl From<ModelArg> for ModelKind {
@@ -61,6 +63,7 @@ impl From<ModelArg> for ModelKind {
             ModelArg::MultiRegister | ModelArg::Kv => ModelKind::MultiRegister,
             ModelArg::Set => ModelKind::Set,
             ModelArg::Counter => ModelKind::Counter,
+            ModelArg::SiblingRegister => ModelKind::SiblingRegister,
         }
     }
 }
@@ -80,7 +83,8 @@ enum OutputArg {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// The model: register, cas-register, multi-register (alias kv), set, counter.
+    /// The model: register, cas-register, multi-register (alias kv), set,
+    /// counter, sibling-register.
     #[arg(long, short)]
     model: ModelArg,
     /// Give up after this many seconds per file (verdict unknown).
@@ -366,6 +370,9 @@ fn run_convert(args: &ConvertArgs) -> Result<()> {
 }
 
 fn run_gen(args: &GenArgs) -> Result<()> {
+    if let ModelArg::SiblingRegister = args.model {
+        bail!("gen does not generate sibling-register histories");
+    }
     let opts = GenOptions {
         model: args.model.into(),
         keys: args.keys,

@@ -79,7 +79,7 @@ impl Model for RegisterModel {
 pub enum ModelError {
     /// The name is not one of the known models.
     #[error(
-        "unknown model '{0}' (expected register, cas-register, multi-register, kv, set or counter)"
+        "unknown model '{0}' (expected register, cas-register, multi-register, kv, set, counter or sibling-register)"
     )]
     Unknown(String),
 }
@@ -98,6 +98,9 @@ pub enum ModelKind {
     Set,
     /// A counter checked with Jepsen's counter checker.
     Counter,
+    /// Dynamo-style registers with siblings and causal contexts, per key
+    /// (see [`crate::sibling_checker`]).
+    SiblingRegister,
 }
 
 impl ModelKind {
@@ -109,6 +112,7 @@ impl ModelKind {
             ModelKind::MultiRegister => "multi-register",
             ModelKind::Set => "set",
             ModelKind::Counter => "counter",
+            ModelKind::SiblingRegister => "sibling-register",
         }
     }
 }
@@ -128,6 +132,7 @@ impl FromStr for ModelKind {
             "multi-register" | "kv" | "independent" => ModelKind::MultiRegister,
             "set" => ModelKind::Set,
             "counter" => ModelKind::Counter,
+            "sibling-register" | "siblings" => ModelKind::SiblingRegister,
             other => return Err(ModelError::Unknown(other.to_string())),
         })
     }
@@ -155,6 +160,8 @@ mod tests {
     fn parses_names() {
         assert_eq!("kv".parse(), Ok(ModelKind::MultiRegister));
         assert_eq!("cas-register".parse(), Ok(ModelKind::CasRegister));
+        assert_eq!("sibling-register".parse(), Ok(ModelKind::SiblingRegister));
+        assert_eq!(ModelKind::SiblingRegister.to_string(), "sibling-register");
         assert!("queue".parse::<ModelKind>().is_err());
     }
 }

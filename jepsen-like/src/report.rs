@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::check::{CheckResult, Verdict};
+use crate::sibling_checker::{SiblingFinding, SiblingKeyReport, SiblingReport};
 use crate::value::Value;
 
 /// How many list items (elements, errors, failures) to print.
@@ -20,6 +21,80 @@ fn list(values: &[Value]) -> String {
         s.push(format!("... ({} more)", values.len() - LIST_CAP));
     }
     s.join(" ")
+}
+
+fn ids(ids: &[usize]) -> String {
+    let s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    s.join(" ")
+}
+
+/// `value (write op 3 5; covered by op 7)` per finding, capped.
+fn findings(list: &[SiblingFinding]) -> String {
+    let mut s: Vec<String> = list
+        .iter()
+        .take(LIST_CAP)
+        .map(|f| {
+            let mut t = f.value.to_string();
+            if !f.writes.is_empty() {
+                t += &format!(" (write op {}", ids(&f.writes));
+                if !f.covered_by.is_empty() {
+                    t += &format!("; covered by op {}", ids(&f.covered_by));
+                }
+                t += ")";
+            }
+            t
+        })
+        .collect();
+    if list.len() > LIST_CAP {
+        s.push(format!("... ({} more)", list.len() - LIST_CAP));
+    }
+    s.join(", ")
+}
+
+fn render_siblings(out: &mut String, s: &SiblingReport) {
+    let sum = |f: fn(&SiblingKeyReport) -> usize| s.keys.iter().map(f).sum::<usize>();
+    let _ = writeln!(
+        out,
+        "  attempted {}, acknowledged {}, in final reads {}, covered {}; lost {}, resurrected {}, unexpected {}, failed but present {}, recovered {}",
+        sum(|k| k.attempt_count),
+        sum(|k| k.acknowledged_count),
+        sum(|k| k.present_count),
+        sum(|k| k.covered_count),
+        sum(|k| k.lost.len()),
+        sum(|k| k.resurrected.len()),
+        sum(|k| k.unexpected.len()),
+        sum(|k| k.failed_but_present.len()),
+        sum(|k| k.recovered.len()),
+    );
+    let invalid: Vec<&SiblingKeyReport> = s
+        .keys
+        .iter()
+        .filter(|k| k.verdict == Verdict::Invalid)
+        .collect();
+    for k in invalid.iter().take(LIST_CAP) {
+        let read = k
+            .final_read
+            .map(|id| format!(" (final read op {id})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  key {}{read}:", k.key);
+        for (label, list) in [
+            ("lost", &k.lost),
+            ("resurrected", &k.resurrected),
+            ("unexpected", &k.unexpected),
+            ("failed but present", &k.failed_but_present),
+        ] {
+            if !list.is_empty() {
+                let _ = writeln!(out, "    {label}: {}", findings(list));
+            }
+        }
+    }
+    if invalid.len() > LIST_CAP {
+        let _ = writeln!(
+            out,
+            "  ... and {} more invalid keys",
+            invalid.len() - LIST_CAP
+        );
+    }
 }
 
 /// Renders the result for `name` (usually the file path).
@@ -105,6 +180,9 @@ pub fn render_text(name: &str, r: &CheckResult) -> String {
                 let _ = writeln!(out, "  {label}: {}", list(v));
             }
         }
+    }
+    if let Some(s) = &r.siblings {
+        render_siblings(&mut out, s);
     }
     if let Some(c) = &r.counter {
         let _ = writeln!(

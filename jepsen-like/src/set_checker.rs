@@ -1,5 +1,9 @@
 //! Jepsen's set checker: clients `add` elements and `read` the whole set;
-//! the last successful read decides.
+//! the last successful read decides. When the workload ends with
+//! `:final-read`s (reads after every fault healed and the replicas
+//! converged), the last successful `:final-read`, if there is one, decides
+//! instead: a plain read that happens to complete later may still have
+//! raced a partition.
 //!
 //! Semantics as in `jepsen.checker/set`: *attempts* are all invoked adds,
 //! *acknowledged* are adds that completed `ok`. Against the final read:
@@ -64,7 +68,8 @@ pub fn check(ops: &[Operation], history: &History) -> Result<SetReport, CheckErr
     let mut attempts: HashSet<&Value> = HashSet::new();
     // element -> history index at which its add was acknowledged (earliest)
     let mut acked: HashMap<&Value, usize> = HashMap::new();
-    let mut final_read: Option<&Operation> = None;
+    let mut last_read: Option<&Operation> = None;
+    let mut last_final_read: Option<&Operation> = None;
     let mut reads: Vec<&Operation> = Vec::new();
     for op in ops {
         match op.f {
@@ -76,13 +81,18 @@ pub fn check(ops: &[Operation], history: &History) -> Result<SetReport, CheckErr
                     *e = (*e).min(at);
                 }
             }
-            Function::Read => {
+            Function::Read | Function::FinalRead => {
                 if op.outcome == Outcome::Ok {
                     elements(op, history)?;
                     reads.push(op);
                     // The last read to *complete* is Jepsen's final read.
-                    if final_read.is_none_or(|f| op.complete > f.complete) {
-                        final_read = Some(op);
+                    let last = if op.f == Function::FinalRead {
+                        &mut last_final_read
+                    } else {
+                        &mut last_read
+                    };
+                    if last.is_none_or(|f| op.complete > f.complete) {
+                        *last = Some(op);
                     }
                 }
             }
@@ -95,6 +105,7 @@ pub fn check(ops: &[Operation], history: &History) -> Result<SetReport, CheckErr
             }
         }
     }
+    let final_read = last_final_read.or(last_read);
     let mut report = SetReport {
         verdict: Verdict::Unknown,
         message: None,
@@ -158,12 +169,7 @@ pub fn check(ops: &[Operation], history: &History) -> Result<SetReport, CheckErr
 
 /// Sorts for stable reports: integers numerically, the rest by EDN text.
 pub(crate) fn sort_values(v: &mut [Value]) {
-    v.sort_by(|a, b| match (a, b) {
-        (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::Int(_), _) => std::cmp::Ordering::Less,
-        (_, Value::Int(_)) => std::cmp::Ordering::Greater,
-        _ => a.to_string().cmp(&b.to_string()),
-    });
+    v.sort_by(Value::report_cmp);
 }
 
 #[cfg(test)]
@@ -210,6 +216,30 @@ mod tests {
         assert_eq!(r.lost, vec![Value::Int(1)]);
         assert_eq!(r.unexpected, vec![Value::Int(9)]);
         assert_eq!(r.stale, vec![Value::Int(2)]);
+    }
+
+    /// Goal: the last ok `:final-read` decides even when a plain read
+    /// completes after it; without an ok final read the last ok read does.
+    #[test]
+    fn final_read_is_preferred() {
+        let adds = "{:process 0 :type :invoke :f :add :value 1}\n\
+                    {:process 0 :type :ok :f :add :value 1}\n";
+        let r = run(&format!(
+            "{adds}{{:process 1 :type :invoke :f :final-read}}\n\
+             {{:process 1 :type :ok :f :final-read :value [1]}}\n\
+             {{:process 2 :type :invoke :f :read}}\n\
+             {{:process 2 :type :ok :f :read :value []}}\n"
+        ));
+        assert_eq!(r.verdict, Verdict::Valid, "{:?}", r.lost);
+        assert_eq!(r.final_read, Some(1));
+        let r = run(&format!(
+            "{adds}{{:process 1 :type :invoke :f :final-read}}\n\
+             {{:process 1 :type :fail :f :final-read}}\n\
+             {{:process 2 :type :invoke :f :read}}\n\
+             {{:process 2 :type :ok :f :read :value []}}\n"
+        ));
+        assert_eq!(r.verdict, Verdict::Invalid);
+        assert_eq!(r.final_read, Some(2));
     }
 
     /// Goal: a set never read successfully gets an unknown verdict.

@@ -110,6 +110,17 @@ impl Value {
         }
     }
 
+    /// The order reports list values in: integers numerically first, the
+    /// rest by their EDN text. Stable across runs, unlike hash order.
+    pub fn report_cmp(&self, other: &Value) -> std::cmp::Ordering {
+        match (self, other) {
+            (Value::Int(x), Value::Int(y)) => x.cmp(y),
+            (Value::Int(_), _) => std::cmp::Ordering::Less,
+            (_, Value::Int(_)) => std::cmp::Ordering::Greater,
+            _ => self.to_string().cmp(&other.to_string()),
+        }
+    }
+
     /// Look a key up in a map value.
     pub fn get(&self, key: &Value) -> Option<&Value> {
         match self {

@@ -40,6 +40,13 @@ fn examples_have_expected_verdicts() {
         ("register", "register-valid.jsonl", 0, "valid"),
         ("set", "set-valid.edn", 0, "valid"),
         ("counter", "counter-invalid.edn", 1, "INVALID"),
+        ("sibling-register", "sibling-register-valid.edn", 0, "valid"),
+        (
+            "sibling-register",
+            "sibling-register-invalid.edn",
+            1,
+            "INVALID",
+        ),
         // One EDN list of operations with comments (knossos's form).
         ("cas-register", "knossos-list-valid.edn", 0, "valid"),
         ("cas-register", "knossos-list-invalid.edn", 1, "INVALID"),
@@ -90,6 +97,59 @@ fn invalid_report_names_the_op() {
     assert_eq!(result["failures"][0]["op"]["line"], 11);
     assert_eq!(result["failures"][0]["prefix_len"], 2);
     assert_eq!(json["exit_code"], 1);
+}
+
+/// Goal: `--model sibling-register` names the findings of the invalid
+/// example (text and JSON, with operation ids), a key with acknowledged
+/// writes but no final read gives unknown with exit 2, and `gen` refuses
+/// the model instead of writing a history of another kind.
+#[test]
+fn sibling_register_reports_and_exit_codes() {
+    let text = stdout(&check("sibling-register", "sibling-register-invalid.edn"));
+    assert!(text.contains("key :a (final read op 4):"), "{text}");
+    assert!(text.contains("lost: 2 (write op 1)"), "{text}");
+    assert!(
+        text.contains("resurrected: 1 (write op 0; covered by op 3)"),
+        "{text}"
+    );
+
+    let path = example("sibling-register-invalid.edn");
+    let out = run(&[
+        "check",
+        "-m",
+        "sibling-register",
+        "--output",
+        "json",
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    let key = &json["files"][0]["result"]["siblings"]["keys"][0];
+    assert_eq!(key["verdict"], "invalid");
+    assert_eq!(key["lost"][0]["value"], 2);
+    assert_eq!(key["resurrected"][0]["covered_by"][0], 3);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unread = dir.path().join("unread.edn");
+    std::fs::write(
+        &unread,
+        "{:type :invoke, :f :write, :value [:a 1 []], :process 0}\n\
+         {:type :ok, :f :write, :value [:a 1 []], :process 0}\n",
+    )
+    .expect("write");
+    let out = run(&[
+        "check",
+        "-m",
+        "sibling-register",
+        unread.to_str().expect("utf8"),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("UNKNOWN (sibling-register)"), "{text}");
+    assert!(text.contains("keys not decided: :a"), "{text}");
+
+    let out = run(&["gen", "-m", "sibling-register"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// Goal: a directory argument checks each history file in it; with a mix

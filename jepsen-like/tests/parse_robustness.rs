@@ -62,7 +62,7 @@ proptest! {
     fn edn_never_panics(text in ednish()) {
         match Format::Edn.parse(&text) {
             Ok(h) => {
-                for model in [ModelKind::CasRegister, ModelKind::MultiRegister, ModelKind::Set, ModelKind::Counter] {
+                for model in [ModelKind::CasRegister, ModelKind::MultiRegister, ModelKind::Set, ModelKind::Counter, ModelKind::SiblingRegister] {
                     let _ = check(&h, &CheckOptions::new(model));
                 }
             }
