@@ -13,6 +13,8 @@
 //! (`tokio::spawn`, `Instant::now`, `SystemTime::now`, `tokio::time::*`,
 //! `spawn_blocking`, OS randomness, sockets) and `sim::seam` scans their sources in a test.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -74,6 +74,7 @@ impl MemoryCluster {
                 keyspaces: keyspaces.clone(),
                 context_key: context_key.clone(),
                 new_incarnation: false,
+                bugs: Default::default(),
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             net.register(&m.name, Arc::downgrade(&handler), env);

@@ -31,6 +31,7 @@ pub mod ring;
 pub mod runtime;
 pub mod server;
 pub mod shell;
+pub mod sim;
 pub mod storage;
 pub mod tls;
 pub mod transport;

@@ -72,6 +72,8 @@ pub struct NodeParams {
     /// Take a new incarnation even if the database holds one: with `sync = false` (a
     /// crash may have lost writes this node acknowledged) and after restoring a backup.
     pub new_incarnation: bool,
+    /// Bug classes re-introduced on purpose (simulation tests only; all off otherwise).
+    pub bugs: crate::replica::InjectedBugs,
 }
 
 /// A cluster member's protocol core.
@@ -130,6 +132,7 @@ impl Node {
                 max_object_bytes: p.limits.max_object_bytes,
                 new_incarnation: p.new_incarnation,
                 metrics: Arc::clone(&metrics),
+                bugs: p.bugs,
             },
         )
         .map_err(|e| NodeError::Metadata(format!("node incarnation: {e}")))?;
@@ -894,6 +897,7 @@ mod tests {
             keyspaces,
             context_key: crate::context::ContextKey::random(),
             new_incarnation: false,
+            bugs: Default::default(),
         })
     }
 

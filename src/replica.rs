@@ -136,6 +136,24 @@ pub struct ReplicaOptions {
     pub new_incarnation: bool,
     /// Where the replica counts oversized merges and incarnation changes.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Known bug classes, re-introduced on purpose (simulation tests only).
+    pub bugs: InjectedBugs,
+}
+
+/// Bugs the simulator re-introduces to show that its swarm finds them (docs/SIMULATION.md).
+/// All off in every real node: nothing in node.toml or on the command line of `quorumkv
+/// node` reaches them; only `quorumkv sim --bug` and the simulator's tests set them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// Acknowledge a write before it is stored: the storage write runs later, in the
+    /// background (a crash in between loses an acknowledged version, and the lead's next
+    /// write to the key re-issues its dot).
+    pub ack_before_durable: bool,
+    /// The lead ignores the client's causal context (every write is blind).
+    pub ignore_context: bool,
+    /// Replication and read repair store the incoming copy instead of merging it.
+    pub overwrite_on_merge: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -144,8 +162,16 @@ impl Default for ReplicaOptions {
             max_object_bytes: crate::config::Limits::default().max_object_bytes,
             new_incarnation: false,
             metrics: Arc::default(),
+            bugs: InjectedBugs::default(),
         }
     }
+}
+
+/// Whether a node starting now must take a new incarnation: when asked (a restored
+/// backup), and on every start without fsync, because a crash may have lost versions it
+/// had acknowledged and issuing their dots again would collide with copies elsewhere.
+pub fn starts_new_incarnation(sync: bool, asked: bool) -> bool {
+    asked || !sync
 }
 
 /// The actor id of `name` in incarnation `inc`.
@@ -209,6 +235,7 @@ pub struct Replica {
     storage: Arc<dyn Storage>,
     /// Time, randomness and blocking work (see [`crate::env`]).
     env: Arc<dyn Env>,
+    bugs: InjectedBugs,
     /// Timestamps for last-write-wins keyspaces.
     hlc: Hlc,
     locks: Vec<Mutex<()>>,
@@ -272,6 +299,7 @@ impl Replica {
             renewing: Mutex::new(()),
             max_object_bytes: opts.max_object_bytes,
             metrics: opts.metrics,
+            bugs: opts.bugs,
             storage,
             hlc: Hlc::new(env.clone()),
             env,
@@ -338,6 +366,22 @@ impl Replica {
         } else {
             f(self)
         }
+    }
+
+    /// Store a batch of objects; durable on return (unless the simulator re-introduced
+    /// the ack-before-durable bug).
+    fn store(&self, batch: Vec<BatchOp>) -> Result<(), ReplicaError> {
+        if !self.bugs.ack_before_durable {
+            self.storage.write(batch)?;
+            return Ok(());
+        }
+        let (storage, env) = (Arc::clone(&self.storage), Arc::clone(&self.env));
+        self.env.spawn(Box::pin(async move {
+            env.sleep_until(env.now() + std::time::Duration::from_millis(20))
+                .await;
+            let _ = storage.write(batch);
+        }));
+        Ok(())
     }
 
     /// Lock the stripes of every key, in stripe order so two batches cannot deadlock.
@@ -490,15 +534,14 @@ impl Replica {
                     _ => r.hlc.tick(),
                 };
                 let now = r.env.now_ms();
+                let blind = VersionVector::new();
+                let context = if r.bugs.ignore_context {
+                    &blind
+                } else {
+                    &item.context
+                };
                 let dot = resolve::write(
-                    &ks,
-                    &mut o,
-                    &actor,
-                    &item.context,
-                    item.value,
-                    now,
-                    ts,
-                    item.actor,
+                    &ks, &mut o, &actor, context, item.value, now, ts, item.actor,
                 )
                 .map_err(|source| ReplicaError::Causality {
                     key: key.to_string(),
@@ -525,7 +568,7 @@ impl Replica {
                 staged.push((skey, o.clone(), size));
                 out.push((o, dot));
             }
-            r.storage.write(batch)?;
+            r.store(batch)?;
             Ok(out)
         })
         .await
@@ -549,7 +592,7 @@ impl Replica {
             let (mut o, size_before) = r.load_sized(&key, &skey)?;
             crate::crdt::apply(ks.policy, &mut o.crdt, &r.actor(), &op, &context)?;
             let bytes = r.capped(&key, encode_object(&o), size_before)?;
-            r.storage.write(vec![BatchOp::Put(skey, bytes)])?;
+            r.store(vec![BatchOp::Put(skey, bytes)])?;
             Ok(o)
         })
         .await
@@ -610,7 +653,11 @@ impl Replica {
                 }
                 r.issuing_actor(&current.vv, &incoming.vv)?;
                 let mut merged = current.clone();
-                merge_resolved(&ks, &mut merged, &incoming);
+                if r.bugs.overwrite_on_merge {
+                    merged = incoming;
+                } else {
+                    merge_resolved(&ks, &mut merged, &incoming);
+                }
                 if merged != current {
                     if merged.siblings.len() > ks.max_siblings as usize {
                         tracing::warn!(%key, siblings = merged.siblings.len(), max = ks.max_siblings, "key is over its sibling cap after a merge");
@@ -627,7 +674,7 @@ impl Replica {
                 }
             }
             if !batch.is_empty() {
-                r.storage.write(batch)?;
+                r.store(batch)?;
             }
             Ok(())
         })

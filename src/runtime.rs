@@ -168,9 +168,11 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
         keyspaces: cfg.keyspaces.clone(),
         context_key,
-        // Without fsync, a crash can lose versions this node acknowledged; issuing under
-        // a new incarnation after every start keeps it from re-issuing their dots.
-        new_incarnation: cfg.new_incarnation || !cfg.storage.sync,
+        new_incarnation: crate::replica::starts_new_incarnation(
+            cfg.storage.sync,
+            cfg.new_incarnation,
+        ),
+        bugs: Default::default(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(

@@ -6,6 +6,7 @@ mod devcluster;
 mod kv;
 mod node;
 mod shell;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,10 @@ enum Command {
     /// Merge `bench --json` reports of several runs (e.g. quorumkv, echo, redis, etcd)
     /// into one markdown table and one plot.
     BenchReport(bench::BenchReportArgs),
+    /// Deterministic simulation: replay one seed (`--seed S`) or run a swarm (`--seeds
+    /// A..B`) of the whole cluster in one process under seeded faults; exit 0 only when
+    /// every seed passes.
+    Sim(sim::SimArgs),
 }
 
 /// Where the client connection file is when `--cluster` is not given.
@@ -121,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shell(a) => shell::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchReport(a) => bench::report(a),
+        Command::Sim(a) => sim::run(a),
     }
 }
 

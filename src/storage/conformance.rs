@@ -105,6 +105,13 @@ fn memory_engine_conformance() {
     suite(&|| Box::new(MemoryStorage::new()));
 }
 
+/// Goal: the simulator's disks (synced and unsynced) behave as the real engines do.
+#[test]
+fn simulated_engine_conformance() {
+    suite(&|| Box::new(crate::sim::storage::SimDisk::new(false, 1).open()));
+    suite(&|| Box::new(crate::sim::storage::SimDisk::new(true, 1).open()));
+}
+
 /// Goal: the RocksDB engine meets the same contract.
 #[cfg(feature = "rocksdb")]
 #[test]

@@ -1,0 +1,796 @@
+//! The deterministic simulator: a whole quorumkv cluster in one thread, driven by one
+//! seed, replayable exactly (docs/SIMULATION.md).
+//!
+//! Real nodes — the same coordinator, replica, conflict resolution and storage-facing
+//! code a process runs — are built on simulated machines: a disk with real durability
+//! semantics ([`storage`]), a wall clock with skew, drift and jumps ([`env::SimClock`]), and
+//! a process environment ([`env::SimEnv`]) whose tasks die with it. They talk over the
+//! in-memory network with seeded latency, loss, duplication and partitions. Simulated
+//! clients ([`workload`]) run four workloads and record Jepsen histories while the
+//! [`nemesis`] injects faults; then every fault is healed, the replicas must converge, and
+//! the `jepsen-like` checkers judge the histories in process.
+//!
+//! Determinism: everything runs on one paused single-threaded tokio runtime (virtual time
+//! jumps to the next timer when every task waits), every random choice comes from the
+//! seed, and the protocol code reaches time, tasks and randomness only through
+//! [`crate::env::Env`]. Every event (message sent, delivered, lost; fault; operation) is
+//! hashed into the run's trace hash, so two runs of one seed can be compared exactly.
+
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
+pub mod cluster;
+pub mod env;
+pub mod nemesis;
+#[cfg(test)]
+mod seam;
+pub mod storage;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jepsen_like::{CheckOptions, Function, OpType, Value, Verdict};
+
+use crate::env::{Instant, Rng};
+use crate::proto::ClientRequest;
+use crate::replica::InjectedBugs;
+use crate::transport::memory::{LinkFaults, MemoryNetwork};
+
+use cluster::{ClusterSpec, SimCluster};
+use nemesis::{Action, Fault};
+use workload::{ClientState, Histories, Outcome, Planned, Workload};
+
+/// How a run is set up (everything but the seed).
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Client operations in the fault phase (at most).
+    pub ops: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Simulated time limit of the fault phase.
+    pub time: Duration,
+    /// Faults the nemesis draws from (and the `unsynced` mode).
+    pub faults: Vec<Fault>,
+    /// Workloads the clients draw from.
+    pub workloads: Vec<Workload>,
+    /// Re-introduced bug classes (tests and `--bug` only).
+    pub bugs: SimBugs,
+    /// Keep every event's text, not only its hash.
+    pub trace: bool,
+    /// Simulated time the replicas get to converge after the heal.
+    pub converge_within: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 3,
+            ops: 1000,
+            clients: 5,
+            time: Duration::from_secs(60),
+            faults: nemesis::EVENTS.to_vec(),
+            workloads: workload::ALL.to_vec(),
+            bugs: SimBugs::default(),
+            trace: false,
+            converge_within: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The bug classes the simulator can re-introduce, to show its swarm finds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimBugs {
+    /// In the replica: see [`InjectedBugs`].
+    pub replica: InjectedBugs,
+    /// An unsynced node restarts under its old incarnation, re-issuing dots its crash lost.
+    pub keep_incarnation: bool,
+}
+
+/// The names `--bug` takes, and what each switches on.
+pub const BUG_NAMES: [&str; 4] = [
+    "ack-before-durable",
+    "reissue-dot",
+    "ignore-context",
+    "overwrite-repair",
+];
+
+impl SimBugs {
+    /// Switch on the bug called `name` (one of [`BUG_NAMES`]); `reissue-dot` also runs
+    /// the nodes unsynced, which it needs.
+    pub fn enable(&mut self, name: &str, faults: &mut Vec<Fault>) -> Result<(), String> {
+        match name {
+            "ack-before-durable" => self.replica.ack_before_durable = true,
+            "reissue-dot" => {
+                self.keep_incarnation = true;
+                if !faults.contains(&Fault::Unsynced) {
+                    faults.push(Fault::Unsynced);
+                }
+            }
+            "ignore-context" => self.replica.ignore_context = true,
+            "overwrite-repair" => self.replica.overwrite_on_merge = true,
+            other => {
+                return Err(format!(
+                    "unknown bug {other:?}: expected one of {}",
+                    BUG_NAMES.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One check of a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// Whether it decides the run (some verdicts are only reported).
+    pub judged: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of every event, in order: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// Events recorded.
+    pub events: u64,
+    /// The event log (with `trace`).
+    #[serde(skip)]
+    pub trace: Option<Vec<String>>,
+    /// Client operations completed in the fault phase.
+    pub ops: u64,
+    /// Simulated time of the whole run, ms.
+    pub sim_ms: u64,
+    /// Simulated time from the heal until every replica held the same copy of every key.
+    pub converged_ms: Option<u64>,
+    /// The checks, judged and reported.
+    pub checks: Vec<Check>,
+    /// A failure of the simulation itself (a node that would not restart, ...).
+    pub error: Option<String>,
+}
+
+impl SimReport {
+    /// Whether every judged check held.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.checks.iter().all(|c| c.passed || !c.judged)
+    }
+
+    /// The judged checks that failed.
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| c.judged && !c.passed)
+            .collect()
+    }
+}
+
+/// The event trace: hashed as it goes; kept in full when asked.
+struct Trace {
+    hasher: xxhash_rust::xxh3::Xxh3,
+    lines: Option<Vec<String>>,
+    count: u64,
+    origin: Instant,
+}
+
+impl Trace {
+    fn event(&mut self, text: &str) {
+        let t = env::now().saturating_duration_since(self.origin).as_nanos() as u64;
+        self.hasher.update(&t.to_le_bytes());
+        self.hasher.update(text.as_bytes());
+        self.hasher.update(b"\n");
+        self.count += 1;
+        if let Some(lines) = &mut self.lines {
+            lines.push(format!("{:>12.6} {text}", t as f64 / 1e9));
+        }
+    }
+}
+
+/// Everything the run's tasks share.
+struct Run {
+    cfg: SimConfig,
+    cluster: Mutex<SimCluster>,
+    trace: Arc<Mutex<Trace>>,
+    histories: Mutex<Histories>,
+    origin: Instant,
+    ops_left: AtomicU64,
+    ops_done: AtomicU64,
+    unique: AtomicU64,
+    stop: AtomicBool,
+    errors: Mutex<Vec<String>>,
+    request_timeout: Duration,
+    base_links: LinkFaults,
+}
+
+impl Run {
+    fn event(&self, text: &str) {
+        self.trace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .event(text);
+    }
+
+    fn cluster(&self) -> std::sync::MutexGuard<'_, SimCluster> {
+        self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn time_ns(&self) -> i64 {
+        env::now().saturating_duration_since(self.origin).as_nanos() as i64
+    }
+
+    fn fault_phase_over(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+            || env::now().saturating_duration_since(self.origin) >= self.cfg.time
+    }
+
+    /// Call node `i`'s coordinator and wait (bounded) for its answer.
+    async fn call(&self, i: usize, req: ClientRequest) -> Outcome {
+        let Some(rx) = self.cluster().request(i, req) else {
+            return Outcome::Refused;
+        };
+        // A little longer than the coordinator's own timeout, so a slow answer still counts.
+        let patience = self.request_timeout + Duration::from_millis(500);
+        match within(patience, rx).await {
+            Some(Ok(resp)) => Outcome::Answer(resp),
+            _ => Outcome::Lost,
+        }
+    }
+
+    /// Run one planned operation from `process` against node `node`, recording it.
+    async fn operate(
+        &self,
+        process: i64,
+        node: usize,
+        p: Planned,
+        state: &mut ClientState,
+    ) -> OpType {
+        let idx = {
+            let mut h = self.histories.lock().unwrap_or_else(|e| e.into_inner());
+            let rec = h.of(p.workload);
+            let idx = rec.invoke(process, p.f.clone(), p.value.clone(), self.time_ns());
+            let _ = rec.annotate(idx, "node", Value::Str(format!("n{}", node + 1)));
+            idx
+        };
+        self.event(&format!(
+            "invoke p{process} n{} {} {} {}",
+            node + 1,
+            p.workload,
+            p.f.name(),
+            p.value
+        ));
+        let outcome = self.call(node, p.request.clone()).await;
+        let (kind, value) = workload::complete(&p, outcome, state);
+        self.event(&format!("{kind:?} p{process} {} {value}", p.f.name()));
+        let mut h = self.histories.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = h.of(p.workload).complete(idx, kind, value, self.time_ns()) {
+            self.errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("history: {e}"));
+        }
+        kind
+    }
+}
+
+/// `fut`, or `None` after `d` of simulated time.
+#[allow(clippy::disallowed_methods)] // the simulator's own clock is the paused runtime's
+async fn within<F: std::future::Future>(d: Duration, fut: F) -> Option<F::Output> {
+    tokio::time::timeout(d, fut).await.ok()
+}
+
+#[allow(clippy::disallowed_methods)] // the simulator's own tasks (clients, nemesis)
+fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(
+    f: F,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(f)
+}
+
+/// Run one seed.
+pub fn run(seed: u64, cfg: &SimConfig) -> SimReport {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build();
+    match rt {
+        Ok(rt) => {
+            let report = rt.block_on(run_async(seed, cfg.clone()));
+            // Dropping the runtime ends the nodes' remaining tasks (probes, repairs).
+            drop(rt);
+            report
+        }
+        Err(e) => SimReport {
+            seed,
+            trace_hash: 0,
+            events: 0,
+            trace: None,
+            ops: 0,
+            sim_ms: 0,
+            converged_ms: None,
+            checks: Vec::new(),
+            error: Some(format!("cannot build the simulation runtime: {e}")),
+        },
+    }
+}
+
+async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
+    let origin = env::now();
+    let mut rng = Rng::new(seed);
+    let trace = Arc::new(Mutex::new(Trace {
+        hasher: xxhash_rust::xxh3::Xxh3::new(),
+        lines: cfg.trace.then(Vec::new),
+        count: 0,
+        origin,
+    }));
+    // The network's own timers and tasks live in an environment that never crashes.
+    let net_env = env::SimEnv::new(env::SimClock::new(origin), rng.next_u64());
+    let net = MemoryNetwork::with_env(net_env, rng.next_u64());
+    {
+        let trace = Arc::clone(&trace);
+        net.observe(Arc::new(move |e| {
+            trace
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .event(&format!("net {e:?}"));
+        }));
+    }
+    let latency_min = Duration::from_micros(100 + rng.below(900));
+    let base_links = LinkFaults {
+        latency_min,
+        latency_max: latency_min + Duration::from_micros(rng.below(10_000)),
+        drop: 0.0,
+        duplicate: 0.0,
+    };
+    net.set_faults(base_links.clone());
+    let request_timeout = Duration::from_millis(1000);
+    let unsynced = cfg.faults.contains(&Fault::Unsynced);
+    let spec = ClusterSpec {
+        nodes: cfg.nodes,
+        keyspaces: cfg
+            .workloads
+            .iter()
+            .map(|w| w.keyspace_def(cfg.nodes))
+            .collect(),
+        request_timeout,
+        unsynced,
+        bugs: cfg.bugs.replica,
+        keep_incarnation: cfg.bugs.keep_incarnation,
+    };
+    let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
+        Ok(c) => c,
+        Err(e) => {
+            return SimReport {
+                seed,
+                trace_hash: 0,
+                events: 0,
+                trace: None,
+                ops: 0,
+                sim_ms: 0,
+                converged_ms: None,
+                checks: Vec::new(),
+                error: Some(format!("cannot start the cluster: {e}")),
+            }
+        }
+    };
+    let run = Arc::new(Run {
+        ops_left: AtomicU64::new(cfg.ops as u64),
+        cfg,
+        cluster: Mutex::new(cluster),
+        trace,
+        histories: Mutex::new(Histories::default()),
+        origin,
+        ops_done: AtomicU64::new(0),
+        unique: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        errors: Mutex::new(Vec::new()),
+        request_timeout,
+        base_links,
+    });
+    run.event(&format!("start seed={seed} nodes={}", run.cfg.nodes));
+
+    // Unsynced disks are written back by the OS every 50 ms.
+    if unsynced {
+        let r = Arc::clone(&run);
+        spawn(async move {
+            while !r.stop.load(Ordering::SeqCst) {
+                env::sleep(Duration::from_millis(50)).await;
+                for m in r.cluster().machines() {
+                    m.disk.flush();
+                }
+            }
+        });
+    }
+
+    let nemesis = {
+        let r = Arc::clone(&run);
+        let nrng = rng.fork();
+        spawn(nemesis_loop(r, nrng))
+    };
+    let mut clients = Vec::new();
+    for c in 0..run.cfg.clients.max(1) {
+        let r = Arc::clone(&run);
+        let crng = rng.fork();
+        clients.push(spawn(client_loop(r, c, crng)));
+    }
+    for c in clients {
+        let _ = c.await;
+    }
+    run.stop.store(true, Ordering::SeqCst);
+    let _ = nemesis.await;
+
+    // Heal: every fault undone, every machine up.
+    let heal_start = env::now();
+    heal_all(&run);
+    run.event("heal");
+    let converged_ms = converge(&run, &mut rng).await.map(|d| d.as_millis() as u64);
+    match converged_ms {
+        Some(ms) => run.event(&format!("converged after {ms} ms")),
+        None => run.event("did not converge"),
+    }
+    final_reads(&run).await;
+    let _ = heal_start;
+
+    let mut checks = judge(&run);
+    checks.push(Check {
+        name: "convergence".into(),
+        passed: converged_ms.is_some(),
+        judged: true,
+        detail: match converged_ms {
+            Some(ms) => format!("every replica of every key equal {ms} ms after the heal"),
+            None => format!(
+                "replicas still differ {} ms after the heal",
+                run.cfg.converge_within.as_millis()
+            ),
+        },
+    });
+    for c in &checks {
+        run.event(&format!("check {} passed={}", c.name, c.passed));
+    }
+    let errors = run.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut t = run.trace.lock().unwrap_or_else(|e| e.into_inner());
+    SimReport {
+        seed,
+        trace_hash: t.hasher.digest(),
+        events: t.count,
+        trace: t.lines.take(),
+        ops: run.ops_done.load(Ordering::SeqCst),
+        sim_ms: env::now().saturating_duration_since(origin).as_millis() as u64,
+        converged_ms,
+        checks,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
+}
+
+async fn client_loop(run: Arc<Run>, client: usize, mut rng: Rng) {
+    let mut state = ClientState::default();
+    let clients = run.cfg.clients.max(1) as i64;
+    let mut process = client as i64;
+    loop {
+        if run.fault_phase_over() {
+            return;
+        }
+        // Take one operation from the run's budget.
+        if run
+            .ops_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return;
+        }
+        let w = run.cfg.workloads[rng.below(run.cfg.workloads.len() as u64) as usize];
+        let node = rng.below(run.cfg.nodes as u64) as usize;
+        let unique = run.unique.fetch_add(1, Ordering::SeqCst);
+        let p = workload::plan(w, &state, unique, client, rng.next_u64());
+        let kind = run.operate(process, node, p, &mut state).await;
+        run.ops_done.fetch_add(1, Ordering::SeqCst);
+        if kind == OpType::Info {
+            // An indeterminate operation ends this Jepsen process; continue as a new one.
+            process += clients;
+        }
+        env::sleep(Duration::from_micros(rng.below(20_000))).await;
+    }
+}
+
+async fn nemesis_loop(run: Arc<Run>, mut rng: Rng) {
+    let events: Vec<Fault> = run
+        .cfg
+        .faults
+        .iter()
+        .copied()
+        .filter(|f| *f != Fault::Unsynced)
+        .collect();
+    if events.is_empty() {
+        return;
+    }
+    loop {
+        env::sleep(Duration::from_millis(20 + rng.below(480))).await;
+        if run.fault_phase_over() {
+            return;
+        }
+        let n = run.cfg.nodes;
+        let (action, lasting) = nemesis::draw(&mut rng, &events, n, &run.base_links);
+        run.event(&format!("nemesis {action}"));
+        apply(&run, &action);
+        env::sleep(lasting).await;
+        undo(&run, &action);
+        run.event(&format!("nemesis healed {action}"));
+    }
+}
+
+fn name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+fn apply(run: &Run, action: &Action) {
+    let mut c = run.cluster();
+    match action {
+        Action::Partition { cuts, .. } => {
+            for (a, b) in cuts {
+                c.net.cut_one_way(&name(*a), &name(*b));
+            }
+        }
+        Action::Crash(i) => {
+            let lost = c.crash(*i);
+            drop(c);
+            run.event(&format!("n{} lost {lost} unsynced batch(es)", i + 1));
+        }
+        Action::ClockJump(i, ms) => c.machines()[*i].clock.jump(*ms),
+        Action::ClockDrift(i, ppm) => c.machines()[*i].clock.set_drift(*ppm, env::now()),
+        Action::Loss(l) => c.net.set_faults(l.clone()),
+        Action::FsyncFailures(i, p) => c.machines()[*i].disk.set_fsync_failure(*p),
+        Action::DiskFull(i) => c.machines()[*i].disk.set_full(true),
+    }
+}
+
+fn undo(run: &Run, action: &Action) {
+    let mut c = run.cluster();
+    match action {
+        Action::Partition { .. } => c.net.heal(),
+        Action::Crash(i) => {
+            if let Err(e) = c.restart(*i) {
+                drop(c);
+                run.errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("n{} did not restart: {e}", i + 1));
+            }
+        }
+        // A clock stays wrong: skew is the normal state of clocks; only its effects heal.
+        Action::ClockJump(..) | Action::ClockDrift(..) => {}
+        Action::Loss(_) => c.net.set_faults(run.base_links.clone()),
+        Action::FsyncFailures(i, _) => c.machines()[*i].disk.set_fsync_failure(0.0),
+        Action::DiskFull(i) => c.machines()[*i].disk.set_full(false),
+    }
+}
+
+fn heal_all(run: &Run) {
+    let mut c = run.cluster();
+    c.net.heal();
+    c.net.set_faults(run.base_links.clone());
+    let mut errors = Vec::new();
+    for i in 0..c.len() {
+        c.machines()[i].disk.set_fsync_failure(0.0);
+        c.machines()[i].disk.set_full(false);
+        if let Err(e) = c.restart(i) {
+            errors.push(format!("n{} did not restart: {e}", i + 1));
+        }
+    }
+    drop(c);
+    run.errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(errors);
+}
+
+/// Read every key at all replicas (read repair does the rest) until every replica of every
+/// key holds the same object; the time it took, or `None` past the bound.
+async fn converge(run: &Run, rng: &mut Rng) -> Option<Duration> {
+    let start = env::now();
+    let n = run.cfg.nodes;
+    let mut round = 0usize;
+    loop {
+        if converged(run).await {
+            return Some(env::now().saturating_duration_since(start));
+        }
+        if env::now().saturating_duration_since(start) >= run.cfg.converge_within {
+            return None;
+        }
+        for w in run.cfg.workloads.clone() {
+            let all = w.keyspace_def(n).n;
+            for k in w.keys() {
+                let node = (round + rng.below(n as u64) as usize) % n;
+                let p = workload::read_op(w, &k, Function::Read, Some(all));
+                let _ = run.call(node, p.request).await;
+            }
+        }
+        round += 1;
+        env::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether every replica of every key holds the same copy.
+async fn converged(run: &Run) -> bool {
+    let nodes: Vec<_> = {
+        let c = run.cluster();
+        (0..c.len()).filter_map(|i| c.node(i)).collect()
+    };
+    let Some((first, _)) = nodes.first() else {
+        return false;
+    };
+    for w in &run.cfg.workloads {
+        let n = w.keyspace_def(run.cfg.nodes).n as usize;
+        for k in w.keys() {
+            let key = crate::key::Key::simple(k.as_bytes().to_vec());
+            let owners = first.ring().preference_list(&key.partition, n);
+            let mut copies = Vec::new();
+            for (node, _) in &nodes {
+                if owners.iter().any(|o| o == node.name()) {
+                    copies.push(
+                        node.local_object(w.keyspace(), &key)
+                            .await
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            if copies.windows(2).any(|p| p[0] != p[1]) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// One final read of every key, at all replicas, after convergence.
+async fn final_reads(run: &Run) {
+    let n = run.cfg.nodes;
+    let mut state = ClientState::default();
+    let process = 1_000_000;
+    for (i, w) in run.cfg.workloads.clone().into_iter().enumerate() {
+        // The register checker has no final reads: a plain read is its last word.
+        let f = if w == Workload::Register {
+            Function::Read
+        } else {
+            Function::FinalRead
+        };
+        for k in w.keys() {
+            let all = w.keyspace_def(n).n;
+            let p = workload::read_op(w, &k, f.clone(), Some(all));
+            run.operate(process, i % n, p, &mut state).await;
+        }
+    }
+}
+
+/// Judge every workload's history.
+fn judge(run: &Run) -> Vec<Check> {
+    let h = run.histories.lock().unwrap_or_else(|e| e.into_inner());
+    let mut checks = Vec::new();
+    for (w, rec) in h.iter() {
+        let mut opts = CheckOptions::new(w.model());
+        opts.threads = Some(1);
+        opts.timeout = Some(Duration::from_secs(10));
+        let (passed, detail) = match jepsen_like::check(rec.history(), &opts) {
+            Ok(r) => (r.verdict == Verdict::Valid, summarize(&r)),
+            Err(e) => (false, format!("checker error: {e}")),
+        };
+        checks.push(Check {
+            name: w.name().to_string(),
+            passed,
+            judged: w.judged(),
+            detail,
+        });
+    }
+    checks
+}
+
+fn summarize(r: &jepsen_like::CheckResult) -> String {
+    let mut parts = vec![format!("{:?}", r.verdict).to_lowercase()];
+    if let Some(m) = &r.message {
+        parts.push(m.clone());
+    }
+    if let Some(s) = &r.siblings {
+        for k in &s.keys {
+            let show = |what: &str, f: &[jepsen_like::sibling_checker::SiblingFinding]| {
+                (!f.is_empty()).then(|| {
+                    let v: Vec<String> = f.iter().map(|x| x.value.to_string()).collect();
+                    format!("key {} {what} {}", k.key, v.join(" "))
+                })
+            };
+            parts.extend(show("lost", &k.lost));
+            parts.extend(show("resurrected", &k.resurrected));
+            parts.extend(show("unexpected", &k.unexpected));
+            parts.extend(show("failed-but-present", &k.failed_but_present));
+        }
+    }
+    if let Some(s) = &r.set {
+        if !s.lost.is_empty() {
+            let v: Vec<String> = s.lost.iter().map(|x| x.to_string()).collect();
+            parts.push(format!("lost {}", v.join(" ")));
+        }
+        if !s.unexpected.is_empty() {
+            parts.push(format!("unexpected {}", s.unexpected.len()));
+        }
+        parts.push(format!(
+            "{} acknowledged, {} attempted",
+            s.acknowledged_count, s.attempt_count
+        ));
+    }
+    if let Some(c) = &r.counter {
+        parts.push(format!(
+            "final bounds {:?}, {} error(s)",
+            c.final_bounds,
+            c.errors.len()
+        ));
+    }
+    if !r.failures.is_empty() {
+        parts.push(format!("{} key(s) not linearizable", r.failures.len()));
+    }
+    let mut s = parts.join("; ");
+    if s.len() > 600 {
+        s.truncate(600);
+        s.push('…');
+    }
+    s
+}
+
+/// The outcome of running many seeds.
+pub struct Swarm {
+    /// Every report, in seed order.
+    pub reports: Vec<SimReport>,
+}
+
+/// Run seeds `seeds` one after another.
+pub fn swarm(seeds: std::ops::Range<u64>, cfg: &SimConfig) -> Swarm {
+    Swarm {
+        reports: seeds.map(|s| run(s, cfg)).collect(),
+    }
+}
+
+/// The per-seed summary line of a swarm (and of `quorumkv sim --seed`).
+pub fn describe(r: &SimReport) -> String {
+    let failures: Vec<String> = r
+        .failures()
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    let mut s = format!(
+        "seed {} {} trace {:016x} ({} events, {} ops, {} ms simulated, converged {})",
+        r.seed,
+        if r.passed() { "ok" } else { "FAILED" },
+        r.trace_hash,
+        r.events,
+        r.ops,
+        r.sim_ms,
+        r.converged_ms
+            .map_or("never".to_string(), |ms| format!("in {ms} ms")),
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\n  error: {e}"));
+    }
+    for f in failures {
+        s.push_str(&format!("\n  check {f}"));
+    }
+    s
+}
+
+/// A map from check name to how many seeds failed it.
+pub fn failure_counts(reports: &[SimReport]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in reports {
+        for c in r.failures() {
+            *m.entry(c.name.clone()).or_default() += 1;
+        }
+        if r.error.is_some() {
+            *m.entry("error".to_string()).or_default() += 1;
+        }
+    }
+    m
+}
