@@ -256,7 +256,7 @@ impl Run {
     ) -> OpType {
         let idx = {
             let mut h = self.histories.lock().unwrap_or_else(|e| e.into_inner());
-            let rec = h.of(p.workload);
+            let rec = h.of(p.workload, &p.key);
             let idx = rec.invoke(process, p.f.clone(), p.value.clone(), self.time_ns());
             let _ = rec.annotate(idx, "node", Value::Str(format!("n{}", node + 1)));
             idx
@@ -272,7 +272,10 @@ impl Run {
         let (kind, value) = workload::complete(&p, outcome, state);
         self.event(&format!("{kind:?} p{process} {} {value}", p.f.name()));
         let mut h = self.histories.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = h.of(p.workload).complete(idx, kind, value, self.time_ns()) {
+        if let Err(e) = h
+            .of(p.workload, &p.key)
+            .complete(idx, kind, value, self.time_ns())
+        {
             self.errors
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -672,21 +675,35 @@ async fn final_reads(run: &Run) {
 /// Judge every workload's history.
 fn judge(run: &Run) -> Vec<Check> {
     let h = run.histories.lock().unwrap_or_else(|e| e.into_inner());
-    let mut checks = Vec::new();
-    for (w, rec) in h.iter() {
+    let mut checks: Vec<Check> = Vec::new();
+    for ((w, key), rec) in h.iter() {
         let mut opts = CheckOptions::new(w.model());
         opts.threads = Some(1);
         opts.timeout = Some(Duration::from_secs(10));
-        let (passed, detail) = match jepsen_like::check(rec.history(), &opts) {
+        let (passed, mut detail) = match jepsen_like::check(rec.history(), &opts) {
             Ok(r) => (r.verdict == Verdict::Valid, summarize(&r)),
             Err(e) => (false, format!("checker error: {e}")),
         };
-        checks.push(Check {
-            name: w.name().to_string(),
-            passed,
-            judged: w.judged(),
-            detail,
-        });
+        if !key.is_empty() {
+            detail = format!("{key}: {detail}");
+        }
+        // One check per workload: the set keys' verdicts are joined, failures first.
+        match checks.iter_mut().find(|c| c.name == w.name()) {
+            Some(c) => {
+                if !passed && c.passed {
+                    c.detail = detail;
+                } else if !passed {
+                    c.detail.push_str(&format!(" | {detail}"));
+                }
+                c.passed &= passed;
+            }
+            None => checks.push(Check {
+                name: w.name().to_string(),
+                passed,
+                judged: w.judged(),
+                detail,
+            }),
+        }
     }
     checks
 }

@@ -167,7 +167,7 @@ pub fn cuts(shape: Shape, nodes: &[usize]) -> Vec<(usize, usize)> {
         Shape::MajoritiesRing => {
             // In ring order, each node talks to the nodes within distance d, which with
             // itself makes a majority; everything further away is cut.
-            let d = (n / 2 + 1) / 2;
+            let d = (n / 2).div_ceil(2);
             for i in 0..n {
                 for j in (i + 1)..n {
                     let dist = (j - i).min(n - (j - i));

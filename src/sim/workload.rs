@@ -35,6 +35,9 @@ use crate::proto::{
 /// Keys per register-like workload (few, so clients contend).
 pub const KEYS: usize = 3;
 
+/// Keys of the set workload (each its own history: Jepsen's set checker judges one set).
+pub const SET_KEYS: usize = 16;
+
 /// A workload the simulated clients run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Workload {
@@ -101,7 +104,9 @@ impl Workload {
         match self {
             Workload::Siblings => (0..KEYS).map(|i| format!("s{i}")).collect(),
             Workload::Register => (0..KEYS).map(|i| format!("r{i}")).collect(),
-            Workload::Set => vec!["set".into()],
+            // Many small sets rather than one big one: a set's every replication carries
+            // the whole set, so one set of every add would make a run quadratic.
+            Workload::Set => (0..SET_KEYS).map(|i| format!("set{i}")).collect(),
             Workload::Counter => vec!["ctr".into()],
         }
     }
@@ -214,13 +219,15 @@ pub fn plan(
 ) -> Planned {
     let keys = workload.keys();
     let k = keys[(choice % keys.len() as u64) as usize].clone();
-    let write = (choice >> 8) % 2 == 0;
+    let write = (choice >> 8).is_multiple_of(2);
     match workload {
         Workload::Siblings if write => {
             let v = format!("c{client}-{unique}");
             // Three writes in four carry the context of the client's last read of the key.
             let (covered, context) = match state.last_read.get(&k) {
-                Some((values, ctx)) if (choice >> 16) % 4 != 0 => (values.clone(), ctx.clone()),
+                Some((values, ctx)) if !(choice >> 16).is_multiple_of(4) => {
+                    (values.clone(), ctx.clone())
+                }
                 _ => (Vec::new(), String::new()),
             };
             Planned {
@@ -386,20 +393,21 @@ pub fn complete(p: &Planned, outcome: Outcome, state: &mut ClientState) -> (OpTy
     }
 }
 
-/// One history per workload.
+/// One history per workload (per key for sets, whose checker judges one set).
 #[derive(Default)]
 pub struct Histories {
-    recorders: BTreeMap<Workload, Recorder>,
+    recorders: BTreeMap<(Workload, String), Recorder>,
 }
 
 impl Histories {
-    /// The recorder of `w`.
-    pub fn of(&mut self, w: Workload) -> &mut Recorder {
-        self.recorders.entry(w).or_default()
+    /// The recorder of key `key` of `w`.
+    pub fn of(&mut self, w: Workload, key: &str) -> &mut Recorder {
+        let k = if w == Workload::Set { key } else { "" };
+        self.recorders.entry((w, k.to_string())).or_default()
     }
 
-    /// Each workload and its recorder.
-    pub fn iter(&self) -> impl Iterator<Item = (&Workload, &Recorder)> {
+    /// Each workload (and set key) and its recorder.
+    pub fn iter(&self) -> impl Iterator<Item = (&(Workload, String), &Recorder)> {
         self.recorders.iter()
     }
 }
