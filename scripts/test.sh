@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it (.ci/run calls this): formatting, lints, then every test
 # of the workspace (unit, property, in-process clusters over the in-memory network and
-# over QUIC+RocksDB, the real binary with kill -9, and the jepsen-like checker), a short
-# run of every fuzz target, the netsplit evidence over containers, and a smoke run of
+# over QUIC+RocksDB, the real binary with kill -9, the deterministic simulator and the
+# jepsen-like checker), a 200-seed simulator swarm, a short run of every fuzz target, the netsplit evidence over containers, and a smoke run of
 # scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --locked --workspace --no-fail-fast
 fi
+# The deterministic simulator's swarm (docs/SIMULATION.md): 200 seeds of a 3-node cluster
+# under every fault, on the debug binary the tests just built; longer swarms:
+# scripts/swarm.sh --seeds N.
+cargo build --locked --bin quorumkv
+"$CARGO_TARGET_DIR/debug/quorumkv" sim --seeds 0..200 --ops 300
 # Fuzz smoke: every fuzz target for 10 seconds (scripts/fuzz.sh installs cargo-fuzz if
 # missing; the fuzz crate builds without RocksDB in its own target dir). Long runs and
 # their findings: docs/FUZZING.md.

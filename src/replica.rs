@@ -154,6 +154,10 @@ pub struct InjectedBugs {
     pub ignore_context: bool,
     /// Replication and read repair store the incoming copy instead of merging it.
     pub overwrite_on_merge: bool,
+    /// Never renew the incarnation on seeing that this node lost dots it issued (the
+    /// run-time half of the incarnation rule; the simulator's `keep_incarnation` is the
+    /// start-up half).
+    pub ignore_lost_dots: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -341,7 +345,7 @@ impl Replica {
         claimed: &VersionVector,
     ) -> Result<Arc<str>, ReplicaError> {
         let actor = self.actor();
-        if claimed.get(&actor) > local.get(&actor) {
+        if claimed.get(&actor) > local.get(&actor) && !self.bugs.ignore_lost_dots {
             self.renew_incarnation(&actor)?;
             return Ok(self.actor());
         }

@@ -79,10 +79,13 @@ pub fn parse_faults(text: &str) -> Result<Vec<Fault>, UnknownFault> {
         "none" | "" => Ok(Vec::new()),
         "all" => Ok(EVENTS.to_vec()),
         list => {
-            let mut v = list
-                .split(',')
-                .map(|s| s.trim().parse())
-                .collect::<Result<Vec<Fault>, _>>()?;
+            let mut v = Vec::new();
+            for name in list.split(',').map(str::trim) {
+                match name {
+                    "all" => v.extend(EVENTS),
+                    _ => v.push(name.parse()?),
+                }
+            }
             v.sort();
             v.dedup();
             Ok(v)
