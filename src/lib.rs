@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod bench;
+pub mod catalog;
 pub mod causality;
 pub mod client;
 pub mod clock;
@@ -24,8 +25,10 @@ pub mod key;
 pub mod keyspace;
 pub mod metrics;
 pub mod node;
+pub mod peers;
 pub mod proto;
 pub mod replica;
+pub mod replica_service;
 pub mod resolve;
 pub mod ring;
 pub mod runtime;
