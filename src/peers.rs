@@ -561,7 +561,7 @@ impl Peers {
             Ok(Ok(resp)) => match well_formed(&resp) {
                 Ok(()) => C::reply(resp).map_err(|wrong| {
                     CallFailure::Transport(TransportError::Protocol(format!(
-                        "{to} sent a {} reply to a {kind} request",
+                        "{to} answered request {kind:?} with reply {:?}",
                         wrong.got
                     )))
                 }),
@@ -627,5 +627,153 @@ impl Peers {
         }
         let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         h.get(peer).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::metrics::Metrics;
+    use crate::replica::{Replica, ReplicaOptions};
+    use crate::storage::{MemoryStorage, Storage};
+    use crate::transport::BoxFuture;
+
+    /// A peer that answers every request with an acknowledgement.
+    struct AcksEverything;
+
+    impl Transport for AcksEverything {
+        fn call(
+            &self,
+            _to: &str,
+            _req: PeerRequest,
+        ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+            Box::pin(async { Ok(PeerResponse::Ack) })
+        }
+    }
+
+    /// Node `n1` of `n1`, `n2`, reaching `n2` through `transport`.
+    fn peers(transport: Arc<dyn Transport>) -> Arc<Peers> {
+        let env: Arc<dyn Env> = crate::env::TokioEnv::system();
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let metrics: Arc<Metrics> = Arc::default();
+        let replica = Replica::new(
+            "n1",
+            Arc::clone(&storage),
+            Arc::clone(&env),
+            ReplicaOptions::default(),
+        )
+        .unwrap();
+        let (catalog, _) = Catalog::open(storage, Arc::clone(&env), 2, vec![]).unwrap();
+        let local = Arc::new(ReplicaService::new(
+            "n1".into(),
+            replica,
+            Arc::new(catalog),
+            Arc::clone(&env),
+            metrics,
+            1 << 20,
+        ));
+        Arc::new(Peers::new(
+            "n1".into(),
+            vec!["n1".into(), "n2".into()],
+            transport,
+            local,
+            env,
+        ))
+    }
+
+    /// Goal: a reply of another kind than the request gets never reaches the caller: it
+    /// is a protocol failure of that replica, naming both kinds, and a reply of the right
+    /// kind (an acknowledgement to a ping) gets through; the local replica is called too.
+    #[tokio::test]
+    async fn wrong_reply_kind_is_a_protocol_failure_of_the_replica() {
+        let peers = peers(Arc::new(AcksEverything));
+        let deadline = peers.env.now() + std::time::Duration::from_secs(1);
+        let read = Read {
+            keyspace: KeyspaceDef::new("ks", 2, 1, 1),
+            key: Key::parse("k"),
+        };
+        match peers.call("n2", read.clone(), deadline).await {
+            Err(CallFailure::Transport(TransportError::Protocol(m))) => {
+                assert_eq!(m, r#"n2 answered request "read" with reply "ack""#)
+            }
+            other => panic!("a wrong reply kind got through: {other:?}"),
+        }
+        let f = peers.call("n2", read.clone(), deadline).await.unwrap_err();
+        assert_eq!(f.to_failure("n2").kind, "unreachable");
+        assert_eq!(peers.peer_up("n2"), Some(false));
+        peers.call("n2", Ping, deadline).await.unwrap();
+        assert_eq!(peers.peer_up("n2"), Some(true));
+        assert_eq!(peers.call("n1", read, deadline).await.unwrap(), None);
+    }
+
+    /// Replies from a channel the test fills, `expected` in all.
+    fn replies(expected: usize) -> (mpsc::Sender<Reply<u8>>, Replies<u8>) {
+        let (tx, rx) = mpsc::channel(expected.max(1));
+        (
+            tx,
+            Replies {
+                rx,
+                pending: expected,
+            },
+        )
+    }
+
+    fn ok(node: &str, v: u8) -> Reply<u8> {
+        Reply {
+            node: node.into(),
+            us: 0,
+            result: Ok(v),
+        }
+    }
+
+    fn failed(node: &str) -> Reply<u8> {
+        Reply {
+            node: node.into(),
+            us: 0,
+            result: Err(CallFailure::Timeout),
+        }
+    }
+
+    fn accept(r: Reply<u8>) -> Result<u8, ReplicaFailure> {
+        r.result.map_err(|f| f.to_failure(&r.node))
+    }
+
+    /// Goal: `gather` stops at `needed` successes, leaving later replies in the receiver;
+    /// it stops as soon as the replies still to come cannot make up `needed` (without
+    /// waiting for them), recording why each failed; and `needed = 0` waits for nothing.
+    #[tokio::test]
+    async fn gather_stops_at_quorum_or_when_it_is_impossible() {
+        let (tx, mut rx) = replies(3);
+        for r in [ok("a", 1), failed("b"), ok("c", 3)] {
+            tx.send(r).await.unwrap();
+        }
+        let got = rx.gather(2, accept).await;
+        assert_eq!(got.ok, vec![("a".to_string(), 1), ("c".to_string(), 3)]);
+        assert_eq!(got.failures.len(), 1);
+        assert_eq!(got.failures[0].node, "b");
+
+        let (tx, mut rx) = replies(3);
+        for r in [ok("a", 1), ok("b", 2)] {
+            tx.send(r).await.unwrap();
+        }
+        let got = rx.gather(1, accept).await;
+        assert_eq!(got.ok.len(), 1);
+        assert_eq!(rx.recv().await.map(|r| r.node), Some("b".to_string()));
+
+        // 2 of 3 needed, 2 failed: the third reply never comes, and is not waited for.
+        let (tx, mut rx) = replies(3);
+        for r in [failed("a"), failed("b")] {
+            tx.send(r).await.unwrap();
+        }
+        let got = rx.gather(2, accept).await;
+        assert!(got.ok.is_empty());
+        let nodes: Vec<&str> = got.failures.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(nodes, vec!["a", "b"]);
+        assert!(got.failures.iter().all(|f| f.kind == "timeout"));
+
+        let (_tx, mut rx) = replies(2);
+        let got = rx.gather(0, accept).await;
+        assert!(got.ok.is_empty() && got.failures.is_empty());
     }
 }
