@@ -287,7 +287,7 @@ impl Catalog {
         Ok(deleted)
     }
 
-    /// [`Catalog::drop_local`] on the blocking pool.
+    /// Drop keyspace `name` as `drop_local` does, on the blocking pool.
     pub async fn drop_keyspace(
         self: &Arc<Self>,
         name: &str,
