@@ -322,11 +322,11 @@ impl Coordinator {
             return Ok(def);
         }
         validate_name(name)?;
-        let peers = self.peers.others();
+        let others = self.peers.others();
         let deadline = self.env.now() + self.request_timeout;
         let mut replies =
             self.peers
-                .fan_out(&peers, peers::LookupKeyspace(name.to_string()), deadline);
+                .fan_out(&others, peers::LookupKeyspace(name.to_string()), deadline);
         // The first peer that knows a valid definition answers; the others do not count.
         let cluster_size = self.catalog.cluster_size();
         let found = replies
@@ -1158,14 +1158,14 @@ impl Coordinator {
     ) -> Result<ClientResponse, CoordinatorError> {
         def.validate(self.catalog.cluster_size())?;
         self.catalog.learn(def.clone())?;
-        let peers = self.peers.others();
+        let others = self.peers.others();
         let deadline = self.env.now() + self.request_timeout;
         // Every peer's answer is wanted (who acknowledged and who missed it is the reply),
         // except that a peer refusing the definition as invalid ends the request at once.
         let heard = self
             .peers
-            .fan_out(&peers, peers::AnnounceKeyspace(def.clone()), deadline)
-            .gather(peers.len(), |reply| match reply.result {
+            .fan_out(&others, peers::AnnounceKeyspace(def.clone()), deadline)
+            .gather(others.len(), |reply| match reply.result {
                 Ok(()) => Ok(true),
                 Err(CallFailure::Refused(PeerError::Invalid(m))) => Err(ReplicaFailure {
                     node: reply.node,
@@ -1181,8 +1181,8 @@ impl Coordinator {
                 f.node, f.detail
             )));
         }
-        let (mut acked, mut missing): (Vec<String>, Vec<String>) =
-            (vec![self.name.clone()], Vec::new());
+        let mut acked = vec![self.name.clone()];
+        let mut missing = Vec::new();
         for (node, ack) in heard.ok {
             if ack {
                 acked.push(node);
@@ -1216,12 +1216,12 @@ impl Coordinator {
             generation,
         };
         let deadline = self.env.now() + self.request_timeout;
-        let peers = self.peers.others();
+        let others = self.peers.others();
         // Every peer's answer is wanted: the reply says who dropped it and who missed it.
         let heard = self
             .peers
-            .fan_out(&peers, req, deadline)
-            .gather(peers.len(), |reply| {
+            .fan_out(&others, req, deadline)
+            .gather(others.len(), |reply| {
                 Ok::<_, ReplicaFailure>(match reply.result {
                     Ok(()) => None,
                     Err(f) => {
