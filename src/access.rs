@@ -4,7 +4,7 @@
 //! its organizational unit, see [`crate::tls`]); permissions come from the keyspace
 //! definition's grants ([`KeyspaceDef::readers`], [`KeyspaceDef::writers`]). The
 //! coordinator checks a request here before doing anything else with it, so a refused
-//! request costs one registry look-up and touches no replica. Replicas do not re-check:
+//! request costs one catalog look-up and touches no replica. Replicas do not re-check:
 //! peer messages are accepted only from node certificates, and a node is trusted.
 //!
 //! The rules (docs/SECURITY.md states them for operators):

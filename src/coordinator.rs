@@ -1,5 +1,11 @@
 //! The coordinator: any node, handling a client's request for any key.
 //!
+//! [`Coordinator`] owns what coordinating needs and nothing else: the ring, the keyspace
+//! [`Catalog`], the calls to replicas ([`Peers`]), the limits and timeout, the key that
+//! seals clients' contexts, and the node's [`Env`]. The node hands it client requests; it
+//! reaches replicas only through typed calls (`crate::peers`), its own replica included,
+//! and never calls back into the node.
+//!
 //! **Read** (`get`): ask all N replicas of the preference list at once, answer after R
 //! replies by merging them (dominated versions drop out, concurrent ones stay as
 //! siblings), then keep listening in the background until every replica answered or the
@@ -11,30 +17,38 @@
 //! applies it and returns its object; the coordinator sends that object to the other
 //! N-1 replicas and answers after W acknowledgements in all (the lead counts).
 //!
-//! Every wait is bounded by the request timeout. Replies that arrive after the answer
-//! are ignored (reads still use them for repair). A failure names how many replies were
-//! needed and got, and why each missing replica failed.
+//! Every wait is bounded by the request timeout, and every wait for several replies is
+//! one [`Replies::gather`]: it ends as soon as enough replies counted or so many failed
+//! that enough can no longer come. Replies that arrive after the answer are ignored (reads
+//! still use them for repair). A failure names how many replies were needed and got, and
+//! why each missing replica failed.
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
+use crate::access::{self, ClientIdentity, Permission};
+use crate::catalog::{Catalog, CatalogError};
 use crate::causality::{Dot, Object, VersionVector};
-use crate::context::ContextError;
-use crate::env::{self, Env, Instant};
+use crate::config::Limits;
+use crate::context::{ContextError, ContextKey};
+use crate::env::{Env, Instant};
 use crate::key::{Key, KeyError};
 use crate::keyspace::{validate_name, ConflictPolicy, KeyspaceDef, KeyspaceError, ReadRepair};
-use crate::node::{Node, NodeError};
+use crate::metrics::Metrics;
+use crate::peers::{self, CallFailure, PeerCall, Peers, Replies};
 use crate::proto::{
-    BatchRequest, BatchResponse, ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest,
-    PeerResponse, PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse,
-    SiblingView, TraceEvent, UpdateRequest, UpdateResponse,
+    BatchRequest, BatchResponse, ClientRequest, ClientResponse, GetRequest, GetResponse, PeerError,
+    PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse, SiblingView,
+    TraceEvent, UpdateRequest, UpdateResponse,
 };
+use crate::replica_service::MAX_SCAN_LIMIT;
 use crate::resolve::merge_resolved;
-use crate::transport::TransportError;
+use crate::ring::Ring;
 
 /// Why a coordinated request failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,9 +122,9 @@ pub enum CoordinatorError {
     /// The client's certificate lacks a permission (see `access`).
     #[error(transparent)]
     Forbidden(#[from] crate::access::AccessError),
-    /// Local metadata failure.
+    /// Local keyspace metadata failure.
     #[error(transparent)]
-    Node(#[from] NodeError),
+    Catalog(#[from] CatalogError),
     /// A replica reported an invalid request.
     #[error("replica refused the request: {0}")]
     Replica(String),
@@ -162,30 +176,6 @@ impl Trace {
     }
 }
 
-/// What one replica call produced.
-pub(crate) enum CallFailure {
-    Timeout,
-    Transport(TransportError),
-    Refused(PeerError),
-}
-
-impl CallFailure {
-    pub(crate) fn to_failure(&self, node: &str) -> ReplicaFailure {
-        let (kind, detail) = match self {
-            CallFailure::Timeout => ("timeout", "no reply before the request timeout".to_string()),
-            CallFailure::Transport(e) => ("unreachable", e.to_string()),
-            CallFailure::Refused(e) => ("error", e.to_string()),
-        };
-        ReplicaFailure {
-            node: node.to_string(),
-            kind: kind.to_string(),
-            detail,
-        }
-    }
-}
-
-pub(crate) type CallResult = Result<PeerResponse, CallFailure>;
-
 /// One replica's page of a scan: (replica, items by sort key, whether it stopped at the
 /// limit).
 type ScanReply = (String, BTreeMap<Vec<u8>, Object>, bool);
@@ -230,24 +220,6 @@ fn refuse_plain_write(ks: &KeyspaceDef, what: &str) -> Result<(), CoordinatorErr
     Ok(())
 }
 
-/// Refuse replies whose CRDT state breaks an invariant (see `crdt::check_well_formed`)
-/// before any comparison or merge touches them.
-fn well_formed(resp: &PeerResponse) -> Result<(), crate::crdt::CrdtError> {
-    use crate::crdt::check_well_formed;
-    match resp {
-        PeerResponse::Object(Some(o)) | PeerResponse::Written { object: o, .. } => {
-            check_well_formed(&o.crdt)
-        }
-        PeerResponse::WrittenBatch { objects, .. } => {
-            objects.iter().try_for_each(|o| check_well_formed(&o.crdt))
-        }
-        PeerResponse::Items { items, .. } => items
-            .iter()
-            .try_for_each(|(_, o)| check_well_formed(&o.crdt)),
-        _ => Ok(()),
-    }
-}
-
 /// Most items one batch may write.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
@@ -276,90 +248,138 @@ fn sibling_views(o: &Object) -> Vec<SiblingView> {
         .collect()
 }
 
-impl Node {
-    /// Send a replica request to `to` (locally without the network when `to` is this
-    /// node), bounded by `deadline`.
-    async fn call_replica(
-        self: &Arc<Self>,
-        to: &str,
-        req: PeerRequest,
-        deadline: Instant,
-    ) -> CallResult {
-        let fut = async {
-            if to == self.name {
-                Ok(self.replica_step(req).await)
-            } else {
-                self.transport.call(to, req).await
-            }
-        };
-        let out = match env::timeout_at(&*self.env, deadline, fut).await {
-            Err(_) => Err(CallFailure::Timeout),
-            Ok(Err(e)) => Err(CallFailure::Transport(e)),
-            Ok(Ok(PeerResponse::Error(e))) => Err(CallFailure::Refused(e)),
-            Ok(Ok(resp)) => match well_formed(&resp) {
-                Ok(()) => Ok(resp),
-                Err(e) => Err(CallFailure::Refused(PeerError::Invalid(format!(
-                    "{to} sent {e}"
-                )))),
-            },
-        };
-        if to != self.name {
-            // A refusal is an answer: the peer is up.
-            self.note_health(
-                to,
-                !matches!(out, Err(CallFailure::Timeout | CallFailure::Transport(_))),
-            );
+/// What a coordinator is made of (named, so no two of them can be swapped).
+pub struct CoordinatorParams {
+    /// This node's name.
+    pub name: String,
+    /// The ring: which replicas hold a key.
+    pub ring: Ring,
+    /// The keyspaces this node knows.
+    pub catalog: Arc<Catalog>,
+    /// How to reach replicas, this node's own included.
+    pub peers: Arc<Peers>,
+    /// Limits on keys, values, clock skew, replies and pending repairs.
+    pub limits: Limits,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// Seals and opens clients' causal contexts.
+    pub contexts: ContextKey,
+    /// Time, timers, randomness and tasks.
+    pub env: Arc<dyn Env>,
+    /// Where latencies and counters go.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Coordinates clients' requests on one node.
+pub struct Coordinator {
+    /// This node's name (lead candidates, traces, errors).
+    name: String,
+    /// Which replicas hold a key.
+    ring: Ring,
+    /// The keyspaces this node knows; look-ups that miss ask the peers.
+    catalog: Arc<Catalog>,
+    /// Typed calls to replicas, and their last known health.
+    peers: Arc<Peers>,
+    /// Limits on keys, values, clock skew and replies.
+    limits: Limits,
+    /// How long one request may take.
+    request_timeout: Duration,
+    /// Seals and opens clients' causal contexts.
+    contexts: ContextKey,
+    /// Time, timers, randomness and tasks: the coordinator's only way to reach them.
+    env: Arc<dyn Env>,
+    /// Latency histograms and counters.
+    metrics: Arc<Metrics>,
+    /// Bounds background read repairs (see `limits.max_pending_read_repairs`).
+    repair_slots: Arc<Semaphore>,
+}
+
+impl Coordinator {
+    /// A coordinator made of `p`.
+    pub fn new(p: CoordinatorParams) -> Self {
+        Coordinator {
+            repair_slots: Arc::new(Semaphore::new(p.limits.max_pending_read_repairs)),
+            name: p.name,
+            ring: p.ring,
+            catalog: p.catalog,
+            peers: p.peers,
+            limits: p.limits,
+            request_timeout: p.request_timeout,
+            contexts: p.contexts,
+            env: p.env,
+            metrics: p.metrics,
         }
-        out
     }
 
-    /// Send `req` to every node in `targets` concurrently; results arrive on the channel
-    /// as they come. Tasks outlive the caller so late replies can still be used (repair)
-    /// or harmlessly dropped.
-    pub(crate) fn fan_out(
-        self: &Arc<Self>,
-        targets: &[String],
-        req: &PeerRequest,
-        deadline: Instant,
-    ) -> mpsc::Receiver<(String, u64, CallResult)> {
-        let (tx, rx) = mpsc::channel(targets.len().max(1));
-        let start = self.env.now();
-        for node in targets {
-            let (me, tx, node, req) = (Arc::clone(self), tx.clone(), node.clone(), req.clone());
-            self.env.spawn(Box::pin(async move {
-                let res = me.call_replica(&node, req, deadline).await;
-                let us = me.env.now().saturating_duration_since(start).as_micros() as u64;
-                let _ = tx.send((node, us, res)).await;
-            }));
-        }
-        rx
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
     }
 
     /// Resolve a keyspace by name: locally, else from any peer that knows it.
-    pub(crate) async fn keyspace(
-        self: &Arc<Self>,
-        name: &str,
-    ) -> Result<KeyspaceDef, CoordinatorError> {
-        if let Some(def) = self.keyspaces.get(name) {
+    pub async fn keyspace(&self, name: &str) -> Result<KeyspaceDef, CoordinatorError> {
+        if let Some(def) = self.catalog.get(name) {
             return Ok(def);
         }
         validate_name(name)?;
-        let peers = self.other_members();
+        let others = self.peers.others();
         let deadline = self.env.now() + self.request_timeout;
-        let mut rx = self.fan_out(
-            &peers,
-            &PeerRequest::LookupKeyspace(name.to_string()),
-            deadline,
-        );
-        while let Some((_, _, res)) = rx.recv().await {
-            if let Ok(PeerResponse::Keyspace(Some(def))) = res {
-                if def.validate(self.members.len()).is_ok() {
-                    self.learn_keyspace(def.clone())?;
-                    return Ok(def);
-                }
-            }
+        let mut replies =
+            self.peers
+                .fan_out(&others, peers::LookupKeyspace(name.to_string()), deadline);
+        // The first peer that knows a valid definition answers; the others do not count.
+        let cluster_size = self.catalog.cluster_size();
+        let found = replies
+            .gather(1, |r| match r.result {
+                Ok(Some(def)) if def.validate(cluster_size).is_ok() => Ok(def),
+                Ok(_) => Err(ReplicaFailure {
+                    node: r.node,
+                    kind: "error".into(),
+                    detail: format!("does not know keyspace {name:?}"),
+                }),
+                Err(f) => Err(f.to_failure(&r.node)),
+            })
+            .await;
+        if let Some((_, def)) = found.ok.into_iter().next() {
+            self.catalog.learn(def.clone())?;
+            return Ok(def);
         }
         Err(KeyspaceError::Unknown(name.to_string()).into())
+    }
+
+    /// Refuse `req` unless `who` may send it (see [`access`]).
+    pub async fn authorize(
+        &self,
+        who: &ClientIdentity,
+        req: &ClientRequest,
+    ) -> Result<(), CoordinatorError> {
+        match access::needed(req) {
+            None => Ok(()),
+            Some((Permission::Admin, ks)) => {
+                let action = match req {
+                    ClientRequest::DropKeyspace(_) => "drop",
+                    _ => "create",
+                };
+                Ok(access::check_admin(who, action, ks)?)
+            }
+            Some((permission, ks)) => {
+                if matches!(who.role, crate::tls::Role::Admin | crate::tls::Role::Node) {
+                    return Ok(());
+                }
+                let def = self.keyspace(ks).await?;
+                Ok(access::check_grant(who, permission, &def)?)
+            }
+        }
+    }
+
+    /// The replicas of `key` in keyspace `keyspace`, in preference order.
+    pub async fn replicas(
+        &self,
+        keyspace: &str,
+        key: &Key,
+    ) -> Result<Vec<String>, CoordinatorError> {
+        let ks = self.keyspace(keyspace).await?;
+        Ok(self.ring.preference_list(&key.partition, ks.n as usize))
     }
 
     /// Coordinate a read.
@@ -376,49 +396,44 @@ impl Node {
             )
         });
         let deadline = self.env.now() + self.request_timeout;
-        let read = PeerRequest::Read {
+        let read = peers::Read {
             keyspace: ks.clone(),
             key: req.key.clone(),
         };
-        let mut rx = self.fan_out(&pl, &read, deadline);
-        let mut replies: Vec<(String, Object)> = Vec::new();
-        let mut failures: Vec<ReplicaFailure> = Vec::new();
-        while replies.len() < r as usize && failures.len() <= pl.len() - r as usize {
-            let Some((node, us, res)) = rx.recv().await else {
-                break;
-            };
-            match res {
-                Ok(PeerResponse::Object(o)) => {
-                    trace.add(&node, || match &o {
-                        Some(o) => {
-                            format!("replied after {us} µs: {} sibling(s)", o.siblings.len())
-                        }
-                        None => format!("replied after {us} µs: key not found"),
-                    });
-                    replies.push((node, o.unwrap_or_default()));
+        let mut rx = self.peers.fan_out(&pl, read, deadline);
+        let got = rx
+            .gather(r as usize, |reply| {
+                let (node, us) = (&reply.node, reply.us);
+                match reply.result {
+                    Ok(o) => {
+                        trace.add(node, || match &o {
+                            Some(o) => {
+                                format!("replied after {us} µs: {} sibling(s)", o.siblings.len())
+                            }
+                            None => format!("replied after {us} µs: key not found"),
+                        });
+                        Ok(o.unwrap_or_default())
+                    }
+                    Err(f) => {
+                        let failure = f.to_failure(node);
+                        trace.add(node, || {
+                            format!(
+                                "failed after {us} µs: {} ({})",
+                                failure.kind, failure.detail
+                            )
+                        });
+                        Err(failure)
+                    }
                 }
-                Ok(other) => failures.push(
-                    CallFailure::Refused(PeerError::Invalid(format!("unexpected reply {other:?}")))
-                        .to_failure(&node),
-                ),
-                Err(f) => {
-                    let failure = f.to_failure(&node);
-                    trace.add(&node, || {
-                        format!(
-                            "failed after {us} µs: {} ({})",
-                            failure.kind, failure.detail
-                        )
-                    });
-                    failures.push(failure);
-                }
-            }
-        }
+            })
+            .await;
+        let replies: Vec<(String, Object)> = got.ok;
         if replies.len() < r as usize {
             return Err(CoordinatorError::QuorumNotReached {
                 op: "read",
                 needed: r,
                 got: replies.len() as u8,
-                failures,
+                failures: got.failures,
             });
         }
         let merged = replies.iter().fold(Object::default(), |mut acc, (_, o)| {
@@ -464,31 +479,30 @@ impl Node {
                     trace.add(&self.name, || {
                         format!("read repair (blocking): sending merged object to {stale:?}")
                     });
-                    let repair = PeerRequest::Replicate {
+                    let repair = peers::Replicate {
                         keyspace: ks.clone(),
                         key: req.key.clone(),
                         object: merged.clone(),
                     };
-                    let mut acks = self.fan_out(&stale, &repair, deadline);
-                    let (mut holding, mut failures) = (fresh, Vec::new());
-                    while holding < r {
-                        let Some((node, us, res)) = acks.recv().await else {
-                            break;
-                        };
-                        match res {
-                            Ok(_) => {
-                                trace.add(&node, || format!("repaired after {us} µs"));
-                                holding += 1;
+                    let repaired = self
+                        .peers
+                        .fan_out(&stale, repair, deadline)
+                        .gather((r - fresh) as usize, |reply| match reply.result {
+                            Ok(()) => {
+                                let us = reply.us;
+                                trace.add(&reply.node, || format!("repaired after {us} µs"));
+                                Ok(())
                             }
-                            Err(f) => failures.push(f.to_failure(&node)),
-                        }
-                    }
+                            Err(f) => Err(f.to_failure(&reply.node)),
+                        })
+                        .await;
+                    let holding = fresh + repaired.ok.len() as u8;
                     if holding < r {
                         return Err(CoordinatorError::QuorumNotReached {
                             op: "read repair",
                             needed: r,
                             got: holding,
-                            failures,
+                            failures: repaired.failures,
                         });
                     }
                 }
@@ -517,7 +531,7 @@ impl Node {
         key: Key,
         mut merged: Object,
         mut replies: Vec<(String, Object)>,
-        mut rx: mpsc::Receiver<(String, u64, CallResult)>,
+        mut rx: Replies<Option<Object>>,
         replicas: usize,
     ) {
         let any_stale = replies.iter().any(|(_, o)| *o != merged);
@@ -527,11 +541,11 @@ impl Node {
         }
         let me = Arc::clone(self);
         self.env.spawn(Box::pin(async move {
-            while let Some((node, _, res)) = rx.recv().await {
-                if let Ok(PeerResponse::Object(o)) = res {
+            while let Some(reply) = rx.recv().await {
+                if let Ok(o) = reply.result {
                     let o = o.unwrap_or_default();
                     merge_resolved(&ks, &mut merged, &o);
-                    replies.push((node, o));
+                    replies.push((reply.node, o));
                 }
             }
             let stale: Vec<String> = replies
@@ -553,12 +567,12 @@ impl Node {
             for node in stale {
                 tracing::debug!(%key, replica = %node, "read repair");
                 me.metrics.read_repairs_sent(1);
-                let req = PeerRequest::Replicate {
+                let req = peers::Replicate {
                     keyspace: ks.clone(),
                     key: key.clone(),
                     object: merged.clone(),
                 };
-                if let Err(f) = me.call_replica(&node, req, deadline).await {
+                if let Err(f) = me.peers.call(&node, req, deadline).await {
                     let f = f.to_failure(&node);
                     tracing::debug!(%key, replica = %node, kind = %f.kind, "read repair failed");
                 }
@@ -567,7 +581,7 @@ impl Node {
     }
 
     /// Coordinate a write or delete.
-    pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         refuse_plain_write(&ks, if req.value.is_some() { "put" } else { "delete" })?;
@@ -593,7 +607,7 @@ impl Node {
             )
         });
         let deadline = self.env.now() + self.request_timeout;
-        let write = PeerRequest::Write {
+        let write = peers::Write {
             keyspace: ks.clone(),
             key: req.key.clone(),
             context,
@@ -602,25 +616,18 @@ impl Node {
             client_ts: req.timestamp,
             actor: req.actor.clone(),
         };
-        let (lead, reply, failures) = self
+        let (lead, peers::Written { object, dot }, failures) = self
             .lead_write(&pl, &write, op, w, deadline, &mut trace)
             .await?;
-        let PeerResponse::Written { object, dot } = reply else {
-            return Err(CoordinatorError::Replica(format!(
-                "{lead} sent an unexpected reply to a write"
-            )));
-        };
         let dot = surviving_dot(&object, dot.as_ref());
         let context_out = self.seal_context(&ks, &req.key, &object.vv);
-        let replicate = PeerRequest::Replicate {
+        let replicate = peers::Replicate {
             keyspace: ks,
             key: req.key.clone(),
             object,
         };
-        self.replicate_from_lead(
-            &pl, &lead, &replicate, op, w, deadline, failures, &mut trace,
-        )
-        .await?;
+        self.replicate_from_lead(&pl, &lead, replicate, op, w, deadline, failures, &mut trace)
+            .await?;
         Ok(PutResponse {
             context: context_out,
             dot,
@@ -629,10 +636,7 @@ impl Node {
     }
 
     /// Coordinate an atomic batch of writes to one partition.
-    pub async fn batch(
-        self: &Arc<Self>,
-        req: BatchRequest,
-    ) -> Result<BatchResponse, CoordinatorError> {
+    pub async fn batch(&self, req: BatchRequest) -> Result<BatchResponse, CoordinatorError> {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         refuse_plain_write(&ks, "batch")?;
@@ -675,25 +679,20 @@ impl Node {
             format!("coordinating a batch of {} item(s) in partition {}; replicas {pl:?}; waiting for w={w}", items.len(), String::from_utf8_lossy(&partition))
         });
         let deadline = self.env.now() + self.request_timeout;
-        let write = PeerRequest::WriteBatch {
+        let write = peers::WriteBatch {
             keyspace: ks.clone(),
             partition: partition.clone(),
             items,
         };
-        let (lead, reply, failures) = self
+        let (lead, peers::WrittenBatch { objects, dots }, failures) = self
             .lead_write(&pl, &write, "batch", w, deadline, &mut trace)
             .await?;
-        let PeerResponse::WrittenBatch { objects, dots } = reply else {
-            return Err(CoordinatorError::Replica(format!(
-                "{lead} sent an unexpected reply to a batch"
-            )));
-        };
         let dots = objects
             .iter()
             .zip(&dots)
             .map(|(o, d)| surviving_dot(o, Some(d)))
             .collect();
-        let replicate = PeerRequest::ReplicateBatch {
+        let replicate = peers::ReplicateBatch {
             keyspace: ks,
             partition,
             items: req
@@ -704,7 +703,7 @@ impl Node {
                 .collect(),
         };
         self.replicate_from_lead(
-            &pl, &lead, &replicate, "batch", w, deadline, failures, &mut trace,
+            &pl, &lead, replicate, "batch", w, deadline, failures, &mut trace,
         )
         .await?;
         Ok(BatchResponse {
@@ -715,10 +714,7 @@ impl Node {
 
     /// Coordinate a CRDT operation: the lead replica applies it (its name is the CRDT
     /// actor), then its state is replicated like any write.
-    pub async fn update(
-        self: &Arc<Self>,
-        req: UpdateRequest,
-    ) -> Result<UpdateResponse, CoordinatorError> {
+    pub async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, CoordinatorError> {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         req.op
@@ -744,30 +740,23 @@ impl Node {
             )
         });
         let deadline = self.env.now() + self.request_timeout;
-        let update = PeerRequest::Update {
+        let update = peers::Update {
             keyspace: ks.clone(),
             key: req.key.clone(),
             op: req.op.clone(),
             context,
         };
-        let (lead, reply, failures) = self
+        let (lead, object, failures) = self
             .lead_write(&pl, &update, op, w, deadline, &mut trace)
             .await?;
-        let PeerResponse::Written { object, .. } = reply else {
-            return Err(CoordinatorError::Replica(format!(
-                "{lead} sent an unexpected reply to an update"
-            )));
-        };
         let context_out = self.seal_context(&ks, &req.key, &crate::crdt::context(&object.crdt));
-        let replicate = PeerRequest::Replicate {
+        let replicate = peers::Replicate {
             keyspace: ks,
             key: req.key.clone(),
             object,
         };
-        self.replicate_from_lead(
-            &pl, &lead, &replicate, op, w, deadline, failures, &mut trace,
-        )
-        .await?;
+        self.replicate_from_lead(&pl, &lead, replicate, op, w, deadline, failures, &mut trace)
+            .await?;
         Ok(UpdateResponse {
             context: context_out,
             trace: trace.finish(),
@@ -826,15 +815,15 @@ impl Node {
 
     /// Step 1 of a write: find a replica that issues the new version(s). Returns the lead,
     /// its reply, and the failures met on the way.
-    async fn lead_write(
-        self: &Arc<Self>,
+    async fn lead_write<C: PeerCall + Clone>(
+        &self,
         pl: &[String],
-        write: &PeerRequest,
+        write: &C,
         op: &'static str,
         w: u8,
         deadline: Instant,
         trace: &mut Trace,
-    ) -> Result<(String, PeerResponse, BTreeMap<String, ReplicaFailure>), CoordinatorError> {
+    ) -> Result<(String, C::Reply, BTreeMap<String, ReplicaFailure>), CoordinatorError> {
         let mut failures: BTreeMap<String, ReplicaFailure> = BTreeMap::new();
         let candidates = self.lead_candidates(pl);
         let count = candidates.len();
@@ -850,7 +839,8 @@ impl Node {
             };
             let started = self.env.now();
             match self
-                .call_replica(&cand, write.clone(), attempt_deadline)
+                .peers
+                .call(&cand, write.clone(), attempt_deadline)
                 .await
             {
                 Ok(reply) => {
@@ -892,13 +882,14 @@ impl Node {
     }
 
     /// Step 2 of a write: send the lead's result to the other replicas and wait until W
-    /// replicas (the lead included) hold it.
+    /// replicas (the lead included) hold it, or until so many failed that W cannot be
+    /// reached.
     #[allow(clippy::too_many_arguments)]
-    async fn replicate_from_lead(
-        self: &Arc<Self>,
+    async fn replicate_from_lead<C: PeerCall<Reply = ()>>(
+        &self,
         pl: &[String],
         lead: &str,
-        replicate: &PeerRequest,
+        replicate: C,
         op: &'static str,
         w: u8,
         deadline: Instant,
@@ -906,32 +897,40 @@ impl Node {
         trace: &mut Trace,
     ) -> Result<(), CoordinatorError> {
         let others: Vec<String> = pl.iter().filter(|n| *n != lead).cloned().collect();
-        let mut acks: u8 = 1;
-        let mut rx = self.fan_out(&others, replicate, deadline);
-        let mut answered = 0usize;
-        while acks < w && answered < others.len() {
-            let Some((node, us, res)) = rx.recv().await else {
-                break;
-            };
-            answered += 1;
-            match res {
-                Ok(_) => {
-                    trace.add(&node, || format!("stored replica after {us} µs"));
-                    failures.remove(&node);
-                    acks += 1;
+        // The lead holds it already.
+        let needed = (w as usize).saturating_sub(1);
+        let got = self
+            .peers
+            .fan_out(&others, replicate, deadline)
+            .gather(needed, |reply| {
+                let (node, us) = (&reply.node, reply.us);
+                match reply.result {
+                    Ok(()) => {
+                        trace.add(node, || format!("stored replica after {us} µs"));
+                        Ok(())
+                    }
+                    Err(f) => {
+                        let failure = f.to_failure(node);
+                        trace.add(node, || {
+                            format!(
+                                "failed after {us} µs: {} ({})",
+                                failure.kind, failure.detail
+                            )
+                        });
+                        Err(failure)
+                    }
                 }
-                Err(f) => {
-                    let failure = f.to_failure(&node);
-                    trace.add(&node, || {
-                        format!(
-                            "failed after {us} µs: {} ({})",
-                            failure.kind, failure.detail
-                        )
-                    });
-                    failures.insert(node, failure);
-                }
-            }
+            })
+            .await;
+        // A replica that failed as a lead candidate but then stored the lead's result
+        // holds it after all.
+        for (node, ()) in &got.ok {
+            failures.remove(node);
         }
+        for failure in got.failures {
+            failures.insert(failure.node.clone(), failure);
+        }
+        let acks = 1 + got.ok.len() as u8;
         if acks < w {
             return Err(CoordinatorError::QuorumNotReached {
                 op,
@@ -959,7 +958,7 @@ impl Node {
         }
         .validate(self.limits.max_key_bytes)?;
         let r = ks.quorum("r", req.r.unwrap_or(ks.r))?;
-        let limit = (req.limit as usize).clamp(1, crate::node::MAX_SCAN_LIMIT);
+        let limit = (req.limit as usize).clamp(1, MAX_SCAN_LIMIT);
         let pl = self.ring.preference_list(&req.partition, ks.n as usize);
         trace.add(&self.name, || {
             format!(
@@ -968,44 +967,43 @@ impl Node {
             )
         });
         let deadline = self.env.now() + self.request_timeout;
-        let scan = PeerRequest::Scan {
+        let scan = peers::Scan {
             keyspace: ks.clone(),
             partition: req.partition.clone(),
             from: req.from.clone(),
             to: req.to.clone(),
             limit: limit as u32,
         };
-        let mut rx = self.fan_out(&pl, &scan, deadline);
-        let mut replies: Vec<ScanReply> = Vec::new();
-        let mut failures = Vec::new();
-        while replies.len() < r as usize && failures.len() <= pl.len() - r as usize {
-            let Some((node, us, res)) = rx.recv().await else {
-                break;
-            };
-            match res {
-                Ok(PeerResponse::Items { items, more }) => {
-                    trace.add(&node, || {
-                        format!("replied after {us} µs: {} item(s)", items.len())
+        let got = self
+            .peers
+            .fan_out(&pl, scan, deadline)
+            .gather(r as usize, |reply| match reply.result {
+                Ok(page) => {
+                    let us = reply.us;
+                    trace.add(&reply.node, || {
+                        format!("replied after {us} µs: {} item(s)", page.items.len())
                     });
-                    replies.push((
-                        node,
-                        items.into_iter().map(|(s, o)| (s.into_vec(), o)).collect(),
-                        more,
-                    ));
+                    let items: BTreeMap<Vec<u8>, Object> = page
+                        .items
+                        .into_iter()
+                        .map(|(s, o)| (s.into_vec(), o))
+                        .collect();
+                    Ok((items, page.more))
                 }
-                Ok(other) => failures.push(
-                    CallFailure::Refused(PeerError::Invalid(format!("unexpected reply {other:?}")))
-                        .to_failure(&node),
-                ),
-                Err(f) => failures.push(f.to_failure(&node)),
-            }
-        }
+                Err(f) => Err(f.to_failure(&reply.node)),
+            })
+            .await;
+        let replies: Vec<ScanReply> = got
+            .ok
+            .into_iter()
+            .map(|(node, (items, more))| (node, items, more))
+            .collect();
         if replies.len() < r as usize {
             return Err(CoordinatorError::QuorumNotReached {
                 op: "scan",
                 needed: r,
                 got: replies.len() as u8,
-                failures,
+                failures: got.failures,
             });
         }
         // Every item among the first `limit` of the union was returned by every replica
@@ -1107,7 +1105,7 @@ impl Node {
                 self.metrics.read_repair_skipped();
                 continue;
             };
-            let req = PeerRequest::ReplicateBatch {
+            let req = peers::ReplicateBatch {
                 keyspace: ks.clone(),
                 partition: partition.to_vec(),
                 items: stale,
@@ -1116,7 +1114,7 @@ impl Node {
             self.env.spawn(Box::pin(async move {
                 let _permit = permit;
                 let deadline = me.env.now() + me.request_timeout;
-                if let Err(f) = me.call_replica(&node, req, deadline).await {
+                if let Err(f) = me.peers.call(&node, req, deadline).await {
                     let f = f.to_failure(&node);
                     tracing::debug!(replica = %node, kind = %f.kind, "scan repair failed");
                 }
@@ -1128,7 +1126,7 @@ impl Node {
     /// seen up (or never contacted), then those last seen down.
     fn lead_candidates(&self, pl: &[String]) -> Vec<String> {
         let mut c: Vec<String> = pl.to_vec();
-        c.sort_by_key(|n| match (n == &self.name, self.peer_up(n)) {
+        c.sort_by_key(|n| match (n == &self.name, self.peers.peer_up(n)) {
             (true, _) => 0,
             (false, Some(true)) | (false, None) => 1,
             (false, Some(false)) => 2,
@@ -1136,35 +1134,115 @@ impl Node {
         c
     }
 
-    /// Create a keyspace here and announce it to every other node.
-    pub(crate) async fn create_keyspace(
-        self: &Arc<Self>,
+    /// Create a keyspace as an admin asked: a new name gets a fresh generation; asking
+    /// again for a keyspace that exists with the same settings is idempotent (it is
+    /// announced again, with its existing generation).
+    pub async fn create_keyspace(
+        &self,
+        mut def: KeyspaceDef,
+    ) -> Result<ClientResponse, CoordinatorError> {
+        def.validate(self.catalog.cluster_size())?;
+        def.generation = match self.keyspace(&def.name).await {
+            Ok(existing) if existing.same_settings(&def) => existing.generation,
+            // Random (from the node's environment) and never 0, which marks keyspaces
+            // from node.toml. Uniqueness is what matters, not secrecy.
+            _ => self.env.random_u64().max(1),
+        };
+        self.announce_keyspace(def).await
+    }
+
+    /// Store a keyspace definition here and announce it to every other node.
+    async fn announce_keyspace(
+        &self,
         def: KeyspaceDef,
     ) -> Result<ClientResponse, CoordinatorError> {
-        def.validate(self.members.len())?;
-        self.learn_keyspace(def.clone())?;
-        let peers = self.other_members();
+        def.validate(self.catalog.cluster_size())?;
+        self.catalog.learn(def.clone())?;
+        let others = self.peers.others();
         let deadline = self.env.now() + self.request_timeout;
-        let mut rx = self.fan_out(
-            &peers,
-            &PeerRequest::AnnounceKeyspace(def.clone()),
-            deadline,
-        );
+        // Every peer's answer is wanted (who acknowledged and who missed it is the reply),
+        // except that a peer refusing the definition as invalid ends the request at once.
+        let heard = self
+            .peers
+            .fan_out(&others, peers::AnnounceKeyspace(def.clone()), deadline)
+            .gather(others.len(), |reply| match reply.result {
+                Ok(()) => Ok(true),
+                Err(CallFailure::Refused(PeerError::Invalid(m))) => Err(ReplicaFailure {
+                    node: reply.node,
+                    kind: "error".into(),
+                    detail: m,
+                }),
+                Err(_) => Ok(false),
+            })
+            .await;
+        if let Some(f) = heard.failures.into_iter().next() {
+            return Err(CoordinatorError::Replica(format!(
+                "{}: {}",
+                f.node, f.detail
+            )));
+        }
         let mut acked = vec![self.name.clone()];
         let mut missing = Vec::new();
-        while let Some((node, _, res)) = rx.recv().await {
-            match res {
-                Ok(_) => acked.push(node),
-                Err(CallFailure::Refused(PeerError::Invalid(m))) => {
-                    return Err(CoordinatorError::Replica(format!("{node}: {m}")));
-                }
-                Err(_) => missing.push(node),
+        for (node, ack) in heard.ok {
+            if ack {
+                acked.push(node);
+            } else {
+                missing.push(node);
             }
         }
         acked.sort();
         missing.sort();
         Ok(ClientResponse::KeyspaceCreated {
             def,
+            acked,
+            missing,
+        })
+    }
+
+    /// Drop a keyspace on every node: here first, then announced to every peer. Nodes
+    /// that miss the announcement keep the keyspace until they hear of the drop (an
+    /// admin runs the drop again); a re-created keyspace of the same name has a new
+    /// generation, which such a node refuses as a conflict rather than merging the old
+    /// data into it.
+    pub async fn drop_keyspace(&self, name: String) -> Result<ClientResponse, CoordinatorError> {
+        validate_name(&name)?;
+        if self.catalog.is_configured(&name) {
+            return Err(KeyspaceError::Configured(name).into());
+        }
+        let generation = self.keyspace(&name).await?.generation;
+        self.catalog.drop_keyspace(&name, generation).await?;
+        let req = peers::DropKeyspace {
+            name: name.clone(),
+            generation,
+        };
+        let deadline = self.env.now() + self.request_timeout;
+        let others = self.peers.others();
+        // Every peer's answer is wanted: the reply says who dropped it and who missed it.
+        let heard = self
+            .peers
+            .fan_out(&others, req, deadline)
+            .gather(others.len(), |reply| {
+                Ok::<_, ReplicaFailure>(match reply.result {
+                    Ok(()) => None,
+                    Err(f) => {
+                        let f = f.to_failure(&reply.node);
+                        Some(format!("{} ({}: {})", reply.node, f.kind, f.detail))
+                    }
+                })
+            })
+            .await;
+        let mut acked = vec![self.name.clone()];
+        let mut missing = Vec::new();
+        for (node, failed) in heard.ok {
+            match failed {
+                None => acked.push(node),
+                Some(why) => missing.push(why),
+            }
+        }
+        acked.sort();
+        missing.sort();
+        Ok(ClientResponse::KeyspaceDropped {
+            name,
             acked,
             missing,
         })

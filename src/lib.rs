@@ -2,15 +2,20 @@
 //! Riak and Cassandra.
 //!
 //! The data path, module by module:
-//! request ([`proto`], [`server`]) → [`coordinator`] (opening the client's sealed causal
-//! [`context`]) → [`ring`] (preference list) → [`replica`] (the lead issues a dot as its
-//! node incarnation) → [`storage`] → conflict resolution ([`causality`], [`resolve`],
-//! [`crdt`]) → read repair ([`coordinator`]). [`node`] ties one member together without sockets; [`transport`]
-//! moves peer messages over QUIC or an in-memory network; [`client`] is the client
-//! library. See `docs/ARCHITECTURE.md`.
+//! request ([`proto`], [`server`]) → [`node`] → [`coordinator`] (authorizes with
+//! [`access`], finds the keyspace in the [`catalog`], opens the client's sealed causal
+//! [`context`]) → [`ring`] (preference list) → typed replica calls ([`peers`]: over
+//! [`transport`] to other nodes, directly to this node's own) → [`replica_service`] (learns
+//! the keyspace the request carries) → [`replica`] (the lead issues a dot as its node
+//! incarnation) → [`storage`] → conflict resolution ([`causality`], [`resolve`], [`crdt`])
+//! → replies gathered until the quorum ([`peers`]) → read repair ([`coordinator`]).
+//! [`node`] composes one member without sockets; [`transport`] moves peer messages over
+//! QUIC or an in-memory network; [`client`] is the client library. See
+//! `docs/ARCHITECTURE.md`.
 
 pub mod access;
 pub mod bench;
+pub mod catalog;
 pub mod causality;
 pub mod client;
 pub mod clock;
@@ -24,8 +29,10 @@ pub mod key;
 pub mod keyspace;
 pub mod metrics;
 pub mod node;
+pub mod peers;
 pub mod proto;
 pub mod replica;
+pub mod replica_service;
 pub mod resolve;
 pub mod ring;
 pub mod runtime;

@@ -724,6 +724,21 @@ pub enum PeerResponse {
     Error(PeerError),
 }
 
+impl PeerResponse {
+    /// The reply's name, for errors about replies of the wrong kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerResponse::Object(_) => "object",
+            PeerResponse::Written { .. } => "written",
+            PeerResponse::WrittenBatch { .. } => "written-batch",
+            PeerResponse::Items { .. } => "items",
+            PeerResponse::Ack => "ack",
+            PeerResponse::Keyspace(_) => "keyspace",
+            PeerResponse::Error(_) => "error",
+        }
+    }
+}
+
 /// A replica-side failure, classified so the coordinator can tell the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerError {

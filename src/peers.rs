@@ -1,0 +1,779 @@
+//! Calling replicas: the coordinator's typed requests to its peers (and to its own
+//! replica, without the network), what a call can fail with, collecting the replies of a
+//! fan-out until a quorum, and what this node last saw of each peer.
+//!
+//! **Typed pairs.** On the wire a request is a [`PeerRequest`] and a reply a
+//! [`PeerResponse`], two enums that do not say which reply belongs to which request. Here
+//! every request kind is a struct implementing [`PeerCall`], whose `Reply` is the one reply
+//! it can get: a read gets `Option<Object>`, a replication `()`. The check that a peer sent
+//! the right kind of reply happens once, in [`Peers::call`]: a reply of another kind is a
+//! protocol failure of that replica, like a reply that does not decode. Coordinating code
+//! only ever sees the right reply type.
+//!
+//! **Quorums.** [`Peers::fan_out`] sends one request to several replicas at once and
+//! returns their [`Replies`] as they come; [`Replies::gather`] is the one loop that
+//! collects them until enough succeeded or success became impossible.
+
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::causality::{Dot, Object, VersionVector};
+use crate::crdt::CrdtOp;
+use crate::env::{self, Env, Instant};
+use crate::key::Key;
+use crate::keyspace::KeyspaceDef;
+use crate::proto::{PeerError, PeerRequest, PeerResponse, ReplicaFailure};
+use crate::replica_service::ReplicaService;
+use crate::transport::{Transport, TransportError};
+
+/// A request to a replica whose reply type is known statically.
+pub trait PeerCall: Send + 'static {
+    /// What the replica answers when it serves the request.
+    type Reply: Send + 'static;
+
+    /// The request as it goes on the wire.
+    fn into_request(self) -> PeerRequest;
+
+    /// The reply, if `resp` is the kind this request gets.
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply>;
+}
+
+/// A reply of another kind than the request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongReply {
+    /// The kind that came instead (see [`PeerResponse::kind`]).
+    pub got: &'static str,
+}
+
+impl WrongReply {
+    fn of(resp: &PeerResponse) -> Self {
+        WrongReply { got: resp.kind() }
+    }
+}
+
+/// The replies that only acknowledge.
+fn ack(resp: PeerResponse) -> Result<(), WrongReply> {
+    match resp {
+        PeerResponse::Ack => Ok(()),
+        other => Err(WrongReply::of(&other)),
+    }
+}
+
+/// Return a replica's object for a key (`None`: it stores none).
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// Keyspace (carried so a replica that missed its creation learns it).
+    pub keyspace: KeyspaceDef,
+    /// The key.
+    pub key: Key,
+}
+
+impl PeerCall for Read {
+    type Reply = Option<Object>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Read {
+            keyspace: self.keyspace,
+            key: self.key,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Object(o) => Ok(o),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Be the lead replica of a client write: issue its dot, store it, return the object.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The key.
+    pub key: Key,
+    /// What the client had read.
+    pub context: VersionVector,
+    /// New value, or `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Refuse if the lead has seen events `context` does not cover.
+    pub if_context: bool,
+    /// Client timestamp (`lww-client`).
+    pub client_ts: Option<u64>,
+    /// Client actor (`lww-actor`).
+    pub actor: Option<String>,
+}
+
+/// The lead's answer to a [`Write`].
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The lead's object after the write.
+    pub object: Object,
+    /// The dot it issued.
+    pub dot: Option<Dot>,
+}
+
+impl PeerCall for Write {
+    type Reply = Written;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Write {
+            keyspace: self.keyspace,
+            key: self.key,
+            context: self.context,
+            value: self.value,
+            if_context: self.if_context,
+            client_ts: self.client_ts,
+            actor: self.actor,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Written { object, dot } => Ok(Written { object, dot }),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Be the lead for a batch of writes to one partition, applied in one storage batch.
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The shared partition key.
+    pub partition: Vec<u8>,
+    /// (sort key, context, value) per item.
+    pub items: Vec<(
+        serde_bytes::ByteBuf,
+        VersionVector,
+        Option<serde_bytes::ByteBuf>,
+    )>,
+}
+
+/// The lead's answer to a [`WriteBatch`], in request order.
+#[derive(Debug, Clone)]
+pub struct WrittenBatch {
+    /// The lead's objects after the writes.
+    pub objects: Vec<Object>,
+    /// One new dot per item.
+    pub dots: Vec<Dot>,
+}
+
+impl PeerCall for WriteBatch {
+    type Reply = WrittenBatch;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::WriteBatch {
+            keyspace: self.keyspace,
+            partition: self.partition,
+            items: self.items,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::WrittenBatch { objects, dots } => Ok(WrittenBatch { objects, dots }),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Be the lead replica of a CRDT operation: apply it and return the object.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The key.
+    pub key: Key,
+    /// The operation.
+    pub op: CrdtOp,
+    /// What the client had read.
+    pub context: VersionVector,
+}
+
+impl PeerCall for Update {
+    type Reply = Object;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Update {
+            keyspace: self.keyspace,
+            key: self.key,
+            op: self.op,
+            context: self.context,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            // A CRDT operation's dots live inside the CRDT state; the reply carries none.
+            PeerResponse::Written { object, .. } => Ok(object),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Merge an object into the replica's copy (replication and read repair).
+#[derive(Debug, Clone)]
+pub struct Replicate {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The key.
+    pub key: Key,
+    /// The object to merge.
+    pub object: Object,
+}
+
+impl PeerCall for Replicate {
+    type Reply = ();
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Replicate {
+            keyspace: self.keyspace,
+            key: self.key,
+            object: self.object,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<(), WrongReply> {
+        ack(resp)
+    }
+}
+
+/// Merge objects of one partition in one storage batch.
+#[derive(Debug, Clone)]
+pub struct ReplicateBatch {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The shared partition key.
+    pub partition: Vec<u8>,
+    /// (sort key, object) per item.
+    pub items: Vec<(serde_bytes::ByteBuf, Object)>,
+}
+
+impl PeerCall for ReplicateBatch {
+    type Reply = ();
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::ReplicateBatch {
+            keyspace: self.keyspace,
+            partition: self.partition,
+            items: self.items,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<(), WrongReply> {
+        ack(resp)
+    }
+}
+
+/// Return stored items of one partition in sort order.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The partition key.
+    pub partition: Vec<u8>,
+    /// First sort key, inclusive.
+    pub from: Vec<u8>,
+    /// End sort key, exclusive.
+    pub to: Option<serde_bytes::ByteBuf>,
+    /// Most items.
+    pub limit: u32,
+}
+
+/// One replica's page of a [`Scan`].
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// (sort key, object) in sort order.
+    pub items: Vec<(serde_bytes::ByteBuf, Object)>,
+    /// True if the replica stopped at the limit.
+    pub more: bool,
+}
+
+impl PeerCall for Scan {
+    type Reply = Page;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Scan {
+            keyspace: self.keyspace,
+            partition: self.partition,
+            from: self.from,
+            to: self.to,
+            limit: self.limit,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Items { items, more } => Ok(Page { items, more }),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Store a keyspace definition.
+#[derive(Debug, Clone)]
+pub struct AnnounceKeyspace(pub KeyspaceDef);
+
+impl PeerCall for AnnounceKeyspace {
+    type Reply = ();
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::AnnounceKeyspace(self.0)
+    }
+    fn reply(resp: PeerResponse) -> Result<(), WrongReply> {
+        ack(resp)
+    }
+}
+
+/// Return a keyspace definition if the peer knows it.
+#[derive(Debug, Clone)]
+pub struct LookupKeyspace(pub String);
+
+impl PeerCall for LookupKeyspace {
+    type Reply = Option<KeyspaceDef>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::LookupKeyspace(self.0)
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Keyspace(def) => Ok(def),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Forget a keyspace, delete its data and refuse its definition from now on.
+#[derive(Debug, Clone)]
+pub struct DropKeyspace {
+    /// Keyspace name.
+    pub name: String,
+    /// The generation the coordinator dropped (see `KeyspaceDef::generation`).
+    pub generation: u64,
+}
+
+impl PeerCall for DropKeyspace {
+    type Reply = ();
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::DropKeyspace {
+            name: self.name,
+            generation: self.generation,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<(), WrongReply> {
+        ack(resp)
+    }
+}
+
+/// Liveness check.
+#[derive(Debug, Clone)]
+pub struct Ping;
+
+impl PeerCall for Ping {
+    type Reply = ();
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Ping
+    }
+    fn reply(resp: PeerResponse) -> Result<(), WrongReply> {
+        ack(resp)
+    }
+}
+
+/// Why one replica call produced no usable reply.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// No reply before the deadline.
+    Timeout,
+    /// The replica could not be reached, or answered with something that is not a reply
+    /// to the request (a frame that does not decode, a reply of another kind).
+    Transport(TransportError),
+    /// The replica refused or failed the request.
+    Refused(PeerError),
+}
+
+impl CallFailure {
+    /// The failure as a quorum error reports it for replica `node`.
+    pub fn to_failure(&self, node: &str) -> ReplicaFailure {
+        let (kind, detail) = match self {
+            CallFailure::Timeout => ("timeout", "no reply before the request timeout".to_string()),
+            CallFailure::Transport(e) => ("unreachable", e.to_string()),
+            CallFailure::Refused(e) => ("error", e.to_string()),
+        };
+        ReplicaFailure {
+            node: node.to_string(),
+            kind: kind.to_string(),
+            detail,
+        }
+    }
+}
+
+/// Refuse replies whose CRDT state breaks an invariant (see `crdt::check_well_formed`)
+/// before any comparison or merge touches them.
+fn well_formed(resp: &PeerResponse) -> Result<(), crate::crdt::CrdtError> {
+    use crate::crdt::check_well_formed;
+    match resp {
+        PeerResponse::Object(Some(o)) | PeerResponse::Written { object: o, .. } => {
+            check_well_formed(&o.crdt)
+        }
+        PeerResponse::WrittenBatch { objects, .. } => {
+            objects.iter().try_for_each(|o| check_well_formed(&o.crdt))
+        }
+        PeerResponse::Items { items, .. } => items
+            .iter()
+            .try_for_each(|(_, o)| check_well_formed(&o.crdt)),
+        _ => Ok(()),
+    }
+}
+
+/// One replica's answer to a fanned-out request.
+#[derive(Debug)]
+pub struct Reply<T> {
+    /// The replica.
+    pub node: String,
+    /// Microseconds from the fan-out to this answer.
+    pub us: u64,
+    /// What it answered, or why it did not.
+    pub result: Result<T, CallFailure>,
+}
+
+/// The answers to one fan-out, in the order they arrive.
+pub struct Replies<T> {
+    rx: mpsc::Receiver<Reply<T>>,
+    /// Answers still to come: each target's task sends exactly one (unless it dies with
+    /// its node), which is what tells [`Replies::gather`] when success became impossible.
+    pending: usize,
+}
+
+/// What [`Replies::gather`] collected.
+#[derive(Debug)]
+pub struct Gathered<U> {
+    /// The answers that counted, by replica, in arrival order.
+    pub ok: Vec<(String, U)>,
+    /// Why each other replica that answered did not count.
+    pub failures: Vec<ReplicaFailure>,
+}
+
+impl<T> Replies<T> {
+    /// The next answer; `None` once every target answered (or its task ended).
+    pub async fn recv(&mut self) -> Option<Reply<T>> {
+        let reply = self.rx.recv().await;
+        if reply.is_some() {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        reply
+    }
+
+    /// Collect answers until `needed` of them counted, or until so many did not that the
+    /// answers still to come can no longer make up `needed` (or none are left). `accept`
+    /// sees each answer as it arrives (traces are written there, so their times are the
+    /// arrival times) and says whether it counts: `Ok` with what to keep, or `Err` with
+    /// why it does not. Answers that arrive later stay in `self`, for callers that keep
+    /// listening (read repair).
+    pub async fn gather<U>(
+        &mut self,
+        needed: usize,
+        mut accept: impl FnMut(Reply<T>) -> Result<U, ReplicaFailure>,
+    ) -> Gathered<U> {
+        let mut got = Gathered {
+            ok: Vec::new(),
+            failures: Vec::new(),
+        };
+        while got.ok.len() < needed && got.ok.len() + self.pending >= needed {
+            let Some(reply) = self.recv().await else {
+                break;
+            };
+            let node = reply.node.clone();
+            match accept(reply) {
+                Ok(kept) => got.ok.push((node, kept)),
+                Err(failure) => got.failures.push(failure),
+            }
+        }
+        got
+    }
+}
+
+/// This node's way to reach replicas, and what it last saw of each peer.
+pub struct Peers {
+    /// This node's name: calls to it go to `local`, without the network.
+    name: String,
+    /// Every member's name, this node included.
+    members: Vec<String>,
+    /// How to reach the others.
+    transport: Arc<dyn Transport>,
+    /// This node's own replica side.
+    local: Arc<ReplicaService>,
+    /// Deadlines, latencies and the fan-out's tasks.
+    env: Arc<dyn Env>,
+    /// Last known state of each peer (`true` = up), from the last exchange with it.
+    health: Mutex<HashMap<String, bool>>,
+}
+
+impl Peers {
+    /// Node `name`'s view of `members`, reached through `transport` (and `local` for
+    /// itself).
+    pub fn new(
+        name: String,
+        members: Vec<String>,
+        transport: Arc<dyn Transport>,
+        local: Arc<ReplicaService>,
+        env: Arc<dyn Env>,
+    ) -> Self {
+        Peers {
+            name,
+            members,
+            transport,
+            local,
+            env,
+            health: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every member but this node.
+    pub fn others(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|n| **n != self.name)
+            .cloned()
+            .collect()
+    }
+
+    /// Send `call` to replica `to` (locally without the network when `to` is this node),
+    /// bounded by `deadline`.
+    pub async fn call<C: PeerCall>(
+        &self,
+        to: &str,
+        call: C,
+        deadline: Instant,
+    ) -> Result<C::Reply, CallFailure> {
+        self.send::<C>(to, call.into_request(), deadline).await
+    }
+
+    /// The one call path: the deadline, the reply's checks and the peer's health.
+    async fn send<C: PeerCall>(
+        &self,
+        to: &str,
+        req: PeerRequest,
+        deadline: Instant,
+    ) -> Result<C::Reply, CallFailure> {
+        let kind = req.kind();
+        let fut = async {
+            if to == self.name {
+                Ok(self.local.handle(req).await)
+            } else {
+                self.transport.call(to, req).await
+            }
+        };
+        let out = match env::timeout_at(&*self.env, deadline, fut).await {
+            Err(_) => Err(CallFailure::Timeout),
+            Ok(Err(e)) => Err(CallFailure::Transport(e)),
+            Ok(Ok(PeerResponse::Error(e))) => Err(CallFailure::Refused(e)),
+            Ok(Ok(resp)) => match well_formed(&resp) {
+                Ok(()) => C::reply(resp).map_err(|wrong| {
+                    CallFailure::Transport(TransportError::Protocol(format!(
+                        "{to} answered request {kind:?} with reply {:?}",
+                        wrong.got
+                    )))
+                }),
+                Err(e) => Err(CallFailure::Refused(PeerError::Invalid(format!(
+                    "{to} sent {e}"
+                )))),
+            },
+        };
+        if to != self.name {
+            // A refusal is an answer: the peer is up.
+            self.note_health(
+                to,
+                !matches!(out, Err(CallFailure::Timeout | CallFailure::Transport(_))),
+            );
+        }
+        out
+    }
+
+    /// Send `call` to every node in `targets` concurrently; the answers arrive in the
+    /// returned [`Replies`] as they come. The tasks outlive the caller so late answers can
+    /// still be used (read repair) or harmlessly dropped.
+    pub fn fan_out<C: PeerCall>(
+        self: &Arc<Self>,
+        targets: &[String],
+        call: C,
+        deadline: Instant,
+    ) -> Replies<C::Reply> {
+        let (tx, rx) = mpsc::channel(targets.len().max(1));
+        let start = self.env.now();
+        let req = call.into_request();
+        for node in targets {
+            let (me, tx, node, req) = (Arc::clone(self), tx.clone(), node.clone(), req.clone());
+            self.env.spawn(Box::pin(async move {
+                let result = me.send::<C>(&node, req, deadline).await;
+                let us = me.env.now().saturating_duration_since(start).as_micros() as u64;
+                let _ = tx.send(Reply { node, us, result }).await;
+            }));
+        }
+        Replies {
+            rx,
+            pending: targets.len(),
+        }
+    }
+
+    /// Record the outcome of an exchange with `peer`.
+    pub fn note_health(&self, peer: &str, up: bool) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = h.get(peer).map(|p| *p != up).unwrap_or(true);
+        if changed {
+            h.insert(peer.to_string(), up);
+            if up {
+                tracing::info!(peer, "peer is up");
+            } else {
+                tracing::warn!(peer, "peer is down");
+            }
+        }
+    }
+
+    /// `Some(true)` up, `Some(false)` down, `None` never contacted.
+    pub fn peer_up(&self, peer: &str) -> Option<bool> {
+        if peer == self.name {
+            return Some(true);
+        }
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.get(peer).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::metrics::Metrics;
+    use crate::replica::{Replica, ReplicaOptions};
+    use crate::storage::{MemoryStorage, Storage};
+    use crate::transport::BoxFuture;
+
+    /// A peer that answers every request with an acknowledgement.
+    struct AcksEverything;
+
+    impl Transport for AcksEverything {
+        fn call(
+            &self,
+            _to: &str,
+            _req: PeerRequest,
+        ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+            Box::pin(async { Ok(PeerResponse::Ack) })
+        }
+    }
+
+    /// Node `n1` of `n1`, `n2`, reaching `n2` through `transport`.
+    fn peers(transport: Arc<dyn Transport>) -> Arc<Peers> {
+        let env: Arc<dyn Env> = crate::env::TokioEnv::system();
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let metrics: Arc<Metrics> = Arc::default();
+        let replica = Replica::new(
+            "n1",
+            Arc::clone(&storage),
+            Arc::clone(&env),
+            ReplicaOptions::default(),
+        )
+        .unwrap();
+        let (catalog, _) = Catalog::open(storage, Arc::clone(&env), 2, vec![]).unwrap();
+        let local = Arc::new(ReplicaService::new(
+            "n1".into(),
+            replica,
+            Arc::new(catalog),
+            Arc::clone(&env),
+            metrics,
+            1 << 20,
+        ));
+        Arc::new(Peers::new(
+            "n1".into(),
+            vec!["n1".into(), "n2".into()],
+            transport,
+            local,
+            env,
+        ))
+    }
+
+    /// Goal: a reply of another kind than the request gets never reaches the caller: it
+    /// is a protocol failure of that replica, naming both kinds, and a reply of the right
+    /// kind (an acknowledgement to a ping) gets through; the local replica is called too.
+    #[tokio::test]
+    async fn wrong_reply_kind_is_a_protocol_failure_of_the_replica() {
+        let peers = peers(Arc::new(AcksEverything));
+        let deadline = peers.env.now() + std::time::Duration::from_secs(1);
+        let read = Read {
+            keyspace: KeyspaceDef::new("ks", 2, 1, 1),
+            key: Key::parse("k"),
+        };
+        match peers.call("n2", read.clone(), deadline).await {
+            Err(CallFailure::Transport(TransportError::Protocol(m))) => {
+                assert_eq!(m, r#"n2 answered request "read" with reply "ack""#)
+            }
+            other => panic!("a wrong reply kind got through: {other:?}"),
+        }
+        let f = peers.call("n2", read.clone(), deadline).await.unwrap_err();
+        assert_eq!(f.to_failure("n2").kind, "unreachable");
+        assert_eq!(peers.peer_up("n2"), Some(false));
+        peers.call("n2", Ping, deadline).await.unwrap();
+        assert_eq!(peers.peer_up("n2"), Some(true));
+        assert_eq!(peers.call("n1", read, deadline).await.unwrap(), None);
+    }
+
+    /// Replies from a channel the test fills, `expected` in all.
+    fn replies(expected: usize) -> (mpsc::Sender<Reply<u8>>, Replies<u8>) {
+        let (tx, rx) = mpsc::channel(expected.max(1));
+        (
+            tx,
+            Replies {
+                rx,
+                pending: expected,
+            },
+        )
+    }
+
+    fn ok(node: &str, v: u8) -> Reply<u8> {
+        Reply {
+            node: node.into(),
+            us: 0,
+            result: Ok(v),
+        }
+    }
+
+    fn failed(node: &str) -> Reply<u8> {
+        Reply {
+            node: node.into(),
+            us: 0,
+            result: Err(CallFailure::Timeout),
+        }
+    }
+
+    fn accept(r: Reply<u8>) -> Result<u8, ReplicaFailure> {
+        r.result.map_err(|f| f.to_failure(&r.node))
+    }
+
+    /// Goal: `gather` stops at `needed` successes, leaving later replies in the receiver;
+    /// it stops as soon as the replies still to come cannot make up `needed` (without
+    /// waiting for them), recording why each failed; and `needed = 0` waits for nothing.
+    #[tokio::test]
+    async fn gather_stops_at_quorum_or_when_it_is_impossible() {
+        let (tx, mut rx) = replies(3);
+        for r in [ok("a", 1), failed("b"), ok("c", 3)] {
+            tx.send(r).await.unwrap();
+        }
+        let got = rx.gather(2, accept).await;
+        assert_eq!(got.ok, vec![("a".to_string(), 1), ("c".to_string(), 3)]);
+        assert_eq!(got.failures.len(), 1);
+        assert_eq!(got.failures[0].node, "b");
+
+        let (tx, mut rx) = replies(3);
+        for r in [ok("a", 1), ok("b", 2)] {
+            tx.send(r).await.unwrap();
+        }
+        let got = rx.gather(1, accept).await;
+        assert_eq!(got.ok.len(), 1);
+        assert_eq!(rx.recv().await.map(|r| r.node), Some("b".to_string()));
+
+        // 2 of 3 needed, 2 failed: the third reply never comes, and is not waited for.
+        let (tx, mut rx) = replies(3);
+        for r in [failed("a"), failed("b")] {
+            tx.send(r).await.unwrap();
+        }
+        let got = rx.gather(2, accept).await;
+        assert!(got.ok.is_empty());
+        let nodes: Vec<&str> = got.failures.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(nodes, vec!["a", "b"]);
+        assert!(got.failures.iter().all(|f| f.kind == "timeout"));
+
+        let (_tx, mut rx) = replies(2);
+        let got = rx.gather(0, accept).await;
+        assert!(got.ok.is_empty() && got.failures.is_empty());
+    }
+}

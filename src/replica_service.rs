@@ -1,0 +1,232 @@
+//! The replica side of the peer protocol: one [`PeerRequest`] in, one [`PeerResponse`]
+//! out, served from this node's [`Replica`] and keyspace [`Catalog`].
+//!
+//! Requests reach it from peers (through the node) and from this node's own coordinator
+//! (directly, without the network), so both see exactly the same replica. Every data
+//! request carries its keyspace's definition, which is learnt here before the request is
+//! served: a replica that missed a keyspace's creation learns it from the first request.
+
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::env::Env;
+use crate::metrics::Metrics;
+use crate::proto::{PeerError, PeerRequest, PeerResponse};
+use crate::replica::{Replica, ReplicaError, WriteItem};
+use crate::storage::StorageError;
+
+/// Most items one scan page returns, whatever the client asks for: bounds the reply
+/// size and the work one request can cause.
+pub const MAX_SCAN_LIMIT: usize = 1000;
+
+/// Serves peer requests from this node's replica and catalog.
+pub struct ReplicaService {
+    /// This node's name (errors name the node they happened on).
+    name: String,
+    /// This node's own copy of the data.
+    replica: Arc<Replica>,
+    /// The keyspaces this node knows: learnt from requests, dropped on request.
+    catalog: Arc<Catalog>,
+    /// Times each request for the metrics.
+    env: Arc<dyn Env>,
+    /// Per-kind replica latencies.
+    metrics: Arc<Metrics>,
+    /// Most bytes one scan page may carry (`limits.max_reply_bytes`).
+    max_reply_bytes: usize,
+}
+
+impl ReplicaService {
+    /// Node `name`'s replica side.
+    pub fn new(
+        name: String,
+        replica: Arc<Replica>,
+        catalog: Arc<Catalog>,
+        env: Arc<dyn Env>,
+        metrics: Arc<Metrics>,
+        max_reply_bytes: usize,
+    ) -> Self {
+        ReplicaService {
+            name,
+            replica,
+            catalog,
+            env,
+            metrics,
+            max_reply_bytes,
+        }
+    }
+
+    /// Serve one request, timing it by kind.
+    pub async fn handle(&self, req: PeerRequest) -> PeerResponse {
+        let kind = match &req {
+            PeerRequest::Read { .. } => "read",
+            PeerRequest::Write { .. }
+            | PeerRequest::WriteBatch { .. }
+            | PeerRequest::Update { .. } => "write",
+            PeerRequest::Replicate { .. } | PeerRequest::ReplicateBatch { .. } => "replicate",
+            PeerRequest::Scan { .. } => "scan",
+            _ => "other",
+        };
+        let started = self.env.now();
+        let reply = self.apply(req).await;
+        self.metrics
+            .replica_done(kind, self.env.now().saturating_duration_since(started));
+        reply
+    }
+
+    async fn apply(&self, req: PeerRequest) -> PeerResponse {
+        // Every data request carries its keyspace, so a replica that missed the keyspace's
+        // creation learns it here, before serving the request.
+        if let Some(def) = req.keyspace() {
+            if let Err(e) = self.catalog.learn(def.clone()) {
+                return PeerResponse::Error(PeerError::Invalid(e.to_string()));
+            }
+        }
+        let result: Result<PeerResponse, ReplicaError> = match req {
+            PeerRequest::Read { keyspace, key } => self
+                .replica
+                .read(&keyspace, &key)
+                .await
+                .map(PeerResponse::Object),
+            PeerRequest::Write {
+                keyspace,
+                key,
+                context,
+                value,
+                if_context,
+                client_ts,
+                actor,
+            } => {
+                let item = WriteItem {
+                    sort: key.sort.clone(),
+                    context,
+                    value,
+                    client_ts,
+                    actor,
+                };
+                self.replica
+                    .write_batch(&keyspace, &key.partition, vec![item], if_context)
+                    .await
+                    .and_then(|mut objects| {
+                        objects
+                            .pop()
+                            .map(|(object, dot)| PeerResponse::Written {
+                                object,
+                                dot: Some(dot),
+                            })
+                            .ok_or_else(|| ReplicaError::Task("empty batch result".into()))
+                    })
+            }
+            PeerRequest::WriteBatch {
+                keyspace,
+                partition,
+                items,
+            } => {
+                let items = items
+                    .into_iter()
+                    .map(|(sort, context, value)| WriteItem {
+                        sort: sort.into_vec(),
+                        context,
+                        value: value.map(|v| v.into_vec()),
+                        client_ts: None,
+                        actor: None,
+                    })
+                    .collect();
+                self.replica
+                    .write_batch(&keyspace, &partition, items, false)
+                    .await
+                    .map(|written| {
+                        let (objects, dots) = written.into_iter().unzip();
+                        PeerResponse::WrittenBatch { objects, dots }
+                    })
+            }
+            PeerRequest::Update {
+                keyspace,
+                key,
+                op,
+                context,
+            } => self
+                .replica
+                .update(&keyspace, &key, op, context)
+                .await
+                .map(|object| PeerResponse::Written { object, dot: None }),
+            PeerRequest::Replicate {
+                keyspace,
+                key,
+                object,
+            } => self
+                .replica
+                .merge(&keyspace, &key, object)
+                .await
+                .map(|_| PeerResponse::Ack),
+            PeerRequest::ReplicateBatch {
+                keyspace,
+                partition,
+                items,
+            } => {
+                let items = items.into_iter().map(|(s, o)| (s.into_vec(), o)).collect();
+                self.replica
+                    .merge_batch(&keyspace, &partition, items)
+                    .await
+                    .map(|_| PeerResponse::Ack)
+            }
+            PeerRequest::Scan {
+                keyspace,
+                partition,
+                from,
+                to,
+                limit,
+            } => {
+                let limit = (limit as usize).min(MAX_SCAN_LIMIT);
+                let to = to.as_deref().map(|v| &v[..]);
+                self.replica
+                    .scan(
+                        &keyspace,
+                        &partition,
+                        &from,
+                        to,
+                        limit,
+                        self.max_reply_bytes,
+                    )
+                    .await
+                    .map(|(items, more)| PeerResponse::Items {
+                        items: items
+                            .into_iter()
+                            .map(|(s, o)| (serde_bytes::ByteBuf::from(s), o))
+                            .collect(),
+                        more,
+                    })
+            }
+            // Already learnt above.
+            PeerRequest::AnnounceKeyspace(_) => Ok(PeerResponse::Ack),
+            PeerRequest::DropKeyspace { name, generation } => {
+                return match self.catalog.drop_keyspace(&name, generation).await {
+                    Ok(_) => PeerResponse::Ack,
+                    Err(e) => PeerResponse::Error(PeerError::Storage(e.to_string())),
+                };
+            }
+            PeerRequest::LookupKeyspace(name) => {
+                Ok(PeerResponse::Keyspace(self.catalog.get(&name)))
+            }
+            PeerRequest::Ping => Ok(PeerResponse::Ack),
+        };
+        result.unwrap_or_else(|e| PeerResponse::Error(peer_error(&self.name, e)))
+    }
+}
+
+fn peer_error(node: &str, e: ReplicaError) -> PeerError {
+    match e {
+        ReplicaError::Storage(StorageError::DiskFull(m)) => PeerError::Storage(format!(
+            "disk full on {node}: {m}; free space in its data directory and writes resume"
+        )),
+        ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
+        ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
+        ReplicaError::Crdt(_)
+        | ReplicaError::PlainWriteOnCrdt { .. }
+        | ReplicaError::ObjectTooLarge { .. }
+        | ReplicaError::BatchTooLarge { .. }
+        | ReplicaError::Causality { .. } => PeerError::Invalid(e.to_string()),
+        other => PeerError::Storage(other.to_string()),
+    }
+}
