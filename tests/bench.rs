@@ -2,42 +2,33 @@
 //! (closed loop, workload E scans, open loop at a fixed rate, bad arguments), and the
 //! YCSB key choosers' distributions.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::{rocksdb_storage, stderr, stdout, three_nodes, timeouts, BIN};
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use quorumkv::bench::workload::{Distribution, KeyChooser, Rng, Workload};
-use quorumkv::config::{StorageConfig, Timeouts};
 use quorumkv::inprocess::QuicCluster;
-use quorumkv::keyspace::KeyspaceDef;
 
+/// Three nodes with keyspace `default`. Writes do not wait for the disk: these tests check
+/// the benchmark's counts and reports, not durability.
 async fn cluster(dir: &Path) -> QuicCluster {
-    QuicCluster::start(
+    three_nodes(
         dir,
-        3,
-        &[KeyspaceDef::new("default", 3, 2, 2)],
-        StorageConfig {
-            engine: "rocksdb".into(),
-            sync: false,
-        },
-        Timeouts {
-            request_ms: 2000,
-            connect_ms: 1000,
-            idle_ms: 5000,
-            ..Timeouts::default()
-        },
+        "default",
+        rocksdb_storage(false),
+        timeouts(2000, 1000, 5000),
     )
     .await
-    .unwrap()
 }
 
 /// Run the binary with `args` to completion (bounded), asserting success; returns stdout.
 async fn quorumkv(args: &[&std::ffi::OsStr]) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
-            .args(args)
-            .output(),
+        tokio::process::Command::new(BIN).args(args).output(),
     )
     .await
     .expect("finishes by itself")
@@ -45,10 +36,10 @@ async fn quorumkv(args: &[&std::ffi::OsStr]) -> String {
     assert!(
         out.status.success(),
         "{args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(&out),
+        stderr(&out)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout(&out)
 }
 
 /// Run `quorumkv bench` with `args` (plus --cluster, --keyspace, --json, --quiet) as a
@@ -266,13 +257,13 @@ fn bad_arguments_are_refused() {
         (vec!["--target", "redis://localhost"], "not HOST:PORT"),
         (vec!["--timeout-ms", "0"], "--timeout-ms"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorumkv"))
+        let out = std::process::Command::new(BIN)
             .arg("bench")
             .args(["--cluster", "/nonexistent/cluster.toml"])
             .args(&args)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr(&out);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }

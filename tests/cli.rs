@@ -1,17 +1,21 @@
 //! The real binary: `dev-cluster` starts nodes as OS processes; the CLI client writes and
 //! reads; `kill -9` of nodes loses no acknowledged write; bad input gets clear errors.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+use common::{stderr, stdout, KillOnDrop, BIN};
 
-/// Kills every node process it knows when dropped, so a failing test leaves nothing behind.
+/// Kills every node process it knows when dropped, so a failing test leaves nothing behind:
+/// those of the dev cluster by their pid files, and the restarted ones (`extra`) by their
+/// guards, dropped after this.
 struct Nodes {
     dir: PathBuf,
-    extra: Vec<Child>,
+    extra: Vec<KillOnDrop>,
 }
 
 impl Drop for Nodes {
@@ -20,10 +24,6 @@ impl Drop for Nodes {
             if let Some(pid) = pid_of(&self.dir, i) {
                 kill(pid, 9);
             }
-        }
-        for c in &mut self.extra {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
@@ -84,14 +84,6 @@ fn cli(dir: &Path, args: &[&str]) -> Output {
         .expect("run quorumkv")
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
 fn restart_node(dir: &Path, i: usize) -> Child {
     let node_dir = dir.join(format!("n{i}"));
     let log = std::fs::File::create(node_dir.join("restart.log")).unwrap();
@@ -106,12 +98,33 @@ fn restart_node(dir: &Path, i: usize) -> Child {
         .unwrap()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Wait until `done` (at most 30 s, polled every 200 ms): nodes are OS processes here,
+/// which take a while to die or to come back.
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::wait_until(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        done,
+    );
+}
+
+/// Start a three-node `dev-cluster` under `dir` on ports from `base` and return its
+/// output; `--detach` makes it return once the nodes are up.
+fn dev_cluster(dir: &Path, base: &str) -> Output {
+    Command::new(BIN)
+        .args([
+            "dev-cluster",
+            "--nodes",
+            "3",
+            "--detach",
+            "--base-port",
+            base,
+            "--dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap()
 }
 
 /// Goal: the dev cluster runs each node as its own process; writes and reads work through
@@ -126,19 +139,7 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
         dir: dir.clone(),
         extra: vec![],
     };
-    let out = Command::new(BIN)
-        .args([
-            "dev-cluster",
-            "--nodes",
-            "3",
-            "--detach",
-            "--base-port",
-            &base,
-            "--dir",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = dev_cluster(&dir, &base);
     assert!(
         out.status.success(),
         "dev-cluster failed: {}{}",
@@ -253,7 +254,7 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
         "{}",
         stderr(&o)
     );
-    guard.extra.push(restart_node(&dir, 2));
+    guard.extra.push(KillOnDrop(restart_node(&dir, 2)));
     wait_until("n2 to come back", || {
         cli(&dir, &["put", "probe", "x", "-w", "3"])
             .status
@@ -276,7 +277,7 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
         wait_until("a node to die", || !alive(*p));
     }
     for i in 1..=3 {
-        guard.extra.push(restart_node(&dir, i));
+        guard.extra.push(KillOnDrop(restart_node(&dir, i)));
     }
     wait_until("the cluster to come back", || {
         cli(&dir, &["get", "acked:0", "-r", "3"]).status.success()
@@ -352,19 +353,7 @@ fn crdt_commands() {
         dir: dir.clone(),
         extra: vec![],
     };
-    let out = Command::new(BIN)
-        .args([
-            "dev-cluster",
-            "--nodes",
-            "3",
-            "--detach",
-            "--base-port",
-            &base,
-            "--dir",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = dev_cluster(&dir, &base);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let ok = |args: &[&str]| {
         let o = cli(&dir, args);

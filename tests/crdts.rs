@@ -2,57 +2,34 @@
 //! the key is cut off from the rest, operations run on both sides with w=1, the network
 //! heals and a read at r=3 shows what survived.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use quorumkv::coordinator::CoordinatorError;
-use quorumkv::inprocess::MemoryCluster;
-use quorumkv::key::Key;
-use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
-use quorumkv::node::{error_response, Node};
-use quorumkv::proto::{
-    BatchItem, BatchRequest, CrdtOp, CrdtValue, ErrorKind, FieldOp, GetRequest, PutRequest,
-    UpdateRequest,
+use std::collections::BTreeMap;
+
+use common::{
+    batch_item, batch_request, get_request, keyspace, memory_cluster, put_request, update_request,
+    Split,
 };
+use quorumkv::coordinator::CoordinatorError;
+use quorumkv::keyspace::ConflictPolicy;
+use quorumkv::node::error_response;
+use quorumkv::proto::{CrdtOp, CrdtValue, ErrorKind, FieldOp};
 use serde_bytes::ByteBuf;
 
-const TIMEOUT: Duration = Duration::from_millis(500);
 const KEY: &str = "cart:7";
-
-struct Split {
-    c: MemoryCluster,
-    /// A replica of KEY alone on one side, and a replica on the other side.
-    small: String,
-    large: String,
-}
 
 /// Five nodes; one keyspace per CRDT policy (named after it) plus a `plain` siblings one,
 /// all with n=3.
 fn setup() -> Split {
-    let mut defs = Vec::new();
-    for (name, policy) in [
+    let defs = [
         ("counter", ConflictPolicy::Counter),
         ("set", ConflictPolicy::Set),
         ("map", ConflictPolicy::Map),
         ("register", ConflictPolicy::Register),
         ("plain", ConflictPolicy::Siblings),
-    ] {
-        let mut ks = KeyspaceDef::new(name, 3, 2, 2);
-        ks.policy = policy;
-        defs.push(ks);
-    }
-    let c = MemoryCluster::new(5, defs, TIMEOUT).unwrap();
-    let pl = c.node("n1").ring().preference_list(KEY.as_bytes(), 3);
-    Split {
-        c,
-        small: pl[0].clone(),
-        large: pl[1].clone(),
-    }
-}
-
-fn node<'a>(s: &'a Split, name: &str) -> &'a Arc<Node> {
-    s.c.node(name)
+    ]
+    .map(|(name, policy)| keyspace(name, policy, 3, 2, 2));
+    Split::new(memory_cluster(5, defs), KEY)
 }
 
 fn b(x: &str) -> ByteBuf {
@@ -71,43 +48,23 @@ async fn update(
     context: &str,
     w: u8,
 ) -> Result<String, CoordinatorError> {
-    node(s, via)
-        .update(UpdateRequest {
-            keyspace: ks.into(),
-            key: Key::parse(KEY),
-            op,
-            context: context.to_string(),
-            w: Some(w),
-            trace: false,
-        })
+    s.node(via)
+        .update(update_request(ks, KEY, op, context, Some(w)))
         .await
         .map(|u| u.context)
 }
 
 /// Read through `via` at r (the CRDT value and its context).
 async fn read(s: &Split, via: &str, ks: &str, r: u8) -> (CrdtValue, String) {
-    let g = node(s, via)
-        .get(GetRequest {
-            keyspace: ks.into(),
-            key: Key::parse(KEY),
-            r: Some(r),
-            trace: false,
-        })
+    let g = s
+        .node(via)
+        .get(get_request(ks, KEY, Some(r)))
         .await
         .unwrap();
     (
         g.crdt.expect("a CRDT keyspace returns a CRDT value"),
         g.context,
     )
-}
-
-/// Cut the small side's replica off from everyone.
-fn split(s: &Split) {
-    let others: Vec<&str> = ["n1", "n2", "n3", "n4", "n5"]
-        .into_iter()
-        .filter(|n| *n != s.small)
-        .collect();
-    s.c.net.partition(&[s.small.as_str()], &others);
 }
 
 /// Goal: increments and decrements on both sides of a split all count after the heal.
@@ -117,7 +74,7 @@ async fn counter_sums_both_sides() {
     update(&s, &s.small, "counter", CrdtOp::CounterAdd(5), "", 3)
         .await
         .unwrap();
-    split(&s);
+    s.split();
     update(&s, &s.small, "counter", CrdtOp::CounterAdd(2), "", 1)
         .await
         .unwrap();
@@ -142,7 +99,7 @@ async fn set_is_add_wins_and_honours_observed_removes() {
         .unwrap();
     let (seen, ctx) = read(&s, &s.small, "set", 3).await;
     assert_eq!(seen, CrdtValue::Set(bs(&["a", "b"])));
-    split(&s);
+    s.split();
     // Small side: remove what it read, add "d".
     update(
         &s,
@@ -201,7 +158,7 @@ async fn map_merges_fields_from_both_sides() {
     .await
     .unwrap();
     let (_, ctx) = read(&s, &s.small, "map", 3).await;
-    split(&s);
+    s.split();
     update(
         &s,
         &s.small,
@@ -292,7 +249,7 @@ async fn register_keeps_both_concurrent_values() {
     )
     .await
     .unwrap();
-    split(&s);
+    s.split();
     update(
         &s,
         &s.small,
@@ -337,32 +294,13 @@ async fn register_keeps_both_concurrent_values() {
 #[tokio::test(start_paused = true)]
 async fn mismatched_requests_are_refused() {
     let s = setup();
-    let n = node(&s, "n1");
+    let n = s.node("n1");
     let put = n
-        .put(PutRequest {
-            keyspace: "counter".into(),
-            key: Key::parse(KEY),
-            value: Some(b"1".to_vec()),
-            context: String::new(),
-            w: None,
-            trace: false,
-            if_context: false,
-            timestamp: None,
-            actor: None,
-        })
+        .put(put_request("counter", KEY, "1", ""))
         .await
         .unwrap_err();
     let batch = n
-        .batch(BatchRequest {
-            keyspace: "set".into(),
-            items: vec![BatchItem {
-                key: Key::parse(KEY),
-                value: Some(b"1".to_vec()),
-                context: String::new(),
-            }],
-            w: None,
-            trace: false,
-        })
+        .batch(batch_request("set", vec![batch_item(KEY, "1")], None))
         .await
         .unwrap_err();
     let plain = update(&s, "n1", "plain", CrdtOp::CounterAdd(1), "", 2)

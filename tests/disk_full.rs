@@ -2,16 +2,19 @@
 //! serving reads, and accepts writes again once space is freed. Runs on a small tmpfs it
 //! mounts itself (needs root; skipped with a message otherwise).
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use quorumkv::client::{Client, ClientError, RequestOptions};
-use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
+use common::{client, eventually, keyspace, timeouts};
+use quorumkv::client::{ClientError, RequestOptions};
+use quorumkv::config::StorageConfig;
 use quorumkv::inprocess::QuicCluster;
 use quorumkv::key::Key;
-use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+use quorumkv::keyspace::ConflictPolicy;
 
 /// Unmounts the tmpfs when dropped, whatever happened in the test.
 struct Mount(PathBuf);
@@ -66,23 +69,16 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers() {
     let Some(mount) = mount_tmpfs(dir.path(), "160m") else {
         return;
     };
-    let mut ks = KeyspaceDef::new("ks", 1, 1, 1);
-    ks.policy = ConflictPolicy::LwwTimestamp;
     let c = QuicCluster::start(
         &dir.path().join("cluster"),
         1,
-        &[ks],
+        &[keyspace("ks", ConflictPolicy::LwwTimestamp, 1, 1, 1)],
         StorageConfig::default(),
-        Timeouts {
-            request_ms: 2000,
-            connect_ms: 1000,
-            idle_ms: 10_000,
-            ..Timeouts::default()
-        },
+        timeouts(2000, 1000, 10_000),
     )
     .await
     .unwrap();
-    let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
+    let client = client(&c);
     let opts = RequestOptions::default();
     client
         .put("ks", Key::parse("before/1"), Some(b"kept".to_vec()), &opts)
@@ -138,24 +134,14 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers() {
     // Free the space: writes come back without a restart.
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
-    let recovered = loop {
-        match client
-            .put("ks", Key::parse("after/1"), Some(b"back".to_vec()), &opts)
-            .await
-        {
-            Ok(_) => break true,
-            Err(e) if freed.elapsed() < Duration::from_secs(30) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => {
-                println!("still failing 30 s after freeing space: {e}");
-                break false;
-            }
-        }
-    };
+    eventually(
+        "writes to resume once space is freed",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || client.put("ks", Key::parse("after/1"), Some(b"back".to_vec()), &opts),
+    )
+    .await;
     println!("writes resumed {:?} after space was freed", freed.elapsed());
-    assert!(recovered, "writes must resume once space is freed");
     let g = client
         .get("ks", Key::parse("after/1"), &opts)
         .await

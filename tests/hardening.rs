@@ -2,79 +2,32 @@
 //! timestamp poisons a node's clock. Each test reproduces a way acknowledged writes were
 //! lost (or a node panicked) before the fix; see docs/SECURITY.md.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::{
+    eventually, get_request, keyspace, memory_cluster, object_values, put_request, rocksdb_storage,
+    running_node, update_request, values,
+};
 use quorumkv::causality::Object;
-use quorumkv::config::{StorageConfig, Timeouts};
+use quorumkv::config::Timeouts;
 use quorumkv::coordinator::CoordinatorError;
-use quorumkv::inprocess::{MemoryCluster, QuicCluster};
+use quorumkv::inprocess::QuicCluster;
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
 use quorumkv::node::Node;
-use quorumkv::proto::{
-    CrdtOp, CrdtValue, GetRequest, GetResponse, PutRequest, PutResponse, UpdateRequest,
-};
+use quorumkv::proto::{CrdtOp, CrdtValue, GetResponse, PutRequest, PutResponse};
 use serde_bytes::ByteBuf;
-
-const TIMEOUT: Duration = Duration::from_millis(500);
-
-fn ks(name: &str, policy: ConflictPolicy, n: u8, r: u8, w: u8) -> KeyspaceDef {
-    let mut k = KeyspaceDef::new(name, n, r, w);
-    k.policy = policy;
-    if policy == ConflictPolicy::LwwActor {
-        k.actor_priority = vec!["eu".into(), "us".into()];
-    }
-    k
-}
-
-fn put_req(keyspace: &str, key: &str, value: &str, context: &str) -> PutRequest {
-    PutRequest {
-        keyspace: keyspace.into(),
-        key: Key::parse(key),
-        value: Some(value.as_bytes().to_vec()),
-        context: context.into(),
-        w: None,
-        trace: false,
-        if_context: false,
-        timestamp: None,
-        actor: None,
-    }
-}
 
 async fn put(node: &Arc<Node>, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
     node.put(req).await
 }
 
 async fn get(node: &Arc<Node>, keyspace: &str, key: &str, r: Option<u8>) -> GetResponse {
-    node.get(GetRequest {
-        keyspace: keyspace.into(),
-        key: Key::parse(key),
-        r,
-        trace: false,
-    })
-    .await
-    .unwrap()
-}
-
-fn values(g: &GetResponse) -> Vec<String> {
-    let mut v: Vec<String> = g
-        .values
-        .iter()
-        .map(|s| String::from_utf8_lossy(&s.value).to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-fn object_values(o: &Object) -> Vec<String> {
-    let mut v: Vec<String> = o
-        .live_values()
-        .map(|s| String::from_utf8_lossy(s.value.as_deref().unwrap_or_default()).to_string())
-        .collect();
-    v.sort();
-    v
+    node.get(get_request(keyspace, key, r)).await.unwrap()
 }
 
 /// The context the attacker sent: an unsealed vector claiming n1 issued 2^64-1
@@ -89,21 +42,22 @@ fn forged_max_context(actor: &str) -> String {
 /// emptied the key and every later write was acknowledged and dropped).
 #[tokio::test(start_paused = true)]
 async fn forged_context_is_refused_and_the_key_survives() {
-    let c = MemoryCluster::new(
+    let c = memory_cluster(
         3,
-        vec![
-            ks("ks", ConflictPolicy::Siblings, 3, 2, 2),
-            ks("tags", ConflictPolicy::Set, 3, 2, 2),
+        [
+            keyspace("ks", ConflictPolicy::Siblings, 3, 2, 2),
+            keyspace("tags", ConflictPolicy::Set, 3, 2, 2),
         ],
-        TIMEOUT,
-    )
-    .unwrap();
+    );
     let n1 = c.node("n1");
-    put(n1, put_req("ks", "z", "kept", "")).await.unwrap();
+    put(n1, put_request("ks", "z", "kept", "")).await.unwrap();
     for actor in ["n1", "n2", &n1.replica_actor()] {
-        let e = put(n1, put_req("ks", "z", "evil", &forged_max_context(actor)))
-            .await
-            .unwrap_err();
+        let e = put(
+            n1,
+            put_request("ks", "z", "evil", &forged_max_context(actor)),
+        )
+        .await
+        .unwrap_err();
         assert!(
             e.to_string()
                 .contains("not issued by this cluster for key z"),
@@ -112,18 +66,17 @@ async fn forged_context_is_refused_and_the_key_survives() {
     }
     // A CRDT remove with a forged context is refused the same way.
     let e = n1
-        .update(UpdateRequest {
-            keyspace: "tags".into(),
-            key: Key::parse("z"),
-            op: CrdtOp::SetRemove(vec![ByteBuf::from(b"x".to_vec())]),
-            context: forged_max_context("n1"),
-            w: None,
-            trace: false,
-        })
+        .update(update_request(
+            "tags",
+            "z",
+            CrdtOp::SetRemove(vec![ByteBuf::from(b"x".to_vec())]),
+            &forged_max_context("n1"),
+            None,
+        ))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not issued by this cluster"), "{e}");
-    put(n1, put_req("ks", "z", "later", "")).await.unwrap();
+    put(n1, put_request("ks", "z", "later", "")).await.unwrap();
     assert_eq!(
         values(&get(n1, "ks", "z", Some(3)).await),
         vec!["kept", "later"]
@@ -135,23 +88,22 @@ async fn forged_context_is_refused_and_the_key_survives() {
 /// key's own context still resolves its siblings.
 #[tokio::test(start_paused = true)]
 async fn context_is_bound_to_its_key() {
-    let c = MemoryCluster::new(
-        3,
-        vec![ks("ks", ConflictPolicy::Siblings, 3, 2, 2)],
-        TIMEOUT,
-    )
-    .unwrap();
+    let c = memory_cluster(3, [keyspace("ks", ConflictPolicy::Siblings, 3, 2, 2)]);
     let n1 = c.node("n1");
     for i in 0..5 {
-        put(n1, put_req("ks", "a", &format!("a{i}"), ""))
+        put(n1, put_request("ks", "a", format!("a{i}"), ""))
             .await
             .unwrap();
     }
-    put(n1, put_req("ks", "b", "b0", "")).await.unwrap();
+    put(n1, put_request("ks", "b", "b0", "")).await.unwrap();
     let ctx_a = get(n1, "ks", "a", None).await.context;
-    let e = put(n1, put_req("ks", "b", "b1", &ctx_a)).await.unwrap_err();
+    let e = put(n1, put_request("ks", "b", "b1", &ctx_a))
+        .await
+        .unwrap_err();
     assert!(matches!(e, CoordinatorError::Context(_)), "{e}");
-    put(n1, put_req("ks", "a", "merged", &ctx_a)).await.unwrap();
+    put(n1, put_request("ks", "a", "merged", &ctx_a))
+        .await
+        .unwrap();
     assert_eq!(values(&get(n1, "ks", "a", Some(3)).await), vec!["merged"]);
 }
 
@@ -169,11 +121,11 @@ async fn far_future_client_timestamp_is_refused_and_nothing_is_poisoned() {
     ];
     let defs: Vec<KeyspaceDef> = policies
         .iter()
-        .map(|p| ks(&p.to_string(), *p, 3, 2, 2))
+        .map(|p| keyspace(&p.to_string(), *p, 3, 2, 2))
         .collect();
-    let c = MemoryCluster::new(3, defs, TIMEOUT).unwrap();
+    let c = memory_cluster(3, defs);
     let n1 = c.node("n1");
-    let mut stamped = put_req("lww-client", "k", "future", "");
+    let mut stamped = put_request("lww-client", "k", "future", "");
     stamped.timestamp = Some(u64::MAX);
     let e = put(n1, stamped).await.unwrap_err();
     assert!(
@@ -181,11 +133,11 @@ async fn far_future_client_timestamp_is_refused_and_nothing_is_poisoned() {
         "{e}"
     );
     // A stamp within the skew is fine (version numbers far in the past too).
-    let mut small = put_req("lww-client", "k", "v7", "");
+    let mut small = put_request("lww-client", "k", "v7", "");
     small.timestamp = Some(7);
     put(n1, small).await.unwrap();
     for p in policies {
-        let mut req = put_req(&p.to_string(), "after", "ok", "");
+        let mut req = put_request(&p.to_string(), "after", "ok", "");
         match p {
             ConflictPolicy::LwwClient => req.timestamp = Some(8),
             ConflictPolicy::LwwActor => req.actor = Some("eu".into()),
@@ -206,20 +158,15 @@ async fn far_future_client_timestamp_is_refused_and_nothing_is_poisoned() {
 /// capped the same way.
 #[tokio::test(start_paused = true)]
 async fn objects_are_capped_in_bytes() {
-    let mut big = ks("ks", ConflictPolicy::Siblings, 3, 2, 2);
+    let mut big = keyspace("ks", ConflictPolicy::Siblings, 3, 2, 2);
     big.max_siblings = 100;
-    let c = MemoryCluster::new(
-        3,
-        vec![big, ks("tags", ConflictPolicy::Set, 3, 2, 2)],
-        TIMEOUT,
-    )
-    .unwrap();
+    let c = memory_cluster(3, [big, keyspace("tags", ConflictPolicy::Set, 3, 2, 2)]);
     let n1 = c.node("n1");
     let cap = quorumkv::config::Limits::default().max_object_bytes;
     let value = "x".repeat(quorumkv::config::Limits::default().max_value_bytes);
     let mut refused = None;
     for i in 0..8 {
-        match put(n1, put_req("ks", "fat", &value, "")).await {
+        match put(n1, put_request("ks", "fat", &value, "")).await {
             Ok(_) => {}
             Err(e) => {
                 refused = Some((i, e.to_string()));
@@ -234,7 +181,9 @@ async fn objects_are_capped_in_bytes() {
         "{e}"
     );
     let ctx = get(n1, "ks", "fat", None).await.context;
-    put(n1, put_req("ks", "fat", "small", &ctx)).await.unwrap();
+    put(n1, put_request("ks", "fat", "small", &ctx))
+        .await
+        .unwrap();
     assert_eq!(values(&get(n1, "ks", "fat", Some(3)).await), vec!["small"]);
 
     let member = ByteBuf::from(vec![b'm'; 1000]);
@@ -250,14 +199,13 @@ async fn objects_are_capped_in_bytes() {
             })
             .collect();
         let r = n1
-            .update(UpdateRequest {
-                keyspace: "tags".into(),
-                key: Key::parse("s"),
-                op: CrdtOp::SetAdd(members),
-                context: String::new(),
-                w: None,
-                trace: false,
-            })
+            .update(update_request(
+                "tags",
+                "s",
+                CrdtOp::SetAdd(members),
+                "",
+                None,
+            ))
             .await;
         if let Err(e) = r {
             refused = Some(e.to_string());
@@ -268,35 +216,21 @@ async fn objects_are_capped_in_bytes() {
     assert!(e.contains("key s would be stored as"), "{e}");
 }
 
-fn rocks() -> StorageConfig {
-    StorageConfig {
-        engine: "rocksdb".into(),
-        sync: true,
-    }
-}
-
 fn local(
     c: &QuicCluster,
     i: usize,
     keyspace: &str,
     key: &str,
 ) -> impl std::future::Future<Output = Option<Object>> {
-    let node = Arc::clone(&c.nodes[i].as_ref().expect("running").node);
+    let node = running_node(c, i);
     let (keyspace, key) = (keyspace.to_string(), Key::parse(key));
     async move { node.local_object(&keyspace, &key).await }
 }
 
 async fn update(node: &Arc<Node>, keyspace: &str, key: &str, op: CrdtOp) {
-    node.update(UpdateRequest {
-        keyspace: keyspace.into(),
-        key: Key::parse(key),
-        op,
-        context: String::new(),
-        w: Some(3),
-        trace: false,
-    })
-    .await
-    .unwrap();
+    node.update(update_request(keyspace, key, op, "", Some(3)))
+        .await
+        .unwrap();
 }
 
 /// Goal (item 2, Riak's kv679): a node whose data directory is wiped comes back under the
@@ -311,19 +245,21 @@ async fn wiped_node_never_reissues_old_versions() {
         dir.path(),
         3,
         &[
-            ks("ks", ConflictPolicy::Siblings, 3, 3, 3),
-            ks("hits", ConflictPolicy::Counter, 3, 3, 3),
-            ks("tags", ConflictPolicy::Set, 3, 3, 3),
+            keyspace("ks", ConflictPolicy::Siblings, 3, 3, 3),
+            keyspace("hits", ConflictPolicy::Counter, 3, 3, 3),
+            keyspace("tags", ConflictPolicy::Set, 3, 3, 3),
         ],
-        rocks(),
+        rocksdb_storage(true),
         Timeouts::default(),
     )
     .await
     .unwrap();
-    let n2 = || Arc::clone(&c.nodes[1].as_ref().unwrap().node);
+    let n2 = || running_node(&c, 1);
     let first = n2().replica_actor();
-    put(&n2(), put_req("ks", "z", "old", "")).await.unwrap();
-    put(&n2(), put_req("ks", "y", "y-old", "")).await.unwrap();
+    put(&n2(), put_request("ks", "z", "old", "")).await.unwrap();
+    put(&n2(), put_request("ks", "y", "y-old", ""))
+        .await
+        .unwrap();
     update(&n2(), "hits", "h", CrdtOp::CounterAdd(5)).await;
     update(
         &n2(),
@@ -337,7 +273,7 @@ async fn wiped_node_never_reissues_old_versions() {
     wait_closed(&c.configs[1].data_dir).await;
     std::fs::remove_dir_all(&c.configs[1].data_dir).unwrap();
     c.restart(1).await.unwrap();
-    let n2 = Arc::clone(&c.nodes[1].as_ref().unwrap().node);
+    let n2 = running_node(&c, 1);
     assert_ne!(
         n2.replica_actor(),
         first,
@@ -345,10 +281,12 @@ async fn wiped_node_never_reissues_old_versions() {
     );
 
     // Blind write through the wiped node: a sibling of "old" on every replica.
-    put(&n2, put_req("ks", "z", "new", "")).await.unwrap();
+    put(&n2, put_request("ks", "z", "new", "")).await.unwrap();
     // A write with the context of a full read replaces exactly what was read.
     let ctx = get(&n2, "ks", "y", Some(3)).await.context;
-    put(&n2, put_req("ks", "y", "y-new", &ctx)).await.unwrap();
+    put(&n2, put_request("ks", "y", "y-new", &ctx))
+        .await
+        .unwrap();
     update(&n2, "hits", "h", CrdtOp::CounterAdd(3)).await;
     update(
         &n2,
@@ -427,15 +365,19 @@ async fn restored_backup_takes_a_new_incarnation() {
     let mut c = QuicCluster::start(
         dir.path(),
         3,
-        &[ks("ks", ConflictPolicy::Siblings, 3, 3, 3)],
-        rocks(),
+        &[keyspace("ks", ConflictPolicy::Siblings, 3, 3, 3)],
+        rocksdb_storage(true),
         Timeouts::default(),
     )
     .await
     .unwrap();
-    let n2 = |c: &QuicCluster| Arc::clone(&c.nodes[1].as_ref().unwrap().node);
-    put(&n2(&c), put_req("ks", "k1", "a1", "")).await.unwrap();
-    put(&n2(&c), put_req("ks", "k2", "b1", "")).await.unwrap();
+    let n2 = |c: &QuicCluster| running_node(c, 1);
+    put(&n2(&c), put_request("ks", "k1", "a1", ""))
+        .await
+        .unwrap();
+    put(&n2(&c), put_request("ks", "k2", "b1", ""))
+        .await
+        .unwrap();
     // The backup: a copy of n2's data directory taken now.
     c.stop(1).await;
     let data = c.configs[1].data_dir.clone();
@@ -446,7 +388,9 @@ async fn restored_backup_takes_a_new_incarnation() {
     let actor = n2(&c).replica_actor();
     for (key, value) in [("k1", "a2"), ("k2", "b2")] {
         let ctx = get(&n2(&c), "ks", key, Some(3)).await.context;
-        put(&n2(&c), put_req("ks", key, value, &ctx)).await.unwrap();
+        put(&n2(&c), put_request("ks", key, value, &ctx))
+            .await
+            .unwrap();
     }
     // Restore the old copy: it holds the incarnation, but not a2's and b2's versions.
     c.stop(1).await;
@@ -472,7 +416,9 @@ async fn restored_backup_takes_a_new_incarnation() {
         "the lost versions were not noticed"
     );
     // A blind write to the other key, which nothing has repaired yet.
-    put(&n2(&c), put_req("ks", "k2", "b3", "")).await.unwrap();
+    put(&n2(&c), put_request("ks", "k2", "b3", ""))
+        .await
+        .unwrap();
     for i in 0..3 {
         let o = local(&c, i, "ks", "k2").await.unwrap();
         let v = object_values(&o);
@@ -493,16 +439,13 @@ async fn restored_backup_takes_a_new_incarnation() {
 /// Wait until a stopped node's RocksDB has let go of its data directory (its last
 /// references drop shortly after shutdown): opening the database succeeds only then.
 async fn wait_closed(dir: &std::path::Path) {
-    for _ in 0..100 {
-        if quorumkv::storage::RocksStorage::open(dir, true).is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{} is still in use 10 s after the node stopped",
-        dir.display()
-    );
+    eventually(
+        &format!("{} to be let go after the node stopped", dir.display()),
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        move || async move { quorumkv::storage::RocksStorage::open(dir, true).map(drop) },
+    )
+    .await;
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

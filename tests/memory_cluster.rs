@@ -1,21 +1,18 @@
 //! Whole clusters in one process over the in-memory network: the Dynamo semantics of
 //! quorums, siblings, contexts, deletes, read repair and partitions, with virtual time.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{get_request, isolate, memory_cluster, object_values, put_request, values, TIMEOUT};
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::inprocess::MemoryCluster;
 use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
 use quorumkv::node::Node;
 use quorumkv::proto::{GetRequest, GetResponse, PutRequest, PutResponse};
-
-const TIMEOUT: Duration = Duration::from_millis(500);
-
-fn cluster(n: usize, ks: KeyspaceDef) -> MemoryCluster {
-    MemoryCluster::new(n, vec![ks], TIMEOUT).expect("cluster")
-}
 
 async fn put(
     node: &Arc<Node>,
@@ -25,44 +22,21 @@ async fn put(
     w: Option<u8>,
 ) -> Result<PutResponse, CoordinatorError> {
     node.put(PutRequest {
-        keyspace: "ks".into(),
-        key: Key::parse(key),
-        value: Some(value.as_bytes().to_vec()),
-        context: context.into(),
         w,
-        trace: false,
-        if_context: false,
-        timestamp: None,
-        actor: None,
+        ..put_request("ks", key, value, context)
     })
     .await
 }
 
 async fn get(node: &Arc<Node>, key: &str, r: Option<u8>) -> Result<GetResponse, CoordinatorError> {
-    node.get(GetRequest {
-        keyspace: "ks".into(),
-        key: Key::parse(key),
-        r,
-        trace: false,
-    })
-    .await
-}
-
-fn values(g: &GetResponse) -> Vec<String> {
-    let mut v: Vec<String> = g
-        .values
-        .iter()
-        .map(|s| String::from_utf8_lossy(&s.value).to_string())
-        .collect();
-    v.sort();
-    v
+    node.get(get_request("ks", key, r)).await
 }
 
 /// Goal: a write through one node is read back through every other node; a delete makes
 /// the key not found everywhere.
 #[tokio::test(start_paused = true)]
 async fn put_get_delete_through_any_node() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     put(c.node("n1"), "user:1", "alice", "", None)
         .await
         .unwrap();
@@ -73,17 +47,11 @@ async fn put_get_delete_through_any_node() {
         );
     }
     let ctx = get(c.node("n2"), "user:1", None).await.unwrap().context;
+    // A delete is a write of no value with the read's context.
     c.node("n3")
         .put(PutRequest {
-            keyspace: "ks".into(),
-            key: Key::parse("user:1"),
             value: None,
-            context: ctx,
-            w: None,
-            trace: false,
-            if_context: false,
-            timestamp: None,
-            actor: None,
+            ..put_request("ks", "user:1", "", &ctx)
         })
         .await
         .unwrap();
@@ -100,7 +68,7 @@ async fn put_get_delete_through_any_node() {
 /// with the read's context collapses them to one value.
 #[tokio::test(start_paused = true)]
 async fn concurrent_writes_are_siblings_and_context_resolves() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     let (a, b) = tokio::join!(
         put(c.node("n1"), "post", "from-eu", "", None),
         put(c.node("n2"), "post", "from-us", "", None)
@@ -120,7 +88,7 @@ async fn concurrent_writes_are_siblings_and_context_resolves() {
 /// becomes a sibling, even through the same coordinator.
 #[tokio::test(start_paused = true)]
 async fn blind_write_same_coordinator_is_sibling() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     put(c.node("n1"), "k", "v1", "", None).await.unwrap();
     put(c.node("n1"), "k", "v2", "", None).await.unwrap();
     assert_eq!(
@@ -133,7 +101,7 @@ async fn blind_write_same_coordinator_is_sibling() {
 /// error that says needed 2, got 1 and why each other replica failed.
 #[tokio::test(start_paused = true)]
 async fn quorum_with_nodes_down() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     c.net.set_down("n3", true);
     put(c.node("n1"), "k", "v", "", None)
         .await
@@ -183,7 +151,7 @@ async fn quorum_with_nodes_down() {
 /// request timeout, not hang.
 #[tokio::test(start_paused = true)]
 async fn dropped_packets_time_out() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     c.net.partition(&["n1"], &["n2", "n3"]);
     let started = tokio::time::Instant::now();
     let e = put(c.node("n1"), "k", "v", "", None).await.unwrap_err();
@@ -202,7 +170,7 @@ async fn dropped_packets_time_out() {
 /// netsplit; after healing, a read returns both versions as siblings.
 #[tokio::test(start_paused = true)]
 async fn split_brain_gives_siblings_after_heal() {
-    let c = cluster(5, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(5, [KeyspaceDef::new("ks", 3, 2, 2)]);
     let pl = c.node("n1").ring().preference_list(b"post:42", 3);
     put(c.node(&pl[0]), "post:42", "original", "", None)
         .await
@@ -212,13 +180,7 @@ async fn split_brain_gives_siblings_after_heal() {
         .unwrap()
         .context;
     // One replica on the small side, two on the large side.
-    let others: Vec<&str> = c
-        .nodes
-        .iter()
-        .map(|n| n.name())
-        .filter(|n| *n != pl[0])
-        .collect();
-    c.net.partition(&[pl[0].as_str()], &others);
+    isolate(&c, &pl[0]);
     put(
         c.node(&pl[0]),
         "post:42",
@@ -249,7 +211,7 @@ async fn split_brain_gives_siblings_after_heal() {
 /// Goal: asynchronous read repair brings a replica that missed a write up to date.
 #[tokio::test(start_paused = true)]
 async fn read_repair_fixes_stale_replica() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     put(c.node("n1"), "k", "old", "", Some(3)).await.unwrap();
     let ctx = get(c.node("n1"), "k", Some(3)).await.unwrap().context;
     c.net.set_down("n3", true);
@@ -291,7 +253,7 @@ async fn read_repair_fixes_stale_replica() {
 /// distinct replicas, and fails once three of a key's replicas are down.
 #[tokio::test(start_paused = true)]
 async fn five_nodes_n4_w2() {
-    let c = cluster(5, KeyspaceDef::new("ks", 4, 2, 2));
+    let c = memory_cluster(5, [KeyspaceDef::new("ks", 4, 2, 2)]);
     for i in 0..20 {
         put(
             c.node(&format!("n{}", i % 5 + 1)),
@@ -329,17 +291,9 @@ async fn five_nodes_n4_w2() {
 /// value, empty key, garbage context.
 #[tokio::test(start_paused = true)]
 async fn bad_requests_are_named() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     let n1 = c.node("n1");
-    let e = n1
-        .get(GetRequest {
-            keyspace: "nope".into(),
-            key: Key::parse("k"),
-            r: None,
-            trace: false,
-        })
-        .await
-        .unwrap_err();
+    let e = n1.get(get_request("nope", "k", None)).await.unwrap_err();
     assert_eq!(e.to_string(), "unknown keyspace \"nope\"");
     let e = get(n1, "k", Some(4)).await.unwrap_err();
     assert!(e.to_string().contains("r=4 is invalid"), "{e}");
@@ -358,7 +312,7 @@ async fn bad_requests_are_named() {
 /// including one that was partitioned away when it was created.
 #[tokio::test(start_paused = true)]
 async fn runtime_keyspace_reaches_every_node() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     c.net.partition(&["n3"], &["n1", "n2"]);
     let resp = c
         .node("n1")
@@ -376,20 +330,7 @@ async fn runtime_keyspace_reaches_every_node() {
     }
     c.net.heal();
     // n3 missed the announcement; it asks its peers.
-    let r = c
-        .node("n3")
-        .put(PutRequest {
-            keyspace: "users".into(),
-            key: Key::parse("u1"),
-            value: Some(b"x".to_vec()),
-            context: String::new(),
-            w: None,
-            trace: false,
-            if_context: false,
-            timestamp: None,
-            actor: None,
-        })
-        .await;
+    let r = c.node("n3").put(put_request("users", "u1", "x", "")).await;
     r.expect("n3 must learn the keyspace from a peer");
     // A conflicting definition is refused.
     let resp = c
@@ -411,7 +352,7 @@ async fn runtime_keyspace_reaches_every_node() {
 async fn sibling_cap_is_enforced() {
     let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
     ks.max_siblings = 3;
-    let c = cluster(3, ks);
+    let c = memory_cluster(3, [ks]);
     for i in 0..3 {
         put(c.node("n1"), "hot", &format!("v{i}"), "", None)
             .await
@@ -433,15 +374,13 @@ async fn sibling_cap_is_enforced() {
 /// Goal: a traced request reports the coordinator, every replica's reply and the repair.
 #[tokio::test(start_paused = true)]
 async fn trace_reports_replicas() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     put(c.node("n1"), "k", "v", "", Some(3)).await.unwrap();
     let g = c
         .node("n2")
         .get(GetRequest {
-            keyspace: "ks".into(),
-            key: Key::parse("k"),
-            r: Some(3),
             trace: true,
+            ..get_request("ks", "k", Some(3))
         })
         .await
         .unwrap();
@@ -465,7 +404,7 @@ async fn trace_reports_replicas() {
 async fn newest_only_on_n1(mode: quorumkv::keyspace::ReadRepair) -> MemoryCluster {
     let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
     ks.read_repair = mode;
-    let c = cluster(3, ks);
+    let c = memory_cluster(3, [ks]);
     put(c.node("n1"), "k", "old", "", Some(3)).await.unwrap();
     let ctx = get(c.node("n1"), "k", Some(3)).await.unwrap().context;
     c.net.cut_one_way("n1", "n2");
@@ -483,9 +422,7 @@ async fn local_values(c: &MemoryCluster, node: &str) -> Vec<String> {
         .local_object("ks", &Key::parse("k"))
         .await
         .unwrap();
-    o.live_values()
-        .map(|s| String::from_utf8_lossy(s.value.as_ref().unwrap()).to_string())
-        .collect()
+    object_values(&o)
 }
 
 /// Goal: with `read_repair = blocking`, the read returns only once R replicas hold the
@@ -534,26 +471,11 @@ async fn as_admin(
 }
 
 fn put_req(keyspace: &str, key: &str, value: &str) -> quorumkv::proto::ClientRequest {
-    quorumkv::proto::ClientRequest::Put(PutRequest {
-        keyspace: keyspace.into(),
-        key: Key::parse(key),
-        value: Some(value.as_bytes().to_vec()),
-        context: String::new(),
-        w: None,
-        trace: false,
-        if_context: false,
-        timestamp: None,
-        actor: None,
-    })
+    quorumkv::proto::ClientRequest::Put(put_request(keyspace, key, value, ""))
 }
 
 fn get_req(keyspace: &str, key: &str) -> quorumkv::proto::ClientRequest {
-    quorumkv::proto::ClientRequest::Get(GetRequest {
-        keyspace: keyspace.into(),
-        key: Key::parse(key),
-        r: Some(3),
-        trace: false,
-    })
+    quorumkv::proto::ClientRequest::Get(get_request(keyspace, key, Some(3)))
 }
 
 /// Goal: drop-keyspace removes the keyspace and its data on every node it reaches, and a
@@ -563,7 +485,7 @@ fn get_req(keyspace: &str, key: &str) -> quorumkv::proto::ClientRequest {
 #[tokio::test(start_paused = true)]
 async fn drop_keyspace_deletes_data_and_recreate_starts_empty() {
     use quorumkv::proto::{ClientRequest, ClientResponse, ErrorKind};
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     let n1 = c.node("n1");
     let create = || ClientRequest::CreateKeyspace(KeyspaceDef::new("tmp", 3, 2, 3));
     let drop = || ClientRequest::DropKeyspace("tmp".into());
@@ -644,7 +566,7 @@ async fn drop_keyspace_deletes_data_and_recreate_starts_empty() {
 /// stale replica still repairs it, and nothing is counted as skipped.
 #[tokio::test(start_paused = true)]
 async fn read_repair_slot_only_when_stale() {
-    let c = cluster(3, KeyspaceDef::new("ks", 3, 2, 2));
+    let c = memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)]);
     // n2 misses the write of "stale".
     c.net.set_down("n2", true);
     put(c.node("n1"), "stale", "v", "", Some(2)).await.unwrap();

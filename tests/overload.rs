@@ -2,23 +2,27 @@
 //! its RSS under a documented ceiling while clients flood it, and a client that never
 //! reads its replies does not delay other clients or replication.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{
+    batch_item, batch_request, client_of, eventually, keyspace, put_request, raw_endpoint,
+    scan_request, timeouts, KillOnDrop, BIN,
+};
 use quorumkv::client::{Client, RequestOptions};
 use quorumkv::config::{ClusterFile, NodeConfig, StorageConfig, Timeouts};
 use quorumkv::inprocess::{write_cluster_files, QuicCluster};
 use quorumkv::key::Key;
-use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+use quorumkv::keyspace::ConflictPolicy;
 use quorumkv::proto::{self, BatchItem, ClientRequest, Message};
-use quorumkv::tls::{self, Role, TransportSettings};
-
-const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+use quorumkv::tls::{self, Role};
 
 /// Peak RSS allowed for the flooded node below (see docs/SECURITY.md). Measured on the
 /// debug build: baseline 86–90 MiB, peak 106–144 MiB over five runs; the same flood on
@@ -27,39 +31,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
 /// memtable growth over that baseline.
 const RSS_CEILING_MIB: u64 = 200;
 
-/// Kills the node process when dropped, so a failing test leaves nothing behind.
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn rss_mib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
-}
-
-fn lww(name: &str, n: u8) -> KeyspaceDef {
-    let mut ks = KeyspaceDef::new(name, n, 1, 1);
-    ks.policy = ConflictPolicy::LwwTimestamp;
-    ks
-}
-
-async fn raw_endpoint(ca: &Path, cert: &Path, key: &Path) -> quinn::Endpoint {
-    let settings = TransportSettings {
-        idle: Duration::from_secs(10),
-        max_streams: 256,
-        receive_windows: None,
-    };
-    let cc = tls::client_config(ca, cert, key, &settings).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(cc);
-    ep
 }
 
 /// Send `frame` on a new stream and read the reply (if `read`), ignoring failures: a
@@ -95,16 +71,14 @@ async fn fire_once(conn: &quinn::Connection, frame: Bytes, read: bool) -> Option
 /// A client frame scanning all 1000 items of partition `p` at read quorum `r`.
 fn scan_frame(r: Option<u8>) -> Bytes {
     Bytes::from(proto::encode(&Message::Client(ClientRequest::Scan(
-        proto::ScanRequest {
-            keyspace: "ks".into(),
-            partition: b"p".to_vec(),
-            from: Vec::new(),
-            to: None,
-            limit: 1000,
-            r,
-            trace: false,
-        },
+        scan_request("ks", "p", b"", 1000, r),
     ))))
+}
+
+/// A bare QUIC client endpoint for flooding: up to 256 streams open at once on each
+/// connection.
+fn flood_endpoint(ca: &Path, cert: &Path, key: &Path) -> quinn::Endpoint {
+    raw_endpoint(ca, cert, key, Duration::from_secs(10), 256)
 }
 
 /// Goal: a node flooded by several clients with near-limit frames, 1000-item batches and
@@ -120,7 +94,7 @@ async fn flooded_node_stays_under_its_memory_ceiling() {
     let (configs, cluster_file) = write_cluster_files(
         dir.path(),
         &[addr],
-        &[lww("ks", 1)],
+        &[keyspace("ks", ConflictPolicy::LwwTimestamp, 1, 1, 1)],
         StorageConfig::default(),
         Timeouts::default(),
     )
@@ -137,7 +111,7 @@ async fn flooded_node_stays_under_its_memory_ceiling() {
     let node_toml = dir.path().join("n1/node.toml");
     std::fs::write(&node_toml, toml::to_string_pretty(&cfg).unwrap()).unwrap();
     let log = std::fs::File::create(dir.path().join("n1/log")).unwrap();
-    let node = NodeProcess(
+    let node = KillOnDrop(
         Command::new(BIN)
             .args(["node", "--config"])
             .arg(&node_toml)
@@ -150,46 +124,29 @@ async fn flooded_node_stays_under_its_memory_ceiling() {
     let cf = ClusterFile::load(&cluster_file).unwrap();
     let client = Client::new(&cf).unwrap();
     let opts = RequestOptions::default();
-    let up = Instant::now();
-    while client.ping().await.is_err() {
-        assert!(up.elapsed() < Duration::from_secs(20), "node did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the node to start",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || client.ping(),
+    )
+    .await;
     // A partition of 1000 items of 1 KiB for the scans.
     let items = |tag: u8| -> Vec<BatchItem> {
         (0..1000)
-            .map(|i| BatchItem {
-                key: Key::parse(&format!("p/{i:04}")),
-                value: Some(vec![tag; 1024]),
-                context: String::new(),
-            })
+            .map(|i| batch_item(&format!("p/{i:04}"), vec![tag; 1024]))
             .collect()
     };
     client.batch("ks", items(0), &opts).await.unwrap();
     let baseline = rss_mib(pid).unwrap();
 
-    let ep = raw_endpoint(&cf.ca_cert, &cf.client_cert, &cf.client_key).await;
+    let ep = flood_endpoint(&cf.ca_cert, &cf.client_cert, &cf.client_key);
     let connect = || quorumkv::transport::quic::connect(&ep, addr, "n1", Duration::from_secs(3));
     let near_limit = Bytes::from(proto::encode(&Message::Client(ClientRequest::Put(
-        proto::PutRequest {
-            keyspace: "ks".into(),
-            key: Key::parse("big/1"),
-            value: Some(vec![7u8; (4 << 20) - (64 << 10)]),
-            context: String::new(),
-            w: None,
-            trace: false,
-            if_context: false,
-            timestamp: None,
-            actor: None,
-        },
+        put_request("ks", "big/1", vec![7u8; (4 << 20) - (64 << 10)], ""),
     ))));
     let batch = Bytes::from(proto::encode(&Message::Client(ClientRequest::Batch(
-        proto::BatchRequest {
-            keyspace: "ks".into(),
-            items: items(1),
-            w: None,
-            trace: false,
-        },
+        batch_request("ks", items(1), None),
     ))));
     let scan = scan_frame(None);
     let until = Instant::now() + Duration::from_secs(6);
@@ -271,35 +228,27 @@ async fn flooded_node_stays_under_its_memory_ceiling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_never_reads_does_not_starve_others() {
     let dir = tempfile::tempdir().unwrap();
-    let timeouts = Timeouts {
-        request_ms: 2000,
-        connect_ms: 1000,
-        idle_ms: 10_000,
-        ..Timeouts::default()
-    };
-    let mut ks = KeyspaceDef::new("ks", 3, 1, 3);
-    ks.policy = ConflictPolicy::LwwTimestamp;
-    let c = QuicCluster::start(dir.path(), 3, &[ks], StorageConfig::default(), timeouts)
-        .await
-        .unwrap();
+    let c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[keyspace("ks", ConflictPolicy::LwwTimestamp, 3, 1, 3)],
+        StorageConfig::default(),
+        timeouts(2000, 1000, 10_000),
+    )
+    .await
+    .unwrap();
     let cf = ClusterFile::load(&c.cluster_file).unwrap();
-    let mut only_n1 = cf.clone();
-    only_n1.contact_points.truncate(1);
-    let client = Client::new(&only_n1).unwrap();
+    let client = client_of(&c, 0);
     let opts = RequestOptions::default();
     // 1000 items of 3 KiB: each scan reply (~3 MB) is larger than a QUIC stream's
     // default receive window, so a reader that never reads blocks the node's write.
     let items: Vec<BatchItem> = (0..1000)
-        .map(|i| BatchItem {
-            key: Key::parse(&format!("p/{i:04}")),
-            value: Some(vec![1u8; 3 << 10]),
-            context: String::new(),
-        })
+        .map(|i| batch_item(&format!("p/{i:04}"), vec![1u8; 3 << 10]))
         .collect();
     client.batch("ks", items, &opts).await.unwrap();
 
     let greedy = tls::issue(&dir.path().join("certs"), "greedy", Role::Client, &[], 365).unwrap();
-    let ep = raw_endpoint(&cf.ca_cert, &greedy.cert, &greedy.key).await;
+    let ep = flood_endpoint(&cf.ca_cert, &greedy.cert, &greedy.key);
     let scan = scan_frame(Some(1));
     let target = &cf.contact_points[0];
     let mut greedy_conns = Vec::new();

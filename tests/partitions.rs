@@ -1,28 +1,21 @@
 //! Colocated partitions and conditional writes: ordered scans with paging, atomic
 //! per-partition batches, the post-and-comments causality guarantee, and `if-context`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{batch_item, batch_request, get_request, memory_cluster, put_request, scan_request};
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::inprocess::MemoryCluster;
-use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
 use quorumkv::node::Node;
-use quorumkv::proto::{BatchItem, BatchRequest, GetRequest, PutRequest, ScanRequest, ScanResponse};
+use quorumkv::proto::{BatchItem, PutRequest, ScanResponse};
 
-const TIMEOUT: Duration = Duration::from_millis(500);
-
+/// Three nodes with keyspace `ks` (N=3 R=2 W=2), the cluster of every test here.
 fn cluster() -> MemoryCluster {
-    MemoryCluster::new(3, vec![KeyspaceDef::new("ks", 3, 2, 2)], TIMEOUT).unwrap()
-}
-
-fn item(key: &str, value: &str) -> BatchItem {
-    BatchItem {
-        key: Key::parse(key),
-        value: Some(value.as_bytes().to_vec()),
-        context: String::new(),
-    }
+    memory_cluster(3, [KeyspaceDef::new("ks", 3, 2, 2)])
 }
 
 async fn batch(
@@ -30,14 +23,9 @@ async fn batch(
     items: Vec<BatchItem>,
     w: Option<u8>,
 ) -> Result<Vec<String>, CoordinatorError> {
-    node.batch(BatchRequest {
-        keyspace: "ks".into(),
-        items,
-        w,
-        trace: false,
-    })
-    .await
-    .map(|b| b.dots)
+    node.batch(batch_request("ks", items, w))
+        .await
+        .map(|b| b.dots)
 }
 
 async fn scan(
@@ -47,17 +35,9 @@ async fn scan(
     limit: u32,
     r: Option<u8>,
 ) -> ScanResponse {
-    node.scan(ScanRequest {
-        keyspace: "ks".into(),
-        partition: partition.as_bytes().to_vec(),
-        from: from.to_vec(),
-        to: None,
-        limit,
-        r,
-        trace: false,
-    })
-    .await
-    .unwrap()
+    node.scan(scan_request("ks", partition, from, limit, r))
+        .await
+        .unwrap()
 }
 
 fn sorts(s: &ScanResponse) -> Vec<String> {
@@ -74,13 +54,13 @@ async fn scan_is_ordered_and_pages() {
     let c = cluster();
     let mut items: Vec<BatchItem> = (0..25)
         .rev()
-        .map(|i| item(&format!("post1/c{i:02}"), &format!("comment {i}")))
+        .map(|i| batch_item(&format!("post1/c{i:02}"), format!("comment {i}")))
         .collect();
-    items.push(item("post1", "the post"));
+    items.push(batch_item("post1", "the post"));
     batch(c.node("n1"), items, None).await.unwrap();
     batch(
         c.node("n2"),
-        vec![item("post2/c00", "other partition")],
+        vec![batch_item("post2/c00", "other partition")],
         None,
     )
     .await
@@ -115,7 +95,7 @@ async fn cross_partition_batch_is_refused() {
     let c = cluster();
     let e = batch(
         c.node("n1"),
-        vec![item("post1/a", "x"), item("post2/b", "y")],
+        vec![batch_item("post1/a", "x"), batch_item("post2/b", "y")],
         None,
     )
     .await
@@ -172,10 +152,10 @@ async fn batch_is_never_seen_half_applied() {
     }
     for p in 0..5 {
         let items = vec![
-            item(&format!("post{p}"), "post body"),
-            item(&format!("post{p}/c1"), "first!"),
-            item(&format!("post{p}/c2"), "reply"),
-            item(&format!("post{p}/c3"), "reply to reply"),
+            batch_item(&format!("post{p}"), "post body"),
+            batch_item(&format!("post{p}/c1"), "first!"),
+            batch_item(&format!("post{p}/c2"), "reply"),
+            batch_item(&format!("post{p}/c3"), "reply to reply"),
         ];
         batch(c.node("n1"), items, Some(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -206,33 +186,19 @@ async fn conditional_write_detects_change() {
     let c = cluster();
     let put = |node: &Arc<Node>, value: &str, context: String, if_context: bool| {
         let node = Arc::clone(node);
-        let value = value.to_string();
-        async move {
-            node.put(PutRequest {
-                keyspace: "ks".into(),
-                key: Key::parse("counter"),
-                value: Some(value.into_bytes()),
-                context,
-                w: Some(3),
-                trace: false,
-                if_context,
-                timestamp: None,
-                actor: None,
-            })
-            .await
-        }
+        let req = PutRequest {
+            w: Some(3),
+            if_context,
+            ..put_request("ks", "counter", value, &context)
+        };
+        async move { node.put(req).await }
     };
     let get = |node: &Arc<Node>| {
         let node = Arc::clone(node);
         async move {
-            node.get(GetRequest {
-                keyspace: "ks".into(),
-                key: Key::parse("counter"),
-                r: Some(3),
-                trace: false,
-            })
-            .await
-            .unwrap()
+            node.get(get_request("ks", "counter", Some(3)))
+                .await
+                .unwrap()
         }
     };
     put(c.node("n1"), "1", String::new(), false).await.unwrap();
@@ -263,7 +229,7 @@ async fn scan_pages_are_bounded_in_bytes() {
     for i in 0..20 {
         batch(
             c.node("n1"),
-            vec![item(&format!("big/c{i:02}"), &big)],
+            vec![batch_item(&format!("big/c{i:02}"), &big)],
             None,
         )
         .await

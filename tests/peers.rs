@@ -4,23 +4,16 @@
 //! feature (on by default).
 #![cfg(feature = "peers")]
 
+mod common;
+
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{eventually, KillOnDrop};
 use quorumkv::bench::driver::{self, BenchConfig, Stop};
 use quorumkv::bench::target::{Connect, Target, TargetSpec};
 use quorumkv::bench::workload::Workload;
-
-/// A server process killed when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -29,8 +22,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(cmd: &mut Command, what: &str) -> Server {
-    Server(
+/// Start a server, killed when the test ends however it ends.
+fn start(cmd: &mut Command, what: &str) -> KillOnDrop {
+    KillOnDrop(
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -40,7 +34,7 @@ fn start(cmd: &mut Command, what: &str) -> Server {
     )
 }
 
-fn redis(dir: &std::path::Path) -> (Server, TargetSpec) {
+fn redis(dir: &std::path::Path) -> (KillOnDrop, TargetSpec) {
     let port = free_port();
     let server = start(
         Command::new("redis-server")
@@ -60,7 +54,7 @@ fn redis(dir: &std::path::Path) -> (Server, TargetSpec) {
     (server, format!("redis://127.0.0.1:{port}").parse().unwrap())
 }
 
-fn etcd(dir: &std::path::Path) -> (Server, TargetSpec) {
+fn etcd(dir: &std::path::Path) -> (KillOnDrop, TargetSpec) {
     let (client, peer) = (free_port(), free_port());
     let server = start(
         Command::new("etcd")
@@ -88,18 +82,15 @@ fn etcd(dir: &std::path::Path) -> (Server, TargetSpec) {
     )
 }
 
-/// Connect, retrying while the freshly started server comes up (bounded).
+/// Connect, retrying while the freshly started server comes up (at most 30 s).
 async fn connect(spec: &TargetSpec) -> Target {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Target::connect(Connect::peer(spec, Duration::from_secs(3))).await {
-            Ok(t) => return t,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("{spec} did not come up: {e}"),
-        }
-    }
+    eventually(
+        &format!("{spec} to come up"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || Target::connect(Connect::peer(spec, Duration::from_secs(3))),
+    )
+    .await
 }
 
 /// The primitives the workloads use: a write is read back, and a scan returns a

@@ -1,32 +1,24 @@
 //! Split-brain behaviour of every conflict policy, in-process with the in-memory
 //! network's partitions: writes on both sides, heal, read.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use std::sync::Arc;
+
+use common::{get_request, keyspace, put_request, values, Split, TIMEOUT};
 use quorumkv::clock::{Clock, ManualClock};
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::inprocess::MemoryCluster;
-use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
-use quorumkv::node::Node;
-use quorumkv::proto::{GetRequest, GetResponse, PutRequest};
+use quorumkv::proto::{GetResponse, PutRequest};
 
-const TIMEOUT: Duration = Duration::from_millis(500);
 const KEY: &str = "post:42";
 
-struct Split {
-    c: MemoryCluster,
-    clocks: Vec<Arc<ManualClock>>,
-    /// A replica of KEY alone on one side, and a replica on the other side.
-    small: String,
-    large: String,
-}
-
-/// Five nodes with manual clocks at the same time; KEY written once with "original".
-async fn setup(policy: ConflictPolicy) -> Split {
-    let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
-    ks.policy = policy;
+/// Five nodes with manual clocks (returned, `n1`'s first) at the same time; KEY written
+/// once with "original".
+async fn setup(policy: ConflictPolicy) -> (Split, Vec<Arc<ManualClock>>) {
+    let mut ks = keyspace("ks", policy, 3, 2, 2);
+    // Whatever the policy, so that only the policy differs between these tests.
     ks.actor_priority = vec!["eu".into(), "us".into()];
     let clocks: Vec<Arc<ManualClock>> = (0..5)
         .map(|_| Arc::new(ManualClock::new(1_000_000)))
@@ -37,13 +29,7 @@ async fn setup(policy: ConflictPolicy) -> Split {
         clocks.iter().map(|c| c.clone() as Arc<dyn Clock>).collect(),
     )
     .unwrap();
-    let pl = c.node("n1").ring().preference_list(KEY.as_bytes(), 3);
-    let s = Split {
-        c,
-        clocks,
-        small: pl[0].clone(),
-        large: pl[1].clone(),
-    };
+    let s = Split::new(c, KEY);
     let stamp = match policy {
         ConflictPolicy::LwwClient => (Some(1), None),
         ConflictPolicy::LwwActor => (None, Some("us")),
@@ -52,7 +38,7 @@ async fn setup(policy: ConflictPolicy) -> Split {
     write(&s, &s.small, "original", stamp.0, stamp.1, Some(3))
         .await
         .unwrap();
-    s
+    (s, clocks)
 }
 
 async fn write(
@@ -63,67 +49,34 @@ async fn write(
     actor: Option<&str>,
     w: Option<u8>,
 ) -> Result<(), CoordinatorError> {
-    node(s, via)
+    s.node(via)
         .put(PutRequest {
-            keyspace: "ks".into(),
-            key: Key::parse(KEY),
-            value: Some(value.as_bytes().to_vec()),
-            context: String::new(),
             w,
-            trace: false,
-            if_context: false,
             timestamp: ts,
             actor: actor.map(str::to_string),
+            ..put_request("ks", KEY, value, "")
         })
         .await
         .map(|_| ())
 }
 
-fn node<'a>(s: &'a Split, name: &str) -> &'a Arc<Node> {
-    s.c.node(name)
-}
-
 async fn read_all(s: &Split) -> GetResponse {
-    node(s, "n5")
-        .get(GetRequest {
-            keyspace: "ks".into(),
-            key: Key::parse(KEY),
-            r: Some(3),
-            trace: false,
-        })
+    s.node("n5")
+        .get(get_request("ks", KEY, Some(3)))
         .await
         .unwrap()
 }
 
-fn values(g: &GetResponse) -> Vec<String> {
-    let mut v: Vec<String> = g
-        .values
-        .iter()
-        .map(|x| String::from_utf8_lossy(&x.value).to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Cut the small side's replica off from everyone.
-fn split(s: &Split) {
-    let others: Vec<&str> = ["n1", "n2", "n3", "n4", "n5"]
-        .into_iter()
-        .filter(|n| *n != s.small)
-        .collect();
-    s.c.net.partition(&[s.small.as_str()], &others);
-}
-
-fn clock_of<'a>(s: &'a Split, name: &str) -> &'a ManualClock {
+fn clock_of<'a>(clocks: &'a [Arc<ManualClock>], name: &str) -> &'a ManualClock {
     let i: usize = name[1..].parse().unwrap();
-    &s.clocks[i - 1]
+    &clocks[i - 1]
 }
 
 /// Goal: `siblings` keeps both sides' writes after a heal.
 #[tokio::test(start_paused = true)]
 async fn siblings_keeps_both_sides() {
-    let s = setup(ConflictPolicy::Siblings).await;
-    split(&s);
+    let (s, _) = setup(ConflictPolicy::Siblings).await;
+    s.split();
     write(&s, &s.small, "edit-a", None, None, Some(1))
         .await
         .unwrap();
@@ -141,13 +94,13 @@ async fn siblings_keeps_both_sides() {
 /// design), whichever side it was on.
 #[tokio::test(start_paused = true)]
 async fn lww_timestamp_keeps_the_later_write() {
-    let s = setup(ConflictPolicy::LwwTimestamp).await;
-    split(&s);
-    clock_of(&s, &s.large).set(1_000_100);
+    let (s, clocks) = setup(ConflictPolicy::LwwTimestamp).await;
+    s.split();
+    clock_of(&clocks, &s.large).set(1_000_100);
     write(&s, &s.large, "earlier", None, None, Some(1))
         .await
         .unwrap();
-    clock_of(&s, &s.small).set(1_000_200);
+    clock_of(&clocks, &s.small).set(1_000_200);
     write(&s, &s.small, "later", None, None, Some(1))
         .await
         .unwrap();
@@ -159,8 +112,8 @@ async fn lww_timestamp_keeps_the_later_write() {
 /// the past" of a value it holds: its write is stamped after it and wins.
 #[tokio::test(start_paused = true)]
 async fn lww_timestamp_slow_clock_cannot_write_into_the_past() {
-    let s = setup(ConflictPolicy::LwwTimestamp).await;
-    clock_of(&s, &s.large).set(5_000_000);
+    let (s, clocks) = setup(ConflictPolicy::LwwTimestamp).await;
+    clock_of(&clocks, &s.large).set(5_000_000);
     write(&s, &s.large, "from-the-fast-node", None, None, Some(3))
         .await
         .unwrap();
@@ -180,12 +133,12 @@ async fn lww_timestamp_slow_clock_cannot_write_into_the_past() {
 /// write came later.
 #[tokio::test(start_paused = true)]
 async fn lww_actor_keeps_the_priority_actor() {
-    let s = setup(ConflictPolicy::LwwActor).await;
-    split(&s);
+    let (s, clocks) = setup(ConflictPolicy::LwwActor).await;
+    s.split();
     write(&s, &s.small, "eu-moderator", None, Some("eu"), Some(1))
         .await
         .unwrap();
-    for c in &s.clocks {
+    for c in &clocks {
         c.set(2_000_000);
     }
     write(&s, &s.large, "us-moderator", None, Some("us"), Some(1))
@@ -198,8 +151,8 @@ async fn lww_actor_keeps_the_priority_actor() {
 /// Goal: `lww-client` keeps the highest client timestamp, not the last to arrive.
 #[tokio::test(start_paused = true)]
 async fn lww_client_keeps_the_highest_client_timestamp() {
-    let s = setup(ConflictPolicy::LwwClient).await;
-    split(&s);
+    let (s, _) = setup(ConflictPolicy::LwwClient).await;
+    s.split();
     write(&s, &s.small, "ts-300", Some(300), None, Some(1))
         .await
         .unwrap();
@@ -218,10 +171,10 @@ async fn lww_client_keeps_the_highest_client_timestamp() {
 /// Goal: writes that do not fit the policy are refused with a message that names it.
 #[tokio::test(start_paused = true)]
 async fn stamps_must_match_the_policy() {
-    let s = setup(ConflictPolicy::LwwClient).await;
+    let (s, _) = setup(ConflictPolicy::LwwClient).await;
     let e = write(&s, "n1", "x", None, None, None).await.unwrap_err();
     assert!(e.to_string().contains("needs a client timestamp"), "{e}");
-    let s = setup(ConflictPolicy::Siblings).await;
+    let (s, _) = setup(ConflictPolicy::Siblings).await;
     let e = write(&s, "n1", "x", Some(5), None, None).await.unwrap_err();
     assert!(e.to_string().contains("only applies to lww-client"), "{e}");
     let e = write(&s, "n1", "x", None, Some("eu"), None)

@@ -1,64 +1,25 @@
 //! Real nodes — QUIC with mutual TLS, RocksDB, the client library — on loopback in one
 //! process: the foundation's end-to-end behaviour, restarts and hostile input.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{
+    client, client_of, eventually, object_values, raw_endpoint, rocksdb_storage, running_node,
+    short_timeouts, three_nodes, values,
+};
 use quorumkv::client::{Client, ClientError, RequestOptions};
-use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
+use quorumkv::config::{ClusterFile, StorageConfig};
 use quorumkv::inprocess::QuicCluster;
 use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
-use quorumkv::proto::{self, ErrorKind, GetResponse};
+use quorumkv::proto::{self, ErrorKind};
 
-fn rocks() -> StorageConfig {
-    StorageConfig {
-        engine: "rocksdb".into(),
-        sync: true,
-    }
-}
-
-fn timeouts() -> Timeouts {
-    Timeouts {
-        request_ms: 1000,
-        connect_ms: 500,
-        idle_ms: 3000,
-        ..Timeouts::default()
-    }
-}
-
-fn values(g: &GetResponse) -> Vec<String> {
-    let mut v: Vec<String> = g
-        .values
-        .iter()
-        .map(|s| String::from_utf8_lossy(&s.value).to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-fn client(c: &QuicCluster) -> std::sync::Arc<Client> {
-    Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap()
-}
-
-/// A client that only knows node `i`.
 /// Three RocksDB nodes on loopback with keyspace `ks` (N=3 R=2 W=2), the shape most
 /// tests here use.
-async fn three_nodes(dir: &std::path::Path) -> QuicCluster {
-    QuicCluster::start(
-        dir,
-        3,
-        &[KeyspaceDef::new("ks", 3, 2, 2)],
-        rocks(),
-        timeouts(),
-    )
-    .await
-    .unwrap()
-}
-
-fn client_of(c: &QuicCluster, i: usize) -> std::sync::Arc<Client> {
-    let mut cf = ClusterFile::load(&c.cluster_file).unwrap();
-    cf.contact_points = vec![cf.contact_points[i].clone()];
-    Client::new(&cf).unwrap()
+async fn cluster(dir: &std::path::Path) -> QuicCluster {
+    three_nodes(dir, "ks", rocksdb_storage(true), short_timeouts()).await
 }
 
 fn opts() -> RequestOptions {
@@ -72,8 +33,8 @@ fn opts() -> RequestOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_cluster_fails_concurrent_requests_together() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = three_nodes(dir.path()).await;
-    let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
+    let mut c = cluster(dir.path()).await;
+    let client = client(&c);
     for i in 0..3 {
         c.stop(i).await;
     }
@@ -104,7 +65,7 @@ async fn unreachable_cluster_fails_concurrent_requests_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = three_nodes(dir.path()).await;
+    let mut c = cluster(dir.path()).await;
     let k = || Key::parse("user:1");
     client_of(&c, 0)
         .put("ks", k(), Some(b"alice".to_vec()), &opts())
@@ -216,7 +177,7 @@ async fn three_nodes_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_and_read_repair() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = three_nodes(dir.path()).await;
+    let mut c = cluster(dir.path()).await;
     let all = RequestOptions {
         w: Some(3),
         ..opts()
@@ -269,7 +230,7 @@ async fn restart_and_read_repair() {
         .await
         .unwrap();
     c.restart(2).await.unwrap();
-    let n3 = c.nodes[2].as_ref().unwrap().node.clone();
+    let n3 = running_node(&c, 2);
     let stale = n3.local_object("ks", &Key::parse("k0")).await.unwrap();
     assert_eq!(
         stale.live_values().next().unwrap().value.as_deref(),
@@ -287,20 +248,22 @@ async fn restart_and_read_repair() {
         .await
         .unwrap();
     assert_eq!(values(&g), vec!["new"]);
-    let mut repaired = false;
-    for _ in 0..50 {
-        let o = n3.local_object("ks", &Key::parse("k0")).await.unwrap();
-        if o.live_values()
-            .map(|s| s.value.clone().unwrap())
-            .collect::<Vec<_>>()
-            == vec![b"new".to_vec()]
-        {
-            repaired = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(repaired, "read repair did not reach n3");
+    let n3 = &n3;
+    eventually(
+        "read repair to reach n3",
+        Duration::from_millis(2500),
+        Duration::from_millis(50),
+        move || async move {
+            let o = n3.local_object("ks", &Key::parse("k0")).await.unwrap();
+            let v = object_values(&o);
+            if v == ["new"] {
+                Ok(())
+            } else {
+                Err(format!("n3 holds {v:?}"))
+            }
+        },
+    )
+    .await;
     c.shutdown().await;
 }
 
@@ -312,8 +275,8 @@ async fn five_nodes_n4_w2_over_quic() {
         dir.path(),
         5,
         &[KeyspaceDef::new("ks", 4, 2, 2)],
-        rocks(),
-        timeouts(),
+        rocksdb_storage(true),
+        short_timeouts(),
     )
     .await
     .unwrap();
@@ -357,17 +320,15 @@ async fn five_nodes_n4_w2_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_contained() {
     let dir = tempfile::tempdir().unwrap();
-    let c = three_nodes(dir.path()).await;
+    let c = cluster(dir.path()).await;
     let cf = ClusterFile::load(&c.cluster_file).unwrap();
-    let settings = quorumkv::tls::TransportSettings {
-        idle: Duration::from_secs(5),
-        max_streams: 8,
-        receive_windows: None,
-    };
-    let cc = quorumkv::tls::client_config(&cf.ca_cert, &cf.client_cert, &cf.client_key, &settings)
-        .unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(cc);
+    let ep = raw_endpoint(
+        &cf.ca_cert,
+        &cf.client_cert,
+        &cf.client_key,
+        Duration::from_secs(5),
+        8,
+    );
     let target = &cf.contact_points[0];
     let max = c.configs[0].limits.max_frame_bytes;
     let conn =
@@ -455,7 +416,7 @@ async fn hostile_input_is_contained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_certificate_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let c = three_nodes(dir.path()).await;
+    let c = cluster(dir.path()).await;
     let other = tempfile::tempdir().unwrap();
     let foreign = quorumkv::tls::issue(
         other.path(),
@@ -484,7 +445,7 @@ async fn foreign_certificate_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_fails_over_between_contact_points() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = three_nodes(dir.path()).await;
+    let mut c = cluster(dir.path()).await;
     let cl = client(&c);
     assert_eq!(cl.ping().await.unwrap(), "n1");
     c.stop(0).await;
@@ -496,16 +457,22 @@ async fn client_fails_over_between_contact_points() {
     c.shutdown().await;
 }
 
-/// Whether n1's `status` reports `node` in `state` within 10 s (polled every 250 ms).
-async fn reports_state(c: &QuicCluster, node: &str, state: &str) -> bool {
-    for _ in 0..40 {
-        let (_, nodes) = client_of(c, 0).status().await.unwrap();
-        if nodes.iter().any(|s| s.name == node && s.state == state) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    false
+/// Wait until n1's `status` reports `node` in `state`: at most 10 s, polled every 250 ms.
+async fn reports_state(c: &QuicCluster, node: &str, state: &str) {
+    eventually(
+        &format!("n1 to report {node} {state}"),
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        move || async move {
+            let (_, nodes) = client_of(c, 0).status().await.unwrap();
+            if nodes.iter().any(|s| s.name == node && s.state == state) {
+                Ok(())
+            } else {
+                Err(format!("{nodes:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// Goal: `status` reports a stopped node as down (learnt by the node's periodic probe,
@@ -513,15 +480,11 @@ async fn reports_state(c: &QuicCluster, node: &str, state: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_down_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = three_nodes(dir.path()).await;
+    let mut c = cluster(dir.path()).await;
     c.stop(2).await;
-    assert!(
-        reports_state(&c, "n3", "down").await,
-        "n3 never reported down"
-    );
+    reports_state(&c, "n3", "down").await;
     c.restart(2).await.unwrap();
-    let seen_up = reports_state(&c, "n3", "up").await;
-    assert!(seen_up, "n3 never reported up again");
+    reports_state(&c, "n3", "up").await;
     c.shutdown().await;
 }
 
@@ -532,7 +495,7 @@ async fn status_shows_down_node() {
 async fn metrics_endpoint_is_scraped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let mut c = three_nodes(dir.path()).await;
+    let mut c = cluster(dir.path()).await;
     let n1 = client_of(&c, 0);
     for i in 0..5 {
         n1.put(
@@ -632,7 +595,7 @@ async fn client_certificates_are_authorized_by_role_and_grants() {
     use quorumkv::inprocess::client_file;
     use quorumkv::tls::Role;
     let dir = tempfile::tempdir().unwrap();
-    let c = three_nodes(dir.path()).await;
+    let c = cluster(dir.path()).await;
     let admin = client(&c);
     let as_client = |name: &str| {
         let f = client_file(&c.cluster_file, name, Role::Client).unwrap();
@@ -697,7 +660,7 @@ async fn node_warns_when_its_certificate_expires_soon() {
             engine: "memory".into(),
             sync: false,
         },
-        timeouts(),
+        short_timeouts(),
     )
     .unwrap();
     let mut cfg = configs[0].clone();

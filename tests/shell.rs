@@ -3,38 +3,24 @@
 //! test that drives the interactive shell in a terminal (tmux) for completion, history and
 //! Ctrl-C.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quorumkv::client::{Client, RequestOptions};
-use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
+use common::{
+    client, eventually, rocksdb_storage, short_timeouts, three_nodes, wait_for, wait_until, BIN,
+};
+use quorumkv::client::RequestOptions;
 use quorumkv::inprocess::QuicCluster;
 use quorumkv::key::Key;
-use quorumkv::keyspace::KeyspaceDef;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
-
+/// Three RocksDB nodes with keyspace `default` (N=3 R=2 W=2), the shell's default.
 async fn cluster(dir: &Path) -> QuicCluster {
-    QuicCluster::start(
-        dir,
-        3,
-        &[KeyspaceDef::new("default", 3, 2, 2)],
-        StorageConfig {
-            engine: "rocksdb".into(),
-            sync: true,
-        },
-        Timeouts {
-            request_ms: 1000,
-            connect_ms: 500,
-            idle_ms: 3000,
-            ..Timeouts::default()
-        },
-    )
-    .await
-    .expect("start cluster")
+    three_nodes(dir, "default", rocksdb_storage(true), short_timeouts()).await
 }
 
 /// Run the shell with `script` on stdin; bounded at 60 s.
@@ -244,16 +230,30 @@ async fn stopped_node_shows_down() {
         "{stderr}"
     );
     assert!(stderr.contains("\n  n3: "), "per-replica cause: {stderr}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = stdout;
-    while !last
-        .lines()
-        .any(|l| l.contains(" n3 ") && l.contains("| down"))
-    {
-        assert!(Instant::now() < deadline, "n3 never shown down:\n{last}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        last = text(&shell(&c.cluster_file, &[], "status\n").await).0;
-    }
+    let shown_down = |status: &str| {
+        status
+            .lines()
+            .any(|l| l.contains(" n3 ") && l.contains("| down"))
+    };
+    let last = if shown_down(&stdout) {
+        stdout
+    } else {
+        let cluster_file = &c.cluster_file;
+        eventually(
+            "status to show n3 down",
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            move || async move {
+                let status = text(&shell(cluster_file, &[], "status\n").await).0;
+                if shown_down(&status) {
+                    Ok(status)
+                } else {
+                    Err(status)
+                }
+            },
+        )
+        .await
+    };
     assert!(last.contains("2 up;"), "{last}");
     c.shutdown().await;
 }
@@ -369,7 +369,7 @@ async fn json_output_is_one_object_per_command() {
 async fn hostile_values_are_never_printed_raw() {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(dir.path()).await;
-    let client = Client::new(&ClusterFile::load(&c.cluster_file).unwrap()).unwrap();
+    let client = client(&c);
     let o = RequestOptions::default();
     let binary = vec![0xff, 0xfe, 0x1b, b'[', b'2', b'J', 0x00, 0x9b];
     client
@@ -465,18 +465,19 @@ impl Tmux {
 
     /// Wait (at most 20 s) until the screen satisfies `ok`; returns it.
     fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(
+            what,
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || {
+                let s = self.screen();
+                if ok(&s) {
+                    Ok(s)
+                } else {
+                    Err(format!("the screen is\n{s}"))
+                }
+            },
+        )
     }
 
     /// The last non-blank line on the screen.
@@ -576,11 +577,12 @@ async fn interactive_completion_history_and_ctrl_c_in_tmux() {
 
         // Ctrl-D exits; the session (and pane) ends.
         t.send(&["C-d"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while t.cmd(&["has-session", "-t", "qkv"]).status.success() {
-            assert!(Instant::now() < deadline, "shell did not exit on Ctrl-D");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            "the shell to exit on Ctrl-D",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || !t.cmd(&["has-session", "-t", "qkv"]).status.success(),
+        );
 
         // Restart with the same history: Up recalls the last command.
         t.start_shell(&cluster_file, &history);
