@@ -21,11 +21,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::causality::{Dot, Object, VersionVector};
+use crate::causality::{Dot, VersionVector};
 use crate::context::ContextError;
 use crate::key::{Key, KeyError};
 use crate::keyspace::{validate_name, ConflictPolicy, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::node::{Node, NodeError};
+use crate::object::Object;
 use crate::proto::{
     BatchRequest, BatchResponse, ClientResponse, GetRequest, GetResponse, PeerError, PeerRequest,
     PeerResponse, PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse,

@@ -1,7 +1,7 @@
 //! CRDT keyspaces: counters, sets, maps and multi-value registers (the `crdts` crate).
 //!
-//! A CRDT keyspace stores, in each replica's [`Object`](crate::causality::Object), a
-//! state-based CRDT instead of siblings. Client operations are applied at the *lead*
+//! A CRDT keyspace stores, in each replica's object (`crate::object::Object`, which sits
+//! above this module and holds a [`CrdtState`]), a state-based CRDT instead of siblings. Client operations are applied at the *lead*
 //! replica only: the lead serialises operations per key under its lock, so using the
 //! lead's node name as the CRDT actor gives every operation a unique dot — the same reason
 //! the lead issues dots for plain writes (docs/ARCHITECTURE.md). The resulting state is
@@ -895,41 +895,5 @@ mod tests {
             value(ConflictPolicy::Register, &a),
             Some(CrdtValue::Register(vec![b("3")]))
         );
-    }
-
-    /// Goal: a remove whose context is ahead of the lead is kept (deferred) and survives
-    /// the storage/wire encoding, whose maps then have vector-clock keys.
-    #[test]
-    fn deferred_remove_survives_encoding() {
-        let mut s = None;
-        let none = VersionVector::new();
-        apply(
-            ConflictPolicy::Set,
-            &mut s,
-            "n1",
-            &CrdtOp::SetAdd(vec![b("a")]),
-            &none,
-        )
-        .unwrap();
-        let ahead = VersionVector([("n2".to_string(), 4)].into_iter().collect());
-        apply(
-            ConflictPolicy::Set,
-            &mut s,
-            "n1",
-            &CrdtOp::SetRemove(vec![b("z")]),
-            &ahead,
-        )
-        .unwrap();
-        let o = crate::causality::Object {
-            crdt: s,
-            ..Default::default()
-        };
-        let bytes = rmp_serde::to_vec_named(&o).unwrap();
-        let back: crate::causality::Object = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(back, o);
-        // A plain object is encoded without the field, exactly as before CRDTs existed.
-        let plain = crate::causality::Object::default();
-        let bytes = rmp_serde::to_vec_named(&plain).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains("crdt"));
     }
 }

@@ -23,6 +23,7 @@ pub mod key;
 pub mod keyspace;
 pub mod metrics;
 pub mod node;
+pub mod object;
 pub mod proto;
 pub mod replica;
 pub mod resolve;

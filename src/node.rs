@@ -296,7 +296,7 @@ impl Node {
         self: &Arc<Self>,
         keyspace: &str,
         key: &Key,
-    ) -> Option<crate::causality::Object> {
+    ) -> Option<crate::object::Object> {
         let ks = self.keyspaces.get(keyspace)?;
         self.replica.read(&ks, key).await.ok().flatten()
     }

@@ -30,11 +30,12 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::causality::{CausalityError, Dot, Object, VersionVector};
+use crate::causality::{CausalityError, Dot, VersionVector};
 use crate::clock::{Clock, Hlc};
 use crate::key::{partition_prefix, Key};
 use crate::keyspace::ConflictPolicy;
 use crate::keyspace::KeyspaceDef;
+use crate::object::Object;
 use crate::resolve::{self, merge_resolved};
 use crate::storage::{prefix_end, BatchOp, Storage, StorageError};
 

@@ -12,8 +12,8 @@
 //! versions, so it is commutative, associative and idempotent — checked by the property
 //! tests below.
 
-use crate::causality::{Object, Sibling};
 use crate::keyspace::{ConflictPolicy, KeyspaceDef};
+use crate::object::{Object, Sibling};
 
 /// Rank of an actor in an `lww-actor` priority list: higher wins; unknown actors lose to
 /// every listed one.

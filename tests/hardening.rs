@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use quorumkv::causality::Object;
 use quorumkv::config::{StorageConfig, Timeouts};
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::inprocess::{MemoryCluster, QuicCluster};
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
 use quorumkv::node::Node;
+use quorumkv::object::Object;
 use quorumkv::proto::{
     CrdtOp, CrdtValue, GetRequest, GetResponse, PutRequest, PutResponse, UpdateRequest,
 };

@@ -6,10 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quorumkv::causality::{Object, VersionVector};
+use quorumkv::causality::VersionVector;
 use quorumkv::crdt::{self, CrdtOp, FieldOp};
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+use quorumkv::object::Object;
 use quorumkv::replica::{decode_object, encode_object};
 use quorumkv::resolve;
 use serde_bytes::ByteBuf;
