@@ -1,13 +1,15 @@
 //! CRDT keyspaces: counters, sets, maps and multi-value registers (the `crdts` crate).
 //!
 //! A CRDT keyspace stores, in each replica's object (`crate::object::Object`, which sits
-//! above this module and holds a [`CrdtState`]), a state-based CRDT instead of siblings. Client operations are applied at the *lead*
-//! replica only: the lead serialises operations per key under its lock, so using the
-//! lead's node name as the CRDT actor gives every operation a unique dot — the same reason
-//! the lead issues dots for plain writes (docs/ARCHITECTURE.md). The resulting state is
-//! replicated like any object, and replicas join states with the CRDT merge wherever
-//! versions meet (replication, read reconciliation, read repair). That merge is
-//! commutative, associative and idempotent (property tests in `resolve.rs`).
+//! above this module and holds a [`CrdtState`]), a state-based CRDT instead of siblings.
+//! Client operations are applied at the *lead* replica only: the lead serialises
+//! operations per key under its lock, so using the lead's node incarnation as the CRDT
+//! actor gives every operation a unique dot — the same reason the lead issues dots for
+//! plain writes (docs/ARCHITECTURE.md). The resulting state is replicated like any
+//! object, and replicas join states with the CRDT merge wherever versions meet
+//! (replication, read reconciliation, read repair). That merge is commutative,
+//! associative and idempotent (property tests in `policy`, whose CRDT resolver calls the
+//! functions here).
 //!
 //! Removes honour only what the client observed: a set (or map) remove carries the causal
 //! context of the client's read, so an add made concurrently elsewhere survives (add
@@ -285,9 +287,8 @@ impl CrdtOp {
 
     /// Refuse an operation that does not belong to `policy`.
     pub fn check(&self, policy: ConflictPolicy) -> Result<(), CrdtError> {
-        if !policy.is_crdt() {
-            return Err(CrdtError::NotCrdt(policy));
-        }
+        // Only a CRDT policy has a state type (`NotCrdt` otherwise).
+        CrdtState::empty(policy)?;
         if self.policy() != policy {
             return Err(CrdtError::WrongOperation {
                 op: self.name(),

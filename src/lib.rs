@@ -4,10 +4,11 @@
 //! The data path, module by module:
 //! request ([`proto`], [`server`]) → [`coordinator`] (opening the client's sealed causal
 //! [`context`]) → [`ring`] (preference list) → [`replica`] (the lead issues a dot as its
-//! node incarnation) → [`storage`] → conflict resolution ([`causality`], [`resolve`],
-//! [`crdt`]) → read repair ([`coordinator`]). [`node`] ties one member together without sockets; [`transport`]
-//! moves peer messages over QUIC or an in-memory network; [`client`] is the client
-//! library. See `docs/ARCHITECTURE.md`.
+//! node incarnation) → [`storage`] → conflict resolution: the stored [`object`] (dots and
+//! version vectors of [`causality`], CRDT states of [`crdt`]) handled by the keyspace's
+//! [`policy`] → read repair ([`coordinator`]). [`node`] ties one member together without
+//! sockets; [`transport`] moves peer messages over QUIC or an in-memory network;
+//! [`client`] is the client library. See `docs/ARCHITECTURE.md`.
 
 pub mod access;
 pub mod bench;
@@ -24,9 +25,9 @@ pub mod keyspace;
 pub mod metrics;
 pub mod node;
 pub mod object;
+pub mod policy;
 pub mod proto;
 pub mod replica;
-pub mod resolve;
 pub mod ring;
 pub mod runtime;
 pub mod server;

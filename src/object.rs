@@ -15,7 +15,7 @@
 //! The laws (checked by property tests below): [`Object::merge`] is commutative,
 //! associative and idempotent; a write with context `C` removes exactly the siblings whose
 //! dots `C` covers and keeps every other one. What a keyspace's conflict policy does on top
-//! (last-write-wins, CRDT joins) is [`crate::resolve`].
+//! (last-write-wins, CRDT joins) is [`crate::policy`].
 //!
 //! The object sits above both [`crate::causality`] and [`crate::crdt`] (it holds a dotted
 //! history and a CRDT state), so neither of them depends on it. Its encoding is what
