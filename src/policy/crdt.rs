@@ -26,8 +26,8 @@ impl ConflictResolver for Crdt {
         )))
     }
 
-    /// Only reached for writes [`ConflictResolver::check_plain_write`] refused already;
-    /// CRDT keyspaces take no stamps.
+    /// Never reached in practice ([`ConflictResolver::check_plain_write`] refuses puts
+    /// first); CRDT keyspaces take no stamps.
     fn check_stamp(
         &self,
         ks: &KeyspaceDef,

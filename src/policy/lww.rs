@@ -90,20 +90,18 @@ impl ConflictResolver for Lww {
         timestamp: Option<u64>,
         actor: Option<&str>,
     ) -> Result<(), PolicyError> {
-        match (self.order, timestamp, actor) {
-            (Order::Client, None, _) => {
-                return Err(PolicyError::BadStamp(format!(
-                    "keyspace {:?} uses lww-client: every write needs a client timestamp",
-                    ks.name
-                )))
-            }
-            (Order::Actor, _, None) => {
-                return Err(PolicyError::BadStamp(format!(
-                    "keyspace {:?} uses lww-actor: every write needs an actor (one of {:?} wins over the others)",
-                    ks.name, ks.actor_priority
-                )))
-            }
-            _ => {}
+        // A missing required stamp is reported first.
+        if self.order == Order::Client && timestamp.is_none() {
+            return Err(PolicyError::BadStamp(format!(
+                "keyspace {:?} uses lww-client: every write needs a client timestamp",
+                ks.name
+            )));
+        }
+        if self.order == Order::Actor && actor.is_none() {
+            return Err(PolicyError::BadStamp(format!(
+                "keyspace {:?} uses lww-actor: every write needs an actor (one of {:?} wins over the others)",
+                ks.name, ks.actor_priority
+            )));
         }
         plain::refuse_unused_stamp(
             ks,
