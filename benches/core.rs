@@ -10,11 +10,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use quorumkv::causality::{Object, VersionVector};
+use quorumkv::causality::VersionVector;
 use quorumkv::config::DEFAULT_VNODES;
 use quorumkv::inprocess::MemoryCluster;
 use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
+use quorumkv::object::Object;
 use quorumkv::proto::{self, ClientRequest, GetRequest, Message, PutRequest};
 use quorumkv::ring::Ring;
 use quorumkv::storage::{BatchOp, MemoryStorage, RocksStorage, Storage};

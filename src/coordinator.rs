@@ -33,21 +33,22 @@ use tokio::sync::Semaphore;
 
 use crate::access::{self, ClientIdentity, Permission};
 use crate::catalog::{Catalog, CatalogError};
-use crate::causality::{Dot, Object, VersionVector};
+use crate::causality::{Dot, VersionVector};
 use crate::config::Limits;
 use crate::context::{ContextError, ContextKey};
 use crate::env::{Env, Instant};
 use crate::key::{Key, KeyError};
-use crate::keyspace::{validate_name, ConflictPolicy, KeyspaceDef, KeyspaceError, ReadRepair};
+use crate::keyspace::{validate_name, KeyspaceDef, KeyspaceError, ReadRepair};
 use crate::metrics::Metrics;
+use crate::object::{Object, Sibling};
 use crate::peers::{self, CallFailure, PeerCall, Peers, Replies};
+use crate::policy::PolicyError;
 use crate::proto::{
     BatchRequest, BatchResponse, ClientRequest, ClientResponse, GetRequest, GetResponse, PeerError,
     PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse, SiblingView,
     TraceEvent, UpdateRequest, UpdateResponse,
 };
 use crate::replica_service::MAX_SCAN_LIMIT;
-use crate::resolve::merge_resolved;
 use crate::ring::Ring;
 
 /// Why a coordinated request failed.
@@ -130,6 +131,15 @@ pub enum CoordinatorError {
     Replica(String),
 }
 
+impl From<PolicyError> for CoordinatorError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::BadStamp(m) => CoordinatorError::BadStamp(m),
+            other => CoordinatorError::Policy(other.to_string()),
+        }
+    }
+}
+
 fn describe(failures: &[ReplicaFailure]) -> String {
     if failures.is_empty() {
         return String::new();
@@ -180,46 +190,6 @@ impl Trace {
 /// limit).
 type ScanReply = (String, BTreeMap<Vec<u8>, Object>, bool);
 
-/// Check a write's client timestamp and actor against the keyspace's policy.
-fn check_write_stamp(
-    ks: &KeyspaceDef,
-    timestamp: Option<u64>,
-    actor: Option<&str>,
-) -> Result<(), CoordinatorError> {
-    let bad = |m: String| Err(CoordinatorError::BadStamp(m));
-    match (ks.policy, timestamp, actor) {
-        (ConflictPolicy::LwwClient, None, _) => bad(format!(
-            "keyspace {:?} uses lww-client: every write needs a client timestamp",
-            ks.name
-        )),
-        (ConflictPolicy::LwwActor, _, None) => bad(format!(
-            "keyspace {:?} uses lww-actor: every write needs an actor (one of {:?} wins over the others)",
-            ks.name, ks.actor_priority
-        )),
-        (p, Some(_), _) if p != ConflictPolicy::LwwClient => bad(format!(
-            "a client timestamp only applies to lww-client keyspaces; {:?} uses {p:?}",
-            ks.name
-        )),
-        (p, _, Some(_)) if p != ConflictPolicy::LwwActor => bad(format!(
-            "an actor only applies to lww-actor keyspaces; {:?} uses {p:?}",
-            ks.name
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Refuse a put, delete or batch on a CRDT keyspace: its keys change only through
-/// operations the lead applies to the CRDT.
-fn refuse_plain_write(ks: &KeyspaceDef, what: &str) -> Result<(), CoordinatorError> {
-    if ks.policy.is_crdt() {
-        return Err(CoordinatorError::Policy(format!(
-            "keyspace {:?} uses the {} policy: {what} is not supported, update it with CRDT operations (incr, sadd, hset, rset, ...)",
-            ks.name, ks.policy
-        )));
-    }
-    Ok(())
-}
-
 /// Most items one batch may write.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
@@ -237,9 +207,10 @@ fn surviving_dot(object: &Object, dot: Option<&Dot>) -> String {
     }
 }
 
-/// The live siblings of an object as the client sees them.
-fn sibling_views(o: &Object) -> Vec<SiblingView> {
-    o.live_values()
+/// Versions as the client sees them.
+fn sibling_views(values: &[&Sibling]) -> Vec<SiblingView> {
+    values
+        .iter()
         .map(|s| SiblingView {
             value: s.value.clone().unwrap_or_default(),
             dot: dot_id(&s.dot),
@@ -436,11 +407,11 @@ impl Coordinator {
                 failures: got.failures,
             });
         }
+        let policy = ks.policy.resolver();
         let merged = replies.iter().fold(Object::default(), |mut acc, (_, o)| {
-            merge_resolved(&ks, &mut acc, o);
+            policy.merge(&ks, &mut acc, o);
             acc
         });
-        let policy = ks.policy;
         self.metrics.siblings_per_read(merged.siblings.len());
         self.metrics.object_size(
             "read",
@@ -455,14 +426,8 @@ impl Coordinator {
             .filter(|(_, o)| *o != merged)
             .map(|(n, _)| n.clone())
             .collect();
-        let (crdt, context) = if policy.is_crdt() {
-            (
-                crate::crdt::value(policy, &merged.crdt),
-                self.seal_context(&ks, &req.key, &crate::crdt::context(&merged.crdt)),
-            )
-        } else {
-            (None, self.seal_context(&ks, &req.key, &merged.vv))
-        };
+        let context = self.seal_context(&ks, &req.key, &policy.context(&merged));
+        let view = policy.view(&ks, &merged);
         match ks.read_repair {
             ReadRepair::Off => {}
             ReadRepair::Async => {
@@ -510,10 +475,10 @@ impl Coordinator {
         }
         trace.add(&self.name, || "read complete".to_string());
         Ok(GetResponse {
-            values: sibling_views(&merged),
-            tombstones: merged.siblings.iter().filter(|s| s.value.is_none()).count(),
+            values: sibling_views(&view.values),
+            tombstones: view.tombstones,
             context,
-            crdt,
+            crdt: view.crdt,
             trace: trace.finish(),
         })
     }
@@ -544,7 +509,7 @@ impl Coordinator {
             while let Some(reply) = rx.recv().await {
                 if let Ok(o) = reply.result {
                     let o = o.unwrap_or_default();
-                    merge_resolved(&ks, &mut merged, &o);
+                    ks.policy.resolver().merge(&ks, &mut merged, &o);
                     replies.push((reply.node, o));
                 }
             }
@@ -584,12 +549,13 @@ impl Coordinator {
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, CoordinatorError> {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
-        refuse_plain_write(&ks, if req.value.is_some() { "put" } else { "delete" })?;
+        let policy = ks.policy.resolver();
+        policy.check_plain_write(&ks, if req.value.is_some() { "put" } else { "delete" })?;
         req.key.validate(self.limits.max_key_bytes)?;
         self.check_value(req.value.as_deref())?;
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
         let context = self.open_context(&ks, &req.key, &req.context)?;
-        check_write_stamp(&ks, req.timestamp, req.actor.as_deref())?;
+        policy.check_stamp(&ks, req.timestamp, req.actor.as_deref())?;
         self.check_client_timestamp(req.timestamp)?;
         if let Some(v) = &req.value {
             self.metrics.object_size("write", v.len());
@@ -620,7 +586,7 @@ impl Coordinator {
             .lead_write(&pl, &write, op, w, deadline, &mut trace)
             .await?;
         let dot = surviving_dot(&object, dot.as_ref());
-        let context_out = self.seal_context(&ks, &req.key, &object.vv);
+        let context_out = self.seal_context(&ks, &req.key, &policy.context(&object));
         let replicate = peers::Replicate {
             keyspace: ks,
             key: req.key.clone(),
@@ -639,17 +605,10 @@ impl Coordinator {
     pub async fn batch(&self, req: BatchRequest) -> Result<BatchResponse, CoordinatorError> {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
-        refuse_plain_write(&ks, "batch")?;
+        let policy = ks.policy.resolver();
+        policy.check_plain_write(&ks, "batch")?;
         let first = req.items.first().ok_or(CoordinatorError::EmptyBatch)?;
-        if matches!(
-            ks.policy,
-            ConflictPolicy::LwwClient | ConflictPolicy::LwwActor
-        ) {
-            return Err(CoordinatorError::BadStamp(format!(
-                "batches are not supported in {:?} keyspaces yet (items cannot carry a client timestamp or actor); write the items one by one",
-                ks.policy
-            )));
-        }
+        policy.check_batch(&ks)?;
         let partition = first.key.partition.clone();
         if req.items.len() > MAX_BATCH_ITEMS {
             return Err(CoordinatorError::BatchTooLarge {
@@ -717,9 +676,8 @@ impl Coordinator {
     pub async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, CoordinatorError> {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
-        req.op
-            .check(ks.policy)
-            .map_err(|e| CoordinatorError::Policy(format!("keyspace {:?}: {e}", ks.name)))?;
+        let policy = ks.policy.resolver();
+        policy.check_update(&ks, &req.op)?;
         req.key.validate(self.limits.max_key_bytes)?;
         let len = req.op.payload_len();
         if len > self.limits.max_value_bytes {
@@ -749,7 +707,7 @@ impl Coordinator {
         let (lead, object, failures) = self
             .lead_write(&pl, &update, op, w, deadline, &mut trace)
             .await?;
-        let context_out = self.seal_context(&ks, &req.key, &crate::crdt::context(&object.crdt));
+        let context_out = self.seal_context(&ks, &req.key, &policy.context(&object));
         let replicate = peers::Replicate {
             keyspace: ks,
             key: req.key.clone(),
@@ -1009,10 +967,11 @@ impl Coordinator {
         // Every item among the first `limit` of the union was returned by every replica
         // that stores it (a replica stops only after `limit` smaller items), so the merge
         // of the first `limit` keys is exact.
+        let policy = ks.policy.resolver();
         let mut merged: BTreeMap<Vec<u8>, Object> = BTreeMap::new();
         for (_, items, _) in &replies {
             for (sort, o) in items {
-                merge_resolved(&ks, merged.entry(sort.clone()).or_default(), o);
+                policy.merge(&ks, merged.entry(sort.clone()).or_default(), o);
             }
         }
         // A replica page may also stop early at `limits.max_reply_bytes`: only keys up to
@@ -1054,26 +1013,18 @@ impl Coordinator {
         Ok(ScanResponse {
             items: page
                 .into_iter()
-                .filter(|(_, o)| o.live_values().next().is_some() || o.crdt.is_some())
+                .filter(|(_, o)| policy.visible(o))
                 .map(|(sort, o)| {
                     let key = Key {
                         partition: req.partition.clone(),
                         sort,
                     };
-                    if ks.policy.is_crdt() {
-                        ScanItem {
-                            context: self.seal_context(&ks, &key, &crate::crdt::context(&o.crdt)),
-                            sort: key.sort,
-                            values: Vec::new(),
-                            crdt: crate::crdt::value(ks.policy, &o.crdt),
-                        }
-                    } else {
-                        ScanItem {
-                            context: self.seal_context(&ks, &key, &o.vv),
-                            sort: key.sort,
-                            values: sibling_views(&o),
-                            crdt: None,
-                        }
+                    let view = policy.view(&ks, &o);
+                    ScanItem {
+                        context: self.seal_context(&ks, &key, &policy.context(&o)),
+                        sort: key.sort,
+                        values: sibling_views(&view.values),
+                        crdt: view.crdt,
                     }
                 })
                 .collect(),

@@ -91,8 +91,8 @@ pub enum KeyspaceError {
     },
 }
 
-/// How concurrent writes are settled. The foundation keeps siblings; later policies
-/// (last-write-wins variants, CRDTs) add variants here.
+/// How concurrent writes are settled: the serialized name of a policy (config, wire).
+/// What each one does is its resolver, `crate::policy` (`ConflictPolicy::resolver`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConflictPolicy {
@@ -116,19 +116,6 @@ pub enum ConflictPolicy {
     Map,
     /// Multi-value register CRDT: concurrent writes are all kept until one replaces them.
     Register,
-}
-
-impl ConflictPolicy {
-    /// Whether keys of this policy hold a CRDT (updated by operations, not put).
-    pub fn is_crdt(self) -> bool {
-        matches!(
-            self,
-            ConflictPolicy::Counter
-                | ConflictPolicy::Set
-                | ConflictPolicy::Map
-                | ConflictPolicy::Register
-        )
-    }
 }
 
 impl std::fmt::Display for ConflictPolicy {

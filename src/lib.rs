@@ -7,11 +7,13 @@
 //! [`context`]) → [`ring`] (preference list) → typed replica calls ([`peers`]: over
 //! [`transport`] to other nodes, directly to this node's own) → [`replica_service`] (learns
 //! the keyspace the request carries) → [`replica`] (the lead issues a dot as its node
-//! incarnation) → [`storage`] → conflict resolution ([`causality`], [`resolve`], [`crdt`])
-//! → replies gathered until the quorum ([`peers`]) → read repair ([`coordinator`]).
-//! [`node`] composes one member without sockets; [`transport`] moves peer messages over
-//! QUIC or an in-memory network; [`client`] is the client library. See
-//! `docs/ARCHITECTURE.md`.
+//! incarnation) → [`storage`] → conflict resolution: the stored [`object`] (dots and
+//! version vectors of [`causality`], CRDT states of [`crdt`]) handled by the keyspace's
+//! [`policy`] → replies gathered until the quorum ([`peers`]) → read repair
+//! ([`coordinator`]). [`node`] composes one member without sockets; [`transport`] moves
+//! peer messages over QUIC or an in-memory network; [`env`] is the one seam to time, tasks
+//! and randomness, which [`sim`] replaces to run a whole cluster in one seeded process;
+//! [`client`] is the client library. See `docs/ARCHITECTURE.md`.
 
 pub mod access;
 pub mod bench;
@@ -29,11 +31,12 @@ pub mod key;
 pub mod keyspace;
 pub mod metrics;
 pub mod node;
+pub mod object;
 pub mod peers;
+pub mod policy;
 pub mod proto;
 pub mod replica;
 pub mod replica_service;
-pub mod resolve;
 pub mod ring;
 pub mod runtime;
 pub mod server;

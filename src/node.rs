@@ -224,7 +224,7 @@ impl Node {
         self: &Arc<Self>,
         keyspace: &str,
         key: &Key,
-    ) -> Option<crate::causality::Object> {
+    ) -> Option<crate::object::Object> {
         let ks = self.catalog.get(keyspace)?;
         self.replica.read(&ks, key).await.ok().flatten()
     }

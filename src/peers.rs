@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::causality::{Dot, Object, VersionVector};
+use crate::causality::{Dot, VersionVector};
 use crate::crdt::CrdtOp;
 use crate::env::{self, Env, Instant};
 use crate::key::Key;
 use crate::keyspace::KeyspaceDef;
+use crate::object::Object;
 use crate::proto::{PeerError, PeerRequest, PeerResponse, ReplicaFailure};
 use crate::replica_service::ReplicaService;
 use crate::transport::{Transport, TransportError};

@@ -16,9 +16,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::causality::{Object, VersionVector};
+use crate::causality::VersionVector;
 use crate::key::Key;
 use crate::keyspace::KeyspaceDef;
+use crate::object::Object;
 use crate::tls::Role;
 
 /// The protocol version this build speaks.

@@ -32,13 +32,13 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::causality::{CausalityError, Dot, Object, VersionVector};
+use crate::causality::{CausalityError, Dot, VersionVector};
 use crate::clock::Hlc;
 use crate::env::{self, Env};
 use crate::key::{partition_prefix, Key};
-use crate::keyspace::ConflictPolicy;
 use crate::keyspace::KeyspaceDef;
-use crate::resolve::{self, merge_resolved};
+use crate::object::Object;
+use crate::policy::{LeadWrite, PolicyError};
 use crate::storage::{prefix_end, BatchOp, Storage, StorageError};
 
 /// Errors a replica reports.
@@ -78,14 +78,10 @@ pub enum ReplicaError {
     /// A CRDT operation was refused (wrong type for the keyspace, overflow).
     #[error(transparent)]
     Crdt(#[from] crate::crdt::CrdtError),
-    /// A plain write reached a CRDT keyspace, whose keys change only by operations.
-    #[error("keyspace {keyspace} uses the {policy} policy: update it with CRDT operations, not put or batch")]
-    PlainWriteOnCrdt {
-        /// Keyspace name.
-        keyspace: String,
-        /// Its policy.
-        policy: ConflictPolicy,
-    },
+    /// The request does not fit the keyspace's conflict policy (a plain write reached a
+    /// CRDT keyspace, whose keys change only by operations).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The write would store an object over `limits.max_object_bytes`.
     #[error("key {key} would be stored as {size} bytes, over the limit of {max} (limits.max_object_bytes); write with the context of a read to replace siblings, or store less")]
     ObjectTooLarge {
@@ -487,12 +483,8 @@ impl Replica {
         items: Vec<WriteItem>,
         if_context: bool,
     ) -> Result<Vec<(Object, Dot)>, ReplicaError> {
-        if ks.policy.is_crdt() {
-            return Err(ReplicaError::PlainWriteOnCrdt {
-                keyspace: ks.name.clone(),
-                policy: ks.policy,
-            });
-        }
+        let policy = ks.policy.resolver();
+        policy.check_lead_write(ks)?;
         let ks = ks.clone();
         let partition = partition.to_vec();
         self.run(move |r| {
@@ -526,31 +518,28 @@ impl Replica {
                         key: key.to_string(),
                     });
                 }
-                // Never stamp a write below what this copy already holds: the HLC rule. In
-                // lww-client keyspaces the stored timestamps are the clients', which must
-                // never reach the node's clock (one far-future stamp would poison every
-                // later write on this node).
-                if ks.policy != ConflictPolicy::LwwClient {
-                    r.hlc.observe(o.max_ts());
-                }
-                let ts = match (ks.policy, item.client_ts) {
-                    (ConflictPolicy::LwwClient, Some(ts)) => ts,
-                    _ => r.hlc.tick(),
-                };
+                let ts = policy.stamp(&r.hlc, &o, item.client_ts);
                 let now = r.env.now_ms();
+                // A re-introduced bug (simulation only): the lead ignores the context.
                 let blind = VersionVector::new();
                 let context = if r.bugs.ignore_context {
                     &blind
                 } else {
                     &item.context
                 };
-                let dot = resolve::write(
-                    &ks, &mut o, &actor, context, item.value, now, ts, item.actor,
-                )
-                .map_err(|source| ReplicaError::Causality {
+                let write = LeadWrite {
+                    lead: &actor,
+                    context,
+                    value: item.value,
+                    now_ms: now,
+                    ts,
+                    actor: item.actor,
+                };
+                let refused = |source| ReplicaError::Causality {
                     key: key.to_string(),
                     source,
-                })?;
+                };
+                let dot = policy.write(&ks, &mut o, write).map_err(refused)?;
                 if o.siblings.len() > ks.max_siblings as usize {
                     return Err(ReplicaError::SiblingLimit {
                         key: key.to_string(),
@@ -594,7 +583,9 @@ impl Replica {
             let skey = key.encode(&ks.name);
             let _guards = r.lock_all(std::slice::from_ref(&skey));
             let (mut o, size_before) = r.load_sized(&key, &skey)?;
-            crate::crdt::apply(ks.policy, &mut o.crdt, &r.actor(), &op, &context)?;
+            ks.policy
+                .resolver()
+                .update(&ks, &mut o, &r.actor(), &op, &context)?;
             let bytes = r.capped(&key, encode_object(&o), size_before)?;
             r.store(vec![BatchOp::Put(skey, bytes)])?;
             Ok(o)
@@ -624,6 +615,7 @@ impl Replica {
         items: Vec<(Vec<u8>, Object)>,
     ) -> Result<(), ReplicaError> {
         let ks = ks.clone();
+        let policy = ks.policy.resolver();
         let partition = partition.to_vec();
         for (sort, o) in &items {
             crate::crdt::check_well_formed(&o.crdt).map_err(|e| ReplicaError::Corrupt {
@@ -652,15 +644,13 @@ impl Replica {
                     Some((_, o)) => o.clone(),
                     None => r.load(key, &skey)?,
                 };
-                if ks.policy != ConflictPolicy::LwwClient {
-                    r.hlc.observe(incoming.max_ts());
-                }
+                policy.observe(&r.hlc, &incoming);
                 r.issuing_actor(&current.vv, &incoming.vv)?;
                 let mut merged = current.clone();
                 if r.bugs.overwrite_on_merge {
                     merged = incoming;
                 } else {
-                    merge_resolved(&ks, &mut merged, &incoming);
+                    policy.merge(&ks, &mut merged, &incoming);
                 }
                 if merged != current {
                     if merged.siblings.len() > ks.max_siblings as usize {
@@ -758,6 +748,7 @@ pub struct WriteItem {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::keyspace::ConflictPolicy;
     use crate::storage::MemoryStorage;
 
     fn replica(name: &str) -> Arc<Replica> {

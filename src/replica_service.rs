@@ -223,7 +223,7 @@ fn peer_error(node: &str, e: ReplicaError) -> PeerError {
         ReplicaError::SiblingLimit { .. } => PeerError::SiblingLimit(e.to_string()),
         ReplicaError::Conflict { .. } => PeerError::Conflict(e.to_string()),
         ReplicaError::Crdt(_)
-        | ReplicaError::PlainWriteOnCrdt { .. }
+        | ReplicaError::Policy(_)
         | ReplicaError::ObjectTooLarge { .. }
         | ReplicaError::BatchTooLarge { .. }
         | ReplicaError::Causality { .. } => PeerError::Invalid(e.to_string()),

@@ -12,13 +12,13 @@ use common::{
     eventually, get_request, keyspace, memory_cluster, object_values, put_request, rocksdb_storage,
     running_node, update_request, values,
 };
-use quorumkv::causality::Object;
 use quorumkv::config::Timeouts;
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::inprocess::QuicCluster;
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
 use quorumkv::node::Node;
+use quorumkv::object::Object;
 use quorumkv::proto::{CrdtOp, CrdtValue, GetResponse, PutRequest, PutResponse};
 use serde_bytes::ByteBuf;
 

@@ -6,10 +6,11 @@
 
 use std::path::Path;
 
-use quorumkv::causality::{Object, VersionVector};
+use quorumkv::causality::VersionVector;
 use quorumkv::crdt::{self, CrdtOp, FieldOp};
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+use quorumkv::object::Object;
 use quorumkv::proto::{self, ClientRequest, GetRequest, Message, PeerRequest, PeerResponse};
 use quorumkv::proto::{ClientResponse, GetResponse, PutRequest, Reply, SiblingView};
 use quorumkv::replica::encode_object;

@@ -8,10 +8,11 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use quorumkv::causality::{Object, VersionVector};
+use quorumkv::causality::VersionVector;
 use quorumkv::crdt::{self, CrdtOp, CrdtState, FieldOp};
 use quorumkv::key::Key;
 use quorumkv::keyspace::ConflictPolicy;
+use quorumkv::object::Object;
 use quorumkv::replica::{decode_object, encode_object};
 use serde_bytes::ByteBuf;
 

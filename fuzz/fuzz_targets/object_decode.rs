@@ -6,12 +6,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quorumkv::causality::{Object, VersionVector};
-use quorumkv::crdt::{self, CrdtOp, FieldOp};
+use quorumkv::causality::VersionVector;
+use quorumkv::crdt::{CrdtOp, FieldOp};
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
+use quorumkv::object::Object;
+use quorumkv::policy::LeadWrite;
 use quorumkv::replica::{decode_object, encode_object};
-use quorumkv::resolve;
 use serde_bytes::ByteBuf;
 
 const POLICIES: [ConflictPolicy; 8] = [
@@ -66,41 +67,51 @@ fuzz_target!(|data: &[u8]| {
         let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
         ks.policy = policy;
         ks.actor_priority = vec!["a".into(), "b".into()];
+        let resolver = policy.resolver();
         // Replication and read repair: merges in both directions and with itself.
         let mut o = stored.clone();
-        resolve::merge_resolved(&ks, &mut o, &stored);
-        resolve::merge_resolved(&ks, &mut o, &fresh);
+        resolver.merge(&ks, &mut o, &stored);
+        resolver.merge(&ks, &mut o, &fresh);
         let mut f = fresh.clone();
-        resolve::merge_resolved(&ks, &mut f, &stored);
+        resolver.merge(&ks, &mut f, &stored);
         // A read: the client's view and context.
-        let _ = crdt::value(policy, &o.crdt);
+        let _ = resolver.view(&ks, &o);
+        let _ = resolver.visible(&o);
         let sealer = quorumkv::context::ContextKey::from_bytes(b"fuzz cluster key");
-        let _ = sealer.seal("ks", b"k", &crdt::context(&o.crdt)).len();
+        let _ = sealer.seal("ks", b"k", &resolver.context(&o)).len();
         let _ = sealer.seal("ks", b"k", &o.vv).len();
-        if policy.is_crdt() {
-            // The lead applying an operation to the stored state.
-            for op in ops() {
-                let mut s = stored.crdt.clone();
-                let ctx = crdt::context(&s);
-                let _ = crdt::apply(policy, &mut s, "n1", &op, &ctx);
-                let _ = crdt::apply(policy, &mut s, "n2", &op, &VersionVector::new());
-            }
-        } else {
-            // The lead writing to the stored object, with and without its context.
+        // The lead applying an operation to the stored state (refused, changing nothing,
+        // where the policy holds no CRDT or another type).
+        for op in ops() {
+            let mut s = stored.clone();
+            let ctx = resolver.context(&s);
+            let _ = resolver.update(&ks, &mut s, "n1", &op, &ctx);
+            let _ = resolver.update(&ks, &mut s, "n2", &op, &VersionVector::new());
+        }
+        // The lead writing to the stored object, with and without its context (the
+        // replica lets only plain policies get here).
+        if resolver.check_lead_write(&ks).is_ok() {
             let mut o = stored.clone();
             let ctx = o.vv.clone();
             // Refused, changing nothing, when the vector holds a lead's last counter.
-            let _ = resolve::write(
-                &ks,
-                &mut o,
-                "n1",
-                &VersionVector::new(),
-                Some(vec![1]),
-                2,
-                2,
-                None,
-            );
-            let _ = resolve::write(&ks, &mut o, "n2", &ctx, None, 3, 3, Some("a".into()));
+            let blind = LeadWrite {
+                lead: "n1",
+                context: &VersionVector::new(),
+                value: Some(vec![1]),
+                now_ms: 2,
+                ts: 2,
+                actor: None,
+            };
+            let _ = resolver.write(&ks, &mut o, blind);
+            let with_context = LeadWrite {
+                lead: "n2",
+                context: &ctx,
+                value: None,
+                now_ms: 3,
+                ts: 3,
+                actor: Some("a".into()),
+            };
+            let _ = resolver.write(&ks, &mut o, with_context);
         }
         let _ = encode_object(&o);
     }

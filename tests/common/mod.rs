@@ -18,13 +18,13 @@ use std::process::{Child, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumkv::causality::Object;
 use quorumkv::client::Client;
 use quorumkv::config::{ClusterFile, StorageConfig, Timeouts};
 use quorumkv::inprocess::{MemoryCluster, QuicCluster};
 use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
 use quorumkv::node::Node;
+use quorumkv::object::Object;
 use quorumkv::proto::{
     BatchItem, BatchRequest, CrdtOp, GetRequest, GetResponse, PutRequest, ScanRequest,
     UpdateRequest,

@@ -1,0 +1,111 @@
+//! The CRDT policies (`counter`, `set`, `map`, `register`): a key holds a CRDT state
+//! instead of siblings, changed only by client operations the lead applies
+//! ([`crate::crdt::apply`], with the lead's incarnation as the CRDT actor) and joined by
+//! the CRDT's merge wherever copies meet. Puts, deletes and batches are refused.
+//!
+//! A client reads the CRDT's value, and its context is the CRDT's read context — what a
+//! later remove (set member, map field) or register write may remove — not the object's
+//! version vector. The four types share this one implementation; which CRDT a key holds
+//! follows from the keyspace's policy ([`crate::crdt`]).
+
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
+use super::{ClientView, ConflictResolver, LeadWrite, PolicyError};
+use crate::causality::{CausalityError, Dot, VersionVector};
+use crate::clock::Hlc;
+use crate::crdt::{CrdtError, CrdtOp};
+use crate::keyspace::KeyspaceDef;
+use crate::object::Object;
+
+/// Join CRDT states.
+pub(super) struct Crdt;
+
+impl ConflictResolver for Crdt {
+    fn check_plain_write(&self, ks: &KeyspaceDef, what: &str) -> Result<(), PolicyError> {
+        Err(PolicyError::Unsupported(format!(
+            "keyspace {:?} uses the {} policy: {what} is not supported, update it with CRDT operations (incr, sadd, hset, rset, ...)",
+            ks.name, ks.policy
+        )))
+    }
+
+    /// Never reached in practice ([`ConflictResolver::check_plain_write`] refuses puts
+    /// first); CRDT keyspaces take no stamps.
+    fn check_stamp(
+        &self,
+        ks: &KeyspaceDef,
+        timestamp: Option<u64>,
+        actor: Option<&str>,
+    ) -> Result<(), PolicyError> {
+        super::plain::refuse_unused_stamp(ks, timestamp, actor, false, false)
+    }
+
+    fn check_update(&self, ks: &KeyspaceDef, op: &CrdtOp) -> Result<(), PolicyError> {
+        op.check(ks.policy)
+            .map_err(|e| PolicyError::Unsupported(format!("keyspace {:?}: {e}", ks.name)))
+    }
+
+    fn check_lead_write(&self, ks: &KeyspaceDef) -> Result<(), PolicyError> {
+        Err(PolicyError::PlainWriteOnCrdt {
+            keyspace: ks.name.clone(),
+            policy: ks.policy,
+        })
+    }
+
+    /// Never used ([`ConflictResolver::check_lead_write`] refuses plain writes); the
+    /// lead's clock, as for the other node-stamped policies.
+    fn stamp(&self, hlc: &Hlc, stored: &Object, _client_ts: Option<u64>) -> u64 {
+        super::plain::hlc_stamp(hlc, stored)
+    }
+
+    /// Never used ([`ConflictResolver::check_lead_write`] refuses plain writes first): the
+    /// dotted write, with the CRDT state left as it is.
+    fn write(
+        &self,
+        _ks: &KeyspaceDef,
+        o: &mut Object,
+        w: LeadWrite<'_>,
+    ) -> Result<Dot, CausalityError> {
+        o.apply_stamped_write(w.lead, w.context, w.value, w.now_ms, w.ts, w.actor)
+    }
+
+    fn update(
+        &self,
+        ks: &KeyspaceDef,
+        o: &mut Object,
+        lead: &str,
+        op: &CrdtOp,
+        context: &VersionVector,
+    ) -> Result<(), CrdtError> {
+        crate::crdt::apply(ks.policy, &mut o.crdt, lead, op, context)
+    }
+
+    /// CRDT objects carry no stamps, but observing their (absent) ones is harmless and
+    /// keeps every node-stamped policy alike.
+    fn observe(&self, hlc: &Hlc, incoming: &Object) {
+        hlc.observe(incoming.max_ts());
+    }
+
+    /// CRDT keyspaces hold no siblings: the state's own join is the whole merge.
+    fn merge(&self, _ks: &KeyspaceDef, o: &mut Object, other: &Object) {
+        crate::crdt::merge(&mut o.crdt, &other.crdt);
+        o.vv.join(&other.vv);
+    }
+
+    fn context(&self, o: &Object) -> VersionVector {
+        crate::crdt::context(&o.crdt)
+    }
+
+    /// The CRDT's value (an untouched key reads as the type's empty value), and no
+    /// versions: the merge never carries siblings over, so a reconciled copy has none.
+    fn view<'a>(&self, ks: &KeyspaceDef, o: &'a Object) -> ClientView<'a> {
+        ClientView {
+            values: Vec::new(),
+            tombstones: 0,
+            crdt: crate::crdt::value(ks.policy, &o.crdt),
+        }
+    }
+
+    fn visible(&self, o: &Object) -> bool {
+        o.crdt.is_some()
+    }
+}

@@ -1,0 +1,79 @@
+//! The `siblings` policy (the default): concurrent versions are all kept, as siblings, for
+//! the client to read and merge; a write with the context of a read replaces exactly what
+//! was read. It is the dotted-version-vector object of [`crate::object`] with nothing on
+//! top: the merge is [`Object::merge`], the context is the object's version vector.
+
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
+use super::{plain, ClientView, ConflictResolver, LeadWrite, PolicyError};
+use crate::causality::{CausalityError, Dot, VersionVector};
+use crate::clock::Hlc;
+use crate::crdt::{CrdtError, CrdtOp};
+use crate::keyspace::KeyspaceDef;
+use crate::object::Object;
+
+/// Keep every concurrent version.
+pub(super) struct Siblings;
+
+impl ConflictResolver for Siblings {
+    fn check_stamp(
+        &self,
+        ks: &KeyspaceDef,
+        timestamp: Option<u64>,
+        actor: Option<&str>,
+    ) -> Result<(), PolicyError> {
+        plain::refuse_unused_stamp(ks, timestamp, actor, false, false)
+    }
+
+    fn check_update(&self, ks: &KeyspaceDef, _op: &CrdtOp) -> Result<(), PolicyError> {
+        Err(plain::refuse_update(ks))
+    }
+
+    /// Siblings are never ordered by timestamp, but a write is stamped with the lead's
+    /// hybrid logical clock as in every policy whose stamps come from nodes.
+    fn stamp(&self, hlc: &Hlc, stored: &Object, _client_ts: Option<u64>) -> u64 {
+        plain::hlc_stamp(hlc, stored)
+    }
+
+    fn write(
+        &self,
+        _ks: &KeyspaceDef,
+        o: &mut Object,
+        w: LeadWrite<'_>,
+    ) -> Result<Dot, CausalityError> {
+        o.apply_stamped_write(w.lead, w.context, w.value, w.now_ms, w.ts, w.actor)
+    }
+
+    fn update(
+        &self,
+        ks: &KeyspaceDef,
+        _o: &mut Object,
+        _lead: &str,
+        _op: &CrdtOp,
+        _context: &VersionVector,
+    ) -> Result<(), CrdtError> {
+        Err(CrdtError::NotCrdt(ks.policy))
+    }
+
+    fn observe(&self, hlc: &Hlc, incoming: &Object) {
+        hlc.observe(incoming.max_ts());
+    }
+
+    /// The dotted-version-vector merge: a version survives unless the other side has seen
+    /// it overwritten.
+    fn merge(&self, _ks: &KeyspaceDef, o: &mut Object, other: &Object) {
+        o.merge(other);
+    }
+
+    fn context(&self, o: &Object) -> VersionVector {
+        o.vv.clone()
+    }
+
+    fn view<'a>(&self, _ks: &KeyspaceDef, o: &'a Object) -> ClientView<'a> {
+        plain::view(o)
+    }
+
+    fn visible(&self, o: &Object) -> bool {
+        plain::visible(o)
+    }
+}
