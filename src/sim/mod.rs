@@ -168,6 +168,21 @@ pub struct SimReport {
 }
 
 impl SimReport {
+    /// A run that could not be carried out.
+    fn failed(seed: u64, error: String) -> Self {
+        SimReport {
+            seed,
+            trace_hash: 0,
+            events: 0,
+            trace: None,
+            ops: 0,
+            sim_ms: 0,
+            converged_ms: None,
+            checks: Vec::new(),
+            error: Some(error),
+        }
+    }
+
     /// Whether every judged check held.
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.checks.iter().all(|c| c.passed || !c.judged)
@@ -318,17 +333,7 @@ pub fn run(seed: u64, cfg: &SimConfig) -> SimReport {
             drop(rt);
             report
         }
-        Err(e) => SimReport {
-            seed,
-            trace_hash: 0,
-            events: 0,
-            trace: None,
-            ops: 0,
-            sim_ms: 0,
-            converged_ms: None,
-            checks: Vec::new(),
-            error: Some(format!("cannot build the simulation runtime: {e}")),
-        },
+        Err(e) => SimReport::failed(seed, format!("cannot build the simulation runtime: {e}")),
     }
 }
 
@@ -353,14 +358,19 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
                 .event(&format!("net {e:?}"));
         }));
     }
-    let latency_min = Duration::from_micros(100 + rng.below(900));
-    let base_links = LinkFaults {
-        latency_min,
-        latency_max: latency_min + Duration::from_micros(rng.below(10_000)),
-        drop: 0.0,
-        duplicate: 0.0,
-    };
+    // Every directed link gets its own latency range, drawn from the seed: 0.1–1 ms at
+    // least, plus up to 10 ms of spread (so messages on one link reorder too).
+    let base_links = LinkFaults::default();
     net.set_faults(base_links.clone());
+    for a in 1..=cfg.nodes {
+        for b in 1..=cfg.nodes {
+            if a != b {
+                let min = Duration::from_micros(100 + rng.below(900));
+                let max = min + Duration::from_micros(rng.below(10_000));
+                net.set_link_latency(&format!("n{a}"), &format!("n{b}"), min, max);
+            }
+        }
+    }
     let request_timeout = Duration::from_millis(1000);
     let unsynced = cfg.faults.contains(&Fault::Unsynced);
     let spec = ClusterSpec {
@@ -377,19 +387,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
     };
     let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
         Ok(c) => c,
-        Err(e) => {
-            return SimReport {
-                seed,
-                trace_hash: 0,
-                events: 0,
-                trace: None,
-                ops: 0,
-                sim_ms: 0,
-                converged_ms: None,
-                checks: Vec::new(),
-                error: Some(format!("cannot start the cluster: {e}")),
-            }
-        }
+        Err(e) => return SimReport::failed(seed, format!("cannot start the cluster: {e}")),
     };
     let run = Arc::new(Run {
         ops_left: AtomicU64::new(cfg.ops as u64),

@@ -223,8 +223,8 @@ impl fmt::Display for Action {
             Action::ClockDrift(i, ppm) => write!(f, "clock-drift n{} {ppm:+} ppm", i + 1),
             Action::Loss(l) => write!(
                 f,
-                "loss drop={:.3} duplicate={:.3} latency={:?}..{:?}",
-                l.drop, l.duplicate, l.latency_min, l.latency_max
+                "loss drop={:.3} duplicate={:.3} extra-latency={:?}",
+                l.drop, l.duplicate, l.extra_latency
             ),
             Action::FsyncFailures(i, p) => write!(f, "fsync-failures n{} p={p:.2}", i + 1),
             Action::DiskFull(i) => write!(f, "disk-full n{}", i + 1),
@@ -265,10 +265,10 @@ pub fn draw(rng: &mut Rng, faults: &[Fault], n: usize, base: &LinkFaults) -> (Ac
             }
         }
         Fault::Loss => Action::Loss(LinkFaults {
-            latency_min: base.latency_min,
-            latency_max: base.latency_max + Duration::from_millis(rng.below(50)),
             drop: 0.01 + rng.below(20) as f64 / 100.0,
             duplicate: rng.below(5) as f64 / 100.0,
+            extra_latency: Duration::from_millis(rng.below(50)),
+            ..base.clone()
         }),
         Fault::Disk => {
             if rng.chance(0.5) {

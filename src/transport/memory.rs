@@ -35,6 +35,9 @@ pub struct LinkFaults {
     pub drop: f64,
     /// Probability that a request is delivered twice (a retransmission or a retry).
     pub duplicate: f64,
+    /// Extra delay, uniform in 0..this, added to every message on top of its link's own
+    /// latency (congestion).
+    pub extra_latency: Duration,
 }
 
 impl Default for LinkFaults {
@@ -44,6 +47,7 @@ impl Default for LinkFaults {
             latency_max: Duration::ZERO,
             drop: 0.0,
             duplicate: 0.0,
+            extra_latency: Duration::ZERO,
         }
     }
 }
@@ -95,6 +99,8 @@ struct State {
     /// Crashed nodes: calls to them fail immediately.
     down: HashSet<String>,
     faults: LinkFaults,
+    /// Latency ranges of particular directed links (from, to), replacing the default.
+    links: HashMap<(String, String), (Duration, Duration)>,
     rng: Rng,
     next_id: u64,
     observer: Option<Observer>,
@@ -107,13 +113,21 @@ impl State {
         }
     }
 
-    fn latency(&mut self) -> Duration {
-        let (lo, hi) = (self.faults.latency_min, self.faults.latency_max);
-        if hi <= lo {
-            return lo;
+    /// The delay of the next message from `from` to `to`.
+    fn latency(&mut self, from: &str, to: &str) -> Duration {
+        let (lo, hi) = match self.links.get(&(from.to_string(), to.to_string())) {
+            Some(range) => *range,
+            None => (self.faults.latency_min, self.faults.latency_max),
+        };
+        let mut d = lo;
+        if hi > lo {
+            d += Duration::from_nanos(self.rng.below((hi - lo).as_nanos() as u64 + 1));
         }
-        let span = (hi - lo).as_nanos() as u64;
-        lo + Duration::from_nanos(self.rng.below(span + 1))
+        let extra = self.faults.extra_latency.as_nanos() as u64;
+        if extra > 0 {
+            d += Duration::from_nanos(self.rng.below(extra + 1));
+        }
+        d
     }
 
     /// Whether the next message is lost by chance.
@@ -163,6 +177,7 @@ impl MemoryNetwork {
                 cut: HashSet::new(),
                 down: HashSet::new(),
                 faults: LinkFaults::default(),
+                links: HashMap::new(),
                 rng: Rng::new(seed),
                 next_id: 0,
                 observer: None,
@@ -245,7 +260,15 @@ impl MemoryNetwork {
         s.faults.latency_max = latency;
     }
 
-    /// Set the latency distribution, loss and duplication of every link.
+    /// Give the directed link `from` → `to` its own latency range (uniform).
+    pub fn set_link_latency(&self, from: &str, to: &str, min: Duration, max: Duration) {
+        self.lock()
+            .links
+            .insert((from.to_string(), to.to_string()), (min, max.max(min)));
+    }
+
+    /// Set the default latency distribution, loss, duplication and congestion of every
+    /// link.
     pub fn set_faults(&self, faults: LinkFaults) {
         self.lock().faults = faults;
     }
@@ -326,7 +349,7 @@ impl MemoryNetwork {
                         s.note(NetEvent::Drop { id, why });
                         return;
                     }
-                    s.latency()
+                    s.latency(&to, &from)
                 };
                 let back = net.clone();
                 net.env.spawn(Box::pin(async move {
@@ -394,8 +417,8 @@ impl Transport for MemoryTransport {
                     Some(why) => s.note(NetEvent::Drop { id, why }),
                     None => {
                         let duplicate = s.duplicates();
-                        let delay = s.latency();
-                        let second = duplicate.then(|| s.latency());
+                        let delay = s.latency(&self.me, &to);
+                        let second = duplicate.then(|| s.latency(&self.me, &to));
                         drop(s);
                         if let Some(d2) = second {
                             // The copy's reply goes nowhere: the caller takes the first.
