@@ -23,7 +23,7 @@ fi
 # under every fault, on the debug binary the tests just built; longer swarms:
 # scripts/swarm.sh --seeds N.
 cargo build --locked --bin quorumkv
-"$CARGO_TARGET_DIR/debug/quorumkv" sim --seeds 0..200 --ops 300
+"$CARGO_TARGET_DIR/debug/quorumkv" sim --seeds 0..200
 # Fuzz smoke: every fuzz target for 10 seconds (scripts/fuzz.sh installs cargo-fuzz if
 # missing; the fuzz crate builds without RocksDB in its own target dir). Long runs and
 # their findings: docs/FUZZING.md.

@@ -784,23 +784,9 @@ impl Coordinator {
     ) -> Result<(String, C::Reply, BTreeMap<String, ReplicaFailure>), CoordinatorError> {
         let mut failures: BTreeMap<String, ReplicaFailure> = BTreeMap::new();
         let candidates = self.lead_candidates(pl);
-        let count = candidates.len();
-        for (i, cand) in candidates.into_iter().enumerate() {
-            // Give each candidate half of what remains (the last gets all of it), so one
-            // silent replica cannot use up the whole request timeout.
-            let now = self.env.now();
-            let remaining = deadline.saturating_duration_since(now);
-            let attempt_deadline = if i + 1 == count {
-                deadline
-            } else {
-                now + remaining / 2
-            };
+        for cand in candidates {
             let started = self.env.now();
-            match self
-                .peers
-                .call(&cand, write.clone(), attempt_deadline)
-                .await
-            {
+            match self.peers.call(&cand, write.clone(), deadline).await {
                 Ok(reply) => {
                     trace.add(&cand, || {
                         format!(
@@ -828,6 +814,17 @@ impl Coordinator {
                         format!("lead attempt failed: {} ({})", failure.kind, failure.detail)
                     });
                     failures.insert(cand, failure);
+                    // A lead that did not answer in time may still have issued and stored
+                    // the version: trying another lead would issue it a second time (a
+                    // counter increment counted twice; a value stored under two dots, one
+                    // of which a later context write cannot see and so cannot replace —
+                    // found by the simulator, docs/SIMULATION.md). The write is
+                    // indeterminate; the client decides whether to retry. Only a lead that
+                    // certainly did not apply it (unreachable, or it refused: storage error,
+                    // disk full) is passed over for the next.
+                    if matches!(f, CallFailure::Timeout) {
+                        break;
+                    }
                 }
             }
         }

@@ -219,6 +219,7 @@ pub fn plan(
 ) -> Planned {
     let keys = workload.keys();
     let k = keys[(choice % keys.len() as u64) as usize].clone();
+    // Bit 8 of the draw decides read or write (callers may clear it to force a write).
     let write = (choice >> 8).is_multiple_of(2);
     match workload {
         Workload::Siblings if write => {

@@ -33,7 +33,8 @@ pub struct LinkFaults {
     pub latency_max: Duration,
     /// Probability that a message (request or reply) is lost.
     pub drop: f64,
-    /// Probability that a request is delivered twice (a retransmission or a retry).
+    /// Probability that a request is delivered twice (a retransmission or a retry). Only
+    /// idempotent requests are: see `idempotent`.
     pub duplicate: f64,
     /// Extra delay, uniform in 0..this, added to every message on top of its link's own
     /// latency (congestion).
@@ -369,6 +370,12 @@ impl MemoryNetwork {
     }
 }
 
+/// Whether a request of this kind may be applied twice with the effect of once (merges,
+/// reads, metadata).
+fn idempotent(kind: &str) -> bool {
+    !matches!(kind, "write" | "write-batch" | "update")
+}
+
 /// One node's view of the network.
 #[derive(Clone)]
 pub struct MemoryTransport {
@@ -416,7 +423,11 @@ impl Transport for MemoryTransport {
                 match lost {
                     Some(why) => s.note(NetEvent::Drop { id, why }),
                     None => {
-                        let duplicate = s.duplicates();
+                        // Only requests the protocol may receive twice are duplicated: a
+                        // QUIC stream delivers a request at most once, and the writes a lead
+                        // applies (write, write-batch, update) are deliberately not
+                        // idempotent (each issues a new version).
+                        let duplicate = idempotent(kind) && s.duplicates();
                         let delay = s.latency(&self.me, &to);
                         let second = duplicate.then(|| s.latency(&self.me, &to));
                         drop(s);
