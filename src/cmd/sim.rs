@@ -119,8 +119,14 @@ pub fn run(a: SimArgs) -> anyhow::Result<ExitCode> {
                 println!("{l}");
             }
         }
-        print(&r, a.json);
-        if !a.json {
+        if a.json {
+            print(&r, true);
+        } else {
+            // The headline (and a simulation error, if any); every check follows.
+            let text = sim::describe(&r);
+            for line in text.lines().filter(|l| !l.starts_with("  check ")) {
+                println!("{line}");
+            }
             for c in &r.checks {
                 println!(
                     "  {} {}{}: {}",

@@ -436,7 +436,6 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
     let _ = nemesis.await;
 
     // Heal: every fault undone, every machine up.
-    let heal_start = env::now();
     heal_all(&run);
     run.event("heal");
     let converged_ms = converge(&run, &mut rng).await.map(|d| d.as_millis() as u64);
@@ -445,7 +444,6 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         None => run.event("did not converge"),
     }
     final_reads(&run).await;
-    let _ = heal_start;
 
     let mut checks = judge(&run);
     checks.push(Check {
@@ -782,19 +780,6 @@ fn summarize(r: &jepsen_like::CheckResult) -> String {
         s.push('…');
     }
     s
-}
-
-/// The outcome of running many seeds.
-pub struct Swarm {
-    /// Every report, in seed order.
-    pub reports: Vec<SimReport>,
-}
-
-/// Run seeds `seeds` one after another.
-pub fn swarm(seeds: std::ops::Range<u64>, cfg: &SimConfig) -> Swarm {
-    Swarm {
-        reports: seeds.map(|s| run(s, cfg)).collect(),
-    }
 }
 
 /// The per-seed summary line of a swarm (and of `quorumkv sim --seed`).
