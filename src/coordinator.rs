@@ -181,6 +181,18 @@ impl Trace {
         }
     }
 
+    /// Record that `node`'s call failed after `us` µs, and return the failure.
+    fn failure(&mut self, node: &str, us: u64, f: &CallFailure) -> ReplicaFailure {
+        let failure = f.to_failure(node);
+        self.add(node, || {
+            format!(
+                "failed after {us} µs: {} ({})",
+                failure.kind, failure.detail
+            )
+        });
+        failure
+    }
+
     fn finish(self) -> Vec<TraceEvent> {
         self.events.unwrap_or_default()
     }
@@ -385,16 +397,7 @@ impl Coordinator {
                         });
                         Ok(o.unwrap_or_default())
                     }
-                    Err(f) => {
-                        let failure = f.to_failure(node);
-                        trace.add(node, || {
-                            format!(
-                                "failed after {us} µs: {} ({})",
-                                failure.kind, failure.detail
-                            )
-                        });
-                        Err(failure)
-                    }
+                    Err(f) => Err(trace.failure(node, us, &f)),
                 }
             })
             .await;
@@ -864,16 +867,7 @@ impl Coordinator {
                         trace.add(node, || format!("stored replica after {us} µs"));
                         Ok(())
                     }
-                    Err(f) => {
-                        let failure = f.to_failure(node);
-                        trace.add(node, || {
-                            format!(
-                                "failed after {us} µs: {} ({})",
-                                failure.kind, failure.detail
-                            )
-                        });
-                        Err(failure)
-                    }
+                    Err(f) => Err(trace.failure(node, us, &f)),
                 }
             })
             .await;

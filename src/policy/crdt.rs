@@ -10,8 +10,8 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
-use super::{ClientView, ConflictResolver, LeadWrite, PolicyError};
-use crate::causality::{CausalityError, Dot, VersionVector};
+use super::{ClientView, ConflictResolver, PolicyError};
+use crate::causality::VersionVector;
 use crate::clock::Hlc;
 use crate::crdt::{CrdtError, CrdtOp};
 use crate::keyspace::KeyspaceDef;
@@ -57,17 +57,6 @@ impl ConflictResolver for Crdt {
         super::plain::hlc_stamp(hlc, stored)
     }
 
-    /// Never used ([`ConflictResolver::check_lead_write`] refuses plain writes first): the
-    /// dotted write, with the CRDT state left as it is.
-    fn write(
-        &self,
-        _ks: &KeyspaceDef,
-        o: &mut Object,
-        w: LeadWrite<'_>,
-    ) -> Result<Dot, CausalityError> {
-        o.apply_stamped_write(w.lead, w.context, w.value, w.now_ms, w.ts, w.actor)
-    }
-
     fn update(
         &self,
         ks: &KeyspaceDef,
@@ -77,12 +66,6 @@ impl ConflictResolver for Crdt {
         context: &VersionVector,
     ) -> Result<(), CrdtError> {
         crate::crdt::apply(ks.policy, &mut o.crdt, lead, op, context)
-    }
-
-    /// CRDT objects carry no stamps, but observing their (absent) ones is harmless and
-    /// keeps every node-stamped policy alike.
-    fn observe(&self, hlc: &Hlc, incoming: &Object) {
-        hlc.observe(incoming.max_ts());
     }
 
     /// CRDT keyspaces hold no siblings: the state's own join is the whole merge.

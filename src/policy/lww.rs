@@ -19,7 +19,7 @@
 use super::{plain, ClientView, ConflictResolver, LeadWrite, PolicyError};
 use crate::causality::{CausalityError, Dot, VersionVector};
 use crate::clock::Hlc;
-use crate::crdt::{CrdtError, CrdtOp};
+use crate::crdt::CrdtOp;
 use crate::keyspace::KeyspaceDef;
 use crate::object::{Object, Sibling};
 
@@ -153,17 +153,6 @@ impl ConflictResolver for Lww {
         let dot = o.apply_stamped_write(w.lead, w.context, w.value, w.now_ms, w.ts, w.actor)?;
         self.merge(ks, o, &before);
         Ok(dot)
-    }
-
-    fn update(
-        &self,
-        ks: &KeyspaceDef,
-        _o: &mut Object,
-        _lead: &str,
-        _op: &CrdtOp,
-        _context: &VersionVector,
-    ) -> Result<(), CrdtError> {
-        Err(CrdtError::NotCrdt(ks.policy))
     }
 
     fn observe(&self, hlc: &Hlc, incoming: &Object) {

@@ -122,28 +122,34 @@ pub trait ConflictResolver: Send + Sync {
     fn stamp(&self, hlc: &Hlc, stored: &Object, client_ts: Option<u64>) -> u64;
 
     /// Apply a client write at the lead. Returns the dot issued (which a policy may
-    /// already have resolved away).
+    /// already have resolved away). By default, the dotted write alone.
     fn write(
         &self,
-        ks: &KeyspaceDef,
+        _ks: &KeyspaceDef,
         o: &mut Object,
         w: LeadWrite<'_>,
-    ) -> Result<Dot, CausalityError>;
+    ) -> Result<Dot, CausalityError> {
+        o.apply_stamped_write(w.lead, w.context, w.value, w.now_ms, w.ts, w.actor)
+    }
 
     /// Apply a CRDT operation at the lead `lead`, with the client's `context`. A refused
-    /// operation leaves the object as it was.
+    /// operation leaves the object as it was. By default refused: not a CRDT policy.
     fn update(
         &self,
         ks: &KeyspaceDef,
-        o: &mut Object,
-        lead: &str,
-        op: &CrdtOp,
-        context: &VersionVector,
-    ) -> Result<(), CrdtError>;
+        _o: &mut Object,
+        _lead: &str,
+        _op: &CrdtOp,
+        _context: &VersionVector,
+    ) -> Result<(), CrdtError> {
+        Err(CrdtError::NotCrdt(ks.policy))
+    }
 
     /// Let the node's clock see the stamps of a copy arriving from a peer, when the policy
-    /// stamps with it.
-    fn observe(&self, hlc: &Hlc, incoming: &Object);
+    /// stamps with it (by default it does).
+    fn observe(&self, hlc: &Hlc, incoming: &Object) {
+        hlc.observe(incoming.max_ts());
+    }
 
     /// Merge `other` into `o`.
     fn merge(&self, ks: &KeyspaceDef, o: &mut Object, other: &Object);

@@ -5,10 +5,10 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
-use super::{plain, ClientView, ConflictResolver, LeadWrite, PolicyError};
-use crate::causality::{CausalityError, Dot, VersionVector};
+use super::{plain, ClientView, ConflictResolver, PolicyError};
+use crate::causality::VersionVector;
 use crate::clock::Hlc;
-use crate::crdt::{CrdtError, CrdtOp};
+use crate::crdt::CrdtOp;
 use crate::keyspace::KeyspaceDef;
 use crate::object::Object;
 
@@ -33,30 +33,6 @@ impl ConflictResolver for Siblings {
     /// hybrid logical clock as in every policy whose stamps come from nodes.
     fn stamp(&self, hlc: &Hlc, stored: &Object, _client_ts: Option<u64>) -> u64 {
         plain::hlc_stamp(hlc, stored)
-    }
-
-    fn write(
-        &self,
-        _ks: &KeyspaceDef,
-        o: &mut Object,
-        w: LeadWrite<'_>,
-    ) -> Result<Dot, CausalityError> {
-        o.apply_stamped_write(w.lead, w.context, w.value, w.now_ms, w.ts, w.actor)
-    }
-
-    fn update(
-        &self,
-        ks: &KeyspaceDef,
-        _o: &mut Object,
-        _lead: &str,
-        _op: &CrdtOp,
-        _context: &VersionVector,
-    ) -> Result<(), CrdtError> {
-        Err(CrdtError::NotCrdt(ks.policy))
-    }
-
-    fn observe(&self, hlc: &Hlc, incoming: &Object) {
-        hlc.observe(incoming.max_ts());
     }
 
     /// The dotted-version-vector merge: a version survives unless the other side has seen

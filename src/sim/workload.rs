@@ -201,6 +201,20 @@ fn get(workload: Workload, k: &str, r: Option<u8>) -> ClientRequest {
     })
 }
 
+fn put(workload: Workload, k: &str, value: Vec<u8>, context: String) -> ClientRequest {
+    ClientRequest::Put(PutRequest {
+        keyspace: workload.keyspace().into(),
+        key: key(k),
+        value: Some(value),
+        context,
+        w: None,
+        trace: false,
+        if_context: false,
+        timestamp: None,
+        actor: None,
+    })
+}
+
 /// A client's memory between operations: the last read of each sibling key (its values
 /// and causal context).
 #[derive(Default)]
@@ -239,17 +253,7 @@ pub fn plan(
                     Value::Str(v.clone()),
                     Value::Vector(covered.into_iter().map(Value::Str).collect()),
                 ]),
-                request: ClientRequest::Put(PutRequest {
-                    keyspace: workload.keyspace().into(),
-                    key: key(&k),
-                    value: Some(v.into_bytes()),
-                    context,
-                    w: None,
-                    trace: false,
-                    if_context: false,
-                    timestamp: None,
-                    actor: None,
-                }),
+                request: put(workload, &k, v.into_bytes(), context),
                 key: k,
             }
         }
@@ -257,17 +261,7 @@ pub fn plan(
             workload,
             f: Function::Write,
             value: Value::Vector(vec![Value::Str(k.clone()), Value::Int(unique as i64)]),
-            request: ClientRequest::Put(PutRequest {
-                keyspace: workload.keyspace().into(),
-                key: key(&k),
-                value: Some(unique.to_string().into_bytes()),
-                context: String::new(),
-                w: None,
-                trace: false,
-                if_context: false,
-                timestamp: None,
-                actor: None,
-            }),
+            request: put(workload, &k, unique.to_string().into_bytes(), String::new()),
             key: k,
         },
         Workload::Set if write => Planned {
