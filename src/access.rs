@@ -109,7 +109,9 @@ pub enum AccessError {
 /// it.
 pub fn needed(req: &ClientRequest) -> Option<(Permission, &str)> {
     match req {
-        ClientRequest::Get(g) => Some((Permission::Read, &g.keyspace)),
+        ClientRequest::Get(g) | ClientRequest::ReplicaGet(g) => {
+            Some((Permission::Read, &g.keyspace))
+        }
         ClientRequest::Scan(s) => Some((Permission::Read, &s.keyspace)),
         ClientRequest::Put(p) => Some((Permission::Write, &p.keyspace)),
         ClientRequest::Batch(b) => Some((Permission::Write, &b.keyspace)),

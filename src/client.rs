@@ -282,6 +282,26 @@ impl Client {
         }
     }
 
+    /// The contacted node's own stored copy of `key` (no quorum, no repair): returns the
+    /// node that answered, whether it is a replica of the key, and its copy. Point the
+    /// client at one node (its only contact point) to choose which replica to look at.
+    pub async fn replica_get(
+        &self,
+        keyspace: &str,
+        key: Key,
+    ) -> Result<(String, bool, GetResponse), ClientError> {
+        let req = ClientRequest::ReplicaGet(GetRequest {
+            keyspace: keyspace.to_string(),
+            key,
+            r: None,
+            trace: false,
+        });
+        match self.request(req).await? {
+            ClientResponse::ReplicaCopy { node, owner, copy } => Ok((node, owner, copy)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Write a value (`Some`) or delete (`None`).
     pub async fn put(
         &self,

@@ -486,6 +486,47 @@ impl Coordinator {
         })
     }
 
+    /// This node's own copy of a key, read from its replica alone: no quorum, no other
+    /// replica, no repair (`quorumkv get --replica NODE`, and the harness's convergence
+    /// check). A node outside the key's preference list answers too (usually: nothing).
+    pub async fn replica_copy(&self, req: GetRequest) -> Result<ClientResponse, CoordinatorError> {
+        let ks = self.keyspace(&req.keyspace).await?;
+        req.key.validate(self.limits.max_key_bytes)?;
+        let owner = self
+            .ring
+            .preference_list(&req.key.partition, ks.n as usize)
+            .contains(&self.name);
+        let deadline = self.env.now() + self.request_timeout;
+        let read = peers::Read {
+            keyspace: ks.clone(),
+            key: req.key.clone(),
+        };
+        let object = match self.peers.call(&self.name, read, deadline).await {
+            Ok(o) => o.unwrap_or_default(),
+            Err(f) => {
+                return Err(CoordinatorError::QuorumNotReached {
+                    op: "replica read",
+                    needed: 1,
+                    got: 0,
+                    failures: vec![f.to_failure(&self.name)],
+                })
+            }
+        };
+        let policy = ks.policy.resolver();
+        let view = policy.view(&ks, &object);
+        Ok(ClientResponse::ReplicaCopy {
+            node: self.name.clone(),
+            owner,
+            copy: GetResponse {
+                values: sibling_views(&view.values),
+                tombstones: view.tombstones,
+                context: self.seal_context(&ks, &req.key, &policy.context(&object)),
+                crdt: view.crdt,
+                trace: Vec::new(),
+            },
+        })
+    }
+
     /// After a read: wait (up to the request deadline, already inside the fan-out tasks)
     /// for the replicas that had not answered, then send the merged object to every
     /// replica whose copy differs from it.

@@ -307,6 +307,7 @@ impl Node {
         let coordinator = &self.coordinator;
         match req {
             ClientRequest::Get(g) => coordinator.get(g).await.map(ClientResponse::Get),
+            ClientRequest::ReplicaGet(g) => coordinator.replica_copy(g).await,
             ClientRequest::Put(p) => coordinator.put(p).await.map(ClientResponse::Put),
             ClientRequest::Scan(q) => coordinator.scan(q).await.map(ClientResponse::Scan),
             ClientRequest::Batch(b) => coordinator.batch(b).await.map(ClientResponse::Batch),
@@ -382,6 +383,7 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::DropKeyspace(_) => "drop_keyspace",
         ClientRequest::ListKeyspaces => "list_keyspaces",
         ClientRequest::Replicas { .. } => "replicas",
+        ClientRequest::ReplicaGet(_) => "replica_get",
         ClientRequest::Status => "status",
         ClientRequest::Stats => "stats",
         ClientRequest::Ping => "ping",

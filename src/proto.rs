@@ -322,6 +322,9 @@ pub struct UpdateResponse {
 pub enum ClientRequest {
     /// Read a key.
     Get(GetRequest),
+    /// The contacted node's own stored copy of a key: no coordination, no other replica,
+    /// no read repair (`quorumkv get --replica NODE`). `r` and `trace` are ignored.
+    ReplicaGet(GetRequest),
     /// Write or delete a key.
     Put(PutRequest),
     /// Read a range of one partition.
@@ -494,6 +497,17 @@ pub struct ErrorResponse {
 pub enum ClientResponse {
     /// For `Get`.
     Get(GetResponse),
+    /// For `ReplicaGet`: one node's own copy.
+    ReplicaCopy {
+        /// The node that answered from its storage.
+        node: String,
+        /// Whether that node is in the key's preference list (a node that is not holds
+        /// nothing for the key, unless a layout change left a copy behind).
+        owner: bool,
+        /// Its copy, as a read shows it (siblings with their ids, tombstones, CRDT value;
+        /// the context is its version vector, sealed).
+        copy: GetResponse,
+    },
     /// For `Put`.
     Put(PutResponse),
     /// For `Scan`.

@@ -297,6 +297,20 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
     }
     let o = cli(&dir, &["get", "during-outage", "-r", "3"]);
     assert_eq!(stdout(&o).lines().next(), Some("yes"));
+    // Each node's own copy (no quorum, no repair): a W=3 write is on every replica.
+    for n in ["n1", "n2", "n3"] {
+        let o = cli(
+            &dir,
+            &["get", "--replica", n, "acked:0", "--output", "json"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(
+            (v["node"].as_str(), v["replica"].as_bool()),
+            (Some(n), Some(true))
+        );
+        assert_eq!(v["values"], serde_json::json!(["v0"]), "{n}'s own copy");
+    }
     drop(guard);
 }
 

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{get_request, isolate, memory_cluster, object_values, put_request, values, TIMEOUT};
+use quorumkv::access::ClientIdentity;
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::inprocess::MemoryCluster;
 use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
 use quorumkv::node::Node;
-use quorumkv::proto::{GetRequest, GetResponse, PutRequest, PutResponse};
+use quorumkv::proto::{
+    ClientRequest, ClientResponse, GetRequest, GetResponse, PutRequest, PutResponse,
+};
 
 async fn put(
     node: &Arc<Node>,
@@ -600,4 +603,58 @@ async fn read_repair_slot_only_when_stale() {
         "n2 was stale and must have been repaired; repair slots were all held by reads with nothing to repair"
     );
     assert_eq!(c.node("n1").metrics.read_repairs_skipped(), 0);
+}
+
+/// The answer of `node` to a replica read of `key` in keyspace `ks`: whether it is an
+/// owner, and the values of its own copy.
+async fn replica_copy(node: &Arc<Node>, ks: &str, key: &str) -> (String, bool, Vec<String>) {
+    let resp = node
+        .handle_client(
+            ClientIdentity::admin("test"),
+            ClientRequest::ReplicaGet(get_request(ks, key, None)),
+        )
+        .await;
+    match resp {
+        ClientResponse::ReplicaCopy { node, owner, copy } => (node, owner, values(&copy)),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// Goal: a replica read (`get --replica NODE`) shows exactly one node's own copy — a
+/// replica that missed a write shows the old value, with no coordination and no repair
+/// (reading it twice changes nothing) — until a quorum read repairs it; a node outside the
+/// key's preference list says so.
+#[tokio::test(start_paused = true)]
+async fn replica_read_shows_one_copy_without_repair() {
+    let c = memory_cluster(4, [KeyspaceDef::new("ks", 3, 2, 2)]);
+    let owners = c
+        .node("n1")
+        .ring()
+        .preference_list(&Key::parse("k").partition, 3);
+    let (a, b, stale) = (&owners[0], &owners[1], &owners[2]);
+    put(c.node(a), "k", "old", "", Some(3)).await.unwrap();
+    let ctx = get(c.node(a), "k", Some(3)).await.unwrap().context;
+    c.net.set_down(stale, true);
+    put(c.node(a), "k", "new", &ctx, Some(2)).await.unwrap();
+    c.net.set_down(stale, false);
+    for _ in 0..2 {
+        let (who, owner, vals) = replica_copy(c.node(stale), "ks", "k").await;
+        assert_eq!(
+            (who.as_str(), owner, vals),
+            (stale.as_str(), true, vec!["old".to_string()])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replica_copy(c.node(b), "ks", "k").await.2, vec!["new"]);
+    let outsider = c
+        .nodes
+        .iter()
+        .find(|n| !owners.iter().any(|o| o == n.name()))
+        .expect("4 nodes, 3 owners");
+    let (_, owner, vals) = replica_copy(outsider, "ks", "k").await;
+    assert!(!owner && vals.is_empty(), "{vals:?}");
+    // A quorum read repairs the stale copy; the replica read then shows it.
+    get(c.node(a), "k", Some(3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(replica_copy(c.node(stale), "ks", "k").await.2, vec!["new"]);
 }

@@ -56,8 +56,12 @@ pub struct GetArgs {
     #[command(flatten)]
     k: KeyArgs,
     /// Read quorum for this request.
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'r', conflicts_with = "replica")]
     r: Option<u8>,
+    /// Show node NODE's own stored copy: no quorum, no other replica, no read repair (to
+    /// see replicas diverge and converge).
+    #[arg(long, value_name = "NODE")]
+    replica: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +279,9 @@ fn trace_json(trace: &[TraceEvent]) -> serde_json::Value {
 pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     let output = a.k.c.output;
     let key_text = a.k.key.clone();
+    if let Some(node) = a.replica.clone() {
+        return replica_get(a, node);
+    }
     let res: GetResponse = with_client(&a.k.c.clone(), |client, cf| {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
@@ -284,9 +291,71 @@ pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
         };
         Box::pin(async move { Ok(client.get(&ks, Key::parse(&a.k.key), &opts).await?) })
     })?;
+    print_get(&res, output, &key_text, json!({}))
+}
+
+/// `get --replica NODE`: that node's own copy, asked of that node only.
+fn replica_get(a: GetArgs, node: String) -> anyhow::Result<ExitCode> {
+    let output = a.k.c.output;
+    let key_text = a.k.key.clone();
+    if a.k.c.node.as_ref().is_some_and(|n| *n != node) {
+        anyhow::bail!(
+            "--replica {node} asks {node} itself; it cannot be combined with --node {}",
+            a.k.c.node.as_deref().unwrap_or_default()
+        );
+    }
+    if let Ok(cf) = ClusterFile::load(&a.k.c.cluster) {
+        if !cf.contact_points.iter().any(|m| m.name == node) {
+            let known: Vec<&str> = cf.contact_points.iter().map(|m| m.name.as_str()).collect();
+            anyhow::bail!(
+                "--replica {node}: not a node of {} (known: {})",
+                a.k.c.cluster.display(),
+                known.join(", ")
+            );
+        }
+    }
+    let mut c = a.k.c.clone();
+    c.node = Some(node);
+    let (node, owner, copy) = with_client(&c, |client, cf| {
+        let ks = keyspace_of(&a.k, &cf);
+        Box::pin(async move { Ok(client.replica_get(&ks, Key::parse(&a.k.key)).await?) })
+    })?;
+    if output == Output::Text {
+        println!(
+            "{node}'s own copy ({})",
+            if owner {
+                "a replica of this key"
+            } else {
+                "not a replica of this key"
+            }
+        );
+    }
+    print_get(
+        &copy,
+        output,
+        &key_text,
+        json!({"node": node, "replica": owner}),
+    )
+}
+
+/// Print a read's answer; `extra` fields are added to the JSON form.
+fn print_get(
+    res: &GetResponse,
+    output: Output,
+    key_text: &str,
+    extra: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let with_extra = |mut out: serde_json::Value| {
+        if let (Some(o), Some(e)) = (out.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        out
+    };
     if let Some(v) = &res.crdt {
         if output == Output::Json {
-            let out = json!({"key": key_text, "crdt": crdt_json(v), "context": res.context, "trace": trace_json(&res.trace)});
+            let out = with_extra(
+                json!({"key": key_text, "crdt": crdt_json(v), "context": res.context, "trace": trace_json(&res.trace)}),
+            );
             println!("{out}");
         } else {
             print_trace(&res.trace);
@@ -298,14 +367,14 @@ pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if output == Output::Json {
-        let out = json!({
+        let out = with_extra(json!({
             "key": key_text,
             "values": res.values.iter().map(|s| json_value(&s.value)).collect::<Vec<_>>(),
             "siblings": res.values.iter().map(|s| json!({"value": json_value(&s.value), "id": s.dot, "written_at_ms": s.written_at_ms})).collect::<Vec<_>>(),
             "tombstones": res.tombstones,
             "context": res.context,
             "trace": trace_json(&res.trace),
-        });
+        }));
         println!("{out}");
     } else {
         print_trace(&res.trace);
