@@ -1,8 +1,8 @@
 //! The Rust client library: talks QUIC to any node of a cluster.
 //!
 //! Used by the CLI and (later) the shell, the benchmark and the Jepsen-like harness. It
-//! keeps one connection to a contact point and moves to the next contact point when that
-//! one is unreachable. A request that may already have been applied (the connection broke
+//! keeps one connection to a contact point, reached by trying every contact point at once
+//! (the first to answer wins), and reconnects the same way when it breaks. A request that may already have been applied (the connection broke
 //! after a write was sent) is *not* retried: the error says the outcome is unknown, which
 //! is what a Jepsen history records as `info`.
 
@@ -113,6 +113,9 @@ impl Drop for Client {
     }
 }
 
+/// How long the preferred contact point has to answer before the others are tried too.
+const CONTACT_DELAY: Duration = Duration::from_millis(250);
+
 /// Largest reply the client accepts (a read of a key at the sibling cap with large values).
 const CLIENT_MAX_FRAME: usize = 256 << 20;
 
@@ -163,8 +166,8 @@ impl Client {
             .map(|(i, _)| self.contacts[*i].name.clone())
     }
 
-    /// A live connection, trying contact points in order starting after the last one that
-    /// failed.
+    /// A live connection: the current one, or the first contact point to complete a
+    /// handshake when all are tried at once.
     async fn connection(&self) -> Result<(usize, Connection), ClientError> {
         let asked = tokio::time::Instant::now();
         let mut cur = self.current.lock().await;
@@ -178,26 +181,46 @@ impl Client {
                 return Err(ClientError::Unreachable(errors.clone()));
             }
         }
+        // The contact point after the last one used first; if it has not answered within
+        // `CONTACT_DELAY`, every other one at once, and the first handshake to complete
+        // wins (Happy Eyeballs, RFC 8305). One by one, a command with two of three nodes
+        // dead waited out a connect timeout (3 s) per dead node ahead of the live one;
+        // this way it waits for the live one only, and a healthy cluster still sees one
+        // connection per client.
         let start = cur.conn.as_ref().map(|(i, _)| i + 1).unwrap_or(0);
-        let mut errors = Vec::new();
-        for k in 0..self.contacts.len() {
-            let i = (start + k) % self.contacts.len();
-            let m = &self.contacts[i];
-            match connect(
-                &self.endpoint,
-                m.addr,
-                &m.name,
-                self.timeout.min(Duration::from_secs(3)),
-            )
-            .await
-            {
-                Ok(c) => {
+        let n = self.contacts.len();
+        let mut attempts = tokio::task::JoinSet::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let m = self.contacts[i].clone();
+            let endpoint = self.endpoint.clone();
+            let timeout = self.timeout.min(Duration::from_secs(3));
+            let delay = if k == 0 {
+                Duration::ZERO
+            } else {
+                CONTACT_DELAY
+            };
+            attempts.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let r = connect(&endpoint, m.addr, &m.name, timeout).await;
+                (i, r.map_err(|e| format!("{} ({}): {e}", m.name, m.addr)))
+            });
+        }
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        while let Some(joined) = attempts.join_next().await {
+            match joined {
+                Ok((i, Ok(c))) => {
+                    attempts.abort_all();
                     cur.conn = Some((i, c.clone()));
                     return Ok((i, c));
                 }
-                Err(e) => errors.push(format!("{} ({}): {e}", m.name, m.addr)),
+                Ok((i, Err(e))) => failed.push((i, e)),
+                Err(e) => failed.push((usize::MAX, format!("connection attempt failed: {e}"))),
             }
         }
+        // In contact-point order, whatever order the attempts ended in.
+        failed.sort();
+        let errors: Vec<String> = failed.into_iter().map(|(_, e)| e).collect();
         cur.conn = None;
         cur.failed = Some((tokio::time::Instant::now(), errors.clone()));
         Err(ClientError::Unreachable(errors))
