@@ -28,17 +28,6 @@ impl ConflictResolver for Crdt {
         )))
     }
 
-    /// Never reached in practice ([`ConflictResolver::check_plain_write`] refuses puts
-    /// first); CRDT keyspaces take no stamps.
-    fn check_stamp(
-        &self,
-        ks: &KeyspaceDef,
-        timestamp: Option<u64>,
-        actor: Option<&str>,
-    ) -> Result<(), PolicyError> {
-        super::plain::refuse_unused_stamp(ks, timestamp, actor, false, false)
-    }
-
     fn check_update(&self, ks: &KeyspaceDef, op: &CrdtOp) -> Result<(), PolicyError> {
         op.check(ks.policy)
             .map_err(|e| PolicyError::Unsupported(format!("keyspace {:?}: {e}", ks.name)))

@@ -16,8 +16,8 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
-use super::{plain, ClientView, ConflictResolver, LeadWrite, PolicyError};
-use crate::causality::{CausalityError, Dot, VersionVector};
+use super::{plain, ConflictResolver, LeadWrite, PolicyError};
+use crate::causality::{CausalityError, Dot};
 use crate::clock::Hlc;
 use crate::crdt::CrdtOp;
 use crate::keyspace::KeyspaceDef;
@@ -170,37 +170,14 @@ impl ConflictResolver for Lww {
         o.vv.join(&other.vv);
         self.resolve(ks, o);
     }
-
-    fn context(&self, o: &Object) -> VersionVector {
-        o.vv.clone()
-    }
-
-    fn view<'a>(&self, _ks: &KeyspaceDef, o: &'a Object) -> ClientView<'a> {
-        plain::view(o)
-    }
-
-    fn visible(&self, o: &Object) -> bool {
-        plain::visible(o)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{ks, merged};
     use super::*;
+    use crate::causality::VersionVector;
     use crate::keyspace::ConflictPolicy;
-
-    fn ks(policy: ConflictPolicy) -> KeyspaceDef {
-        let mut k = KeyspaceDef::new("k", 3, 2, 2);
-        k.policy = policy;
-        k.actor_priority = vec!["eu".into(), "us".into()];
-        k
-    }
-
-    fn merged(k: &KeyspaceDef, a: &Object, b: &Object) -> Object {
-        let mut out = a.clone();
-        k.policy.resolver().merge(k, &mut out, b);
-        out
-    }
 
     /// Goal: each LWW policy picks the documented winner among concurrent writes.
     #[test]

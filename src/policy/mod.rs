@@ -96,13 +96,16 @@ pub trait ConflictResolver: Send + Sync {
         Ok(())
     }
 
-    /// Check a put's or delete's client timestamp and actor.
+    /// Check a put's or delete's client timestamp and actor. By default the policy takes
+    /// neither.
     fn check_stamp(
         &self,
         ks: &KeyspaceDef,
         timestamp: Option<u64>,
         actor: Option<&str>,
-    ) -> Result<(), PolicyError>;
+    ) -> Result<(), PolicyError> {
+        plain::refuse_unused_stamp(ks, timestamp, actor, false, false)
+    }
 
     /// Refuse a batch the policy cannot take (checked after the batch is known non-empty).
     fn check_batch(&self, _ks: &KeyspaceDef) -> Result<(), PolicyError> {
@@ -155,14 +158,21 @@ pub trait ConflictResolver: Send + Sync {
     fn merge(&self, ks: &KeyspaceDef, o: &mut Object, other: &Object);
 
     /// The causal context a client gets for `o`: what a later write or operation with it
-    /// replaces.
-    fn context(&self, o: &Object) -> VersionVector;
+    /// replaces. By default the object's version vector.
+    fn context(&self, o: &Object) -> VersionVector {
+        o.vv.clone()
+    }
 
-    /// What a client reads of `o`.
-    fn view<'a>(&self, ks: &KeyspaceDef, o: &'a Object) -> ClientView<'a>;
+    /// What a client reads of `o`. By default its live siblings and tombstones.
+    fn view<'a>(&self, _ks: &KeyspaceDef, o: &'a Object) -> ClientView<'a> {
+        plain::view(o)
+    }
 
-    /// Whether a scan shows `o` (deleted items and untouched keys are left out).
-    fn visible(&self, o: &Object) -> bool;
+    /// Whether a scan shows `o` (deleted items and untouched keys are left out). By
+    /// default, when some version holds a value.
+    fn visible(&self, o: &Object) -> bool {
+        plain::visible(o)
+    }
 }
 
 impl ConflictPolicy {
@@ -246,7 +256,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ks(policy: ConflictPolicy) -> KeyspaceDef {
+    /// A keyspace of `policy` (lww-actor: eu wins over us). Shared with `lww::tests`.
+    pub(super) fn ks(policy: ConflictPolicy) -> KeyspaceDef {
         let mut k = KeyspaceDef::new("k", 3, 2, 2);
         k.policy = policy;
         k.actor_priority = vec!["eu".into(), "us".into()];
@@ -292,10 +303,22 @@ mod tests {
         })
     }
 
-    fn merged(k: &KeyspaceDef, a: &Object, b: &Object) -> Object {
+    /// `a` merged with `b` under `k`'s policy. Shared with `lww::tests`.
+    pub(super) fn merged(k: &KeyspaceDef, a: &Object, b: &Object) -> Object {
         let mut out = a.clone();
         k.policy.resolver().merge(k, &mut out, b);
         out
+    }
+
+    /// The merge is commutative, associative and idempotent on three replicas' states.
+    fn merge_laws(k: &KeyspaceDef, reps: &[Object]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(merged(k, &reps[0], &reps[1]), merged(k, &reps[1], &reps[0]));
+        prop_assert_eq!(
+            merged(k, &merged(k, &reps[0], &reps[1]), &reps[2]),
+            merged(k, &reps[0], &merged(k, &reps[1], &reps[2]))
+        );
+        prop_assert_eq!(merged(k, &reps[0], &reps[0]), reps[0].clone());
+        Ok(())
     }
 
     macro_rules! laws {
@@ -306,12 +329,7 @@ mod tests {
                 #[test]
                 fn $name(reps in arb_replicas($policy)) {
                     let k = ks($policy);
-                    prop_assert_eq!(merged(&k, &reps[0], &reps[1]), merged(&k, &reps[1], &reps[0]));
-                    prop_assert_eq!(
-                        merged(&k, &merged(&k, &reps[0], &reps[1]), &reps[2]),
-                        merged(&k, &reps[0], &merged(&k, &reps[1], &reps[2]))
-                    );
-                    prop_assert_eq!(merged(&k, &reps[0], &reps[0]), reps[0].clone());
+                    merge_laws(&k, &reps)?;
                     prop_assert!(merged(&k, &reps[0], &reps[1]).siblings.len() <= 1);
                 }
             }
@@ -326,13 +344,7 @@ mod tests {
         /// The siblings policy keeps its laws too (resolution is the identity).
         #[test]
         fn siblings_laws(reps in arb_replicas(ConflictPolicy::Siblings)) {
-            let k = ks(ConflictPolicy::Siblings);
-            prop_assert_eq!(merged(&k, &reps[0], &reps[1]), merged(&k, &reps[1], &reps[0]));
-            prop_assert_eq!(
-                merged(&k, &merged(&k, &reps[0], &reps[1]), &reps[2]),
-                merged(&k, &reps[0], &merged(&k, &reps[1], &reps[2]))
-            );
-            prop_assert_eq!(merged(&k, &reps[0], &reps[0]), reps[0].clone());
+            merge_laws(&ks(ConflictPolicy::Siblings), &reps)?;
         }
     }
 
@@ -402,12 +414,7 @@ mod tests {
                 #[test]
                 fn $name(reps in arb_crdt_replicas($policy)) {
                     let k = ks($policy);
-                    prop_assert_eq!(merged(&k, &reps[0], &reps[1]), merged(&k, &reps[1], &reps[0]));
-                    prop_assert_eq!(
-                        merged(&k, &merged(&k, &reps[0], &reps[1]), &reps[2]),
-                        merged(&k, &reps[0], &merged(&k, &reps[1], &reps[2]))
-                    );
-                    prop_assert_eq!(merged(&k, &reps[0], &reps[0]), reps[0].clone());
+                    merge_laws(&k, &reps)?;
                     // And the values clients read agree too.
                     let v = |o: &Object| $policy.resolver().view(&k, o).crdt;
                     prop_assert_eq!(v(&merged(&k, &reps[0], &reps[1])), v(&merged(&k, &reps[1], &reps[0])));

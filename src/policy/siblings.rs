@@ -5,8 +5,7 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
-use super::{plain, ClientView, ConflictResolver, PolicyError};
-use crate::causality::VersionVector;
+use super::{plain, ConflictResolver, PolicyError};
 use crate::clock::Hlc;
 use crate::crdt::CrdtOp;
 use crate::keyspace::KeyspaceDef;
@@ -16,15 +15,6 @@ use crate::object::Object;
 pub(super) struct Siblings;
 
 impl ConflictResolver for Siblings {
-    fn check_stamp(
-        &self,
-        ks: &KeyspaceDef,
-        timestamp: Option<u64>,
-        actor: Option<&str>,
-    ) -> Result<(), PolicyError> {
-        plain::refuse_unused_stamp(ks, timestamp, actor, false, false)
-    }
-
     fn check_update(&self, ks: &KeyspaceDef, _op: &CrdtOp) -> Result<(), PolicyError> {
         Err(plain::refuse_update(ks))
     }
@@ -39,17 +29,5 @@ impl ConflictResolver for Siblings {
     /// it overwritten.
     fn merge(&self, _ks: &KeyspaceDef, o: &mut Object, other: &Object) {
         o.merge(other);
-    }
-
-    fn context(&self, o: &Object) -> VersionVector {
-        o.vv.clone()
-    }
-
-    fn view<'a>(&self, _ks: &KeyspaceDef, o: &'a Object) -> ClientView<'a> {
-        plain::view(o)
-    }
-
-    fn visible(&self, o: &Object) -> bool {
-        plain::visible(o)
     }
 }
