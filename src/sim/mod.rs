@@ -242,6 +242,14 @@ impl Run {
             .event(text);
     }
 
+    /// Record a failure of the simulation itself (it fails the run).
+    fn error(&self, message: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message);
+    }
+
     fn cluster(&self) -> std::sync::MutexGuard<'_, SimCluster> {
         self.cluster.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -298,10 +306,7 @@ impl Run {
             .of(p.workload, &p.key)
             .complete(idx, kind, value, self.time_ns())
         {
-            self.errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("history: {e}"));
+            self.error(format!("history: {e}"));
         }
         kind
     }
@@ -584,11 +589,7 @@ fn undo(run: &Run, action: &Action) {
         Action::Partition { .. } => c.net.heal(),
         Action::Crash(i) => {
             if let Err(e) = c.restart(*i) {
-                drop(c);
-                run.errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(format!("n{} did not restart: {e}", i + 1));
+                run.error(format!("n{} did not restart: {e}", i + 1));
             }
         }
         // A clock stays wrong: skew is the normal state of clocks; only its effects heal.
@@ -603,19 +604,13 @@ fn heal_all(run: &Run) {
     let mut c = run.cluster();
     c.net.heal();
     c.net.set_faults(run.base_links.clone());
-    let mut errors = Vec::new();
     for i in 0..c.len() {
         c.machines()[i].disk.set_fsync_failure(0.0);
         c.machines()[i].disk.set_full(false);
         if let Err(e) = c.restart(i) {
-            errors.push(format!("n{} did not restart: {e}", i + 1));
+            run.error(format!("n{} did not restart: {e}", i + 1));
         }
     }
-    drop(c);
-    run.errors
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(errors);
 }
 
 /// Read every key at all replicas (read repair does the rest) until every replica of every

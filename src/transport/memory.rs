@@ -237,13 +237,6 @@ impl MemoryNetwork {
         self.lock().cut.clear();
     }
 
-    /// The directed links cut now, sorted (for traces and reports).
-    pub fn cuts(&self) -> Vec<(String, String)> {
-        let mut v: Vec<_> = self.lock().cut.iter().cloned().collect();
-        v.sort();
-        v
-    }
-
     /// Mark `name` crashed (calls to it are refused) or back up.
     pub fn set_down(&self, name: &str, down: bool) {
         let mut s = self.lock();
