@@ -685,6 +685,15 @@ impl PeerRequest {
         }
     }
 
+    /// Whether applying the request twice has the effect of applying it once (merges,
+    /// reads, metadata). The lead writes are not: each issues a new version.
+    pub fn idempotent(&self) -> bool {
+        !matches!(
+            self,
+            PeerRequest::Write { .. } | PeerRequest::WriteBatch { .. } | PeerRequest::Update { .. }
+        )
+    }
+
     /// The request's name, for traces and logs.
     pub fn kind(&self) -> &'static str {
         match self {

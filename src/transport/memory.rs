@@ -34,7 +34,7 @@ pub struct LinkFaults {
     /// Probability that a message (request or reply) is lost.
     pub drop: f64,
     /// Probability that a request is delivered twice (a retransmission or a retry). Only
-    /// idempotent requests are: see `idempotent`.
+    /// idempotent requests are (`PeerRequest::idempotent`).
     pub duplicate: f64,
     /// Extra delay, uniform in 0..this, added to every message on top of its link's own
     /// latency (congestion).
@@ -363,12 +363,6 @@ impl MemoryNetwork {
     }
 }
 
-/// Whether a request of this kind may be applied twice with the effect of once (merges,
-/// reads, metadata).
-fn idempotent(kind: &str) -> bool {
-    !matches!(kind, "write" | "write-batch" | "update")
-}
-
 /// One node's view of the network.
 #[derive(Clone)]
 pub struct MemoryTransport {
@@ -385,6 +379,7 @@ impl Transport for MemoryTransport {
         let to = to.to_string();
         Box::pin(async move {
             let kind = req.kind();
+            let idempotent = req.idempotent();
             let frame = proto::encode(&Message::Peer {
                 from: self.me.clone(),
                 req,
@@ -420,7 +415,7 @@ impl Transport for MemoryTransport {
                         // QUIC stream delivers a request at most once, and the writes a lead
                         // applies (write, write-batch, update) are deliberately not
                         // idempotent (each issues a new version).
-                        let duplicate = idempotent(kind) && s.duplicates();
+                        let duplicate = idempotent && s.duplicates();
                         let delay = s.latency(&self.me, &to);
                         let second = duplicate.then(|| s.latency(&self.me, &to));
                         drop(s);
