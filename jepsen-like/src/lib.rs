@@ -26,6 +26,7 @@ pub mod counter_checker;
 pub mod edn;
 pub mod format;
 pub mod gen;
+pub mod harness;
 pub mod history;
 pub mod html;
 pub mod jsonl;

@@ -143,6 +143,35 @@ impl Recorder {
         Ok(())
     }
 
+    /// Records a lone `:info` entry of `process` that opens nothing and
+    /// completes nothing: Jepsen writes nemesis operations this way (both
+    /// the start and the end of a fault are `:info`). Returns its index.
+    /// Only meant for `Process::Nemesis`: a client process's lone `:info`
+    /// breaks the pairing, which reports it when the history is checked.
+    pub fn info(
+        &mut self,
+        process: impl Into<Process>,
+        f: Function,
+        value: Value,
+        time_ns: i64,
+    ) -> usize {
+        let index = self.history.ops.len();
+        self.push(process.into(), OpType::Info, f, value, time_ns);
+        index
+    }
+
+    /// Entry `index` as one line of [`Recorder::to_edn`] (without the
+    /// newline), annotations included; `None` if there is no such entry.
+    /// Lets a caller stream the history as it is recorded.
+    pub fn entry_edn(&self, index: usize) -> Option<String> {
+        let op = self.history.ops.get(index)?;
+        let mut entry = op.to_value();
+        if let (Value::Map(fields), Some(extra)) = (&mut entry, self.extra.get(&index)) {
+            fields.extend(extra.iter().cloned());
+        }
+        Some(entry.to_string())
+    }
+
     /// The history so far, ready for [`crate::check()`].
     pub fn history(&self) -> &History {
         &self.history
@@ -158,13 +187,11 @@ impl Recorder {
     /// as a history equal to [`Recorder::history`], lines included.
     pub fn to_edn(&self) -> String {
         let mut out = String::new();
-        for (i, op) in self.history.ops.iter().enumerate() {
-            let mut entry = op.to_value();
-            if let (Value::Map(fields), Some(extra)) = (&mut entry, self.extra.get(&i)) {
-                fields.extend(extra.iter().cloned());
+        for i in 0..self.history.ops.len() {
+            if let Some(line) = self.entry_edn(i) {
+                // Writing to a String cannot fail.
+                let _ = writeln!(out, "{line}");
             }
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "{entry}");
         }
         out
     }
