@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use jepsen_like::gen::Rng;
 use jepsen_like::harness::{
-    run, Client, Completion, CounterConfig, CounterWorkload, HistorySink, Invocation, Nemesis,
-    NoNemesis, RegisterConfig, RegisterWorkload, RunOptions, RunRecord, SetConfig, SetWorkload,
-    SiblingConfig, SiblingWorkload, VisibilityConfig, VisibilityWorkload, Workload,
+    exit_code, run, write_report, Client, Completion, CounterConfig, CounterWorkload, HistorySink,
+    Invocation, Nemesis, NoNemesis, RegisterConfig, RegisterWorkload, RunDir, RunOptions,
+    RunRecord, SetConfig, SetWorkload, SiblingConfig, SiblingWorkload, VisibilityConfig,
+    VisibilityWorkload, Workload,
 };
 use jepsen_like::{edn, Function, OpType, Process, Value, Verdict};
 
@@ -653,4 +654,141 @@ fn run_future_is_send() {
         &o,
     );
     assert_send(&f);
+}
+
+/// Checks that every tag of an SVG/XML text is closed in order; returns
+/// the number of elements.
+fn balanced(text: &str) -> Result<usize, String> {
+    let mut stack: Vec<&str> = Vec::new();
+    let mut elements = 0;
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..].find('>').ok_or("unterminated tag")? + open;
+        let tag = &rest[open + 1..close];
+        rest = &rest[close + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            match stack.pop() {
+                Some(top) if top == name.trim() => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+        } else if !tag.starts_with('?') && !tag.starts_with('!') {
+            elements += 1;
+            let name = tag.split_whitespace().next().unwrap_or("");
+            if !tag.ends_with('/') {
+                stack.push(name);
+            }
+        }
+    }
+    if stack.is_empty() {
+        Ok(elements)
+    } else {
+        Err(format!("unclosed {stack:?}"))
+    }
+}
+
+/// Goal: a stored run has every report file; the SVGs are well-formed
+/// and draw the ops and the shaded faults; results.json carries the
+/// verdict, counts and extras; an extra section's verdict counts; the
+/// exit status follows the verdict; a checker-less workload still gets a
+/// timeline page.
+#[tokio::test(start_paused = true)]
+async fn reports_are_written() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let dir = RunDir::create(store.path(), "set-kill", 1_700_000_000_000).expect("run dir");
+    let mut w = SetWorkload::new(SetConfig::default()).expect("config");
+    let (_, make) = fake(
+        13,
+        Faults {
+            info_every: Some(23),
+            ..Faults::default()
+        },
+    );
+    let sink = HistorySink::create(&dir.file("history.edn")).expect("sink");
+    let o = RunOptions {
+        nemesis_faults: vec!["kill".into()],
+        nemesis_interval: Duration::from_secs(1),
+        ..opts(4, 13)
+    };
+    let rec = run(&mut w, make, Some(LogNemesis::default()), sink, &o)
+        .await
+        .expect("run");
+    let result = w.check(&rec.history);
+    assert_eq!(result.verdict, Verdict::Valid, "{:?}", result.summary);
+    let converged = (
+        "convergence".to_string(),
+        serde_json::json!({"verdict": "valid", "keys": 1}),
+        vec!["1 key converged".to_string()],
+    );
+    let v = write_report(
+        &dir,
+        "set-kill",
+        &rec,
+        &result,
+        std::slice::from_ref(&converged),
+    )
+    .expect("report");
+    assert_eq!((v, exit_code(v)), (Verdict::Valid, 0));
+    for name in [
+        "history.edn",
+        "results.json",
+        "summary.txt",
+        "latency.svg",
+        "rate.svg",
+        "timeline.html",
+    ] {
+        assert!(dir.file(name).is_file(), "{name}");
+    }
+    for name in ["latency.svg", "rate.svg"] {
+        let svg = std::fs::read_to_string(dir.file(name)).expect("svg");
+        assert!(svg.starts_with("<svg"), "{name}");
+        let n = balanced(&svg).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(n > 20, "{name}: {n} elements");
+        assert!(svg.contains(">kill</text>"), "{name}: fault band labelled");
+    }
+    let latency = std::fs::read_to_string(dir.file("latency.svg")).expect("svg");
+    assert!(
+        latency.matches("#ff7f0e").count() > 1,
+        "info ops drawn orange"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.file("results.json")).expect("json"))
+            .expect("parse");
+    assert_eq!(json["verdict"], "valid");
+    assert_eq!(json["convergence"]["keys"], 1);
+    assert!(json["op_counts"]["add"]["ok"].as_u64() > Some(100));
+    assert!(json["latency_ms"]["add"]["ok"]["median"].as_f64() > Some(0.0));
+    assert_eq!(json["nemesis_periods"].as_array().map(Vec::len), Some(2));
+    let summary = std::fs::read_to_string(dir.file("summary.txt")).expect("summary");
+    assert!(summary.starts_with("set-kill: valid\n"), "{summary}");
+    assert!(summary.contains("1 key converged"));
+    let html = std::fs::read_to_string(dir.file("timeline.html")).expect("html");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+
+    let diverged = (
+        "convergence".to_string(),
+        serde_json::json!({"verdict": "invalid"}),
+        vec!["replicas differ".to_string()],
+    );
+    let v = write_report(&dir, "set-kill", &rec, &result, &[diverged]).expect("report");
+    assert_eq!((v, exit_code(v)), (Verdict::Invalid, 1));
+
+    let mut w = VisibilityWorkload::new(VisibilityConfig {
+        max_keys: 5,
+        ..VisibilityConfig::default()
+    })
+    .expect("config");
+    let rec = run_fake(&mut w, 14, Faults::default(), &opts(3, 14)).await;
+    let result = w.check(&rec.history);
+    assert!(result.check.is_none());
+    let dir = RunDir::create(store.path(), "visibility", 1_700_000_001_000).expect("dir");
+    write_report(&dir, "visibility", &rec, &result, &[]).expect("report");
+    let html = std::fs::read_to_string(dir.file("timeline.html")).expect("html");
+    assert!(html.contains("<tr class=ok>"), "table of ops");
+    assert!(balanced(
+        &html
+            .replace("<!DOCTYPE html>", "")
+            .replace("<meta charset=utf-8>", "")
+    )
+    .is_ok());
+    assert_eq!(exit_code(Verdict::Unknown), 2);
 }
