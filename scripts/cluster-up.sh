@@ -10,19 +10,23 @@
 # cluster/run/cluster.toml for the CLI and shell on the host.
 #
 # Usage: scripts/cluster-up.sh [--n 3] [--r 2] [--w 2] [--no-build] [--image TAG] [--timeout SECS]
+#                              [--allow-clock-offset]
 #   --n/--r/--w  replication of the `default` keyspace (used when it is first created;
 #                to change it on an existing cluster, `cluster-down.sh --purge` first)
 #   --no-build   do not run cargo build (use the binary already in $CARGO_TARGET_DIR)
 #   --image TAG  run this existing image as is (e.g. one built from
 #                cluster/Dockerfile.registry): no cargo build, no offline image build
 #   --timeout S  how long to wait for every node to answer (default 90)
+#   --allow-clock-offset  let admin clients move the nodes' clocks (fault injection for
+#                `quorumkv jepsen --nemesis clock-skew`; test clusters only). Takes effect
+#                when a node (re)starts: `scripts/nodes.sh restart all`
 # Environment: QKV_NET=172.29.57 (first three octets of the /24), QKV_IMAGE=quorumkv:dev.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../cluster/lib.sh
 source "$(dirname "$0")/../cluster/lib.sh"
 cd "$QKV_ROOT"
 
-N=3 R=2 W=2 BUILD=1 USE_IMAGE=0 TIMEOUT=90
+N=3 R=2 W=2 BUILD=1 USE_IMAGE=0 TIMEOUT=90 FAULTS_TOML=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --n) N="$2"; shift ;;
@@ -31,7 +35,8 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --image) QKV_IMAGE="$2"; USE_IMAGE=1; shift ;;
         --timeout) TIMEOUT="$2"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --allow-clock-offset) FAULTS_TOML=$'\n[faults]\nallow_clock_offset = true' ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "cluster-up: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -107,6 +112,7 @@ name = "default"
 n = $N
 r = $R
 w = $W
+$FAULTS_TOML
 TOML
 done
 cat > "$QKV_CLUSTER_FILE" <<TOML

@@ -118,6 +118,7 @@ pub fn needed(req: &ClientRequest) -> Option<(Permission, &str)> {
         ClientRequest::Update(u) => Some((Permission::Write, &u.keyspace)),
         ClientRequest::CreateKeyspace(def) => Some((Permission::Admin, &def.name)),
         ClientRequest::DropKeyspace(name) => Some((Permission::Admin, name)),
+        ClientRequest::SetClockOffset { .. } => Some((Permission::Admin, "")),
         ClientRequest::ListKeyspaces
         | ClientRequest::Replicas { .. }
         | ClientRequest::Status

@@ -230,9 +230,13 @@ impl Client {
     /// contact point when the connection breaks.
     pub async fn request(&self, req: ClientRequest) -> Result<ClientResponse, ClientError> {
         // An update (e.g. a counter increment) is not idempotent either: never retry it.
+        // A clock offset is for the node asked, so it must not move on to the next one.
         let idempotent = !matches!(
             req,
-            ClientRequest::Put(_) | ClientRequest::Batch(_) | ClientRequest::Update(_)
+            ClientRequest::Put(_)
+                | ClientRequest::Batch(_)
+                | ClientRequest::Update(_)
+                | ClientRequest::SetClockOffset { .. }
         );
         let frame = proto::encode(&Message::Client(req));
         let mut last_err = None;
@@ -494,6 +498,16 @@ impl Client {
                 latencies,
                 read_repairs,
             } => Ok((node, latencies, read_repairs)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Move the contacted node's wall clock `ms` away from the system clock (fault
+    /// injection; the node must allow it and the client must be an admin). Returns the
+    /// node and its offset now.
+    pub async fn set_clock_offset(&self, ms: i64) -> Result<(String, i64), ClientError> {
+        match self.request(ClientRequest::SetClockOffset { ms }).await? {
+            ClientResponse::ClockOffset { node, ms } => Ok((node, ms)),
             other => Err(unexpected(other)),
         }
     }

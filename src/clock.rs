@@ -51,6 +51,43 @@ impl Clock for ManualClock {
     }
 }
 
+/// The operating system's clock moved by an offset that can change while the node runs:
+/// the clock-skew fault of the Jepsen-style harness (`quorumkv jepsen --nemesis
+/// clock-skew`), reached through `ClientRequest::SetClockOffset`. Nodes only build one
+/// when `faults.allow_clock_offset` is set in `node.toml`, so a production node's clock
+/// cannot be moved by any request. Skewing the process's view of time rather than the
+/// kernel's is what libfaketime does for Jepsen's tests in containers, which share the
+/// host's kernel clock and cannot set it.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl OffsetClock {
+    /// The system clock, not yet moved.
+    pub fn new() -> Self {
+        OffsetClock::default()
+    }
+
+    /// Move the clock `ms` milliseconds away from the system clock (negative: behind).
+    pub fn set_offset_ms(&self, ms: i64) {
+        self.offset_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The current offset.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock
+            .now_ms()
+            .saturating_add_signed(self.offset_ms.load(Ordering::SeqCst))
+    }
+}
+
 /// A hybrid logical clock (µs): never behind the physical clock, never behind anything it
 /// has observed, strictly increasing. A node whose wall clock is slow therefore cannot
 /// write "into the past" of a value it has seen (`max(physical, last_seen + 1)`).
@@ -100,6 +137,18 @@ mod tests {
 
     /// Goal: the HLC follows the physical clock, never goes backwards when the physical
     /// clock does, and jumps past observed timestamps.
+    #[test]
+    fn offset_clock_moves_both_ways() {
+        // Goal: the offset is applied on top of the system clock, in both directions.
+        let c = OffsetClock::new();
+        let base = SystemClock.now_ms();
+        c.set_offset_ms(60_000);
+        assert!(c.now_ms() >= base + 60_000);
+        c.set_offset_ms(-60_000);
+        assert!(c.now_ms() < base);
+        assert_eq!(c.offset_ms(), -60_000);
+    }
+
     #[test]
     fn hlc_rules() {
         let wall = Arc::new(ManualClock::new(1_000));

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// TCP address of the Prometheus endpoint (`GET /metrics`). Default: none (off).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Fault injection for tests (the Jepsen-style harness). Default: everything off.
+    #[serde(default)]
+    pub faults: FaultsConfig,
     /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
     /// backup), makes the node issue versions under a new incarnation.
     #[serde(skip)]
@@ -229,6 +232,18 @@ impl Default for Limits {
             max_clock_skew_ms: default_max_clock_skew_ms(),
         }
     }
+}
+
+/// Faults a test may inject into a running node. Never enable them in production.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// Let admin clients move this node's wall clock by an offset
+    /// (`ClientRequest::SetClockOffset`, the harness's `clock-skew` nemesis): the offset
+    /// reaches every timestamp the node issues (last-write-wins order, "last modified").
+    /// Default `false`: the request is refused.
+    #[serde(default)]
+    pub allow_clock_offset: bool,
 }
 
 /// Timeouts, milliseconds.

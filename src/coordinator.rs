@@ -92,6 +92,9 @@ pub enum CoordinatorError {
     /// A conditional write found the key changed.
     #[error("{0}")]
     Conflict(String),
+    /// A fault-injection request reached a node that does not allow it.
+    #[error("{0}")]
+    FaultInjectionOff(String),
     /// A batch names keys of more than one partition.
     #[error(
         "a batch must stay within one partition: {first} and {other} are in different partitions"
@@ -341,6 +344,7 @@ impl Coordinator {
             Some((Permission::Admin, ks)) => {
                 let action = match req {
                     ClientRequest::DropKeyspace(_) => "drop",
+                    ClientRequest::SetClockOffset { .. } => "skew the clock of",
                     _ => "create",
                 };
                 Ok(access::check_admin(who, action, ks)?)

@@ -75,6 +75,7 @@ impl MemoryCluster {
                 context_key: context_key.clone(),
                 new_incarnation: false,
                 bugs: Default::default(),
+                clock_offset: None,
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             net.register(&m.name, Arc::downgrade(&handler), env);
@@ -165,6 +166,7 @@ pub fn write_cluster_files(
             // Same port number as the QUIC endpoint, on TCP: predictable, and free
             // whenever the UDP port was.
             metrics_listen: Some(m.addr),
+            faults: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

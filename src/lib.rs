@@ -26,6 +26,7 @@ pub mod context;
 pub mod coordinator;
 pub mod crdt;
 pub mod env;
+pub mod harness;
 pub mod inprocess;
 pub mod key;
 pub mod keyspace;

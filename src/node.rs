@@ -98,6 +98,9 @@ pub struct NodeParams {
     pub new_incarnation: bool,
     /// Bug classes re-introduced on purpose (simulation tests only; all off otherwise).
     pub bugs: crate::replica::InjectedBugs,
+    /// The clock `SetClockOffset` moves (the same one `env` reads), when the node's
+    /// `faults.allow_clock_offset` is set; `None` refuses the request.
+    pub clock_offset: Option<Arc<crate::clock::OffsetClock>>,
 }
 
 /// A cluster member's protocol core.
@@ -122,6 +125,8 @@ pub struct Node {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Problems found while loading that did not stop the node.
     warnings: Vec<String>,
+    /// The clock an admin may move (fault injection), when the config allows it.
+    clock_offset: Option<Arc<crate::clock::OffsetClock>>,
 }
 
 impl Node {
@@ -189,6 +194,7 @@ impl Node {
             env: p.env,
             metrics,
             warnings,
+            clock_offset: p.clock_offset,
         }))
     }
 
@@ -326,6 +332,20 @@ impl Node {
                 read_repairs: self.metrics.read_repairs(),
             }),
             ClientRequest::Ping => Ok(ClientResponse::Pong(self.name.clone())),
+            ClientRequest::SetClockOffset { ms } => match &self.clock_offset {
+                Some(clock) => {
+                    tracing::warn!(node = %self.name, ms, "clock offset set by an admin (fault injection)");
+                    clock.set_offset_ms(ms);
+                    Ok(ClientResponse::ClockOffset {
+                        node: self.name.clone(),
+                        ms: clock.offset_ms(),
+                    })
+                }
+                None => Err(CoordinatorError::FaultInjectionOff(format!(
+                    "node {} does not allow clock offsets (fault injection is off: set `allow_clock_offset = true` under `[faults]` in its node.toml, for tests only)",
+                    self.name
+                ))),
+            },
         }
     }
 
@@ -387,6 +407,7 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Status => "status",
         ClientRequest::Stats => "stats",
         ClientRequest::Ping => "ping",
+        ClientRequest::SetClockOffset { .. } => "set_clock_offset",
     }
 }
 
@@ -415,7 +436,8 @@ pub fn error_response(e: &CoordinatorError) -> ErrorResponse {
         | CoordinatorError::EmptyBatch
         | CoordinatorError::BadStamp(_)
         | CoordinatorError::Policy(_)
-        | CoordinatorError::BatchTooLarge { .. } => ErrorKind::InvalidRequest,
+        | CoordinatorError::BatchTooLarge { .. }
+        | CoordinatorError::FaultInjectionOff(_) => ErrorKind::InvalidRequest,
         CoordinatorError::Catalog(CatalogError::Keyspace(_)) | CoordinatorError::Replica(_) => {
             ErrorKind::InvalidRequest
         }
@@ -474,6 +496,7 @@ mod tests {
             context_key: crate::context::ContextKey::random(),
             new_incarnation: false,
             bugs: Default::default(),
+            clock_offset: None,
         })
     }
 

@@ -352,6 +352,13 @@ pub enum ClientRequest {
     Stats,
     /// Liveness check.
     Ping,
+    /// Move the contacted node's wall clock `ms` milliseconds away from the system clock
+    /// (fault injection for the harness's `clock-skew` nemesis; admin certificates only,
+    /// refused unless the node's `faults.allow_clock_offset` is set). `0` undoes it.
+    SetClockOffset {
+        /// Offset from the system clock, milliseconds (negative: behind).
+        ms: i64,
+    },
 }
 
 /// One sibling as a client sees it.
@@ -549,6 +556,13 @@ pub enum ClientResponse {
     },
     /// For `Ping`: the node's name.
     Pong(String),
+    /// For `SetClockOffset`: the node and its clock's offset now.
+    ClockOffset {
+        /// The node that answered.
+        node: String,
+        /// Its offset from the system clock, milliseconds.
+        ms: i64,
+    },
     /// For `Stats`.
     Stats {
         /// The node that answered.

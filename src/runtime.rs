@@ -157,13 +157,27 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         Duration::from_millis(cfg.timeouts.connect_ms),
         cfg.limits.max_frame_bytes,
     );
+    // Fault injection (tests only): a clock an admin can move, read by everything the node
+    // timestamps.
+    let clock_offset = cfg
+        .faults
+        .allow_clock_offset
+        .then(|| Arc::new(crate::clock::OffsetClock::new()));
+    if clock_offset.is_some() {
+        warnings.push("faults.allow_clock_offset is on: admin clients can move this node's clock (for fault-injection tests only)".into());
+    }
     let node = Node::new(NodeParams {
         name: cfg.name.clone(),
         members: cfg.cluster.nodes.clone(),
         vnodes: cfg.ring.vnodes,
         storage,
         transport: Arc::new(transport),
-        env: crate::env::TokioEnv::system(),
+        env: match &clock_offset {
+            Some(clock) => {
+                crate::env::TokioEnv::new(Arc::clone(clock) as Arc<dyn crate::clock::Clock>)
+            }
+            None => crate::env::TokioEnv::system(),
+        },
         limits: cfg.limits.clone(),
         request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
         keyspaces: cfg.keyspaces.clone(),
@@ -173,6 +187,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
             cfg.new_incarnation,
         ),
         bugs: Default::default(),
+        clock_offset,
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(

@@ -3,6 +3,7 @@
 mod bench;
 mod certs;
 mod devcluster;
+mod jepsen;
 mod kv;
 mod node;
 mod shell;
@@ -82,6 +83,10 @@ enum Command {
     /// A..B`) of the whole cluster in one process under seeded faults; exit 0 only when
     /// every seed passes.
     Sim(sim::SimArgs),
+    /// Jepsen-style test: a workload against a cluster (local processes, the containers,
+    /// or the simulator) while a nemesis injects faults; the history, verdict and plots
+    /// are stored under --store. Exit 0 valid, 1 invalid, 2 unknown or crashed.
+    Jepsen(jepsen::JepsenArgs),
 }
 
 /// Where the client connection file is when `--cluster` is not given.
@@ -127,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(a),
         Command::BenchReport(a) => bench::report(a),
         Command::Sim(a) => sim::run(a),
+        Command::Jepsen(a) => jepsen::run(a),
     }
 }
 

@@ -150,6 +150,7 @@ impl SimCluster {
             context_key: self.context_key.clone(),
             new_incarnation,
             bugs: self.spec.bugs,
+            clock_offset: None,
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net

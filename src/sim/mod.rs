@@ -342,6 +342,27 @@ pub fn run(seed: u64, cfg: &SimConfig) -> SimReport {
     }
 }
 
+/// The simulated network of an `nodes`-node cluster named n1.., drawn from `rng`: every
+/// directed link gets its own latency range, 0.1–1 ms at least plus up to 10 ms of spread
+/// (so messages on one link reorder too). Returns it with its fault-free link settings.
+pub fn network(rng: &mut Rng, nodes: usize, origin: Instant) -> (MemoryNetwork, LinkFaults) {
+    // The network's own timers and tasks live in an environment that never crashes.
+    let net_env = env::SimEnv::new(env::SimClock::new(origin), rng.next_u64());
+    let net = MemoryNetwork::with_env(net_env, rng.next_u64());
+    let base_links = LinkFaults::default();
+    net.set_faults(base_links.clone());
+    for a in 1..=nodes {
+        for b in 1..=nodes {
+            if a != b {
+                let min = Duration::from_micros(100 + rng.below(900));
+                let max = min + Duration::from_micros(rng.below(10_000));
+                net.set_link_latency(&format!("n{a}"), &format!("n{b}"), min, max);
+            }
+        }
+    }
+    (net, base_links)
+}
+
 async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
     let origin = env::now();
     let mut rng = Rng::new(seed);
@@ -351,9 +372,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         count: 0,
         origin,
     }));
-    // The network's own timers and tasks live in an environment that never crashes.
-    let net_env = env::SimEnv::new(env::SimClock::new(origin), rng.next_u64());
-    let net = MemoryNetwork::with_env(net_env, rng.next_u64());
+    let (net, base_links) = network(&mut rng, cfg.nodes, origin);
     {
         let trace = Arc::clone(&trace);
         net.observe(Arc::new(move |e| {
@@ -362,19 +381,6 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
                 .unwrap_or_else(|e| e.into_inner())
                 .event(&format!("net {e:?}"));
         }));
-    }
-    // Every directed link gets its own latency range, drawn from the seed: 0.1–1 ms at
-    // least, plus up to 10 ms of spread (so messages on one link reorder too).
-    let base_links = LinkFaults::default();
-    net.set_faults(base_links.clone());
-    for a in 1..=cfg.nodes {
-        for b in 1..=cfg.nodes {
-            if a != b {
-                let min = Duration::from_micros(100 + rng.below(900));
-                let max = min + Duration::from_micros(rng.below(10_000));
-                net.set_link_latency(&format!("n{a}"), &format!("n{b}"), min, max);
-            }
-        }
     }
     let request_timeout = Duration::from_millis(1000);
     let unsynced = cfg.faults.contains(&Fault::Unsynced);

@@ -26,7 +26,9 @@ const DRIVERS: &[&str] = &[
     "storage/conformance.rs",
     "sim/seam.rs",
 ];
-const DRIVER_DIRS: &[&str] = &["cmd/", "bench/", "shell/"];
+// The harness drives processes and containers; under the sim target it runs on the paused
+// runtime, where tokio's clock is the simulated one.
+const DRIVER_DIRS: &[&str] = &["cmd/", "bench/", "shell/", "harness/"];
 
 const FORBIDDEN: &[&str] = &[
     "tokio::spawn",

@@ -41,6 +41,29 @@ pub trait Workload: Send {
     fn check(&self, history: &History) -> WorkloadResult;
 }
 
+/// A boxed workload is a workload, so a caller can choose one at run time
+/// (`Box<dyn Workload>`) and still hand it to [`crate::harness::run`].
+impl<W: Workload + ?Sized> Workload for Box<W> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn next(&mut self, worker: usize, now: Duration, rng: &mut Rng) -> Next {
+        (**self).next(worker, now, rng)
+    }
+    fn completed(&mut self, inv: &Invocation, c: &Completion, now: Duration) {
+        (**self).completed(inv, c, now)
+    }
+    fn final_reads(&self) -> Vec<Value> {
+        (**self).final_reads()
+    }
+    fn keys(&self) -> Vec<String> {
+        (**self).keys()
+    }
+    fn check(&self, history: &History) -> WorkloadResult {
+        (**self).check(history)
+    }
+}
+
 /// A workload's judgement.
 #[derive(Debug, Clone)]
 pub struct WorkloadResult {
