@@ -2,7 +2,8 @@
 # The test suite, as CI runs it (.ci/run calls this): formatting, lints, then every test
 # of the workspace (unit, property, in-process clusters over the in-memory network and
 # over QUIC+RocksDB, the real binary with kill -9, the deterministic simulator and the
-# jepsen-like checker), a 200-seed simulator swarm, a short run of every fuzz target, the netsplit evidence over containers, and a smoke run of
+# jepsen-like checker), a 200-seed simulator swarm, a short run of every fuzz target, the
+# Jepsen-style harness smoke, the netsplit evidence over containers, and a smoke run of
 # scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,10 @@ cargo build --locked --bin quorumkv
 # missing; the fuzz crate builds without RocksDB in its own target dir). Long runs and
 # their findings: docs/FUZZING.md.
 bash scripts/fuzz.sh 10
+# The Jepsen-style harness on the local target (docs/HARNESS.md): one configuration that
+# must be judged invalid (a set on lww-timestamp loses adds) and one that must be valid
+# (the same on siblings), so the harness is shown to be able to fail.
+bash scripts/jepsen-smoke.sh
 bash scripts/netsplit-evidence.sh
 # The comparison script end to end on the debug build: Redis, a 3-member etcd cluster,
 # quorumkv and the echo ceiling, 2-second runs (checks the drivers and the report, not
