@@ -65,7 +65,12 @@ fn sim_set_on_lww_timestamp_loses_acknowledged_adds() {
     let store = tempfile::tempdir().unwrap();
     let p = plan("policy=lww-timestamp,n=3", WorkloadKind::Set, &[], 3, 1);
     let (dir, _, j) = run(&p, store.path());
-    assert_eq!(j.workload.verdict, Verdict::Invalid, "{:?}", j.workload.summary);
+    assert_eq!(
+        j.workload.verdict,
+        Verdict::Invalid,
+        "{:?}",
+        j.workload.summary
+    );
     assert_eq!(j.verdict, Verdict::Invalid);
     let lost = j.workload.details["set"]["lost"]
         .as_array()
@@ -92,7 +97,12 @@ fn sim_set_on_siblings_survives_kill_and_partitions() {
         4,
     );
     let (dir, outcome, j) = run(&p, store.path());
-    assert_eq!(j.workload.verdict, Verdict::Valid, "{:?}", j.workload.summary);
+    assert_eq!(
+        j.workload.verdict,
+        Verdict::Valid,
+        "{:?}",
+        j.workload.summary
+    );
     // The nemesis really acted: both faults have a period in the record.
     let faults: Vec<&str> = outcome
         .record
@@ -118,7 +128,12 @@ fn sim_counter_survives_kill() {
     let store = tempfile::tempdir().unwrap();
     let p = plan("policy=counter,n=3", WorkloadKind::Counter, &["kill"], 4, 3);
     let (_, outcome, j) = run(&p, store.path());
-    assert_eq!(j.workload.verdict, Verdict::Valid, "{:?}", j.workload.summary);
+    assert_eq!(
+        j.workload.verdict,
+        Verdict::Valid,
+        "{:?}",
+        j.workload.summary
+    );
     assert!(outcome
         .record
         .nemesis_periods
@@ -186,7 +201,12 @@ fn sim_visibility_under_kill_without_read_repair_diverges() {
     assert!(!c.converged, "{:?}", c.summary());
     assert!(c.differing_keys > 0);
     assert!(!c.differing.is_empty());
-    assert_eq!(j.workload.verdict, Verdict::Valid, "{:?}", j.workload.summary);
+    assert_eq!(
+        j.workload.verdict,
+        Verdict::Valid,
+        "{:?}",
+        j.workload.summary
+    );
     assert_eq!(j.verdict, Verdict::Invalid);
     let r = results(&dir);
     assert_eq!(r["convergence"]["verdict"], "invalid");
