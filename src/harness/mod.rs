@@ -2,7 +2,8 @@
 //! looks like, which workloads fit which conflict policy, the client that turns the
 //! harness's abstract operations into quorumkv requests ([`client`]), the targets a run
 //! can be pointed at with their nemeses ([`local`], [`containers`], [`simulated`]), and
-//! the convergence check every run ends with ([`convergence`]).
+//! the convergence check every run ends with ([`convergence`]), and one whole run from a
+//! checked plan to its stored report ([`run`]).
 //!
 //! The generic parts — generators, the nemesis schedule, recording the history as it
 //! happens, the checkers, plots and stored runs — live in the `jepsen-like` crate
