@@ -1,27 +1,23 @@
 //! `quorumkv jepsen`: one Jepsen-style run — a workload against a cluster while a nemesis
 //! injects faults — recorded as a history, judged, and stored with its plots under
 //! `--store DIR/<test>/<timestamp>/`. The generic machinery is `jepsen_like::harness`;
-//! the store's client, targets and nemeses are `quorumkv::harness`.
+//! the store's client, targets and nemeses are `quorumkv::harness`, and running a checked
+//! plan on a target and writing its report is `quorumkv::harness::run`. This file only
+//! reads and checks the arguments and prints.
 //!
 //! Exit status: 0 valid, 1 invalid, 2 unknown or crashed (Jepsen's convention).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use jepsen_like::harness::{self as jh, HistorySink, RunDir, RunOptions, RunRecord};
+use jepsen_like::harness::{self as jh, HistorySink, RunDir, RunOptions};
 
 use quorumkv::clock::{Clock, SystemClock};
-use quorumkv::harness::client::{QuicTransport, StoreClient, Transport};
-use quorumkv::harness::containers::{Containers, ContainersNemesis};
-use quorumkv::harness::convergence::{self, ConvergenceReport};
-use quorumkv::harness::local::{client_for, LocalCluster, LocalNemesis};
-use quorumkv::harness::simulated::{SimNemesis, SimTarget};
+use quorumkv::harness::run::{self, Processes, RunPlan};
 use quorumkv::harness::{KeyspaceSpec, WorkloadKind};
-use quorumkv::keyspace::KeyspaceDef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Target {
@@ -99,20 +95,8 @@ fn secs(name: &str, s: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-/// The parsed, checked arguments.
-struct Plan {
-    target: Target,
-    nodes: usize,
-    spec: KeyspaceSpec,
-    workload: WorkloadKind,
-    faults: Vec<String>,
-    opts: RunOptions,
-    converge_within: Duration,
-    test: String,
-    keyspace: String,
-}
-
-fn plan(a: &JepsenArgs) -> anyhow::Result<Plan> {
+/// The run the arguments describe, or a message naming the argument that is wrong.
+fn plan(a: &JepsenArgs) -> anyhow::Result<RunPlan> {
     let spec: KeyspaceSpec = a.keyspace.parse()?;
     let workload: WorkloadKind = a.workload.parse()?;
     workload.check_policy(spec.policy)?;
@@ -179,10 +163,15 @@ fn plan(a: &JepsenArgs) -> anyhow::Result<Plan> {
     };
     // A keyspace per run: the containers cluster outlives runs.
     let keyspace = format!("jepsen_{}", now_ms());
-    Ok(Plan {
-        target: a.target,
+    Ok(RunPlan {
+        target: match a.target {
+            Target::Local => run::Target::Local,
+            Target::Containers => run::Target::Containers,
+            Target::Sim => run::Target::Sim,
+        },
         nodes,
         spec,
+        spec_text: a.keyspace.clone(),
         workload,
         faults,
         opts,
@@ -195,35 +184,6 @@ fn plan(a: &JepsenArgs) -> anyhow::Result<Plan> {
 #[allow(clippy::disallowed_methods)] // the harness's wall clock: run directory names
 fn now_ms() -> u64 {
     SystemClock.now_ms()
-}
-
-/// The harness's workload for `kind`, with its default settings.
-fn workload(kind: WorkloadKind) -> anyhow::Result<Box<dyn jh::Workload>> {
-    Ok(match kind {
-        WorkloadKind::Register => Box::new(jh::RegisterWorkload::new(Default::default())?),
-        WorkloadKind::Set => Box::new(jh::SetWorkload::new(Default::default())?),
-        WorkloadKind::Counter => Box::new(jh::CounterWorkload::new(Default::default())?),
-        WorkloadKind::SiblingRegister => Box::new(jh::SiblingWorkload::new(Default::default())?),
-        WorkloadKind::Visibility => Box::new(jh::VisibilityWorkload::new(Default::default())?),
-    })
-}
-
-/// Clients `0..concurrency`, worker `w` bound to node `w % nodes`.
-fn store_client<T: Transport>(p: &Plan, t: T, w: usize, clock: Arc<dyn Clock>) -> StoreClient<T> {
-    StoreClient::new(
-        t,
-        &p.keyspace,
-        p.spec.policy,
-        p.spec.n,
-        p.workload,
-        format!("c{w}"),
-        clock,
-    )
-}
-
-/// The actors of an `lww-actor` keyspace: one per worker, lower workers ranking higher.
-fn actors(concurrency: usize) -> Vec<String> {
-    (0..concurrency).map(|w| format!("c{w}")).collect()
 }
 
 fn repo_root(a: &JepsenArgs) -> PathBuf {
@@ -244,232 +204,28 @@ pub fn run(a: JepsenArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating the run directory under {}", a.store.display()))?;
     eprintln!("jepsen: {} -> {}", p.test, dir.path.display());
     let sink = HistorySink::create(&dir.path.join("history.edn")).context("opening history.edn")?;
-    let outcome = match p.target {
-        Target::Local => run_local(&a, &p, &dir, sink),
-        Target::Containers => run_containers(&a, &p, &dir, sink),
-        Target::Sim => run_sim(&p, sink),
+    let processes = Processes {
+        exe: std::env::current_exe().ok(),
+        repo: repo_root(&a),
+        keep_data: a.keep_data,
     };
-    let (record, convergence, logs) = match outcome {
+    let outcome = match p.run(&dir, sink, &processes) {
         Ok(x) => x,
         Err(e) => {
             // A crashed run keeps its history; the verdict is unknown.
-            let msg = format!("{e:#}");
-            let _ = std::fs::write(dir.path.join("error.txt"), format!("{msg}\n"));
+            let _ = run::write_crash(&dir, &e);
             eprintln!(
-                "jepsen: the run crashed: {msg}\n  history so far: {}",
+                "jepsen: the run crashed: {e}\n  history so far: {}",
                 dir.path.join("history.edn").display()
             );
             return Ok(ExitCode::from(2));
         }
     };
-    let result = workload(p.workload)?.check(&record.history);
-    let mut extra = vec![(
-        "run".to_string(),
-        serde_json::json!({
-            "target": format!("{:?}", p.target).to_lowercase(),
-            "nodes": p.nodes,
-            "keyspace": p.keyspace,
-            "keyspace_spec": a.keyspace,
-            "policy": p.spec.policy.to_string(),
-            "n": p.spec.n, "r": p.spec.r, "w": p.spec.w,
-            "read_repair": p.spec.read_repair.to_string(),
-            "workload": p.workload.name(),
-            "nemesis": p.faults,
-            "nemesis_interval_s": a.nemesis_interval,
-            "time_s": a.time,
-            "concurrency": a.concurrency,
-            "rate": a.rate,
-            "seed": a.seed,
-            "node_logs": logs.iter().map(|l| l.display().to_string()).collect::<Vec<_>>(),
-        }),
-        vec![format!(
-            "run: {} target, {} nodes, keyspace {} ({}), workload {}, nemesis {}, {} s, {} clients, seed {}",
-            format!("{:?}", p.target).to_lowercase(),
-            p.nodes,
-            p.keyspace,
-            a.keyspace,
-            p.workload,
-            if p.faults.is_empty() { "none".to_string() } else { p.faults.join(",") },
-            a.time,
-            a.concurrency,
-            a.seed
-        )],
-    )];
-    // Replicas that never agree fail the run, whatever the workload's checker says.
-    let mut conv = serde_json::to_value(&convergence)?;
-    conv["verdict"] = serde_json::json!(if convergence.converged {
-        "valid"
-    } else {
-        "invalid"
-    });
-    extra.push(("convergence".to_string(), conv, convergence.summary()));
-    let verdict = jh::write_report(&dir, &p.test, &record, &result, &extra)
-        .context("writing the run's report")?;
+    let judgement = p
+        .write_report(&dir, &outcome)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let summary = std::fs::read_to_string(dir.path.join("summary.txt")).unwrap_or_default();
     println!("{summary}");
     println!("stored in {}", dir.path.display());
-    Ok(ExitCode::from(jh::exit_code(verdict) as u8))
-}
-
-type Outcome = (RunRecord, ConvergenceReport, Vec<PathBuf>);
-
-fn run_local(a: &JepsenArgs, p: &Plan, dir: &RunDir, sink: HistorySink) -> anyhow::Result<Outcome> {
-    let exe = std::env::current_exe().context("locating the quorumkv binary")?;
-    let cluster_dir = dir.path.join("cluster");
-    let cluster = LocalCluster::start(&cluster_dir, p.nodes, &exe)?;
-    let logs = cluster.logs();
-    let names = cluster.names();
-    let cf = cluster.cluster_file().clone();
-    let cluster = Arc::new(Mutex::new(cluster));
-    let rt = super::runtime()?;
-    let result = rt.block_on(async {
-        quorumkv::harness::local::wait_ready(&cf, Duration::from_secs(30), &logs).await?;
-        let out = drive_quic(p, &cf, &names, sink, |faults| {
-            LocalNemesis::new(Arc::clone(&cluster), faults).map_err(anyhow::Error::from)
-        })
-        .await;
-        out
-    });
-    {
-        let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
-        c.stop();
-    }
-    if !a.keep_data {
-        for n in &names {
-            let _ = std::fs::remove_dir_all(cluster_dir.join(n).join("data"));
-        }
-    }
-    let (record, conv) = result?;
-    Ok((record, conv, logs))
-}
-
-fn run_containers(
-    a: &JepsenArgs,
-    p: &Plan,
-    dir: &RunDir,
-    sink: HistorySink,
-) -> anyhow::Result<Outcome> {
-    let exe = std::env::current_exe().context("locating the quorumkv binary")?;
-    let root = repo_root(a);
-    let rt = super::runtime()?;
-    let since = now_ms() / 1000;
-    rt.block_on(async {
-        let c = Containers::up(&root, &exe).await?;
-        let names = c.names();
-        let cf = c.cluster_file().clone();
-        let out = drive_quic(p, &cf, &names, sink, |faults| {
-            ContainersNemesis::new(&c, faults).map_err(anyhow::Error::from)
-        })
-        .await;
-        let logs_dir = dir.path.join("logs");
-        let _ = std::fs::create_dir_all(&logs_dir);
-        let logs = c.collect_logs(&logs_dir, since).await;
-        let (record, conv) = out?;
-        Ok((record, conv, logs))
-    })
-}
-
-/// Create the keyspace, run the workload through QUIC clients (worker `w` on node
-/// `w % nodes`), then check convergence.
-async fn drive_quic<N, F>(
-    p: &Plan,
-    cf: &quorumkv::config::ClusterFile,
-    names: &[String],
-    sink: HistorySink,
-    make_nemesis: F,
-) -> anyhow::Result<(RunRecord, ConvergenceReport)>
-where
-    N: jh::Nemesis,
-    F: FnOnce(&[String]) -> anyhow::Result<N>,
-{
-    let admin = client_for(cf, &names[0])?;
-    let def: KeyspaceDef = p.spec.def(&p.keyspace, &actors(p.opts.concurrency));
-    let (_, missing) = admin
-        .create_keyspace(def)
-        .await
-        .with_context(|| format!("creating keyspace {}", p.keyspace))?;
-    if !missing.is_empty() {
-        eprintln!(
-            "jepsen: keyspace {} not yet stored on {}; they learn it on first use",
-            p.keyspace,
-            missing.join(", ")
-        );
-    }
-    let nemesis = if p.faults.is_empty() {
-        None
-    } else {
-        Some(make_nemesis(&p.faults)?)
-    };
-    // One QUIC client per node, built before the run so a failure stops it before it
-    // starts; worker `w` uses node `w % nodes`'s.
-    let quic = names
-        .iter()
-        .map(|n| Ok((n.clone(), client_for(cf, n)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let make = |w: usize| {
-        let (node, client) = &quic[w % quic.len()];
-        store_client(
-            p,
-            QuicTransport::new(node.clone(), Arc::clone(client)),
-            w,
-            Arc::new(SystemClock),
-        )
-    };
-    let mut wl = workload(p.workload)?;
-    let record = jh::run(&mut wl, make, nemesis, sink, &p.opts).await?;
-    let checkers = names
-        .iter()
-        .map(|n| Ok(QuicTransport::new(n.clone(), client_for(cf, n)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let conv = convergence::check(
-        &checkers,
-        &p.keyspace,
-        &wl.keys(),
-        p.converge_within,
-        Duration::from_millis(500),
-    )
-    .await;
-    Ok((record, conv))
-}
-
-/// A simulated clock reading for `lww-client` stamps: the simulator's wall time.
-struct SimWall(Arc<quorumkv::sim::env::SimClock>);
-
-impl Clock for SimWall {
-    fn now_ms(&self) -> u64 {
-        self.0.reading_at(quorumkv::sim::env::now())
-    }
-}
-
-fn run_sim(p: &Plan, sink: HistorySink) -> anyhow::Result<Outcome> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()?;
-    rt.block_on(async {
-        let def = p.spec.def(&p.keyspace, &actors(p.opts.concurrency));
-        let target = SimTarget::start(p.opts.seed, p.nodes, def)?;
-        let names = target.names();
-        let nemesis = if p.faults.is_empty() {
-            None
-        } else {
-            Some(SimNemesis::new(target.clone(), &p.faults)?)
-        };
-        let wall = Arc::new(SimWall(quorumkv::sim::env::SimClock::new(
-            quorumkv::sim::env::now(),
-        )));
-        let mut wl = workload(p.workload)?;
-        let make = |w: usize| store_client(p, target.transport(w % names.len()), w, wall.clone());
-        let record = jh::run(&mut wl, make, nemesis, sink, &p.opts).await?;
-        let checkers: Vec<_> = (0..names.len()).map(|i| target.transport(i)).collect();
-        let conv = convergence::check(
-            &checkers,
-            &p.keyspace,
-            &wl.keys(),
-            p.converge_within,
-            Duration::from_millis(500),
-        )
-        .await;
-        Ok((record, conv, Vec::new()))
-    })
+    Ok(ExitCode::from(jh::exit_code(judgement.verdict) as u8))
 }

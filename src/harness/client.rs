@@ -535,3 +535,375 @@ impl<T: Transport> jepsen_like::harness::Client for StoreClient<T> {
         self.run(inv)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The client against a scripted transport: each test scripts the node's replies,
+    //! runs operations, and checks both the completions and the requests sent.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use jepsen_like::harness::Client as _;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::proto::{ErrorResponse, PutResponse, SiblingView, UpdateResponse};
+
+    /// Replies in order, and every request it was sent.
+    #[derive(Default)]
+    struct Script {
+        replies: Mutex<VecDeque<Outcome>>,
+        sent: Mutex<Vec<ClientRequest>>,
+    }
+
+    /// A transport to node "n1" answering from a shared [`Script`].
+    struct Scripted(Arc<Script>);
+
+    impl Transport for Scripted {
+        fn node(&self) -> &str {
+            "n1"
+        }
+
+        fn request(&self, req: ClientRequest) -> impl Future<Output = Outcome> + Send {
+            self.0.sent.lock().unwrap().push(req);
+            let reply = self
+                .0
+                .replies
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Outcome::Lost("the script has no more replies".into()));
+            std::future::ready(reply)
+        }
+    }
+
+    /// A client of `workload` on a `policy` keyspace that will get `replies`, and the
+    /// script (to read what it sent).
+    fn client(
+        policy: ConflictPolicy,
+        workload: WorkloadKind,
+        replies: Vec<Outcome>,
+    ) -> (StoreClient<Scripted>, Arc<Script>) {
+        let script = Arc::new(Script {
+            replies: Mutex::new(replies.into()),
+            sent: Mutex::new(Vec::new()),
+        });
+        let c = StoreClient::new(
+            Scripted(Arc::clone(&script)),
+            "ks",
+            policy,
+            3,
+            workload,
+            "c3".into(),
+            Arc::new(ManualClock::new(1_000)),
+        );
+        (c, script)
+    }
+
+    fn sent(s: &Script) -> Vec<ClientRequest> {
+        s.sent.lock().unwrap().clone()
+    }
+
+    /// The puts among the requests sent.
+    fn puts(s: &Script) -> Vec<PutRequest> {
+        sent(s)
+            .into_iter()
+            .filter_map(|r| match r {
+                ClientRequest::Put(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn inv(f: Function, value: Value) -> Invocation {
+        Invocation {
+            process: 0,
+            f,
+            value,
+        }
+    }
+
+    fn v(items: Vec<Value>) -> Value {
+        Value::Vector(items)
+    }
+
+    fn s(text: &str) -> Value {
+        Value::Str(text.into())
+    }
+
+    fn read_reply(values: &[(&str, &str)], context: &str) -> Outcome {
+        Outcome::Answer(ClientResponse::Get(GetResponse {
+            values: values
+                .iter()
+                .enumerate()
+                .map(|(i, (dot, value))| SiblingView {
+                    value: value.as_bytes().to_vec(),
+                    dot: dot.to_string(),
+                    written_at_ms: 100 + i as u64,
+                })
+                .collect(),
+            context: context.into(),
+            tombstones: 0,
+            crdt: None,
+            trace: Vec::new(),
+        }))
+    }
+
+    fn put_ok() -> Outcome {
+        Outcome::Answer(ClientResponse::Put(PutResponse {
+            context: "after".into(),
+            dot: "n1:9".into(),
+            trace: Vec::new(),
+        }))
+    }
+
+    fn error(kind: ErrorKind) -> Outcome {
+        Outcome::Answer(ClientResponse::Error(ErrorResponse {
+            kind,
+            message: "scripted error".into(),
+        }))
+    }
+
+    fn extra<'a>(c: &'a Completion, name: &str) -> Option<&'a Value> {
+        c.extra.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn write_inv() -> Invocation {
+        inv(Function::Write, v(vec![s("k"), Value::Int(5)]))
+    }
+
+    /// Goal: an unreachable node certainly did not execute the write: `:fail`, with the
+    /// reason recorded.
+    #[tokio::test]
+    async fn refused_write_fails() {
+        let (mut c, _) = client(
+            ConflictPolicy::LwwTimestamp,
+            WorkloadKind::Register,
+            vec![Outcome::Refused("n1 is down".into())],
+        );
+        let done = c.invoke(&write_inv()).await;
+        assert_eq!(done.kind, OpType::Fail);
+        assert_eq!(extra(&done, "error"), Some(&s("n1 is down")));
+    }
+
+    /// Goal: a write whose reply was lost may have taken effect: `:info`, never `:fail`.
+    #[tokio::test]
+    async fn lost_write_is_indeterminate() {
+        let (mut c, _) = client(
+            ConflictPolicy::LwwTimestamp,
+            WorkloadKind::Register,
+            vec![Outcome::Lost("no reply".into())],
+        );
+        let done = c.invoke(&write_inv()).await;
+        assert_eq!(done.kind, OpType::Info);
+        assert_eq!(done.value, write_inv().value);
+    }
+
+    /// Goal: a read whose reply was lost changed nothing: `:fail`, keeping the
+    /// invocation's value.
+    #[tokio::test]
+    async fn lost_read_fails() {
+        let (mut c, _) = client(
+            ConflictPolicy::LwwTimestamp,
+            WorkloadKind::Register,
+            vec![Outcome::Lost("no reply".into())],
+        );
+        let read = inv(Function::Read, v(vec![s("k"), Value::Nil]));
+        let done = c.invoke(&read).await;
+        assert_eq!(done.kind, OpType::Fail);
+        assert_eq!(done.value, read.value);
+    }
+
+    /// Goal: a write that missed its quorum may still be on some replicas: `:info`.
+    #[tokio::test]
+    async fn quorum_not_reached_write_is_indeterminate() {
+        let (mut c, _) = client(
+            ConflictPolicy::LwwTimestamp,
+            WorkloadKind::Register,
+            vec![error(ErrorKind::QuorumNotReached {
+                needed: 2,
+                got: 1,
+                failures: Vec::new(),
+            })],
+        );
+        let done = c.invoke(&write_inv()).await;
+        assert_eq!(done.kind, OpType::Info);
+        assert_eq!(extra(&done, "error"), Some(&s("scripted error")));
+    }
+
+    /// Goal: a cas whose read matched but whose conditional write was refused with
+    /// `Conflict` did not happen: `:fail`; the put was conditional on the read's context.
+    #[tokio::test]
+    async fn cas_conflict_fails() {
+        let (mut c, script) = client(
+            ConflictPolicy::Siblings,
+            WorkloadKind::Register,
+            vec![
+                read_reply(&[("n1:1", "1")], "ctx-1"),
+                error(ErrorKind::Conflict),
+            ],
+        );
+        let cas = inv(
+            Function::Cas,
+            v(vec![s("k"), v(vec![Value::Int(1), Value::Int(2)])]),
+        );
+        let done = c.invoke(&cas).await;
+        assert_eq!(done.kind, OpType::Fail);
+        let p = puts(&script);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].if_context);
+        assert_eq!(p[0].context, "ctx-1");
+        assert_eq!(p[0].value.as_deref(), Some(&b"2"[..]));
+    }
+
+    /// Goal: a cas whose read shows another value fails at once, without writing.
+    #[tokio::test]
+    async fn cas_precondition_mismatch_fails_without_writing() {
+        let (mut c, script) = client(
+            ConflictPolicy::Siblings,
+            WorkloadKind::Register,
+            vec![read_reply(&[("n1:1", "3")], "ctx-1"), put_ok()],
+        );
+        let cas = inv(
+            Function::Cas,
+            v(vec![s("k"), v(vec![Value::Int(1), Value::Int(2)])]),
+        );
+        let done = c.invoke(&cas).await;
+        assert_eq!(done.kind, OpType::Fail);
+        let e = extra(&done, "error").cloned().unwrap_or(Value::Nil);
+        assert!(e.to_string().contains("precondition"), "{e}");
+        assert_eq!(sent(&script).len(), 1, "only the read was sent");
+        assert!(puts(&script).is_empty());
+    }
+
+    /// Goal: a sibling write's `prepare` replaces `:ctx` with the values of the client's
+    /// last read of that key, and the put carries that read's context (not an earlier
+    /// read's, not another key's).
+    #[tokio::test]
+    async fn sibling_prepare_uses_the_last_read() {
+        let (mut c, script) = client(
+            ConflictPolicy::Siblings,
+            WorkloadKind::SiblingRegister,
+            vec![
+                read_reply(&[("n1:1", "1")], "ctx-old"),
+                read_reply(&[("n1:1", "1"), ("n2:1", "2")], "ctx-new"),
+                read_reply(&[("n3:1", "7")], "ctx-other-key"),
+                put_ok(),
+            ],
+        );
+        for key in ["k", "k", "other"] {
+            let done = c
+                .invoke(&inv(Function::Read, v(vec![s(key), Value::Nil])))
+                .await;
+            assert_eq!(done.kind, OpType::Ok);
+        }
+        let mut w = inv(
+            Function::Write,
+            v(vec![s("k"), Value::Int(3), Value::kw("ctx")]),
+        );
+        c.prepare(&mut w);
+        assert_eq!(
+            w.value,
+            v(vec![
+                s("k"),
+                Value::Int(3),
+                v(vec![Value::Int(1), Value::Int(2)])
+            ])
+        );
+        let done = c.invoke(&w).await;
+        assert_eq!(done.kind, OpType::Ok);
+        let p = puts(&script);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].context, "ctx-new");
+        assert!(!p[0].if_context);
+        assert_eq!(extra(&done, "context"), Some(&s("ctx-new")));
+    }
+
+    /// Goal: a set on a plain (non-CRDT) keyspace reads the key, adds the element to the
+    /// union of its siblings, and writes the union back with the read's context, so the
+    /// write replaces exactly the siblings it merged.
+    #[tokio::test]
+    async fn set_on_siblings_unions_and_writes_back_with_the_read_context() {
+        let (mut c, script) = client(
+            ConflictPolicy::Siblings,
+            WorkloadKind::Set,
+            vec![
+                read_reply(&[("n1:1", "1,2"), ("n2:1", "2,3")], "ctx-set"),
+                put_ok(),
+            ],
+        );
+        let done = c.invoke(&inv(Function::Add, Value::Int(4))).await;
+        assert_eq!(done.kind, OpType::Ok);
+        let p = puts(&script);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, Key::simple(b"set".to_vec()));
+        assert_eq!(p[0].value.as_deref(), Some(&b"1,2,3,4"[..]));
+        assert_eq!(p[0].context, "ctx-set");
+    }
+
+    /// Goal: a set on a CRDT set keyspace is one update (no read), adding the element.
+    #[tokio::test]
+    async fn set_on_crdt_set_is_one_update() {
+        let (mut c, script) = client(
+            ConflictPolicy::Set,
+            WorkloadKind::Set,
+            vec![Outcome::Answer(ClientResponse::Update(UpdateResponse {
+                context: String::new(),
+                trace: Vec::new(),
+            }))],
+        );
+        let done = c.invoke(&inv(Function::Add, Value::Int(4))).await;
+        assert_eq!(done.kind, OpType::Ok);
+        match sent(&script).as_slice() {
+            [ClientRequest::Update(u)] => {
+                assert_eq!(u.op, CrdtOp::SetAdd(vec![ByteBuf::from(b"4".to_vec())]))
+            }
+            other => panic!("expected one update, sent {other:?}"),
+        }
+    }
+
+    /// Goal: on an `lww-client` keyspace every write carries a client timestamp, strictly
+    /// increasing even when the clock does not move between writes.
+    #[tokio::test]
+    async fn lww_client_timestamps_strictly_increase() {
+        let (mut c, script) = client(
+            ConflictPolicy::LwwClient,
+            WorkloadKind::Register,
+            vec![put_ok(), put_ok(), put_ok()],
+        );
+        for _ in 0..3 {
+            assert_eq!(c.invoke(&write_inv()).await.kind, OpType::Ok);
+        }
+        let stamps: Vec<u64> = puts(&script)
+            .iter()
+            .map(|p| p.timestamp.expect("lww-client writes carry a timestamp"))
+            .collect();
+        assert_eq!(stamps.len(), 3);
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        // Microseconds of the client's clock (1000 ms).
+        assert_eq!(stamps[0], 1_000_000);
+    }
+
+    /// Goal: on an `lww-actor` keyspace writes carry the client's actor; elsewhere none.
+    #[tokio::test]
+    async fn lww_actor_writes_carry_the_actor() {
+        let (mut c, script) = client(
+            ConflictPolicy::LwwActor,
+            WorkloadKind::Register,
+            vec![put_ok()],
+        );
+        assert_eq!(c.invoke(&write_inv()).await.kind, OpType::Ok);
+        let p = puts(&script);
+        assert_eq!(p[0].actor.as_deref(), Some("c3"));
+        assert_eq!(p[0].timestamp, None);
+
+        let (mut c, script) = client(
+            ConflictPolicy::LwwTimestamp,
+            WorkloadKind::Register,
+            vec![put_ok()],
+        );
+        assert_eq!(c.invoke(&write_inv()).await.kind, OpType::Ok);
+        assert_eq!(puts(&script)[0].actor, None);
+    }
+}

@@ -2,7 +2,8 @@
 //! looks like, which workloads fit which conflict policy, the client that turns the
 //! harness's abstract operations into quorumkv requests ([`client`]), the targets a run
 //! can be pointed at with their nemeses ([`local`], [`containers`], [`simulated`]), and
-//! the convergence check every run ends with ([`convergence`]).
+//! the convergence check every run ends with ([`convergence`]), and one whole run from a
+//! checked plan to its stored report ([`run`]).
 //!
 //! The generic parts — generators, the nemesis schedule, recording the history as it
 //! happens, the checkers, plots and stored runs — live in the `jepsen-like` crate
@@ -13,6 +14,7 @@ pub mod client;
 pub mod containers;
 pub mod convergence;
 pub mod local;
+pub mod run;
 pub mod simulated;
 
 use std::fmt;
@@ -59,6 +61,31 @@ pub enum HarnessError {
     /// Starting, reaching or stopping the cluster failed.
     #[error("{0}")]
     Cluster(String),
+    /// The run's keyspace could not be created.
+    #[error("creating keyspace {keyspace}: {message}")]
+    CreateKeyspace {
+        /// The keyspace.
+        keyspace: String,
+        /// The client's error.
+        message: String,
+    },
+    /// The generic runner or a workload stopped the run (bad options, the history file).
+    #[error(transparent)]
+    Run(#[from] jepsen_like::harness::HarnessError),
+    /// The report could not be written.
+    #[error("writing the run's report: {0}")]
+    Report(jepsen_like::harness::HarnessError),
+    /// The convergence report could not be serialized.
+    #[error("serializing the convergence report: {0}")]
+    Json(serde_json::Error),
+    /// An operating-system call failed (a runtime, a file).
+    #[error("{what}: {cause}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        cause: std::io::Error,
+    },
 }
 
 /// The workloads of `quorumkv jepsen --workload`.
