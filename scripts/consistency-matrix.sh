@@ -75,6 +75,11 @@ if [ "$CONTAINERS" = 1 ] && ! docker info >/dev/null 2>&1; then
     echo "consistency-matrix: no Docker engine: the containers rows are not run" >&2
     CONTAINERS=0
 fi
+# The containers rows bring the compose cluster up; take it down again at the end unless it
+# was already running before (then it is someone else's).
+if [ "$CONTAINERS" = 1 ] && ! docker ps --format '{{.Names}}' | grep -q '^qkv-n1$'; then
+    trap 'bash scripts/cluster-down.sh --purge >/dev/null 2>&1 || true' EXIT
+fi
 INTERVAL=$((TIME / 5))
 [ "$INTERVAL" -ge 1 ] || INTERVAL=1
 started=$SECONDS

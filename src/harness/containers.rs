@@ -17,7 +17,8 @@ use jepsen_like::Value;
 use crate::client::Client;
 use crate::config::ClusterFile;
 
-use super::local::{client_for, set_clock, skew_ms, wait_ready};
+use super::local::{client_for, set_clock, wait_ready};
+use super::nemesis::{NodeControl, TargetNemesis};
 use super::HarnessError;
 
 /// Faults the containers target can inject.
@@ -155,195 +156,105 @@ impl Containers {
     }
 }
 
-/// The containers target's nemesis. Node faults hurt one node not already hurt; a
-/// partition replaces any other partition (netsplit.sh's rule), so at most one is active.
-pub struct ContainersNemesis {
+/// What the containers target can do to its nodes: `scripts/nodes.sh` for processes,
+/// `scripts/netsplit.sh` for partitions, and the nodes' admin clock offset.
+pub struct ContainersControl {
     root: PathBuf,
     names: Vec<String>,
     admins: Vec<Arc<Client>>,
-    killed: Vec<usize>,
-    paused: Vec<usize>,
-    skewed: Vec<usize>,
-    partitioned: bool,
 }
 
-impl ContainersNemesis {
-    /// A nemesis over `c`; refuses faults the target cannot inject.
-    pub fn new(c: &Containers, faults: &[String]) -> Result<Self, HarnessError> {
-        for f in faults {
-            if !FAULTS.contains(&f.as_str()) {
-                return Err(HarnessError::UnsupportedFault {
-                    target: "containers",
-                    fault: f.clone(),
-                    supported: FAULTS.join(", "),
-                });
-            }
-        }
+impl ContainersControl {
+    /// The control of `c`'s nodes.
+    pub fn new(c: &Containers) -> Result<Self, HarnessError> {
         let names = c.names();
         let admins = names
             .iter()
             .map(|n| client_for(&c.cluster_file, n))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ContainersNemesis {
+        Ok(ContainersControl {
             root: c.root.clone(),
             names,
             admins,
-            killed: Vec::new(),
-            paused: Vec::new(),
-            skewed: Vec::new(),
-            partitioned: false,
         })
     }
 
-    fn victim(&self, draw: u64) -> Option<usize> {
-        let healthy: Vec<usize> = (0..self.names.len())
-            .filter(|i| {
-                !self.killed.contains(i) && !self.paused.contains(i) && !self.skewed.contains(i)
-            })
-            .collect();
-        (!healthy.is_empty()).then(|| healthy[(draw % healthy.len() as u64) as usize])
+    async fn nodes_sh(&self, action: &str, i: usize) -> Result<(), String> {
+        script(
+            &self.root,
+            "nodes.sh",
+            &[action.to_string(), self.names[i].clone()],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl NodeControl for ContainersControl {
+    fn target(&self) -> &'static str {
+        "containers"
     }
 
-    /// The nodes in an order drawn from `draw` (a seeded shuffle).
-    fn shuffled(&self, mut draw: u64) -> Vec<String> {
-        let mut v = self.names.clone();
-        for i in (1..v.len()).rev() {
-            draw = draw
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            v.swap(i, ((draw >> 33) % (i as u64 + 1)) as usize);
-        }
-        v
+    fn supported(&self) -> &'static [&'static str] {
+        &FAULTS
     }
 
-    async fn netsplit(&mut self, args: Vec<String>) -> Result<Value, String> {
+    fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    async fn kill(&mut self, i: usize) -> Result<(), String> {
+        self.nodes_sh("kill", i).await
+    }
+
+    async fn restart(&mut self, i: usize) -> Result<(), String> {
+        // `start` also re-applies the current netsplit inside the fresh container.
+        self.nodes_sh("start", i).await
+    }
+
+    async fn pause(&mut self, i: usize, pause: bool) -> Result<(), String> {
+        self.nodes_sh(if pause { "pause" } else { "resume" }, i)
+            .await
+    }
+
+    async fn set_clock(&mut self, i: usize, ms: i64) -> Result<Value, String> {
+        set_clock(&self.admins[i], ms).await
+    }
+
+    async fn partition(&mut self, shape: &str, order: Vec<usize>) -> Result<Value, String> {
+        let at = |k: usize| self.names[order[k % order.len()]].clone();
+        let args: Vec<String> = match shape {
+            // Random halves: a minority of two against a majority of three.
+            "halves" => {
+                let (a, b) = order.split_at(order.len() / 2);
+                let group = |g: &[usize]| {
+                    g.iter()
+                        .map(|&i| self.names[i].clone())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                vec!["split".into(), group(a), group(b)]
+            }
+            "majorities-ring" => vec!["ring".into()],
+            "bridge" => vec!["bridge".into(), at(0)],
+            "one" => vec!["isolate".into(), at(0)],
+            "oneway" => vec!["oneway".into(), at(0), at(1)],
+            other => return Err(format!("no partition shape {other:?}")),
+        };
         script(&self.root, "netsplit.sh", &args).await?;
-        self.partitioned = true;
         Ok(Value::Vector(
             std::iter::once(Value::kw("netsplit"))
                 .chain(args.into_iter().map(Value::Str))
                 .collect(),
         ))
     }
-}
 
-impl jepsen_like::harness::Nemesis for ContainersNemesis {
-    fn start(
-        &mut self,
-        fault: &str,
-        draw: u64,
-    ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        let fault = fault.to_string();
-        async move {
-            let order = self.shuffled(draw);
-            match fault.as_str() {
-                "partition-halves" => {
-                    // Random halves: a minority of two against a majority of three.
-                    let (a, b) = order.split_at(order.len() / 2);
-                    self.netsplit(vec!["split".into(), a.join(","), b.join(",")])
-                        .await
-                }
-                "partition-majorities-ring" => self.netsplit(vec!["ring".into()]).await,
-                "partition-bridge" => self.netsplit(vec!["bridge".into(), order[0].clone()]).await,
-                "partition-one" => {
-                    self.netsplit(vec!["isolate".into(), order[0].clone()])
-                        .await
-                }
-                "partition-oneway" => {
-                    self.netsplit(vec!["oneway".into(), order[0].clone(), order[1].clone()])
-                        .await
-                }
-                node_fault => {
-                    let i = self.victim(draw).ok_or("every node is already hurt")?;
-                    let name = self.names[i].clone();
-                    match node_fault {
-                        "kill" => {
-                            script(&self.root, "nodes.sh", &["kill".into(), name.clone()]).await?;
-                            self.killed.push(i);
-                            Ok(Value::Vector(vec![Value::kw("killed"), Value::Str(name)]))
-                        }
-                        "pause" => {
-                            script(&self.root, "nodes.sh", &["pause".into(), name.clone()]).await?;
-                            self.paused.push(i);
-                            Ok(Value::Vector(vec![Value::kw("paused"), Value::Str(name)]))
-                        }
-                        "clock-skew" => {
-                            let v = set_clock(&self.admins[i], skew_ms(draw)).await?;
-                            self.skewed.push(i);
-                            Ok(Value::Vector(vec![Value::kw("clock-offset"), v]))
-                        }
-                        other => Err(format!("the containers target cannot inject {other:?}")),
-                    }
-                }
-            }
-        }
-    }
-
-    fn stop(
-        &mut self,
-        fault: &str,
-    ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        let fault = fault.to_string();
-        async move {
-            let mut done = Vec::new();
-            match fault.as_str() {
-                "kill" => {
-                    for i in std::mem::take(&mut self.killed) {
-                        script(
-                            &self.root,
-                            "nodes.sh",
-                            &["start".into(), self.names[i].clone()],
-                        )
-                        .await?;
-                        done.push(Value::Str(self.names[i].clone()));
-                    }
-                    Ok(Value::Vector(vec![
-                        Value::kw("started"),
-                        Value::Vector(done),
-                    ]))
-                }
-                "pause" => {
-                    for i in std::mem::take(&mut self.paused) {
-                        script(
-                            &self.root,
-                            "nodes.sh",
-                            &["resume".into(), self.names[i].clone()],
-                        )
-                        .await?;
-                        done.push(Value::Str(self.names[i].clone()));
-                    }
-                    Ok(Value::Vector(vec![
-                        Value::kw("resumed"),
-                        Value::Vector(done),
-                    ]))
-                }
-                "clock-skew" => {
-                    for i in std::mem::take(&mut self.skewed) {
-                        done.push(set_clock(&self.admins[i], 0).await?);
-                    }
-                    Ok(Value::Vector(vec![
-                        Value::kw("clock-reset"),
-                        Value::Vector(done),
-                    ]))
-                }
-                _ => {
-                    script(&self.root, "netsplit.sh", &["heal".into()]).await?;
-                    self.partitioned = false;
-                    Ok(Value::kw("healed"))
-                }
-            }
-        }
-    }
-
-    async fn heal_all(&mut self) -> Result<Value, String> {
-        {
-            let mut healed = Vec::new();
-            // Always: a netsplit left by an earlier, interrupted run heals too.
-            healed.push(self.stop("partition").await?);
-            for f in ["kill", "pause", "clock-skew"] {
-                healed.push(self.stop(f).await?);
-            }
-            Ok(Value::Vector(healed))
-        }
+    async fn heal_partition(&mut self) -> Result<(), String> {
+        script(&self.root, "netsplit.sh", &["heal".into()])
+            .await
+            .map(|_| ())
     }
 }
+
+/// The containers target's nemesis.
+pub type ContainersNemesis = TargetNemesis<ContainersControl>;

@@ -17,6 +17,7 @@ use crate::client::Client;
 use crate::config::{ClusterFile, Member, NodeConfig, StorageConfig, Timeouts};
 use crate::inprocess::write_cluster_files;
 
+use super::nemesis::{NodeControl, TargetNemesis};
 use super::HarnessError;
 
 /// Faults the local target can inject.
@@ -291,16 +292,6 @@ pub async fn wait_ready(
     Ok(())
 }
 
-/// A clock offset drawn from `draw`: 2 to 60 s, ahead or behind.
-pub fn skew_ms(draw: u64) -> i64 {
-    let ms = 2_000 + ((draw >> 8) % 58_000) as i64;
-    if draw & 1 == 0 {
-        ms
-    } else {
-        -ms
-    }
-}
-
 /// Move `node`'s clock through `client` (its only contact point).
 pub async fn set_clock(client: &Client, ms: i64) -> Result<Value, String> {
     client
@@ -310,142 +301,69 @@ pub async fn set_clock(client: &Client, ms: i64) -> Result<Value, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The nemesis of the local target. Each `start` hurts one node chosen by the draw among
-/// the ones not already hurt; `stop` undoes what that fault did.
-pub struct LocalNemesis {
+/// What the local target can do to its nodes: signals to the processes, and the clock
+/// offset through each node's admin client.
+pub struct LocalControl {
     cluster: Arc<Mutex<LocalCluster>>,
     admins: Vec<Arc<Client>>,
-    killed: Vec<usize>,
-    paused: Vec<usize>,
-    skewed: Vec<usize>,
 }
 
-impl LocalNemesis {
-    /// A nemesis over `cluster`; refuses faults the target cannot inject.
-    pub fn new(cluster: Arc<Mutex<LocalCluster>>, faults: &[String]) -> Result<Self, HarnessError> {
-        for f in faults {
-            if !FAULTS.contains(&f.as_str()) {
-                return Err(HarnessError::UnsupportedFault {
-                    target: "local",
-                    fault: f.clone(),
-                    supported: FAULTS.join(", "),
-                });
-            }
-        }
+impl LocalControl {
+    /// The control of `cluster`'s nodes.
+    pub fn new(cluster: Arc<Mutex<LocalCluster>>) -> Result<Self, HarnessError> {
         let admins = {
             let c = cluster.lock().unwrap_or_else(|e| e.into_inner());
             (0..c.nodes.len())
                 .map(|i| c.client_for(i))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        Ok(LocalNemesis {
-            cluster,
-            admins,
-            killed: Vec::new(),
-            paused: Vec::new(),
-            skewed: Vec::new(),
-        })
+        Ok(LocalControl { cluster, admins })
     }
 
     fn cluster(&self) -> std::sync::MutexGuard<'_, LocalCluster> {
         self.cluster.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// A node not hurt by any fault, chosen by `draw`.
-    fn victim(&self, draw: u64) -> Option<usize> {
-        let n = self.admins.len();
-        let healthy: Vec<usize> = (0..n)
-            .filter(|i| {
-                !self.killed.contains(i) && !self.paused.contains(i) && !self.skewed.contains(i)
-            })
-            .collect();
-        (!healthy.is_empty()).then(|| healthy[(draw % healthy.len() as u64) as usize])
+impl NodeControl for LocalControl {
+    fn target(&self) -> &'static str {
+        "local"
     }
 
-    fn name(&self, i: usize) -> Value {
-        Value::Str(format!("n{}", i + 1))
+    fn supported(&self) -> &'static [&'static str] {
+        &FAULTS
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.cluster().names()
+    }
+
+    async fn kill(&mut self, i: usize) -> Result<(), String> {
+        self.cluster().kill(i).map_err(|e| e.to_string())
+    }
+
+    async fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.cluster().restart(i).map_err(|e| e.to_string())
+    }
+
+    async fn pause(&mut self, i: usize, pause: bool) -> Result<(), String> {
+        self.cluster().pause(i, pause).map_err(|e| e.to_string())
+    }
+
+    async fn set_clock(&mut self, i: usize, ms: i64) -> Result<Value, String> {
+        set_clock(&self.admins[i], ms).await
+    }
+
+    async fn partition(&mut self, shape: &str, _order: Vec<usize>) -> Result<Value, String> {
+        Err(format!(
+            "the local target cannot partition (partition-{shape}): loopback has no links to cut; use --target containers or sim"
+        ))
+    }
+
+    async fn heal_partition(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 
-impl jepsen_like::harness::Nemesis for LocalNemesis {
-    fn start(
-        &mut self,
-        fault: &str,
-        draw: u64,
-    ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        let fault = fault.to_string();
-        async move {
-            let i = self.victim(draw).ok_or("every node is already hurt")?;
-            match fault.as_str() {
-                "kill" => {
-                    self.cluster().kill(i).map_err(|e| e.to_string())?;
-                    self.killed.push(i);
-                    Ok(Value::Vector(vec![Value::kw("killed"), self.name(i)]))
-                }
-                "pause" => {
-                    self.cluster().pause(i, true).map_err(|e| e.to_string())?;
-                    self.paused.push(i);
-                    Ok(Value::Vector(vec![Value::kw("paused"), self.name(i)]))
-                }
-                "clock-skew" => {
-                    let v = set_clock(&self.admins[i], skew_ms(draw)).await?;
-                    self.skewed.push(i);
-                    Ok(Value::Vector(vec![Value::kw("clock-offset"), v]))
-                }
-                other => Err(format!("the local target cannot inject {other:?}")),
-            }
-        }
-    }
-
-    fn stop(
-        &mut self,
-        fault: &str,
-    ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        let fault = fault.to_string();
-        async move {
-            let mut done = Vec::new();
-            match fault.as_str() {
-                "kill" => {
-                    for i in std::mem::take(&mut self.killed) {
-                        self.cluster().restart(i).map_err(|e| e.to_string())?;
-                        done.push(self.name(i));
-                    }
-                    Ok(Value::Vector(vec![
-                        Value::kw("restarted"),
-                        Value::Vector(done),
-                    ]))
-                }
-                "pause" => {
-                    for i in std::mem::take(&mut self.paused) {
-                        self.cluster().pause(i, false).map_err(|e| e.to_string())?;
-                        done.push(self.name(i));
-                    }
-                    Ok(Value::Vector(vec![
-                        Value::kw("resumed"),
-                        Value::Vector(done),
-                    ]))
-                }
-                "clock-skew" => {
-                    for i in std::mem::take(&mut self.skewed) {
-                        done.push(set_clock(&self.admins[i], 0).await?);
-                    }
-                    Ok(Value::Vector(vec![
-                        Value::kw("clock-reset"),
-                        Value::Vector(done),
-                    ]))
-                }
-                other => Err(format!("the local target cannot inject {other:?}")),
-            }
-        }
-    }
-
-    async fn heal_all(&mut self) -> Result<Value, String> {
-        {
-            let mut healed = Vec::new();
-            for f in FAULTS {
-                healed.push(self.stop(f).await?);
-            }
-            Ok(Value::Vector(healed))
-        }
-    }
-}
+/// The local target's nemesis.
+pub type LocalNemesis = TargetNemesis<LocalControl>;

@@ -14,6 +14,7 @@ pub mod client;
 pub mod containers;
 pub mod convergence;
 pub mod local;
+pub mod nemesis;
 pub mod run;
 pub mod simulated;
 

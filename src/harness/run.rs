@@ -22,10 +22,10 @@ use crate::config::ClusterFile;
 use crate::keyspace::KeyspaceDef;
 
 use super::client::{QuicTransport, StoreClient, Transport};
-use super::containers::{Containers, ContainersNemesis};
+use super::containers::{Containers, ContainersControl, ContainersNemesis};
 use super::convergence::{self, ConvergenceReport};
-use super::local::{client_for, wait_ready, LocalCluster, LocalNemesis};
-use super::simulated::{SimNemesis, SimTarget};
+use super::local::{client_for, wait_ready, LocalCluster, LocalControl, LocalNemesis};
+use super::simulated::{SimControl, SimNemesis, SimTarget};
 use super::{HarnessError, KeyspaceSpec, WorkloadKind};
 
 /// How often the convergence check reads the replicas again.
@@ -211,7 +211,10 @@ impl RunPlan {
             let nemesis = if self.faults.is_empty() {
                 None
             } else {
-                Some(SimNemesis::new(target.clone(), &self.faults)?)
+                Some(SimNemesis::new(
+                    SimControl::new(target.clone()),
+                    &self.faults,
+                )?)
             };
             let wall = Arc::new(SimWall(crate::sim::env::SimClock::new(
                 crate::sim::env::now(),
@@ -256,7 +259,7 @@ impl RunPlan {
         let result = rt.block_on(async {
             wait_ready(&cf, LOCAL_READY_WITHIN, &logs).await?;
             self.drive_quic(&cf, &names, sink, |faults| {
-                LocalNemesis::new(Arc::clone(&cluster), faults)
+                LocalNemesis::new(LocalControl::new(Arc::clone(&cluster))?, faults)
             })
             .await
         });
@@ -294,7 +297,7 @@ impl RunPlan {
             let cf = c.cluster_file().clone();
             let out = self
                 .drive_quic(&cf, &names, sink, |faults| {
-                    ContainersNemesis::new(&c, faults)
+                    ContainersNemesis::new(ContainersControl::new(&c)?, faults)
                 })
                 .await;
             let logs_dir = dir.path.join("logs");

@@ -19,7 +19,7 @@ use crate::sim::cluster::{ClusterSpec, SimCluster};
 use crate::sim::nemesis::{cuts, Shape};
 
 use super::client::{Outcome, Transport};
-use super::local::skew_ms;
+use super::nemesis::{NodeControl, TargetNemesis};
 use super::HarnessError;
 
 /// Faults the sim target can inject.
@@ -133,48 +133,74 @@ impl Transport for SimTransport {
     }
 }
 
-/// The sim target's nemesis.
-pub struct SimNemesis {
+/// What the sim target can do to its machines: power loss and restart, clock jumps,
+/// and cuts of the in-memory links in the shapes of `scripts/netsplit.sh`. There is no
+/// pause: a simulated process is either running or crashed.
+pub struct SimControl {
     target: SimTarget,
-    n: usize,
-    crashed: Vec<usize>,
-    skewed: Vec<(usize, i64)>,
+    /// Each machine's clock offset now, so a reset jumps back by exactly as much.
+    offsets: Vec<i64>,
 }
 
-impl SimNemesis {
-    /// A nemesis over `target`; refuses faults it cannot inject.
-    pub fn new(target: SimTarget, faults: &[String]) -> Result<Self, HarnessError> {
-        for f in faults {
-            if !FAULTS.contains(&f.as_str()) {
-                return Err(HarnessError::UnsupportedFault {
-                    target: "sim",
-                    fault: f.clone(),
-                    supported: FAULTS.join(", "),
-                });
-            }
-        }
+impl SimControl {
+    /// The control of `target`'s machines.
+    pub fn new(target: SimTarget) -> Self {
         let n = target.names().len();
-        Ok(SimNemesis {
+        SimControl {
             target,
-            n,
-            crashed: Vec::new(),
-            skewed: Vec::new(),
-        })
-    }
-
-    fn victim(&self, draw: u64) -> Option<usize> {
-        let healthy: Vec<usize> = (0..self.n)
-            .filter(|i| !self.crashed.contains(i) && !self.skewed.iter().any(|(j, _)| j == i))
-            .collect();
-        (!healthy.is_empty()).then(|| healthy[(draw % healthy.len() as u64) as usize])
-    }
-
-    fn partition(&mut self, shape: Shape, draw: u64) -> Value {
-        let mut rng = Rng::new(draw);
-        let mut order: Vec<usize> = (0..self.n).collect();
-        for i in (1..self.n).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
+            offsets: vec![0; n],
         }
+    }
+}
+
+impl NodeControl for SimControl {
+    fn target(&self) -> &'static str {
+        "sim"
+    }
+
+    fn supported(&self) -> &'static [&'static str] {
+        &FAULTS
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.target.names()
+    }
+
+    async fn kill(&mut self, i: usize) -> Result<(), String> {
+        self.target.cluster().crash(i);
+        Ok(())
+    }
+
+    async fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.target
+            .cluster()
+            .restart(i)
+            .map_err(|e| format!("n{} did not restart: {e}", i + 1))
+    }
+
+    async fn pause(&mut self, _i: usize, _pause: bool) -> Result<(), String> {
+        Err("the sim target cannot pause a node".into())
+    }
+
+    async fn set_clock(&mut self, i: usize, ms: i64) -> Result<Value, String> {
+        let by = ms - self.offsets[i];
+        self.target.cluster().machines()[i].clock.jump(by);
+        self.offsets[i] = ms;
+        Ok(Value::Vector(vec![
+            Value::Str(format!("n{}", i + 1)),
+            Value::Int(ms),
+        ]))
+    }
+
+    async fn partition(&mut self, shape: &str, order: Vec<usize>) -> Result<Value, String> {
+        let shape = match shape {
+            "halves" => Shape::Halves,
+            "majorities-ring" => Shape::MajoritiesRing,
+            "bridge" => Shape::Bridge,
+            "one" => Shape::Isolate,
+            "oneway" => Shape::OneWay,
+            other => return Err(format!("no partition shape {other:?}")),
+        };
         let c = self.target.cluster();
         c.net.heal();
         let cut = cuts(shape, &order);
@@ -182,7 +208,7 @@ impl SimNemesis {
             c.net
                 .cut_one_way(&format!("n{}", a + 1), &format!("n{}", b + 1));
         }
-        Value::Vector(vec![
+        Ok(Value::Vector(vec![
             Value::kw("partition"),
             Value::Str(shape.name().into()),
             Value::Vector(
@@ -190,108 +216,14 @@ impl SimNemesis {
                     .map(|(a, b)| Value::Str(format!("n{}->n{}", a + 1, b + 1)))
                     .collect(),
             ),
-        ])
+        ]))
+    }
+
+    async fn heal_partition(&mut self) -> Result<(), String> {
+        self.target.cluster().net.heal();
+        Ok(())
     }
 }
 
-impl jepsen_like::harness::Nemesis for SimNemesis {
-    fn start(
-        &mut self,
-        fault: &str,
-        draw: u64,
-    ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        let result = match fault {
-            "partition-halves" => Ok(self.partition(Shape::Halves, draw)),
-            "partition-majorities-ring" => Ok(self.partition(Shape::MajoritiesRing, draw)),
-            "partition-bridge" => Ok(self.partition(Shape::Bridge, draw)),
-            "partition-one" => Ok(self.partition(Shape::Isolate, draw)),
-            "partition-oneway" => Ok(self.partition(Shape::OneWay, draw)),
-            "kill" => match self.victim(draw) {
-                None => Err("every node is already hurt".to_string()),
-                Some(i) => {
-                    self.target.cluster().crash(i);
-                    self.crashed.push(i);
-                    Ok(Value::Vector(vec![
-                        Value::kw("killed"),
-                        Value::Str(format!("n{}", i + 1)),
-                    ]))
-                }
-            },
-            "clock-skew" => match self.victim(draw) {
-                None => Err("every node is already hurt".to_string()),
-                Some(i) => {
-                    let ms = skew_ms(draw);
-                    self.target.cluster().machines()[i].clock.jump(ms);
-                    self.skewed.push((i, ms));
-                    Ok(Value::Vector(vec![
-                        Value::kw("clock-offset"),
-                        Value::Vector(vec![Value::Str(format!("n{}", i + 1)), Value::Int(ms)]),
-                    ]))
-                }
-            },
-            other => Err(format!("the sim target cannot inject {other:?}")),
-        };
-        std::future::ready(result)
-    }
-
-    fn stop(
-        &mut self,
-        fault: &str,
-    ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        std::future::ready(self.undo(fault))
-    }
-
-    fn heal_all(&mut self) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-        let mut healed = Vec::new();
-        let mut error = None;
-        for f in ["partition", "kill", "clock-skew"] {
-            match self.undo(f) {
-                Ok(v) => healed.push(v),
-                Err(e) => error = Some(e),
-            }
-        }
-        std::future::ready(match error {
-            Some(e) => Err(e),
-            None => Ok(Value::Vector(healed)),
-        })
-    }
-}
-
-impl SimNemesis {
-    /// Undo what `fault` did (simulated faults heal at once).
-    fn undo(&mut self, fault: &str) -> Result<Value, String> {
-        let mut done = Vec::new();
-        match fault {
-            "kill" => {
-                let mut failed = None;
-                for i in std::mem::take(&mut self.crashed) {
-                    if let Err(e) = self.target.cluster().restart(i) {
-                        failed = Some(format!("n{} did not restart: {e}", i + 1));
-                    }
-                    done.push(Value::Str(format!("n{}", i + 1)));
-                }
-                match failed {
-                    Some(e) => Err(e),
-                    None => Ok(Value::Vector(vec![
-                        Value::kw("restarted"),
-                        Value::Vector(done),
-                    ])),
-                }
-            }
-            "clock-skew" => {
-                for (i, ms) in std::mem::take(&mut self.skewed) {
-                    self.target.cluster().machines()[i].clock.jump(-ms);
-                    done.push(Value::Str(format!("n{}", i + 1)));
-                }
-                Ok(Value::Vector(vec![
-                    Value::kw("clock-reset"),
-                    Value::Vector(done),
-                ]))
-            }
-            _ => {
-                self.target.cluster().net.heal();
-                Ok(Value::kw("healed"))
-            }
-        }
-    }
-}
+/// The sim target's nemesis.
+pub type SimNemesis = TargetNemesis<SimControl>;
