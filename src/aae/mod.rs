@@ -364,16 +364,17 @@ impl AntiEntropy {
                 st.replicas = replicas.clone();
                 st.next_peer
             };
-            let Some((offset, peer)) = (0..others.len())
-                .map(|i| (start + i) % others.len().max(1))
-                .map(|i| (i, others[i].clone()))
-                .find(|(_, p)| self.peers.peer_up(p) != Some(false))
-            else {
-                self.with_state(&id, |st| {
-                    st.last_error = Some("no other replica is up".into())
-                });
+            if others.is_empty() {
                 continue;
-            };
+            }
+            // The next replica in turn not known to be down; if all are, the next one
+            // anyway (the exchange is then also the probe that finds it back).
+            let turn = |i: usize| (start + i) % others.len();
+            let offset = (0..others.len())
+                .map(turn)
+                .find(|i| self.peers.peer_up(&others[*i]) != Some(false))
+                .unwrap_or_else(|| turn(0));
+            let peer = others[offset].clone();
             let now_ms = self.env.now_ms();
             let outcome = self.exchange(&ks, range, &peer).await;
             self.metrics.aae_exchanges.fetch_add(1, Ordering::Relaxed);
