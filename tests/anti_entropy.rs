@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{keyspace, put_request, TIMEOUT};
+use common::{keyspace, put_request, update_request, TIMEOUT};
 use quorumkv::aae::tree::range_id;
 use quorumkv::causality::VersionVector;
 use quorumkv::config::{AntiEntropyConfig, Limits, Member};
@@ -17,7 +17,7 @@ use quorumkv::key::Key;
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
 use quorumkv::node::{Node, NodeParams};
 use quorumkv::object::Object;
-use quorumkv::proto::{PeerRequest, PeerResponse};
+use quorumkv::proto::{CrdtOp, PeerRequest, PeerResponse};
 use quorumkv::storage::{BatchOp, MemoryStorage, Storage};
 use quorumkv::transport::memory::MemoryNetwork;
 
@@ -193,7 +193,18 @@ async fn exchanges_are_bounded_and_converge_over_several() {
 /// coming back, judged on each replica's own copy.
 #[tokio::test(start_paused = true)]
 async fn node_down_during_writes_converges_without_reads() {
-    let ks = keyspace("ks", ConflictPolicy::Siblings, 3, 2, 2);
+    down_during_burst_converges(ConflictPolicy::Siblings).await;
+}
+
+/// Goal: the same for a CRDT keyspace (counters): the CRDT state, not a version vector,
+/// is what differs, and repair still reaches every replica.
+#[tokio::test(start_paused = true)]
+async fn node_down_during_crdt_updates_converges_without_reads() {
+    down_during_burst_converges(ConflictPolicy::Counter).await;
+}
+
+async fn down_during_burst_converges(policy: ConflictPolicy) {
+    let ks = keyspace("ks", policy, 3, 2, 2);
     let interval = Duration::from_millis(1000);
     let cfg = AntiEntropyConfig {
         interval_ms: interval.as_millis() as u64,
@@ -203,10 +214,17 @@ async fn node_down_during_writes_converges_without_reads() {
     c.net.set_down("n3", true);
     let keys: Vec<String> = (0..40).map(|i| format!("burst{i}")).collect();
     for k in &keys {
-        c.node("n1")
-            .put(put_request("ks", k, k.as_bytes(), ""))
-            .await
-            .unwrap();
+        if policy == ConflictPolicy::Counter {
+            c.node("n1")
+                .update(update_request("ks", k, CrdtOp::CounterAdd(3), "", None))
+                .await
+                .unwrap();
+        } else {
+            c.node("n1")
+                .put(put_request("ks", k, k.as_bytes(), ""))
+                .await
+                .unwrap();
+        }
     }
     assert!(c
         .node("n3")
@@ -236,7 +254,7 @@ async fn node_down_during_writes_converges_without_reads() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = back.elapsed();
-    println!("converged {took:?} after n3 came back (interval {interval:?})");
+    println!("{policy:?}: converged {took:?} after n3 came back (interval {interval:?})");
     let status = c.node("n3").anti_entropy().unwrap().status();
     assert_eq!(status.len(), 1, "{status:?}");
 }
