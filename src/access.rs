@@ -122,6 +122,7 @@ pub fn needed(req: &ClientRequest) -> Option<(Permission, &str)> {
         ClientRequest::ListKeyspaces
         | ClientRequest::Replicas { .. }
         | ClientRequest::Status
+        | ClientRequest::AaeStatus
         | ClientRequest::Stats
         | ClientRequest::Ping => None,
     }

@@ -246,6 +246,7 @@ impl Catalog {
         let mut end = name.as_bytes().to_vec();
         end.push(1);
         let mut deleted = 0;
+        crate::aae::tree::purge_keyspace(&*self.storage, name)?;
         loop {
             let keys = self.storage.scan(&start, &end, PURGE_BATCH)?;
             if keys.is_empty() {

@@ -488,6 +488,20 @@ impl Client {
         }
     }
 
+    /// The contacted node's anti-entropy state: (node, enabled, one row per range).
+    pub async fn aae_status(
+        &self,
+    ) -> Result<(String, bool, Vec<crate::proto::AaeRangeStatus>), ClientError> {
+        match self.request(ClientRequest::AaeStatus).await? {
+            ClientResponse::AaeStatus {
+                node,
+                enabled,
+                ranges,
+            } => Ok((node, enabled, ranges)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The contacted node's latency histograms: (node, rows, read repairs sent).
     pub async fn stats(
         &self,

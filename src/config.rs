@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// Fault injection for tests (the Jepsen-style harness). Default: everything off.
     #[serde(default)]
     pub faults: FaultsConfig,
+    /// Merkle anti-entropy (`[anti_entropy]`). Default: on, see [`AntiEntropyConfig`].
+    #[serde(default)]
+    pub anti_entropy: AntiEntropyConfig,
     /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
     /// backup), makes the node issue versions under a new incarnation.
     #[serde(skip)]
@@ -244,6 +247,59 @@ pub struct FaultsConfig {
     /// Default `false`: the request is refused.
     #[serde(default)]
     pub allow_clock_offset: bool,
+}
+
+/// Merkle anti-entropy: replicas compare trees of their data and repair what differs,
+/// so a replica that missed writes converges without any client reading the keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AntiEntropyConfig {
+    /// Keep the trees up to date on every write and exchange them. Default `true`. Off,
+    /// the node neither updates nor serves trees; turning it on again rebuilds them at
+    /// the next start.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Mean time between exchange rounds, milliseconds; each round waits this long plus
+    /// or minus up to a quarter of it, at random, and compares every range the node
+    /// replicates with one other replica (the next in turn). Default 60000.
+    #[serde(default = "default_aae_interval_ms")]
+    pub interval_ms: u64,
+    /// Most keys one exchange compares and repairs. Default 256.
+    #[serde(default = "default_aae_max_keys")]
+    pub max_keys_per_exchange: usize,
+    /// Most differing segments (tree leaves) one exchange looks into. Default 64.
+    #[serde(default = "default_aae_max_segments")]
+    pub max_segments_per_exchange: usize,
+    /// Time between rebuilds of the trees from the data, milliseconds, plus up to a
+    /// quarter of it at random. A rebuild holds writes back for its duration. Default
+    /// 604800000 (7 days).
+    #[serde(default = "default_aae_rebuild_ms")]
+    pub rebuild_ms: u64,
+}
+
+fn default_aae_interval_ms() -> u64 {
+    60_000
+}
+fn default_aae_max_keys() -> usize {
+    256
+}
+fn default_aae_max_segments() -> usize {
+    64
+}
+fn default_aae_rebuild_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            enabled: true,
+            interval_ms: default_aae_interval_ms(),
+            max_keys_per_exchange: default_aae_max_keys(),
+            max_segments_per_exchange: default_aae_max_segments(),
+            rebuild_ms: default_aae_rebuild_ms(),
+        }
+    }
 }
 
 /// Timeouts, milliseconds.
@@ -426,6 +482,24 @@ impl NodeConfig {
             return invalid(format!(
                 "ring.vnodes = {}: expected 1..=4096",
                 self.ring.vnodes
+            ));
+        }
+        let ae = &self.anti_entropy;
+        if ae.interval_ms < 10 || ae.rebuild_ms < 1000 {
+            return invalid(format!(
+                "anti_entropy.interval_ms = {} and rebuild_ms = {}: expected at least 10 and 1000",
+                ae.interval_ms, ae.rebuild_ms
+            ));
+        }
+        if !(1..=crate::aae::MAX_KEYS_PER_EXCHANGE).contains(&ae.max_keys_per_exchange)
+            || !(1..=crate::aae::tree::SEGMENTS as usize).contains(&ae.max_segments_per_exchange)
+        {
+            return invalid(format!(
+                "anti_entropy.max_keys_per_exchange = {} and max_segments_per_exchange = {}: expected 1..={} and 1..={}",
+                ae.max_keys_per_exchange,
+                ae.max_segments_per_exchange,
+                crate::aae::MAX_KEYS_PER_EXCHANGE,
+                crate::aae::tree::SEGMENTS
             ));
         }
         let l = &self.limits;

@@ -49,6 +49,36 @@ impl MemoryCluster {
         request_timeout: Duration,
         clocks: Vec<Arc<dyn Clock>>,
     ) -> Result<Self, NodeError> {
+        Self::build(
+            keyspaces,
+            request_timeout,
+            clocks,
+            Default::default(),
+            false,
+        )
+    }
+
+    /// `n` nodes as [`MemoryCluster::new`], with `anti_entropy` as every node's
+    /// `[anti_entropy]` and, when it is enabled, each node's exchange loop running.
+    pub fn with_anti_entropy(
+        n: usize,
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        anti_entropy: crate::config::AntiEntropyConfig,
+    ) -> Result<Self, NodeError> {
+        let clocks = (0..n)
+            .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
+            .collect();
+        Self::build(keyspaces, request_timeout, clocks, anti_entropy, true)
+    }
+
+    fn build(
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        clocks: Vec<Arc<dyn Clock>>,
+        anti_entropy: crate::config::AntiEntropyConfig,
+        run_anti_entropy: bool,
+    ) -> Result<Self, NodeError> {
         let n = clocks.len();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -76,8 +106,12 @@ impl MemoryCluster {
                 new_incarnation: false,
                 bugs: Default::default(),
                 clock_offset: None,
+                anti_entropy: anti_entropy.clone(),
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
+            if let Some(ae) = node.anti_entropy().filter(|_| run_anti_entropy) {
+                env.spawn(Box::pin(Arc::clone(ae).run()));
+            }
             net.register(&m.name, Arc::downgrade(&handler), env);
             nodes.push(node);
         }
@@ -167,6 +201,7 @@ pub fn write_cluster_files(
             // whenever the UDP port was.
             metrics_listen: Some(m.addr),
             faults: Default::default(),
+            anti_entropy: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

@@ -15,6 +15,7 @@
 //! and randomness, which [`sim`] replaces to run a whole cluster in one seeded process;
 //! [`client`] is the client library. See `docs/ARCHITECTURE.md`.
 
+pub mod aae;
 pub mod access;
 pub mod bench;
 pub mod catalog;

@@ -83,6 +83,16 @@ pub struct Metrics {
     read_repairs_skipped: AtomicU64,
     /// Client streams answered `overloaded` (budget or request slots spent).
     overloaded: AtomicU64,
+    /// Anti-entropy exchanges this node started.
+    pub aae_exchanges: AtomicU64,
+    /// Anti-entropy exchanges that failed (peer unreachable, refused).
+    pub aae_exchange_errors: AtomicU64,
+    /// Keys anti-entropy repaired (in either direction).
+    pub aae_keys_repaired: AtomicU64,
+    /// Gauge: ranges whose last exchange found differences.
+    pub aae_ranges_differing: AtomicU64,
+    /// Gauge: seconds since the range compared least recently in full was.
+    pub aae_oldest_full_compare_seconds: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
     /// Bytes of values returned by a read (all siblings) and written by a put, like
@@ -117,6 +127,11 @@ impl Default for Metrics {
             future_timestamps_refused: AtomicU64::new(0),
             read_repairs_skipped: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
+            aae_exchanges: AtomicU64::new(0),
+            aae_exchange_errors: AtomicU64::new(0),
+            aae_keys_repaired: AtomicU64::new(0),
+            aae_ranges_differing: AtomicU64::new(0),
+            aae_oldest_full_compare_seconds: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
             object_sizes: ["read", "write"]
@@ -354,9 +369,44 @@ impl Metrics {
                 "Client requests answered overloaded (in-flight budget spent).",
                 &self.overloaded,
             ),
+            (
+                "quorumkv_aae_exchanges_total",
+                "Anti-entropy exchanges this node started.",
+                &self.aae_exchanges,
+            ),
+            (
+                "quorumkv_aae_exchange_errors_total",
+                "Anti-entropy exchanges that failed (peer unreachable or refusing).",
+                &self.aae_exchange_errors,
+            ),
+            (
+                "quorumkv_aae_keys_repaired_total",
+                "Keys anti-entropy found different on two replicas and repaired.",
+                &self.aae_keys_repaired,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(
+                out,
+                "{name}{{{node_label}}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "quorumkv_aae_ranges_differing",
+                "Ranges whose last anti-entropy exchange found differences.",
+                &self.aae_ranges_differing,
+            ),
+            (
+                "quorumkv_aae_oldest_full_compare_seconds",
+                "Seconds since the least recently fully compared range was compared in full.",
+                &self.aae_oldest_full_compare_seconds,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(
                 out,
                 "{name}{{{node_label}}} {}",

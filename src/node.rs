@@ -101,6 +101,8 @@ pub struct NodeParams {
     /// The clock `SetClockOffset` moves (the same one `env` reads), when the node's
     /// `faults.allow_clock_offset` is set; `None` refuses the request.
     pub clock_offset: Option<Arc<crate::clock::OffsetClock>>,
+    /// `[anti_entropy]`: Merkle trees updated on every write, and exchanges.
+    pub anti_entropy: crate::config::AntiEntropyConfig,
 }
 
 /// A cluster member's protocol core.
@@ -127,6 +129,8 @@ pub struct Node {
     warnings: Vec<String>,
     /// The clock an admin may move (fault injection), when the config allows it.
     clock_offset: Option<Arc<crate::clock::OffsetClock>>,
+    /// Anti-entropy exchanges (`None` when `anti_entropy.enabled` is off).
+    anti_entropy: Option<Arc<crate::aae::AntiEntropy>>,
 }
 
 impl Node {
@@ -135,6 +139,17 @@ impl Node {
         let names: Vec<String> = p.members.iter().map(|m| m.name.clone()).collect();
         let ring = Ring::new(&names, p.vnodes)?;
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let trees = p
+            .anti_entropy
+            .enabled
+            .then(|| Arc::new(crate::aae::tree::TreeIndex::new(&p.name, ring.clone())));
+        // The trees can be trusted only if the node stopped cleanly; from now until a
+        // clean stop they may not be (and stay untrusted while anti-entropy is off, since
+        // writes then do not update them).
+        let trees_clean = crate::aae::tree::TreeIndex::was_clean(&*p.storage)
+            .map_err(|e| NodeError::Metadata(format!("anti-entropy marker: {e}")))?;
+        crate::aae::tree::TreeIndex::mark(&*p.storage, false)
+            .map_err(|e| NodeError::Metadata(format!("anti-entropy marker: {e}")))?;
         let replica = Replica::new(
             &p.name,
             p.storage.clone(),
@@ -144,6 +159,7 @@ impl Node {
                 new_incarnation: p.new_incarnation,
                 metrics: Arc::clone(&metrics),
                 bugs: p.bugs,
+                aae: trees.clone(),
             },
         )
         .map_err(|e| NodeError::Metadata(format!("node incarnation: {e}")))?;
@@ -157,6 +173,12 @@ impl Node {
             tracing::warn!(node = %p.name, "{message}");
         }
         let catalog = Arc::new(catalog);
+        if let Some(trees) = trees.as_ref().filter(|_| !trees_clean) {
+            let stats = trees
+                .rebuild(&*p.storage, &catalog.list())
+                .map_err(|e| NodeError::Metadata(format!("anti-entropy rebuild: {e}")))?;
+            tracing::info!(node = %p.name, keys = stats.keys, skipped = stats.skipped, "anti-entropy trees rebuilt at start (the node did not stop cleanly, or they were off)");
+        }
         let replica_service = Arc::new(ReplicaService::new(
             p.name.clone(),
             Arc::clone(&replica),
@@ -172,6 +194,19 @@ impl Node {
             Arc::clone(&replica_service),
             p.env.clone(),
         ));
+        let anti_entropy = trees.map(|trees| {
+            crate::aae::AntiEntropy::new(crate::aae::AntiEntropyParams {
+                name: p.name.clone(),
+                cfg: p.anti_entropy.clone(),
+                trees,
+                replica: Arc::clone(&replica),
+                catalog: Arc::clone(&catalog),
+                peers: Arc::clone(&peers),
+                env: p.env.clone(),
+                metrics: Arc::clone(&metrics),
+                call_timeout: p.request_timeout,
+            })
+        });
         let coordinator = Arc::new(Coordinator::new(CoordinatorParams {
             name: p.name.clone(),
             ring,
@@ -195,7 +230,25 @@ impl Node {
             metrics,
             warnings,
             clock_offset: p.clock_offset,
+            anti_entropy,
         }))
+    }
+
+    /// This node's anti-entropy, when `anti_entropy.enabled` is on. Its
+    /// [`run`](crate::aae::AntiEntropy::run) loop is spawned by whoever runs the node
+    /// (the process runtime, the simulator, in-process clusters).
+    pub fn anti_entropy(&self) -> Option<&Arc<crate::aae::AntiEntropy>> {
+        self.anti_entropy.as_ref()
+    }
+
+    /// Record a clean stop: the anti-entropy trees are in step with the data, so the next
+    /// start need not rebuild them. Call once nothing writes any more.
+    pub fn mark_clean_stop(&self) {
+        if self.anti_entropy.is_some() {
+            if let Err(e) = crate::aae::tree::TreeIndex::mark(&**self.replica.storage(), true) {
+                tracing::warn!(node = %self.name, error = %e, "could not record the clean stop; anti-entropy trees will be rebuilt at the next start");
+            }
+        }
     }
 
     /// Problems found at start that did not stop the node (also logged as warnings).
@@ -326,6 +379,15 @@ impl Node {
                 .await
                 .map(ClientResponse::Replicas),
             ClientRequest::Status => Ok(self.status()),
+            ClientRequest::AaeStatus => Ok(ClientResponse::AaeStatus {
+                node: self.name.clone(),
+                enabled: self.anti_entropy.is_some(),
+                ranges: self
+                    .anti_entropy
+                    .as_ref()
+                    .map(|a| a.status())
+                    .unwrap_or_default(),
+            }),
             ClientRequest::Stats => Ok(ClientResponse::Stats {
                 node: self.name.clone(),
                 latencies: self.metrics.snapshot(),
@@ -405,6 +467,7 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Replicas { .. } => "replicas",
         ClientRequest::ReplicaGet(_) => "replica_get",
         ClientRequest::Status => "status",
+        ClientRequest::AaeStatus => "aae_status",
         ClientRequest::Stats => "stats",
         ClientRequest::Ping => "ping",
         ClientRequest::SetClockOffset { .. } => "set_clock_offset",
@@ -497,6 +560,7 @@ mod tests {
             new_incarnation: false,
             bugs: Default::default(),
             clock_offset: None,
+            anti_entropy: Default::default(),
         })
     }
 

@@ -371,6 +371,90 @@ impl PeerCall for Ping {
     }
 }
 
+/// Anti-entropy: a replica's branch hashes of one tree.
+#[derive(Debug, Clone)]
+pub struct AaeBranches {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The range.
+    pub range: u64,
+}
+
+impl PeerCall for AaeBranches {
+    type Reply = Vec<u64>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::AaeBranches {
+            keyspace: self.keyspace,
+            range: self.range,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::AaeBranches(b) => Ok(b),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Anti-entropy: a replica's non-zero segment hashes under some branches.
+#[derive(Debug, Clone)]
+pub struct AaeSegments {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The range.
+    pub range: u64,
+    /// Branch numbers.
+    pub branches: Vec<u32>,
+}
+
+impl PeerCall for AaeSegments {
+    type Reply = Vec<(u32, u64)>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::AaeSegments {
+            keyspace: self.keyspace,
+            range: self.range,
+            branches: self.branches,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::AaeSegments(s) => Ok(s),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Anti-entropy: the keys of some segments with their hashes and version vectors.
+#[derive(Debug, Clone)]
+pub struct AaeKeys {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The range.
+    pub range: u64,
+    /// Segment numbers.
+    pub segments: Vec<u32>,
+    /// Most keys wanted.
+    pub limit: u32,
+}
+
+impl PeerCall for AaeKeys {
+    type Reply = (Vec<crate::proto::AaeKey>, bool);
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::AaeKeys {
+            keyspace: self.keyspace,
+            range: self.range,
+            segments: self.segments,
+            limit: self.limit,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::AaeKeys { keys, more } => Ok((keys, more)),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
 /// Why one replica call produced no usable reply.
 #[derive(Debug)]
 pub enum CallFailure {

@@ -352,6 +352,8 @@ pub enum ClientRequest {
     Stats,
     /// Liveness check.
     Ping,
+    /// The contacted node's anti-entropy state, per range (`quorumkv aae status`).
+    AaeStatus,
     /// Move the contacted node's wall clock `ms` milliseconds away from the system clock
     /// (fault injection for the harness's `clock-skew` nemesis; admin certificates only,
     /// refused unless the node's `faults.allow_clock_offset` is set). `0` undoes it.
@@ -556,6 +558,15 @@ pub enum ClientResponse {
     },
     /// For `Ping`: the node's name.
     Pong(String),
+    /// For `AaeStatus`.
+    AaeStatus {
+        /// The node that answered.
+        node: String,
+        /// Whether anti-entropy is on there (`anti_entropy.enabled`).
+        enabled: bool,
+        /// One row per range the node replicates, in keyspace and range order.
+        ranges: Vec<AaeRangeStatus>,
+    },
     /// For `SetClockOffset`: the node and its clock's offset now.
     ClockOffset {
         /// The node that answered.
@@ -679,6 +690,72 @@ pub enum PeerRequest {
     },
     /// Liveness check.
     Ping,
+    /// Anti-entropy: the replica's branch hashes of one tree.
+    AaeBranches {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The range (see `aae::tree::range_id`).
+        range: u64,
+    },
+    /// Anti-entropy: the replica's non-zero segment hashes under some branches.
+    AaeSegments {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The range.
+        range: u64,
+        /// Branch numbers (`0..aae::tree::BRANCHES`).
+        branches: Vec<u32>,
+    },
+    /// Anti-entropy: the keys of some segments, with their hashes and version vectors.
+    AaeKeys {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The range.
+        range: u64,
+        /// Segment numbers (`0..aae::tree::SEGMENTS`).
+        segments: Vec<u32>,
+        /// Most keys wanted (the replica also caps it: `aae::MAX_KEYS_PER_EXCHANGE`).
+        limit: u32,
+    },
+}
+
+/// One key of an anti-entropy segment listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AaeKey {
+    /// Its segment.
+    pub segment: u32,
+    /// The key.
+    pub key: Key,
+    /// `h(key, object)` on the replica that listed it.
+    pub hash: u64,
+    /// Its version vector there.
+    pub vv: VersionVector,
+}
+
+/// One anti-entropy range as `quorumkv aae status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AaeRangeStatus {
+    /// Keyspace.
+    pub keyspace: String,
+    /// The range id, hex.
+    pub range: String,
+    /// Its replicas, sorted.
+    pub replicas: Vec<String>,
+    /// Wall-clock ms of the last exchange this node started for it (`None`: never).
+    pub last_exchange_ms: Option<u64>,
+    /// The replica it exchanged with last.
+    pub last_peer: Option<String>,
+    /// Wall-clock ms of the last exchange that compared the whole tree: roots equal, or
+    /// every difference found fit in the exchange's bounds.
+    pub last_full_compare_ms: Option<u64>,
+    /// Whether the last exchange found differences.
+    pub differing: bool,
+    /// Keys this node repaired in the range (either direction).
+    pub keys_repaired: u64,
+    /// Exchanges this node started for the range.
+    pub exchanges: u64,
+    /// Why the last exchange failed, if it did.
+    pub last_error: Option<String>,
 }
 
 impl PeerRequest {
@@ -693,6 +770,9 @@ impl PeerRequest {
             | PeerRequest::Scan { keyspace, .. }
             | PeerRequest::Replicate { keyspace, .. } => Some(keyspace),
             PeerRequest::AnnounceKeyspace(def) => Some(def),
+            PeerRequest::AaeBranches { keyspace, .. }
+            | PeerRequest::AaeSegments { keyspace, .. }
+            | PeerRequest::AaeKeys { keyspace, .. } => Some(keyspace),
             PeerRequest::LookupKeyspace(_)
             | PeerRequest::DropKeyspace { .. }
             | PeerRequest::Ping => None,
@@ -722,6 +802,9 @@ impl PeerRequest {
             PeerRequest::LookupKeyspace(_) => "lookup-keyspace",
             PeerRequest::DropKeyspace { .. } => "drop-keyspace",
             PeerRequest::Ping => "ping",
+            PeerRequest::AaeBranches { .. } => "aae-branches",
+            PeerRequest::AaeSegments { .. } => "aae-segments",
+            PeerRequest::AaeKeys { .. } => "aae-keys",
         }
     }
 }
@@ -758,6 +841,17 @@ pub enum PeerResponse {
     Ack,
     /// For `LookupKeyspace`.
     Keyspace(Option<KeyspaceDef>),
+    /// For `AaeBranches`: every branch hash, in branch order.
+    AaeBranches(Vec<u64>),
+    /// For `AaeSegments`: (segment, hash) of the non-zero segments asked for.
+    AaeSegments(Vec<(u32, u64)>),
+    /// For `AaeKeys`: keys in (segment, key) order, and whether a limit cut the list.
+    AaeKeys {
+        /// The keys.
+        keys: Vec<AaeKey>,
+        /// True if the replica stopped at a limit.
+        more: bool,
+    },
     /// The replica refused or failed.
     Error(PeerError),
 }
@@ -772,6 +866,9 @@ impl PeerResponse {
             PeerResponse::Items { .. } => "items",
             PeerResponse::Ack => "ack",
             PeerResponse::Keyspace(_) => "keyspace",
+            PeerResponse::AaeBranches(_) => "aae-branches",
+            PeerResponse::AaeSegments(_) => "aae-segments",
+            PeerResponse::AaeKeys { .. } => "aae-keys",
             PeerResponse::Error(_) => "error",
         }
     }

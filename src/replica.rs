@@ -32,6 +32,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::aae::tree::{TreeChange, TreeError, TreeIndex};
 use crate::causality::{CausalityError, Dot, VersionVector};
 use crate::clock::Hlc;
 use crate::env::{self, Env};
@@ -112,6 +113,18 @@ pub enum ReplicaError {
     /// The blocking task running the operation died.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// An anti-entropy tree entry is damaged (a rebuild replaces it).
+    #[error("anti-entropy tree: {0}")]
+    Tree(String),
+}
+
+impl From<TreeError> for ReplicaError {
+    fn from(e: TreeError) -> Self {
+        match e {
+            TreeError::Storage(e) => ReplicaError::Storage(e),
+            other => ReplicaError::Tree(other.to_string()),
+        }
+    }
 }
 
 /// Format version of stored objects (first byte), so the layout can evolve.
@@ -134,6 +147,9 @@ pub struct ReplicaOptions {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Known bug classes, re-introduced on purpose (simulation tests only).
     pub bugs: InjectedBugs,
+    /// The anti-entropy trees every store updates in its own batch (`None`: anti-entropy
+    /// is off).
+    pub aae: Option<Arc<TreeIndex>>,
 }
 
 /// Bugs the simulator re-introduces to show that its swarm finds them (docs/SIMULATION.md).
@@ -163,6 +179,7 @@ impl Default for ReplicaOptions {
             new_incarnation: false,
             metrics: Arc::default(),
             bugs: InjectedBugs::default(),
+            aae: None,
         }
     }
 }
@@ -236,6 +253,8 @@ pub struct Replica {
     /// Time, randomness and blocking work (see [`crate::env`]).
     env: Arc<dyn Env>,
     bugs: InjectedBugs,
+    /// Anti-entropy trees, updated in every store's batch.
+    aae: Option<Arc<TreeIndex>>,
     /// Timestamps for last-write-wins keyspaces.
     hlc: Hlc,
     locks: Vec<Mutex<()>>,
@@ -300,6 +319,7 @@ impl Replica {
             max_object_bytes: opts.max_object_bytes,
             metrics: opts.metrics,
             bugs: opts.bugs,
+            aae: opts.aae,
             storage,
             hlc: Hlc::new(env.clone()),
             env,
@@ -368,18 +388,45 @@ impl Replica {
         }
     }
 
-    /// Store a batch of objects; durable on return (unless the simulator re-introduced
-    /// the ack-before-durable bug).
-    fn store(&self, batch: Vec<BatchOp>) -> Result<(), ReplicaError> {
+    /// The anti-entropy trees, when anti-entropy is on.
+    pub fn aae(&self) -> Option<&Arc<TreeIndex>> {
+        self.aae.as_ref()
+    }
+
+    /// The tree change of storing `new` over `old` at `key` (none when anti-entropy is
+    /// off or the key's hash does not change).
+    fn tree_change(
+        &self,
+        ks: &KeyspaceDef,
+        key: &Key,
+        skey: &[u8],
+        old: &Object,
+        new: &Object,
+    ) -> Option<TreeChange> {
+        self.aae.as_ref()?.change(ks, key, skey, old, new)
+    }
+
+    /// Store a batch of objects together with their anti-entropy tree `changes` (one
+    /// storage batch); durable on return (unless the simulator re-introduced the
+    /// ack-before-durable bug).
+    fn store(&self, batch: Vec<BatchOp>, changes: Vec<TreeChange>) -> Result<(), ReplicaError> {
+        let write = |storage: &dyn Storage, aae: Option<&Arc<TreeIndex>>| match aae {
+            Some(trees) => trees.write(storage, batch, changes),
+            None => storage.write(batch).map_err(TreeError::from),
+        };
         if !self.bugs.ack_before_durable {
-            self.storage.write(batch)?;
+            write(&*self.storage, self.aae.as_ref())?;
             return Ok(());
         }
-        let (storage, env) = (Arc::clone(&self.storage), Arc::clone(&self.env));
+        let (storage, env, aae) = (
+            Arc::clone(&self.storage),
+            Arc::clone(&self.env),
+            self.aae.clone(),
+        );
         self.env.spawn(Box::pin(async move {
             env.sleep_until(env.now() + std::time::Duration::from_millis(20))
                 .await;
-            let _ = storage.write(batch);
+            let _ = write(&*storage, aae.as_ref());
         }));
         Ok(())
     }
@@ -502,11 +549,13 @@ impl Replica {
             let mut total = 0usize;
             // Later items of the batch see earlier ones (a batch may touch a key twice).
             let mut staged: Vec<(Vec<u8>, Object, usize)> = Vec::new();
+            let mut changes = Vec::new();
             for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
                 let (mut o, size_before) = match staged.iter().rev().find(|(k, _, _)| *k == skey) {
                     Some((_, o, size)) => (o.clone(), *size),
                     None => r.load_sized(key, &skey)?,
                 };
+                let old = r.aae.is_some().then(|| o.clone());
                 let actor = r.issuing_actor(&o.vv, &item.context)?;
                 if if_context
                     && !matches!(
@@ -557,11 +606,14 @@ impl Replica {
                     });
                 }
                 let size = bytes.len();
+                if let Some(old) = &old {
+                    changes.extend(r.tree_change(&ks, key, &skey, old, &o));
+                }
                 batch.push(BatchOp::Put(skey.clone(), bytes));
                 staged.push((skey, o.clone(), size));
                 out.push((o, dot));
             }
-            r.store(batch)?;
+            r.store(batch, changes)?;
             Ok(out)
         })
         .await
@@ -583,11 +635,16 @@ impl Replica {
             let skey = key.encode(&ks.name);
             let _guards = r.lock_all(std::slice::from_ref(&skey));
             let (mut o, size_before) = r.load_sized(&key, &skey)?;
+            let old = r.aae.is_some().then(|| o.clone());
             ks.policy
                 .resolver()
                 .update(&ks, &mut o, &r.actor(), &op, &context)?;
             let bytes = r.capped(&key, encode_object(&o), size_before)?;
-            r.store(vec![BatchOp::Put(skey, bytes)])?;
+            let changes = old
+                .and_then(|old| r.tree_change(&ks, &key, &skey, &old, &o))
+                .into_iter()
+                .collect();
+            r.store(vec![BatchOp::Put(skey, bytes)], changes)?;
             Ok(o)
         })
         .await
@@ -638,6 +695,7 @@ impl Replica {
             let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
             let _guards = r.lock_all(&skeys);
             let mut batch = Vec::new();
+            let mut changes = Vec::new();
             let mut staged: Vec<(Vec<u8>, Object)> = Vec::new();
             for (((_, incoming), key), skey) in items.into_iter().zip(&keys).zip(skeys) {
                 let current = match staged.iter().rev().find(|(k, _)| *k == skey) {
@@ -663,12 +721,13 @@ impl Replica {
                             .objects_over_cap
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    changes.extend(r.tree_change(&ks, key, &skey, &current, &merged));
                     batch.push(BatchOp::Put(skey.clone(), bytes));
                     staged.push((skey, merged));
                 }
             }
             if !batch.is_empty() {
-                r.store(batch)?;
+                r.store(batch, changes)?;
             }
             Ok(())
         })

@@ -210,6 +210,18 @@ impl ReplicaService {
                 Ok(PeerResponse::Keyspace(self.catalog.get(&name)))
             }
             PeerRequest::Ping => Ok(PeerResponse::Ack),
+            req @ (PeerRequest::AaeBranches { .. }
+            | PeerRequest::AaeSegments { .. }
+            | PeerRequest::AaeKeys { .. }) => {
+                return crate::aae::serve(
+                    &self.name,
+                    &self.replica,
+                    &self.env,
+                    req,
+                    self.max_reply_bytes,
+                )
+                .await;
+            }
         };
         result.unwrap_or_else(|e| PeerResponse::Error(peer_error(&self.name, e)))
     }

@@ -84,6 +84,12 @@ impl Ring {
         self.vnodes
     }
 
+    /// Every token on the ring, in ring order (each starts the arc whose preference list
+    /// `preference_list_for_token` gives): how anti-entropy enumerates ranges.
+    pub fn tokens(&self) -> impl Iterator<Item = u64> + '_ {
+        self.tokens.iter().map(|(t, _)| *t)
+    }
+
     /// The first `n` distinct nodes clockwise from the partition's token (fewer if the ring
     /// has fewer nodes).
     pub fn preference_list(&self, partition: &[u8], n: usize) -> Vec<String> {

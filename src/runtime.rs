@@ -64,6 +64,7 @@ pub struct RunningNode {
     server: tokio::task::JoinHandle<()>,
     prober: tokio::task::JoinHandle<()>,
     metrics_server: Option<tokio::task::JoinHandle<()>>,
+    anti_entropy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -76,6 +77,11 @@ impl RunningNode {
         if let Some(m) = self.metrics_server {
             m.abort();
         }
+        if let Some(ae) = self.anti_entropy {
+            ae.abort();
+        }
+        // Nothing writes any more: the anti-entropy trees are in step with the data.
+        self.node.mark_clean_stop();
     }
 }
 
@@ -188,6 +194,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         ),
         bugs: Default::default(),
         clock_offset,
+        anti_entropy: cfg.anti_entropy.clone(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(
@@ -220,6 +227,10 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
             }
         })
     };
+    // Anti-entropy exchanges, on the node's own schedule (`anti_entropy.interval_ms`).
+    let anti_entropy = node
+        .anti_entropy()
+        .map(|ae| tokio::spawn(Arc::clone(ae).run()));
     tracing::info!(node = %cfg.name, %addr, engine = %cfg.storage.engine, sync = cfg.storage.sync, "node started");
     Ok(RunningNode {
         node,
@@ -230,5 +241,6 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         server,
         prober,
         metrics_server,
+        anti_entropy,
     })
 }

@@ -311,6 +311,23 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
         );
         assert_eq!(v["values"], serde_json::json!(["v0"]), "{n}'s own copy");
     }
+    // Anti-entropy status after the kill -9 (trees rebuilt at start): every range n1
+    // replicates, with its replicas.
+    let o = cli(&dir, &["aae", "status", "--node", "n1", "--output", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["contacted"].as_str(), v["enabled"].as_bool()),
+        (Some("n1"), Some(true))
+    );
+    let ranges = v["ranges"].as_array().unwrap();
+    assert!(!ranges.is_empty(), "{v}");
+    for r in ranges {
+        let replicas = r["replicas"].as_array().unwrap();
+        assert!(replicas.contains(&serde_json::json!("n1")), "{r}");
+    }
+    let o = cli(&dir, &["aae", "status", "--node", "n1"]);
+    assert!(stdout(&o).contains("anti-entropy on n1"), "{}", stdout(&o));
     drop(guard);
 }
 

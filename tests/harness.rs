@@ -39,6 +39,7 @@ fn plan(spec: &str, workload: WorkloadKind, faults: &[&str], secs: u64, seed: u6
         converge_within: Duration::from_secs(3),
         test: format!("{workload}-test"),
         keyspace: "jepsen_test".into(),
+        anti_entropy: Default::default(),
     }
 }
 

@@ -86,6 +86,13 @@ pub struct JepsenArgs {
     /// the run; configs and logs stay).
     #[arg(long)]
     keep_data: bool,
+    /// Every node's `anti_entropy.interval_ms` (local and sim targets; default: the
+    /// node default, 60000).
+    #[arg(long)]
+    aae_interval_ms: Option<u64>,
+    /// Turn anti-entropy off on every node (`anti_entropy.enabled = false`; local and sim).
+    #[arg(long)]
+    no_aae: bool,
 }
 
 fn secs(name: &str, s: f64) -> anyhow::Result<Duration> {
@@ -161,6 +168,16 @@ fn plan(a: &JepsenArgs) -> anyhow::Result<RunPlan> {
         quiet: secs("quiet", a.quiet)?,
         progress: true,
     };
+    let mut anti_entropy = quorumkv::config::AntiEntropyConfig {
+        enabled: !a.no_aae,
+        ..Default::default()
+    };
+    if let Some(ms) = a.aae_interval_ms {
+        if !(10..=86_400_000).contains(&ms) {
+            bail!("--aae-interval-ms must be between 10 and 86400000 (got {ms})");
+        }
+        anti_entropy.interval_ms = ms;
+    }
     // A keyspace per run: the containers cluster outlives runs.
     let keyspace = format!("jepsen_{}", now_ms());
     Ok(RunPlan {
@@ -178,6 +195,7 @@ fn plan(a: &JepsenArgs) -> anyhow::Result<RunPlan> {
         converge_within: secs("converge-timeout", a.converge_timeout)?,
         test,
         keyspace,
+        anti_entropy,
     })
 }
 

@@ -568,6 +568,56 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn aae_status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let (node, enabled, ranges) = with_client(&a, |client, _| {
+        Box::pin(async move { Ok(client.aae_status().await?) })
+    })?;
+    if a.output == Output::Json {
+        println!(
+            "{}",
+            json!({"contacted": node, "enabled": enabled, "ranges": ranges})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !enabled {
+        println!("anti-entropy is off on {node} (anti_entropy.enabled = false)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    #[allow(clippy::disallowed_methods)] // the CLI's wall clock: ages of timestamps
+    let now = quorumkv::clock::Clock::now_ms(&quorumkv::clock::SystemClock);
+    let age = |ms: Option<u64>| match ms {
+        Some(ms) => format!("{:.1}s ago", now.saturating_sub(ms) as f64 / 1000.0),
+        None => "never".to_string(),
+    };
+    println!("anti-entropy on {node}:");
+    println!(
+        "{:<12} {:<16} {:<20} {:<12} {:<14} {:<14} {:>9} {:>8}  error",
+        "keyspace",
+        "range",
+        "replicas",
+        "last peer",
+        "last exchange",
+        "full compare",
+        "differing",
+        "repaired"
+    );
+    for r in ranges {
+        println!(
+            "{:<12} {:<16} {:<20} {:<12} {:<14} {:<14} {:>9} {:>8}  {}",
+            r.keyspace,
+            r.range,
+            r.replicas.join(","),
+            r.last_peer.unwrap_or_else(|| "-".into()),
+            age(r.last_exchange_ms),
+            age(r.last_full_compare_ms),
+            if r.differing { "yes" } else { "no" },
+            r.keys_repaired,
+            r.last_error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn replicas(a: ReplicasArgs) -> anyhow::Result<ExitCode> {
     let output = a.k.c.output;
     let key_text = a.k.key.clone();

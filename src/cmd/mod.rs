@@ -47,6 +47,12 @@ enum Command {
     Status(kv::ClusterArgs),
     /// Show the preference list (replicas) of a key.
     Replicas(kv::ReplicasArgs),
+    /// Merkle anti-entropy: `aae status` shows, per range the contacted node replicates,
+    /// its replicas, the last exchange and full compare, and the keys repaired.
+    Aae {
+        #[command(subcommand)]
+        command: AaeCommand,
+    },
     /// Read a partition's items in sort order (paged).
     Scan(kv::ScanArgs),
     /// Write several items of one partition atomically on each replica.
@@ -89,6 +95,14 @@ enum Command {
     Jepsen(jepsen::JepsenArgs),
 }
 
+/// `quorumkv aae ...`.
+#[derive(Debug, Subcommand)]
+pub enum AaeCommand {
+    /// Per range the contacted node (`--node`) replicates: replicas, last exchange, last
+    /// full compare, keys repaired.
+    Status(kv::ClusterArgs),
+}
+
 /// Where the client connection file is when `--cluster` is not given.
 fn default_cluster_file() -> PathBuf {
     PathBuf::from("dev-cluster/cluster.toml")
@@ -116,6 +130,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keyspaces(a) => kv::keyspaces(a),
         Command::Status(a) => kv::status(a),
         Command::Replicas(a) => kv::replicas(a),
+        Command::Aae {
+            command: AaeCommand::Status(a),
+        } => kv::aae_status(a),
         Command::Scan(a) => kv::scan(a),
         Command::Batch(a) => kv::batch(a),
         Command::Incr(a) => kv::incr(a),

@@ -60,7 +60,12 @@ fn free_port(taken: &[u16]) -> Result<u16, HarnessError> {
 impl LocalCluster {
     /// Write a `nodes`-node cluster into `dir` (which must not hold one) with fault
     /// injection allowed, and start every node as a child process of `exe`.
-    pub fn start(dir: &Path, nodes: usize, exe: &Path) -> Result<LocalCluster, HarnessError> {
+    pub fn start(
+        dir: &Path,
+        nodes: usize,
+        exe: &Path,
+        anti_entropy: &crate::config::AntiEntropyConfig,
+    ) -> Result<LocalCluster, HarnessError> {
         if !(1..=64).contains(&nodes) {
             return Err(err(format!(
                 "--nodes must be between 1 and 64 (got {nodes})"
@@ -91,6 +96,7 @@ impl LocalCluster {
         for cfg in configs {
             let mut cfg: NodeConfig = cfg;
             cfg.faults.allow_clock_offset = true;
+            cfg.anti_entropy = anti_entropy.clone();
             let node_dir = dir.join(&cfg.name);
             let path = node_dir.join("node.toml");
             let text = toml::to_string_pretty(&cfg).map_err(err)?;

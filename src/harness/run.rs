@@ -80,6 +80,9 @@ pub struct RunPlan {
     pub test: String,
     /// The name of the keyspace the run creates.
     pub keyspace: String,
+    /// Every node's `[anti_entropy]` (local and sim targets; the containers cluster keeps
+    /// its own node.toml).
+    pub anti_entropy: crate::config::AntiEntropyConfig,
 }
 
 /// What the process targets (`local`, `containers`) need from the machine.
@@ -206,7 +209,8 @@ impl RunPlan {
             let def = self
                 .spec
                 .def(&self.keyspace, &actors(self.opts.concurrency));
-            let target = SimTarget::start(self.opts.seed, self.nodes, def)?;
+            let target =
+                SimTarget::start(self.opts.seed, self.nodes, def, self.anti_entropy.clone())?;
             let names = target.names();
             let nemesis = if self.faults.is_empty() {
                 None
@@ -250,7 +254,7 @@ impl RunPlan {
     ) -> Result<RunOutcome, HarnessError> {
         let exe = exe(processes)?;
         let cluster_dir = dir.path.join("cluster");
-        let cluster = LocalCluster::start(&cluster_dir, self.nodes, exe)?;
+        let cluster = LocalCluster::start(&cluster_dir, self.nodes, exe, &self.anti_entropy)?;
         let logs = cluster.logs();
         let names = cluster.names();
         let cf = cluster.cluster_file().clone();

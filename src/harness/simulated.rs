@@ -52,6 +52,7 @@ impl SimTarget {
         seed: u64,
         nodes: usize,
         keyspace: KeyspaceDef,
+        anti_entropy: crate::config::AntiEntropyConfig,
     ) -> Result<SimTarget, HarnessError> {
         if !(1..=16).contains(&nodes) {
             return Err(HarnessError::Cluster(format!(
@@ -68,6 +69,7 @@ impl SimTarget {
             unsynced: false,
             bugs: Default::default(),
             keep_incarnation: false,
+            anti_entropy,
         };
         let cluster = SimCluster::start(spec, net, origin, &mut rng).map_err(|e| {
             HarnessError::Cluster(format!("cannot start the simulated cluster: {e}"))

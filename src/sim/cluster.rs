@@ -50,6 +50,8 @@ pub struct ClusterSpec {
     pub bugs: InjectedBugs,
     /// Re-introduced bug: restart an unsynced node under its old incarnation.
     pub keep_incarnation: bool,
+    /// Every node's `[anti_entropy]`.
+    pub anti_entropy: crate::config::AntiEntropyConfig,
 }
 
 /// The cluster.
@@ -151,6 +153,7 @@ impl SimCluster {
             new_incarnation,
             bugs: self.spec.bugs,
             clock_offset: None,
+            anti_entropy: self.spec.anti_entropy.clone(),
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net
@@ -168,6 +171,10 @@ impl SimCluster {
                 prober.probe_peers(timeout).await;
             }
         }));
+        // Anti-entropy exchanges, as a real node runs them.
+        if let Some(ae) = node.anti_entropy() {
+            env.spawn(Box::pin(Arc::clone(ae).run()));
+        }
         self.machines[i].process = Some((node, env));
         Ok(())
     }
