@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    ClusterConfig, ClusterFile, Limits, Member, NodeConfig, RingConfig, StorageConfig, Timeouts,
-    TlsConfig, DEFAULT_VNODES,
+    ClusterConfig, ClusterFile, HintsConfig, Limits, Member, NodeConfig, RingConfig, StorageConfig,
+    Timeouts, TlsConfig, DEFAULT_VNODES,
 };
 use crate::keyspace::KeyspaceDef;
 use crate::node::{Node, NodeError, NodeParams};
@@ -49,6 +49,16 @@ impl MemoryCluster {
         request_timeout: Duration,
         clocks: Vec<Arc<dyn Clock>>,
     ) -> Result<Self, NodeError> {
+        Self::with_hints(keyspaces, request_timeout, clocks, HintsConfig::default())
+    }
+
+    /// As [`MemoryCluster::with_clocks`], every node with `hints` as its `[hints]`.
+    pub fn with_hints(
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        clocks: Vec<Arc<dyn Clock>>,
+        hints: HintsConfig,
+    ) -> Result<Self, NodeError> {
         let n = clocks.len();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -76,6 +86,7 @@ impl MemoryCluster {
                 new_incarnation: false,
                 bugs: Default::default(),
                 clock_offset: None,
+                hints: hints.clone(),
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             net.register(&m.name, Arc::downgrade(&handler), env);
@@ -167,6 +178,7 @@ pub fn write_cluster_files(
             // whenever the UDP port was.
             metrics_listen: Some(m.addr),
             faults: Default::default(),
+            hints: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

@@ -188,6 +188,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         ),
         bugs: Default::default(),
         clock_offset,
+        hints: cfg.hints.clone(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(

@@ -68,6 +68,7 @@ impl SimTarget {
             unsynced: false,
             bugs: Default::default(),
             keep_incarnation: false,
+            hints: Default::default(),
         };
         let cluster = SimCluster::start(spec, net, origin, &mut rng).map_err(|e| {
             HarnessError::Cluster(format!("cannot start the simulated cluster: {e}"))

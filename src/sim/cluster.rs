@@ -50,6 +50,8 @@ pub struct ClusterSpec {
     pub bugs: InjectedBugs,
     /// Re-introduced bug: restart an unsynced node under its old incarnation.
     pub keep_incarnation: bool,
+    /// Every node's `[hints]` (sloppy quorum and hinted handoff).
+    pub hints: crate::config::HintsConfig,
 }
 
 /// The cluster.
@@ -151,6 +153,7 @@ impl SimCluster {
             new_incarnation,
             bugs: self.spec.bugs,
             clock_offset: None,
+            hints: self.spec.hints.clone(),
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net

@@ -395,6 +395,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         unsynced,
         bugs: cfg.bugs.replica,
         keep_incarnation: cfg.bugs.keep_incarnation,
+        hints: Default::default(),
     };
     let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
         Ok(c) => c,
