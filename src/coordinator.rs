@@ -987,7 +987,9 @@ impl Coordinator {
     /// stand-in on the ring beyond the primaries (one distinct stand-in per missing
     /// primary), whose durable acknowledgement counts towards W but not towards `pw`.
     /// When no stand-in is left, the lead holds the hint itself: it counted already, so
-    /// nothing more counts, but the primary still gets its copy back when it returns.
+    /// nothing more counts, but the primary still gets its copy back when it returns. A
+    /// primary that timed out counts for nothing either, and the lead keeps a hint for
+    /// it too (once the write is answered), since it may lack the copy.
     #[allow(clippy::too_many_arguments)]
     async fn replicate_sloppy(
         &self,
@@ -1015,6 +1017,7 @@ impl Coordinator {
         let others: Vec<String> = pl.iter().filter(|n| *n != lead).cloned().collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel(others.len().max(1));
         let start = self.env.now();
+        let timeout = self.request_timeout;
         for owner in &others {
             let (peers, pool, tx) = (Arc::clone(&self.peers), Arc::clone(&pool), tx.clone());
             let (owner, replicate, lead, env) = (
@@ -1024,9 +1027,23 @@ impl Coordinator {
                 Arc::clone(&self.env),
             );
             self.env.spawn(Box::pin(async move {
-                let held = hand_over(&peers, &pool, &owner, &lead, replicate, deadline).await;
+                let held =
+                    hand_over(&peers, &pool, &owner, &lead, replicate.clone(), deadline).await;
                 let us = env.now().saturating_duration_since(start).as_micros() as u64;
-                let _ = tx.send((owner, us, held)).await;
+                let timed_out = matches!(&held, Held::Nowhere(f) if f.kind == "timeout");
+                let _ = tx.send((owner.clone(), us, held)).await;
+                if timed_out {
+                    // The primary may or may not have stored it: it does not count, but
+                    // the lead keeps a hint (after the answer, on its own deadline) so
+                    // the primary gets it either way; merging it twice is harmless.
+                    let hint = peers::StoreHint {
+                        owner,
+                        keyspace: replicate.keyspace,
+                        key: replicate.key,
+                        object: replicate.object,
+                    };
+                    let _ = peers.call(&lead, hint, env.now() + timeout).await;
+                }
             }));
         }
         drop(tx);
