@@ -566,6 +566,57 @@ mod tests {
         ));
     }
 
+    /// Goal: Prometheus shows pending hints per target and the replayed and dropped
+    /// counters (by reason) of the store the metrics were given.
+    #[tokio::test]
+    async fn metrics_export_hint_series() {
+        let (s, _) = store(HintsConfig::default());
+        s.store(
+            "n1",
+            KeyspaceDef::new("ks", 3, 2, 2),
+            Key::parse("a"),
+            Object::default(),
+        )
+        .await
+        .unwrap();
+        let m = crate::metrics::Metrics::default();
+        m.set_hints_source(&s);
+        let text = m.render("n4");
+        assert!(
+            text.contains("quorumkv_hints_pending{node=\"n4\",target=\"n1\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("quorumkv_hints_pending_bytes{node=\"n4\",target=\"n1\"} "));
+        assert!(text.contains("quorumkv_hints_replayed_total{node=\"n4\"} 0"));
+        assert!(text.contains("quorumkv_hints_dropped_total{node=\"n4\",reason=\"expired\"} 0"));
+    }
+
+    /// Goal: a hint older than `hints.window_ms` is dropped and counted as expired; a
+    /// fresh one stays.
+    #[tokio::test]
+    async fn hints_past_the_window_are_dropped() {
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let env: Arc<dyn Env> = crate::env::TokioEnv::new(clock.clone());
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let config = HintsConfig {
+            window_ms: 1000,
+            ..HintsConfig::default()
+        };
+        let s = Arc::new(HintStore::open("n4", storage, env, config).unwrap());
+        let ks = KeyspaceDef::new("ks", 3, 2, 2);
+        s.store("n1", ks.clone(), Key::parse("old"), Object::default())
+            .await
+            .unwrap();
+        clock.set(1_001_500);
+        s.store("n1", ks, Key::parse("new"), Object::default())
+            .await
+            .unwrap();
+        s.expire().await.unwrap();
+        let st = s.stats();
+        assert_eq!(st.dropped_expired, 1);
+        assert_eq!(st.pending["n1"].count, 1);
+    }
+
     /// Goal: with hints off the node refuses to hold any.
     #[tokio::test]
     async fn disabled_store_refuses_hints() {
