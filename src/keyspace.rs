@@ -258,13 +258,19 @@ pub struct KeyspaceDef {
     pub generation: u64,
     /// Sloppy quorum: when a primary replica cannot take a write, send its copy with a
     /// hint to the next healthy node on the ring, whose acknowledgement counts towards W
-    /// (not towards `pw`). Needs `hints.enabled` on the nodes. Default `true`.
-    #[serde(default = "default_sloppy")]
+    /// (not towards `pw`). Needs `hints.enabled` on the nodes. Default `true`. Written
+    /// only when `false`, so definitions with the default keep the encoding older nodes
+    /// (which refuse unknown fields) read.
+    #[serde(default = "default_sloppy", skip_serializing_if = "is_default_sloppy")]
     pub sloppy_quorum: bool,
 }
 
 fn default_sloppy() -> bool {
     true
+}
+
+fn is_default_sloppy(s: &bool) -> bool {
+    *s
 }
 
 fn is_zero(g: &u64) -> bool {
