@@ -74,6 +74,7 @@ fn codec(c: &mut Criterion) {
         if_context: false,
         timestamp: None,
         actor: None,
+        pw: None,
     }));
     let frame = proto::encode(&msg);
     c.bench_function("codec/encode put 1 KiB", |b| {
@@ -144,6 +145,7 @@ fn quorum_round_trip(c: &mut Criterion) {
                         key: key.clone(),
                         r: None,
                         trace: false,
+                        pr: None,
                     })
                     .await
                     .unwrap()
@@ -159,6 +161,7 @@ fn quorum_round_trip(c: &mut Criterion) {
                         if_context: false,
                         timestamp: None,
                         actor: None,
+                        pw: None,
                     })
                     .await
                     .unwrap(),

@@ -82,6 +82,11 @@ pub struct RequestOptions {
     pub timestamp: Option<u64>,
     /// Client actor for `lww-actor` keyspaces (e.g. a user or datacenter id).
     pub actor: Option<String>,
+    /// Primary read quorum: replies needed from the key's primary replicas.
+    pub pr: Option<u8>,
+    /// Primary write quorum: acknowledgements needed from primary replicas (stand-ins
+    /// holding hints do not count).
+    pub pw: Option<u8>,
 }
 
 /// The connection in use, and the last round of connection attempts that failed.
@@ -302,6 +307,7 @@ impl Client {
             key,
             r: opts.r,
             trace: opts.trace,
+            pr: opts.pr,
         });
         match self.request(req).await? {
             ClientResponse::Get(g) => Ok(g),
@@ -322,6 +328,7 @@ impl Client {
             key,
             r: None,
             trace: false,
+            pr: None,
         });
         match self.request(req).await? {
             ClientResponse::ReplicaCopy { node, owner, copy } => Ok((node, owner, copy)),
@@ -347,6 +354,7 @@ impl Client {
             if_context: opts.if_context,
             timestamp: opts.timestamp,
             actor: opts.actor.clone(),
+            pw: opts.pw,
         });
         match self.request(req).await? {
             ClientResponse::Put(p) => Ok(p),

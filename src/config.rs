@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// Merkle anti-entropy (`[anti_entropy]`). Default: on, see [`AntiEntropyConfig`].
     #[serde(default)]
     pub anti_entropy: AntiEntropyConfig,
+    /// Sloppy quorum and hinted handoff (`[hints]`). Default: on, see [`HintsConfig`].
+    #[serde(default)]
+    pub hints: HintsConfig,
     /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
     /// backup), makes the node issue versions under a new incarnation.
     #[serde(skip)]
@@ -302,6 +305,60 @@ impl Default for AntiEntropyConfig {
     }
 }
 
+/// Hinted handoff (`[hints]`): what a stand-in holds for a primary replica that could not
+/// take its copy, and how it hands it back (see `crate::hints`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HintsConfig {
+    /// The whole mechanism: when `false`, coordinators never send to stand-ins and this
+    /// node refuses to hold hints (writes behave as with `sloppy_quorum = false`).
+    /// Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most bytes of hints this node holds for one target; beyond it new hints for that
+    /// target are refused (the write does not count this stand-in; anti-entropy repairs
+    /// the target later). Default 67108864 (64 MiB).
+    #[serde(default = "default_hint_bytes")]
+    pub max_bytes_per_target: u64,
+    /// How long a hint is kept, milliseconds; older hints are dropped (counted) and only
+    /// anti-entropy repairs what they carried. Default 10800000 (3 h).
+    #[serde(default = "default_hint_window_ms")]
+    pub window_ms: u64,
+    /// How often the replay loop looks for targets to hand hints back to, milliseconds.
+    /// Default 1000.
+    #[serde(default = "default_hint_replay_interval_ms")]
+    pub replay_interval_ms: u64,
+    /// Most bytes of hints replayed per second, over all targets. Default 1048576
+    /// (1 MiB/s).
+    #[serde(default = "default_hint_replay_rate")]
+    pub replay_bytes_per_sec: u64,
+}
+
+impl Default for HintsConfig {
+    fn default() -> Self {
+        HintsConfig {
+            enabled: true,
+            max_bytes_per_target: default_hint_bytes(),
+            window_ms: default_hint_window_ms(),
+            replay_interval_ms: default_hint_replay_interval_ms(),
+            replay_bytes_per_sec: default_hint_replay_rate(),
+        }
+    }
+}
+
+fn default_hint_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_hint_window_ms() -> u64 {
+    3 * 60 * 60 * 1000
+}
+fn default_hint_replay_interval_ms() -> u64 {
+    1000
+}
+fn default_hint_replay_rate() -> u64 {
+    1024 * 1024
+}
+
 /// Timeouts, milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -525,6 +582,13 @@ impl NodeConfig {
                 "limits.max_frame_bytes ({}) must be at least {needed}: {members} nodes × limits.max_object_bytes ({}) + 64 KiB, so that any object a merge can produce still travels between nodes; lower max_object_bytes or raise max_frame_bytes",
                 l.max_frame_bytes, l.max_object_bytes
             ));
+        }
+        let h = &self.hints;
+        if h.replay_interval_ms == 0 || h.replay_bytes_per_sec == 0 || h.window_ms == 0 {
+            return invalid(
+                "hints.replay_interval_ms, hints.replay_bytes_per_sec and hints.window_ms must be positive"
+                    .into(),
+            );
         }
         if l.max_connections_per_client == 0 || l.max_reply_bytes == 0 {
             return invalid("limits must be positive".into());

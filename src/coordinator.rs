@@ -25,7 +25,7 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,6 +254,9 @@ pub struct CoordinatorParams {
     pub env: Arc<dyn Env>,
     /// Where latencies and counters go.
     pub metrics: Arc<Metrics>,
+    /// Send a missing primary's copy to a stand-in (`hints.enabled`; each keyspace's
+    /// `sloppy_quorum` must allow it too).
+    pub sloppy: bool,
 }
 
 /// Coordinates clients' requests on one node.
@@ -278,6 +281,8 @@ pub struct Coordinator {
     metrics: Arc<Metrics>,
     /// Bounds background read repairs (see `limits.max_pending_read_repairs`).
     repair_slots: Arc<Semaphore>,
+    /// Hinted handoff is on for this node (`hints.enabled`).
+    sloppy: bool,
 }
 
 impl Coordinator {
@@ -294,6 +299,7 @@ impl Coordinator {
             contexts: p.contexts,
             env: p.env,
             metrics: p.metrics,
+            sloppy: p.sloppy,
         }
     }
 
@@ -374,7 +380,9 @@ impl Coordinator {
         let mut trace = Trace::new(&self.env, req.trace);
         let ks = self.keyspace(&req.keyspace).await?;
         req.key.validate(self.limits.max_key_bytes)?;
-        let r = ks.quorum("r", req.r.unwrap_or(ks.r))?;
+        // Reads go to the primary replicas only, so `pr` primaries is `pr` replies.
+        let pr = primary_quorum(&ks, "pr", req.pr)?;
+        let r = ks.quorum("r", req.r.unwrap_or(ks.r))?.max(pr);
         let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
         trace.add(&self.name, || {
             format!(
@@ -602,6 +610,7 @@ impl Coordinator {
         req.key.validate(self.limits.max_key_bytes)?;
         self.check_value(req.value.as_deref())?;
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
+        let pw = primary_quorum(&ks, "pw", req.pw)?;
         let context = self.open_context(&ks, &req.key, &req.context)?;
         policy.check_stamp(&ks, req.timestamp, req.actor.as_deref())?;
         self.check_client_timestamp(req.timestamp)?;
@@ -640,8 +649,11 @@ impl Coordinator {
             key: req.key.clone(),
             object,
         };
-        self.replicate_from_lead(&pl, &lead, replicate, op, w, deadline, failures, &mut trace)
-            .await?;
+        let quorum = Quorum { w, pw };
+        self.replicate_one(
+            &pl, &lead, replicate, op, quorum, deadline, failures, &mut trace,
+        )
+        .await?;
         Ok(PutResponse {
             context: context_out,
             dot,
@@ -709,8 +721,9 @@ impl Coordinator {
                 .map(|(i, o)| (serde_bytes::ByteBuf::from(i.key.sort.clone()), o))
                 .collect(),
         };
+        let quorum = Quorum { w, pw: 0 };
         self.replicate_from_lead(
-            &pl, &lead, replicate, "batch", w, deadline, failures, &mut trace,
+            &pl, &lead, replicate, "batch", quorum, deadline, failures, &mut trace,
         )
         .await?;
         Ok(BatchResponse {
@@ -761,8 +774,11 @@ impl Coordinator {
             key: req.key.clone(),
             object,
         };
-        self.replicate_from_lead(&pl, &lead, replicate, op, w, deadline, failures, &mut trace)
-            .await?;
+        let quorum = Quorum { w, pw: 0 };
+        self.replicate_one(
+            &pl, &lead, replicate, op, quorum, deadline, failures, &mut trace,
+        )
+        .await?;
         Ok(UpdateResponse {
             context: context_out,
             trace: trace.finish(),
@@ -894,13 +910,15 @@ impl Coordinator {
         lead: &str,
         replicate: C,
         op: &'static str,
-        w: u8,
+        quorum: Quorum,
         deadline: Instant,
         mut failures: BTreeMap<String, ReplicaFailure>,
         trace: &mut Trace,
     ) -> Result<(), CoordinatorError> {
+        let w = quorum.w;
         let others: Vec<String> = pl.iter().filter(|n| *n != lead).cloned().collect();
-        // The lead holds it already.
+        // The lead holds it already; every replica here is a primary, so `pw` is `w`.
+        let w = w.max(quorum.pw);
         let needed = (w as usize).saturating_sub(1);
         let got = self
             .peers
@@ -935,6 +953,172 @@ impl Coordinator {
         }
         trace.add(&self.name, || {
             format!("{op} acknowledged by {acks} replica(s)")
+        });
+        Ok(())
+    }
+
+    /// Step 2 of a single-key write: with a sloppy quorum (the keyspace's
+    /// `sloppy_quorum` and this node's `hints.enabled`) through
+    /// [`Coordinator::replicate_sloppy`], else to the primaries only.
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate_one(
+        &self,
+        pl: &[String],
+        lead: &str,
+        replicate: peers::Replicate,
+        op: &'static str,
+        quorum: Quorum,
+        deadline: Instant,
+        failures: BTreeMap<String, ReplicaFailure>,
+        trace: &mut Trace,
+    ) -> Result<(), CoordinatorError> {
+        if self.sloppy && replicate.keyspace.sloppy_quorum {
+            self.replicate_sloppy(pl, lead, replicate, op, quorum, deadline, failures, trace)
+                .await
+        } else {
+            self.replicate_from_lead(pl, lead, replicate, op, quorum, deadline, failures, trace)
+                .await
+        }
+    }
+
+    /// Step 2 with a sloppy quorum. Each other primary gets the lead's object; one that
+    /// is known down, unreachable or refused it (so certainly did not store it — not one
+    /// that timed out, which may have) has its copy sent as a hint to the next healthy
+    /// stand-in on the ring beyond the primaries (one distinct stand-in per missing
+    /// primary), whose durable acknowledgement counts towards W but not towards `pw`.
+    /// When no stand-in is left, the lead holds the hint itself: it counted already, so
+    /// nothing more counts, but the primary still gets its copy back when it returns. A
+    /// primary that timed out counts for nothing either, and the lead keeps a hint for
+    /// it too (once the write is answered), since it may lack the copy.
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate_sloppy(
+        &self,
+        pl: &[String],
+        lead: &str,
+        replicate: peers::Replicate,
+        op: &'static str,
+        quorum: Quorum,
+        deadline: Instant,
+        mut failures: BTreeMap<String, ReplicaFailure>,
+        trace: &mut Trace,
+    ) -> Result<(), CoordinatorError> {
+        let n = pl.len();
+        let ring_order = self
+            .ring
+            .preference_list(&replicate.key.partition, self.peers.others().len() + 1);
+        // Stand-ins: the nodes after the primaries, healthy (or not yet known) first.
+        let stand_ins: VecDeque<String> = ring_order
+            .iter()
+            .skip(n)
+            .filter(|s| self.peers.peer_up(s) != Some(false))
+            .cloned()
+            .collect();
+        let pool = Arc::new(std::sync::Mutex::new(stand_ins));
+        let others: Vec<String> = pl.iter().filter(|n| *n != lead).cloned().collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(others.len().max(1));
+        let start = self.env.now();
+        let timeout = self.request_timeout;
+        for owner in &others {
+            let (peers, pool, tx) = (Arc::clone(&self.peers), Arc::clone(&pool), tx.clone());
+            let (owner, replicate, lead, env) = (
+                owner.clone(),
+                replicate.clone(),
+                lead.to_string(),
+                Arc::clone(&self.env),
+            );
+            self.env.spawn(Box::pin(async move {
+                let held =
+                    hand_over(&peers, &pool, &owner, &lead, replicate.clone(), deadline).await;
+                let us = env.now().saturating_duration_since(start).as_micros() as u64;
+                let timed_out = matches!(&held, Held::Nowhere(f) if f.kind == "timeout");
+                let _ = tx.send((owner.clone(), us, held)).await;
+                if timed_out {
+                    // The primary may or may not have stored it: it does not count, but
+                    // the lead keeps a hint (after the answer, on its own deadline) so
+                    // the primary gets it either way; merging it twice is harmless.
+                    let hint = peers::StoreHint {
+                        owner,
+                        keyspace: replicate.keyspace,
+                        key: replicate.key,
+                        object: replicate.object,
+                    };
+                    let _ = peers.call(&lead, hint, env.now() + timeout).await;
+                }
+            }));
+        }
+        drop(tx);
+        let (mut primaries, mut total) = (1u8, 1u8);
+        let mut pending = others.len();
+        let enough = |p: u8, t: u8| t >= quorum.w && p >= quorum.pw;
+        let possible = |p: u8, t: u8, left: usize| {
+            t as usize + left >= quorum.w as usize && p as usize + left >= quorum.pw as usize
+        };
+        while !enough(primaries, total) && possible(primaries, total, pending) {
+            let Some((owner, us, held)) = rx.recv().await else {
+                break;
+            };
+            pending -= 1;
+            match held {
+                Held::Primary => {
+                    trace.add(&owner, || format!("stored replica after {us} µs"));
+                    failures.remove(&owner);
+                    primaries += 1;
+                    total += 1;
+                }
+                Held::StandIn(s, why) => {
+                    trace.add(&s, || {
+                        format!("stand-in for {owner} ({why}) stored a hint after {us} µs")
+                    });
+                    failures.insert(
+                        owner.clone(),
+                        ReplicaFailure {
+                            node: owner,
+                            kind: "unreachable".into(),
+                            detail: format!("{why}; stand-in {s} holds its copy as a hint"),
+                        },
+                    );
+                    total += 1;
+                }
+                Held::Lead(why) => {
+                    trace.add(lead, || {
+                        format!("no stand-in for {owner} ({why}): the lead holds its hint")
+                    });
+                    failures.insert(
+                        owner.clone(),
+                        ReplicaFailure {
+                            node: owner,
+                            kind: "unreachable".into(),
+                            detail: format!("{why}; no stand-in left, the lead holds its hint"),
+                        },
+                    );
+                }
+                Held::Nowhere(f) => {
+                    trace.add(&owner, || {
+                        format!("failed after {us} µs: {} ({})", f.kind, f.detail)
+                    });
+                    failures.insert(owner, f);
+                }
+            }
+        }
+        if total < quorum.w || primaries < quorum.pw {
+            let (needed, got) = if total < quorum.w {
+                (quorum.w, total)
+            } else {
+                (quorum.pw, primaries)
+            };
+            return Err(CoordinatorError::QuorumNotReached {
+                op: if total < quorum.w {
+                    op
+                } else {
+                    "write to primaries (pw)"
+                },
+                needed,
+                got,
+                failures: failures.into_values().collect(),
+            });
+        }
+        trace.add(&self.name, || {
+            format!("{op} acknowledged by {total} node(s), {primaries} of them primaries")
         });
         Ok(())
     }
@@ -1238,6 +1422,89 @@ impl Coordinator {
 
 /// About how many bytes an object takes in a reply: its values and per-version overhead
 /// (dots, timestamps, the version vector). Used to bound scan pages in bytes.
+/// What a write waits for: W acknowledgements in all, `pw` of them from primaries.
+#[derive(Debug, Clone, Copy)]
+struct Quorum {
+    w: u8,
+    pw: u8,
+}
+
+/// A request's `pw` or `pr`: 0 when absent (no requirement), else checked against N.
+fn primary_quorum(
+    ks: &KeyspaceDef,
+    name: &'static str,
+    v: Option<u8>,
+) -> Result<u8, CoordinatorError> {
+    match v {
+        None | Some(0) => Ok(0),
+        Some(v) => Ok(ks.quorum(name, v)?),
+    }
+}
+
+/// Who ended up holding a primary's copy of a sloppy write.
+enum Held {
+    /// The primary itself.
+    Primary,
+    /// A stand-in, as a hint (counts towards W); why the primary did not.
+    StandIn(String, String),
+    /// The lead, as a hint (counts towards nothing); why the primary did not.
+    Lead(String),
+    /// Nobody: the primary timed out (it may hold it), or it and every stand-in failed.
+    Nowhere(ReplicaFailure),
+}
+
+/// Give `owner` the lead's object, or a stand-in (from `pool`) a hint of it, or the lead.
+async fn hand_over(
+    peers: &Peers,
+    pool: &std::sync::Mutex<VecDeque<String>>,
+    owner: &str,
+    lead: &str,
+    replicate: peers::Replicate,
+    deadline: Instant,
+) -> Held {
+    let why = if peers.peer_up(owner) == Some(false) {
+        "known down".to_string()
+    } else {
+        match peers.call(owner, replicate.clone(), deadline).await {
+            Ok(()) => return Held::Primary,
+            Err(f @ CallFailure::Timeout)
+            | Err(f @ CallFailure::Refused(PeerError::Invalid(_))) => {
+                // A timed-out request may still be applied; an invalid one would be
+                // refused on replay too.
+                return Held::Nowhere(f.to_failure(owner));
+            }
+            Err(f) => {
+                let rf = f.to_failure(owner);
+                format!("{}: {}", rf.kind, rf.detail)
+            }
+        }
+    };
+    let hint = || peers::StoreHint {
+        owner: owner.to_string(),
+        keyspace: replicate.keyspace.clone(),
+        key: replicate.key.clone(),
+        object: replicate.object.clone(),
+    };
+    loop {
+        let next = pool.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        let Some(stand_in) = next else { break };
+        if peers.call(&stand_in, hint(), deadline).await.is_ok() {
+            return Held::StandIn(stand_in, why);
+        }
+    }
+    match peers.call(lead, hint(), deadline).await {
+        Ok(()) => Held::Lead(why),
+        Err(f) => Held::Nowhere(ReplicaFailure {
+            node: owner.to_string(),
+            kind: "unreachable".into(),
+            detail: format!(
+                "{why}; no stand-in took its hint and the lead refused it: {}",
+                f.to_failure(lead).detail
+            ),
+        }),
+    }
+}
+
 fn object_bytes(o: &Object) -> usize {
     let siblings: usize = o
         .siblings

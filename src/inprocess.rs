@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    ClusterConfig, ClusterFile, Limits, Member, NodeConfig, RingConfig, StorageConfig, Timeouts,
-    TlsConfig, DEFAULT_VNODES,
+    ClusterConfig, ClusterFile, HintsConfig, Limits, Member, NodeConfig, RingConfig, StorageConfig,
+    Timeouts, TlsConfig, DEFAULT_VNODES,
 };
 use crate::keyspace::KeyspaceDef;
 use crate::node::{Node, NodeError, NodeParams};
@@ -55,11 +55,13 @@ impl MemoryCluster {
             clocks,
             Default::default(),
             false,
+            HintsConfig::default(),
         )
     }
 
     /// `n` nodes as [`MemoryCluster::new`], with `anti_entropy` as every node's
     /// `[anti_entropy]` and, when it is enabled, each node's exchange loop running.
+    /// Hinted handoff is off, so whatever converges is anti-entropy's doing.
     pub fn with_anti_entropy(
         n: usize,
         keyspaces: Vec<KeyspaceDef>,
@@ -69,7 +71,34 @@ impl MemoryCluster {
         let clocks = (0..n)
             .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
             .collect();
-        Self::build(keyspaces, request_timeout, clocks, anti_entropy, true)
+        Self::build(
+            keyspaces,
+            request_timeout,
+            clocks,
+            anti_entropy,
+            true,
+            HintsConfig {
+                enabled: false,
+                ..HintsConfig::default()
+            },
+        )
+    }
+
+    /// As [`MemoryCluster::with_clocks`], every node with `hints` as its `[hints]`.
+    pub fn with_hints(
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        clocks: Vec<Arc<dyn Clock>>,
+        hints: HintsConfig,
+    ) -> Result<Self, NodeError> {
+        Self::build(
+            keyspaces,
+            request_timeout,
+            clocks,
+            Default::default(),
+            false,
+            hints,
+        )
     }
 
     fn build(
@@ -78,6 +107,7 @@ impl MemoryCluster {
         clocks: Vec<Arc<dyn Clock>>,
         anti_entropy: crate::config::AntiEntropyConfig,
         run_anti_entropy: bool,
+        hints: HintsConfig,
     ) -> Result<Self, NodeError> {
         let n = clocks.len();
         let members: Vec<Member> = (1..=n)
@@ -107,6 +137,7 @@ impl MemoryCluster {
                 bugs: Default::default(),
                 clock_offset: None,
                 anti_entropy: anti_entropy.clone(),
+                hints: hints.clone(),
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             if let Some(ae) = node.anti_entropy().filter(|_| run_anti_entropy) {
@@ -202,6 +233,7 @@ pub fn write_cluster_files(
             metrics_listen: Some(m.addr),
             faults: Default::default(),
             anti_entropy: Default::default(),
+            hints: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

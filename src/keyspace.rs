@@ -256,6 +256,21 @@ pub struct KeyspaceDef {
     /// merges with the old one's data or definition. Set by the node, not by operators.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u64,
+    /// Sloppy quorum: when a primary replica cannot take a write, send its copy with a
+    /// hint to the next healthy node on the ring, whose acknowledgement counts towards W
+    /// (not towards `pw`). Needs `hints.enabled` on the nodes. Default `true`. Written
+    /// only when `false`, so definitions with the default keep the encoding older nodes
+    /// (which refuse unknown fields) read.
+    #[serde(default = "default_sloppy", skip_serializing_if = "is_default_sloppy")]
+    pub sloppy_quorum: bool,
+}
+
+fn default_sloppy() -> bool {
+    true
+}
+
+fn is_default_sloppy(s: &bool) -> bool {
+    *s
 }
 
 fn is_zero(g: &u64) -> bool {
@@ -314,6 +329,7 @@ impl KeyspaceDef {
             readers: None,
             writers: None,
             generation: 0,
+            sloppy_quorum: true,
         }
     }
 

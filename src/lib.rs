@@ -28,6 +28,7 @@ pub mod coordinator;
 pub mod crdt;
 pub mod env;
 pub mod harness;
+pub mod hints;
 pub mod inprocess;
 pub mod key;
 pub mod keyspace;

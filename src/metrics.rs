@@ -98,6 +98,8 @@ pub struct Metrics {
     /// Bytes of values returned by a read (all siblings) and written by a put, like
     /// Riak's `node_get_fsm_objsize`: large objects explain slow tails.
     object_sizes: BTreeMap<&'static str, Recorder>,
+    /// The node's hint store, read when rendering (weak: metrics outlive nothing).
+    hints: Mutex<Option<std::sync::Weak<crate::hints::HintStore>>>,
 }
 
 /// Largest object size recorded exactly (bytes); larger ones are clamped to it.
@@ -138,6 +140,7 @@ impl Default for Metrics {
                 .iter()
                 .map(|o| (*o, Recorder::new(MAX_OBJECT_BYTES)))
                 .collect(),
+            hints: Mutex::new(None),
         }
     }
 }
@@ -177,6 +180,67 @@ impl Metrics {
     pub fn replica_done(&self, op: &str, took: Duration) {
         if let Some(r) = self.replica.get(op) {
             r.record(took.as_micros() as u64);
+        }
+    }
+
+    /// Export `store`'s pending hints and counters with the other metrics.
+    pub fn set_hints_source(&self, store: &Arc<crate::hints::HintStore>) {
+        *self.hints.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(store));
+    }
+
+    /// Render the hint series (pending per target, replayed, dropped by reason).
+    fn render_hints(&self, out: &mut String, node_label: &str) {
+        let store = self
+            .hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|w| w.upgrade());
+        let Some(store) = store else { return };
+        let st = store.stats();
+        for (name, help, bytes) in [
+            (
+                "quorumkv_hints_pending",
+                "Hints this node holds, by target node.",
+                false,
+            ),
+            (
+                "quorumkv_hints_pending_bytes",
+                "Bytes of hints this node holds, by target node.",
+                true,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (target, p) in &st.pending {
+                let v = if bytes { p.bytes } else { p.count };
+                let _ = writeln!(out, "{name}{{{node_label},target=\"{target}\"}} {v}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP quorumkv_hints_replayed_total Hints handed back to their target and acknowledged."
+        );
+        let _ = writeln!(out, "# TYPE quorumkv_hints_replayed_total counter");
+        let _ = writeln!(
+            out,
+            "quorumkv_hints_replayed_total{{{node_label}}} {}",
+            st.replayed
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quorumkv_hints_dropped_total Hints dropped: past hints.window_ms (expired), over hints.max_bytes_per_target (full), refused by their target (refused)."
+        );
+        let _ = writeln!(out, "# TYPE quorumkv_hints_dropped_total counter");
+        for (reason, v) in [
+            ("expired", st.dropped_expired),
+            ("full", st.dropped_full),
+            ("refused", st.dropped_refused),
+        ] {
+            let _ = writeln!(
+                out,
+                "quorumkv_hints_dropped_total{{{node_label},reason=\"{reason}\"}} {v}"
+            );
         }
     }
 
@@ -423,6 +487,7 @@ impl Metrics {
             "quorumkv_requests_inflight{{{node_label}}} {}",
             self.inflight.load(Ordering::Relaxed)
         );
+        self.render_hints(&mut out, &node_label);
         out
     }
 }

@@ -28,6 +28,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Limits, Member};
 use crate::coordinator::{Coordinator, CoordinatorError, CoordinatorParams};
 use crate::env::Env;
+use crate::hints::HintStore;
 use crate::key::Key;
 use crate::keyspace::{KeyspaceDef, KeyspaceError};
 use crate::peers::{self, Peers};
@@ -103,6 +104,8 @@ pub struct NodeParams {
     pub clock_offset: Option<Arc<crate::clock::OffsetClock>>,
     /// `[anti_entropy]`: Merkle trees updated on every write, and exchanges.
     pub anti_entropy: crate::config::AntiEntropyConfig,
+    /// Sloppy quorum and hinted handoff (`[hints]` of node.toml).
+    pub hints: crate::config::HintsConfig,
 }
 
 /// A cluster member's protocol core.
@@ -131,6 +134,8 @@ pub struct Node {
     clock_offset: Option<Arc<crate::clock::OffsetClock>>,
     /// Anti-entropy exchanges (`None` when `anti_entropy.enabled` is off).
     anti_entropy: Option<Arc<crate::aae::AntiEntropy>>,
+    /// The hints this node holds for other replicas (`crate::hints`).
+    hints: Arc<HintStore>,
 }
 
 impl Node {
@@ -179,14 +184,22 @@ impl Node {
                 .map_err(|e| NodeError::Metadata(format!("anti-entropy rebuild: {e}")))?;
             tracing::info!(node = %p.name, keys = stats.keys, skipped = stats.skipped, "anti-entropy trees rebuilt at start (the node did not stop cleanly, or they were off)");
         }
-        let replica_service = Arc::new(ReplicaService::new(
-            p.name.clone(),
-            Arc::clone(&replica),
-            Arc::clone(&catalog),
-            p.env.clone(),
-            Arc::clone(&metrics),
-            p.limits.max_reply_bytes,
-        ));
+        let hints = Arc::new(
+            HintStore::open(&p.name, p.storage.clone(), p.env.clone(), p.hints.clone())
+                .map_err(|e| NodeError::Metadata(format!("hints: {e}")))?,
+        );
+        metrics.set_hints_source(&hints);
+        let replica_service = Arc::new(
+            ReplicaService::new(
+                p.name.clone(),
+                Arc::clone(&replica),
+                Arc::clone(&catalog),
+                p.env.clone(),
+                Arc::clone(&metrics),
+                p.limits.max_reply_bytes,
+            )
+            .with_hints(Arc::clone(&hints)),
+        );
         let peers = Arc::new(Peers::new(
             p.name.clone(),
             names,
@@ -217,7 +230,10 @@ impl Node {
             contexts: p.context_key,
             env: p.env.clone(),
             metrics: Arc::clone(&metrics),
+            sloppy: p.hints.enabled,
         }));
+        // The handoff loop runs in the node's Env, so the simulator drives it too.
+        crate::hints::spawn_replay(&hints, &peers, p.request_timeout);
         Ok(Arc::new(Node {
             name: p.name,
             members: p.members,
@@ -231,6 +247,7 @@ impl Node {
             warnings,
             clock_offset: p.clock_offset,
             anti_entropy,
+            hints,
         }))
     }
 
@@ -254,6 +271,11 @@ impl Node {
     /// Problems found at start that did not stop the node (also logged as warnings).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// What this node holds for other replicas as a stand-in, and what it handed back.
+    pub fn hint_stats(&self) -> crate::hints::HintStats {
+        self.hints.stats()
     }
 
     /// This node's name.
@@ -413,10 +435,23 @@ impl Node {
 
     fn status(&self) -> ClientResponse {
         let own = self.ring().ownership();
+        let hints = self.hints.stats();
         let nodes = self
             .members
             .iter()
             .map(|m| NodeStatus {
+                hints_pending: hints.pending.get(&m.name).map_or(0, |p| p.count),
+                hints_pending_bytes: hints.pending.get(&m.name).map_or(0, |p| p.bytes),
+                hints_replayed: if m.name == self.name {
+                    hints.replayed
+                } else {
+                    0
+                },
+                hints_dropped: if m.name == self.name {
+                    hints.dropped_expired + hints.dropped_full + hints.dropped_refused
+                } else {
+                    0
+                },
                 name: m.name.clone(),
                 addr: m.addr.to_string(),
                 state: match self.peers.peer_up(&m.name) {
@@ -561,6 +596,7 @@ mod tests {
             bugs: Default::default(),
             clock_offset: None,
             anti_entropy: Default::default(),
+            hints: Default::default(),
         })
     }
 

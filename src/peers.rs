@@ -357,6 +357,34 @@ impl PeerCall for DropKeyspace {
     }
 }
 
+/// Hold an object for a primary replica that could not take it (sloppy quorum).
+#[derive(Debug, Clone)]
+pub struct StoreHint {
+    /// The primary replica the object is meant for.
+    pub owner: String,
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The key.
+    pub key: Key,
+    /// The already-versioned object.
+    pub object: Object,
+}
+
+impl PeerCall for StoreHint {
+    type Reply = ();
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::StoreHint {
+            owner: self.owner,
+            keyspace: self.keyspace,
+            key: self.key,
+            object: Box::new(self.object),
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<(), WrongReply> {
+        ack(resp)
+    }
+}
+
 /// Liveness check.
 #[derive(Debug, Clone)]
 pub struct Ping;

@@ -176,6 +176,10 @@ pub struct GetRequest {
     pub r: Option<u8>,
     /// Return a timeline of what the coordinator did.
     pub trace: bool,
+    /// Primary read quorum: fail unless this many of the key's primary replicas answered.
+    /// `None` (or 0): no such requirement.
+    #[serde(default)]
+    pub pr: Option<u8>,
 }
 
 /// A write (or, with `value = None`, a delete).
@@ -205,6 +209,10 @@ pub struct PutRequest {
     /// Client actor; required in `lww-actor` keyspaces, refused elsewhere.
     #[serde(default)]
     pub actor: Option<String>,
+    /// Primary write quorum: fail unless this many of the key's primary replicas (not
+    /// stand-ins) hold the write. `None` (or 0): no such requirement.
+    #[serde(default)]
+    pub pw: Option<u8>,
 }
 
 /// A range read of one partition, in sort-key order.
@@ -425,6 +433,19 @@ pub struct NodeStatus {
     pub state: String,
     /// Share of the ring for which it is the primary replica (0..1).
     pub ownership: f64,
+    /// Hints the answering node holds for this node (hinted handoff not yet done).
+    #[serde(default)]
+    pub hints_pending: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub hints_pending_bytes: u64,
+    /// On the answering node's own row: hints it handed back so far (since it started).
+    #[serde(default)]
+    pub hints_replayed: u64,
+    /// On the answering node's own row: hints it dropped so far (window passed, target
+    /// full, refused by the target).
+    #[serde(default)]
+    pub hints_dropped: u64,
 }
 
 /// One latency histogram's summary, in microseconds.
@@ -717,6 +738,19 @@ pub enum PeerRequest {
         /// Most keys wanted (the replica also caps it: `aae::MAX_KEYS_PER_EXCHANGE`).
         limit: u32,
     },
+    /// Hold `object` for `owner`, a primary replica that could not take it (sloppy
+    /// quorum); the stand-in stores it durably and hands it back later (`crate::hints`).
+    StoreHint {
+        /// The primary replica the object is meant for.
+        owner: String,
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The key.
+        key: Key,
+        /// The already-versioned object (merged on replay, never re-coordinated); boxed
+        /// to keep the request enum small.
+        object: Box<Object>,
+    },
 }
 
 /// One key of an anti-entropy segment listing.
@@ -768,7 +802,8 @@ impl PeerRequest {
             | PeerRequest::WriteBatch { keyspace, .. }
             | PeerRequest::ReplicateBatch { keyspace, .. }
             | PeerRequest::Scan { keyspace, .. }
-            | PeerRequest::Replicate { keyspace, .. } => Some(keyspace),
+            | PeerRequest::Replicate { keyspace, .. }
+            | PeerRequest::StoreHint { keyspace, .. } => Some(keyspace),
             PeerRequest::AnnounceKeyspace(def) => Some(def),
             PeerRequest::AaeBranches { keyspace, .. }
             | PeerRequest::AaeSegments { keyspace, .. }
@@ -805,6 +840,7 @@ impl PeerRequest {
             PeerRequest::AaeBranches { .. } => "aae-branches",
             PeerRequest::AaeSegments { .. } => "aae-segments",
             PeerRequest::AaeKeys { .. } => "aae-keys",
+            PeerRequest::StoreHint { .. } => "store-hint",
         }
     }
 }
@@ -919,6 +955,7 @@ mod tests {
             if_context: false,
             timestamp: None,
             actor: None,
+            pw: None,
         }));
         let bytes = encode(&msg);
         let back: Message = decode(&bytes, 1 << 20).unwrap();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::env::Env;
+use crate::hints::{HintError, HintStore};
 use crate::metrics::Metrics;
 use crate::proto::{PeerError, PeerRequest, PeerResponse};
 use crate::replica::{Replica, ReplicaError, WriteItem};
@@ -35,6 +36,8 @@ pub struct ReplicaService {
     metrics: Arc<Metrics>,
     /// Most bytes one scan page may carry (`limits.max_reply_bytes`).
     max_reply_bytes: usize,
+    /// The hints this node holds as a stand-in (`StoreHint`); `None` refuses them.
+    hints: Option<Arc<HintStore>>,
 }
 
 impl ReplicaService {
@@ -54,7 +57,14 @@ impl ReplicaService {
             env,
             metrics,
             max_reply_bytes,
+            hints: None,
         }
+    }
+
+    /// The same service, holding hints for other replicas in `hints`.
+    pub fn with_hints(mut self, hints: Arc<HintStore>) -> Self {
+        self.hints = Some(hints);
+        self
     }
 
     /// Serve one request, timing it by kind.
@@ -65,6 +75,7 @@ impl ReplicaService {
             | PeerRequest::WriteBatch { .. }
             | PeerRequest::Update { .. } => "write",
             PeerRequest::Replicate { .. } | PeerRequest::ReplicateBatch { .. } => "replicate",
+            PeerRequest::StoreHint { .. } => "hint",
             PeerRequest::Scan { .. } => "scan",
             _ => "other",
         };
@@ -222,8 +233,38 @@ impl ReplicaService {
                 )
                 .await;
             }
+            PeerRequest::StoreHint {
+                owner,
+                keyspace,
+                key,
+                object,
+            } => {
+                let Some(hints) = &self.hints else {
+                    return PeerResponse::Error(PeerError::Invalid(format!(
+                        "node {} does not hold hints",
+                        self.name
+                    )));
+                };
+                return match hints.store(&owner, keyspace, key, *object).await {
+                    Ok(()) => PeerResponse::Ack,
+                    Err(e) => PeerResponse::Error(hint_error(e)),
+                };
+            }
         };
         result.unwrap_or_else(|e| PeerResponse::Error(peer_error(&self.name, e)))
+    }
+}
+
+/// A hint refused for good is invalid; one refused for now (bound, disk) a storage
+/// failure.
+fn hint_error(e: HintError) -> PeerError {
+    match e {
+        HintError::Disabled(_) | HintError::BadOwner(..) | HintError::Corrupt(_) => {
+            PeerError::Invalid(e.to_string())
+        }
+        HintError::TargetFull { .. } | HintError::Storage(_) | HintError::Task => {
+            PeerError::Storage(e.to_string())
+        }
     }
 }
 

@@ -195,6 +195,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         bugs: Default::default(),
         clock_offset,
         anti_entropy: cfg.anti_entropy.clone(),
+        hints: cfg.hints.clone(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(

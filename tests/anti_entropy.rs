@@ -279,6 +279,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         bugs: Default::default(),
         clock_offset: None,
         anti_entropy: AntiEntropyConfig::default(),
+        hints: Default::default(),
     })
     .unwrap()
 }

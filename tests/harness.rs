@@ -182,16 +182,17 @@ fn sim_visibility_without_faults_converges() {
 
 /// Goal: the convergence check finds replicas that never agree, and fails the run for it.
 /// The scenario diverges by construction, not by chance: a node is killed while writes go
-/// on (they reach only the other two replicas), and quorumkv has no anti-entropy or hinted
-/// handoff yet, while `read-repair=off` keeps reads from copying the missed writes to it
-/// after its restart — so once healed, the restarted node lacks keys the others hold and
-/// nothing will ever give them to it. The visibility workload's own verdict stays valid
-/// (staleness is what it measures); the convergence section makes the run invalid.
+/// on (they reach only the other two replicas), hinted handoff is off for the keyspace
+/// (`sloppy=false`) and there is no anti-entropy yet, while `read-repair=off` keeps reads
+/// from copying the missed writes to it after its restart — so once healed, the
+/// restarted node lacks keys the others hold and nothing will ever give them to it. The
+/// visibility workload's own verdict stays valid (staleness is what it measures); the
+/// convergence section makes the run invalid.
 #[test]
 fn sim_visibility_under_kill_without_read_repair_diverges() {
     let store = tempfile::tempdir().unwrap();
     let p = plan(
-        "policy=siblings,n=3,read-repair=off",
+        "policy=siblings,n=3,read-repair=off,sloppy=false",
         WorkloadKind::Visibility,
         &["kill"],
         3,
@@ -212,4 +213,25 @@ fn sim_visibility_under_kill_without_read_repair_diverges() {
     let r = results(&dir);
     assert_eq!(r["convergence"]["verdict"], "invalid");
     assert_eq!(r["verdict"], "invalid");
+}
+
+/// Goal: the same run as `sim_visibility_under_kill_without_read_repair_diverges` with
+/// hinted handoff on (the default) converges with no read repair and no anti-entropy:
+/// the writes the killed node missed are held as hints and handed back after it restarts.
+#[test]
+fn sim_visibility_under_kill_converges_by_hinted_handoff() {
+    let store = tempfile::tempdir().unwrap();
+    let p = plan(
+        "policy=siblings,n=3,read-repair=off",
+        WorkloadKind::Visibility,
+        &["kill"],
+        3,
+        5,
+    );
+    let (_, outcome, j) = run(&p, store.path());
+    let c = &outcome.convergence;
+    assert!(c.keys > 0);
+    assert!(c.converged, "{:?}", c.summary());
+    assert_eq!(c.differing_keys, 0);
+    assert_eq!(j.verdict, Verdict::Valid, "{:?}", j.workload.summary);
 }

@@ -253,10 +253,13 @@ async fn read_repair_fixes_stale_replica() {
 }
 
 /// Goal: a 5-node cluster with N=4 W=2 survives two nodes down, places every key on 4
-/// distinct replicas, and fails once three of a key's replicas are down.
+/// distinct replicas, and (strict quorum: `sloppy_quorum = false`, so the fifth node
+/// cannot stand in) fails once three of a key's replicas are down.
 #[tokio::test(start_paused = true)]
 async fn five_nodes_n4_w2() {
-    let c = memory_cluster(5, [KeyspaceDef::new("ks", 4, 2, 2)]);
+    let mut ks = KeyspaceDef::new("ks", 4, 2, 2);
+    ks.sloppy_quorum = false;
+    let c = memory_cluster(5, [ks]);
     for i in 0..20 {
         put(
             c.node(&format!("n{}", i % 5 + 1)),
@@ -407,6 +410,8 @@ async fn trace_reports_replicas() {
 async fn newest_only_on_n1(mode: quorumkv::keyspace::ReadRepair) -> MemoryCluster {
     let mut ks = KeyspaceDef::new("ks", 3, 2, 2);
     ks.read_repair = mode;
+    // Read repair alone: hinted handoff would otherwise hand the missed write back too.
+    ks.sloppy_quorum = false;
     let c = memory_cluster(3, [ks]);
     put(c.node("n1"), "k", "old", "", Some(3)).await.unwrap();
     let ctx = get(c.node("n1"), "k", Some(3)).await.unwrap().context;

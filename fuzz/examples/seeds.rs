@@ -161,6 +161,7 @@ fn main() {
                 key: key.clone(),
                 r: Some(2),
                 trace: false,
+                pr: None,
             }))),
         ),
         (
@@ -175,6 +176,7 @@ fn main() {
                 if_context: true,
                 timestamp: Some(5),
                 actor: Some("eu".into()),
+                pw: Some(1),
             }))),
         ),
         (

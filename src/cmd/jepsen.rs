@@ -37,7 +37,7 @@ pub struct JepsenArgs {
     /// Cluster size (local and sim; the containers cluster has 5).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// The keyspace the run creates: policy=P,n=N,r=R,w=W[,read-repair=async|blocking|off].
+    /// The keyspace the run creates: policy=P,n=N,r=R,w=W[,read-repair=async|blocking|off][,sloppy=true|false].
     #[arg(long)]
     keyspace: String,
     /// register, set, counter, sibling-register or visibility.

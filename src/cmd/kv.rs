@@ -58,6 +58,9 @@ pub struct GetArgs {
     /// Read quorum for this request.
     #[arg(long, short = 'r', conflicts_with = "replica")]
     r: Option<u8>,
+    /// Primary read quorum: fail unless this many of the key's primary replicas answer.
+    #[arg(long, conflicts_with = "replica")]
+    pr: Option<u8>,
     /// Show node NODE's own stored copy: no quorum, no other replica, no read repair (to
     /// see replicas diverge and converge).
     #[arg(long, value_name = "NODE")]
@@ -73,6 +76,10 @@ pub struct PutArgs {
     /// Write quorum for this request.
     #[arg(long, short = 'w')]
     w: Option<u8>,
+    /// Primary write quorum: fail unless this many of the key's primary replicas (not
+    /// stand-ins holding hints) store the write.
+    #[arg(long)]
+    pw: Option<u8>,
     /// Causal context from a `get`: replaces exactly the versions that read returned.
     /// Without it, the write becomes a sibling of whatever exists.
     #[arg(long)]
@@ -286,6 +293,7 @@ pub fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
             r: a.r,
+            pr: a.pr,
             trace: a.k.trace,
             ..Default::default()
         };
@@ -424,6 +432,7 @@ pub fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
         let ks = keyspace_of(&a.k, &cf);
         let opts = RequestOptions {
             w: a.w,
+            pw: a.pw,
             context: a.context.clone().or(a.if_context.clone()),
             trace: a.k.trace,
             if_context: a.if_context.is_some(),
@@ -552,17 +561,26 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("as seen by {node}:");
         println!(
-            "{:<8} {:<22} {:<8} {:>9}",
-            "node", "address", "state", "ownership"
+            "{:<8} {:<22} {:<8} {:>9} {:>13} {:>11}",
+            "node", "address", "state", "ownership", "hints held", "hint bytes"
         );
+        let mut counters = None;
         for n in nodes {
             println!(
-                "{:<8} {:<22} {:<8} {:>8.1}%",
+                "{:<8} {:<22} {:<8} {:>8.1}% {:>13} {:>11}",
                 n.name,
                 n.addr,
                 n.state,
-                n.ownership * 100.0
+                n.ownership * 100.0,
+                n.hints_pending,
+                n.hints_pending_bytes
             );
+            if n.name == node {
+                counters = Some((n.hints_replayed, n.hints_dropped));
+            }
+        }
+        if let Some((replayed, dropped)) = counters {
+            println!("hints held by {node} for each node above; replayed {replayed}, dropped {dropped} since it started");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,7 +43,8 @@ enum Command {
     DropKeyspace(kv::DropKeyspaceArgs),
     /// List keyspaces.
     Keyspaces(kv::ClusterArgs),
-    /// Show nodes, their state as the contacted node sees it, and ring ownership.
+    /// Show nodes, their state as the contacted node sees it, ring ownership, and the hints
+    /// the contacted node holds for each (hinted handoff).
     Status(kv::ClusterArgs),
     /// Show the preference list (replicas) of a key.
     Replicas(kv::ReplicasArgs),

@@ -184,6 +184,7 @@ impl<T: Transport> StoreClient<T> {
             key: key(k),
             r,
             trace: false,
+            pr: None,
         })
     }
 
@@ -211,6 +212,7 @@ impl<T: Transport> StoreClient<T> {
             if_context,
             timestamp,
             actor: (self.policy == ConflictPolicy::LwwActor).then(|| self.actor.clone()),
+            pw: None,
         })
     }
 

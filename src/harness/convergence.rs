@@ -161,6 +161,7 @@ async fn compare<T: Transport>(
             key: key.clone(),
             r: None,
             trace: false,
+            pr: None,
         });
         match t.request(req).await {
             Outcome::Answer(ClientResponse::ReplicaCopy { copy, .. }) => {

@@ -27,7 +27,7 @@ use crate::keyspace::{ConflictPolicy, KeyspaceDef, ReadRepair};
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     /// `--keyspace` could not be read.
-    #[error("bad --keyspace {spec:?}: {problem} (expected policy=P,n=N,r=R,w=W[,read-repair=async|blocking|off], e.g. policy=siblings,n=3,r=2,w=2)")]
+    #[error("bad --keyspace {spec:?}: {problem} (expected policy=P,n=N,r=R,w=W[,read-repair=async|blocking|off][,sloppy=true|false], e.g. policy=siblings,n=3,r=2,w=2)")]
     KeyspaceSpec {
         /// The text given.
         spec: String,
@@ -167,7 +167,7 @@ impl FromStr for WorkloadKind {
     }
 }
 
-/// The keyspace a run creates: `policy=P,n=N,r=R,w=W[,read-repair=M]`.
+/// The keyspace a run creates: `policy=P,n=N,r=R,w=W[,read-repair=M][,sloppy=false]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyspaceSpec {
     /// Conflict policy.
@@ -180,6 +180,9 @@ pub struct KeyspaceSpec {
     pub w: u8,
     /// Read repair mode (default async).
     pub read_repair: ReadRepair,
+    /// The keyspace's `sloppy_quorum` (default true); `false` also means no hints for
+    /// it, so a run can show what hinted handoff does.
+    pub sloppy: bool,
 }
 
 impl KeyspaceSpec {
@@ -189,6 +192,7 @@ impl KeyspaceSpec {
         let mut def = KeyspaceDef::new(name, self.n, self.r, self.w);
         def.policy = self.policy;
         def.read_repair = self.read_repair;
+        def.sloppy_quorum = self.sloppy;
         if self.policy == ConflictPolicy::LwwActor {
             def.actor_priority = actors.to_vec();
         }
@@ -201,7 +205,11 @@ impl KeyspaceSpec {
             ReadRepair::Async => String::new(),
             other => format!("-rr{other}"),
         };
-        format!("{}-n{}r{}w{}{rr}", self.policy, self.n, self.r, self.w)
+        let sloppy = if self.sloppy { "" } else { "-strict" };
+        format!(
+            "{}-n{}r{}w{}{rr}{sloppy}",
+            self.policy, self.n, self.r, self.w
+        )
     }
 }
 
@@ -213,6 +221,7 @@ impl FromStr for KeyspaceSpec {
             problem,
         };
         let (mut policy, mut n, mut r, mut w, mut rr) = (None, None, None, None, None);
+        let mut sloppy = true;
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
@@ -237,6 +246,12 @@ impl FromStr for KeyspaceSpec {
                             .map_err(|e| bad(format!("read-repair: {e}")))?,
                     )
                 }
+                "sloppy" => {
+                    sloppy = v
+                        .trim()
+                        .parse::<bool>()
+                        .map_err(|_| bad(format!("sloppy={v:?} is not true or false")))?
+                }
                 other => return Err(bad(format!("unknown field {other:?}"))),
             }
         }
@@ -248,6 +263,7 @@ impl FromStr for KeyspaceSpec {
             r: r.unwrap_or(quorum),
             w: w.unwrap_or(quorum),
             read_repair: rr.unwrap_or_default(),
+            sloppy,
         })
     }
 }

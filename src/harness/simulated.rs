@@ -70,6 +70,7 @@ impl SimTarget {
             bugs: Default::default(),
             keep_incarnation: false,
             anti_entropy,
+            hints: Default::default(),
         };
         let cluster = SimCluster::start(spec, net, origin, &mut rng).map_err(|e| {
             HarnessError::Cluster(format!("cannot start the simulated cluster: {e}"))

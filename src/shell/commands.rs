@@ -396,7 +396,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "status",
         aliases: &[],
         usage: "status",
-        summary: "nodes, addresses, up/down as the contacted node sees them, ownership",
+        summary: "nodes, addresses, up/down as the contacted node sees them, ownership, hints held",
         details: "Shows every member with its address, its state as the contacted node last\n\
                   saw it (up, down, or unknown if it has not talked to it yet) and its share\n\
                   of the ring. Also shows which node the shell is talking to: when that node\n\

@@ -642,13 +642,19 @@ fn outcome_table(o: &Outcome) -> String {
                         n.addr.clone(),
                         n.state.clone(),
                         format!("{:.1}%", n.ownership * 100.0),
+                        n.hints_pending.to_string(),
+                        n.hints_pending_bytes.to_string(),
                     ]
                 })
                 .collect();
             let up = nodes.iter().filter(|n| n.state == "up").count();
+            let (replayed, dropped) = nodes
+                .iter()
+                .find(|n| &n.name == contacted)
+                .map_or((0, 0), |n| (n.hints_replayed, n.hints_dropped));
             format!(
-                "connected to {contacted}; states as {contacted} sees them:\n{}\n({} node(s), {up} up; * = the node this shell talks to)",
-                table(&[" node", "address", "state", ">ownership"], &rows),
+                "connected to {contacted}; states as {contacted} sees them:\n{}\n({} node(s), {up} up; * = the node this shell talks to; hints = what {contacted} holds for each node, {replayed} replayed, {dropped} dropped since it started)",
+                table(&[" node", "address", "state", ">ownership", ">hints", ">hint bytes"], &rows),
                 nodes.len()
             )
         }

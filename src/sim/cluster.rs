@@ -52,6 +52,8 @@ pub struct ClusterSpec {
     pub keep_incarnation: bool,
     /// Every node's `[anti_entropy]`.
     pub anti_entropy: crate::config::AntiEntropyConfig,
+    /// Every node's `[hints]` (sloppy quorum and hinted handoff).
+    pub hints: crate::config::HintsConfig,
 }
 
 /// The cluster.
@@ -154,6 +156,7 @@ impl SimCluster {
             bugs: self.spec.bugs,
             clock_offset: None,
             anti_entropy: self.spec.anti_entropy.clone(),
+            hints: self.spec.hints.clone(),
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net

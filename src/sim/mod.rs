@@ -396,6 +396,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         bugs: cfg.bugs.replica,
         keep_incarnation: cfg.bugs.keep_incarnation,
         anti_entropy: Default::default(),
+        hints: Default::default(),
     };
     let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
         Ok(c) => c,

@@ -198,6 +198,7 @@ fn get(workload: Workload, k: &str, r: Option<u8>) -> ClientRequest {
         key: key(k),
         r,
         trace: false,
+        pr: None,
     })
 }
 
@@ -212,6 +213,7 @@ fn put(workload: Workload, k: &str, value: Vec<u8>, context: String) -> ClientRe
         if_context: false,
         timestamp: None,
         actor: None,
+        pw: None,
     })
 }
 

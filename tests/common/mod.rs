@@ -73,6 +73,7 @@ pub fn put_request(
         if_context: false,
         timestamp: None,
         actor: None,
+        pw: None,
     }
 }
 
@@ -83,6 +84,7 @@ pub fn get_request(keyspace: &str, key: &str, r: Option<u8>) -> GetRequest {
         key: Key::parse(key),
         r,
         trace: false,
+        pr: None,
     }
 }
 
