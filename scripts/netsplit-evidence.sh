@@ -159,6 +159,17 @@ echo
 echo "== 2. isolate n1"
 T_SPLIT=$SECONDS
 scripts/netsplit.sh isolate n1 | sed 's/^/  /'
+# Until a node's failure detector (a ping every second) has seen n1 go silent, it may pick
+# n1 to lead a write, and a lead that does not answer ends the write as indeterminate
+# rather than trying a second lead (docs/CONSISTENCY.md). Wait (at most 15 s) until every
+# majority node sees n1 down, as an operator would see in `quorumkv status`.
+for n in n2 n3 n4 n5; do
+    for _ in $(seq 1 30); do
+        run_quiet status --node "$n" --output json
+        grep -q '"name":"n1"[^}]*"state":"down"' <<<"$OUT" && break
+        sleep 0.5
+    done
+done
 KX=$(find_key post has_n1) || KX=""
 echo "  key $KX has replicas: $(run_quiet replicas "$KX" --node n2; echo "$OUT") (n1 among them)"
 ok=1
