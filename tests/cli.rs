@@ -331,6 +331,99 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
     drop(guard);
 }
 
+/// Hints the contacted node holds for `target`, from `quorumkv status --node NODE --output
+/// json` (`None` while the node does not answer).
+fn hints_held(dir: &Path, node: &str, target: &str) -> Option<u64> {
+    let o = cli(dir, &["status", "--node", node, "--output", "json"]);
+    if !o.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).ok()?;
+    v["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == target)?["hints_pending"]
+        .as_u64()
+}
+
+/// Goal (hinted handoff, issue 14): hints are durable. While n3 is down, 20 writes (W=2)
+/// leave hints for it on the nodes that led them; both hint holders are then killed with
+/// -9 and restarted with anti-entropy off (so only hints can repair n3), n3 comes back,
+/// and its own copy of every key (`get --replica`: no quorum, no read repair) holds the
+/// value, with no hint left.
+#[test]
+fn hints_survive_kill_9_of_their_holders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dc");
+    let base = free_base_port().to_string();
+    let mut guard = Nodes {
+        dir: dir.clone(),
+        extra: vec![],
+    };
+    let out = dev_cluster(&dir, &base);
+    assert!(out.status.success(), "dev-cluster failed: {}", stderr(&out));
+    let n3 = pid_of(&dir, 3).unwrap();
+    kill(n3, 9);
+    wait_until("n3 to die", || !alive(n3));
+    for i in 0..20 {
+        let o = cli(&dir, &["put", &format!("h:{i}"), &format!("v{i}")]);
+        assert!(o.status.success(), "W=2 with n3 down: {}", stderr(&o));
+    }
+    // Every write left one hint for n3 on its lead (3 nodes, N=3: no stand-in exists).
+    wait_until("20 hints for n3 held by n1 and n2", || {
+        matches!(
+            (hints_held(&dir, "n1", "n3"), hints_held(&dir, "n2", "n3")),
+            (Some(a), Some(b)) if a + b == 20
+        )
+    });
+    let holders: Vec<i32> = (1..=2).map(|i| pid_of(&dir, i).unwrap()).collect();
+    for p in &holders {
+        kill(*p, 9);
+    }
+    for p in &holders {
+        wait_until("a hint holder to die", || !alive(*p));
+    }
+    for i in 1..=3 {
+        let config = dir.join(format!("n{i}/node.toml"));
+        let text = std::fs::read_to_string(&config).unwrap();
+        let off = text.replace(
+            "[anti_entropy]\nenabled = true",
+            "[anti_entropy]\nenabled = false",
+        );
+        assert_ne!(
+            off,
+            text,
+            "{} has no [anti_entropy] enabled = true",
+            config.display()
+        );
+        std::fs::write(&config, off).unwrap();
+        guard.extra.push(KillOnDrop(restart_node(&dir, i)));
+    }
+    wait_until("n3 to hold every write, handed back by hints", || {
+        (0..20).all(|i| {
+            let o = cli(
+                &dir,
+                &[
+                    "get",
+                    "--replica",
+                    "n3",
+                    &format!("h:{i}"),
+                    "--output",
+                    "json",
+                ],
+            );
+            o.status.success()
+                && serde_json::from_str::<serde_json::Value>(stdout(&o).trim())
+                    .map(|v| v["values"] == serde_json::json!([format!("v{i}")]))
+                    .unwrap_or(false)
+        })
+    });
+    wait_until("no hint left for n3", || {
+        hints_held(&dir, "n1", "n3") == Some(0) && hints_held(&dir, "n2", "n3") == Some(0)
+    });
+    drop(guard);
+}
+
 /// Goal: user mistakes get one clear message and a non-zero exit, never a panic.
 #[test]
 fn cli_errors_are_clear() {
