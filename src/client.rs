@@ -35,6 +35,14 @@ pub enum ClientError {
     /// No contact point answered.
     #[error("no contact point is reachable: {}", .0.join("; "))]
     Unreachable(Vec<String>),
+    /// A node did not answer a ping in time ([`wait_all_answer`]).
+    #[error("node {node} did not answer within {} s", .within.as_secs())]
+    Silent {
+        /// The node.
+        node: String,
+        /// How long it was given.
+        within: Duration,
+    },
     /// The connection broke after a write was sent; it may or may not have been applied.
     #[error("connection to {node} lost during the request; the write may or may not have been applied: {message}")]
     Indeterminate {
@@ -545,4 +553,34 @@ impl Client {
 
 fn unexpected(r: ClientResponse) -> ClientError {
     ClientError::Protocol(format!("unexpected reply {r:?}"))
+}
+
+/// Wait until every contact point of `cf` answers a ping — each through a client of its
+/// own, attempts of at most 1 s every 200 ms — for at most `within` in all: how a freshly
+/// started cluster is known to be up. The first node still silent then is the error
+/// ([`ClientError::Silent`]).
+pub async fn wait_all_answer(cf: &ClusterFile, within: Duration) -> Result<(), ClientError> {
+    let deadline = tokio::time::Instant::now() + within;
+    for m in &cf.contact_points {
+        let one = ClusterFile {
+            contact_points: vec![m.clone()],
+            timeout_ms: 1000,
+            ..cf.clone()
+        };
+        let client = Client::new(&one)?;
+        loop {
+            if client.ping().await.is_ok() {
+                client.close().await;
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ClientError::Silent {
+                    node: m.name.clone(),
+                    within,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }

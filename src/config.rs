@@ -677,6 +677,16 @@ impl ClusterFile {
         }
         Ok(cf)
     }
+
+    /// This file narrowed to the one contact point `node` (`None` when `node` is not one
+    /// of them): a client of it talks to that node only, which then coordinates.
+    pub fn only(&self, node: &str) -> Option<ClusterFile> {
+        let m = self.contact_points.iter().find(|m| m.name == node)?;
+        Some(ClusterFile {
+            contact_points: vec![m.clone()],
+            ..self.clone()
+        })
+    }
 }
 
 #[cfg(test)]

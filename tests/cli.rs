@@ -127,15 +127,12 @@ fn dev_cluster(dir: &Path, base: &str) -> Output {
         .unwrap()
 }
 
-/// Goal: the dev cluster runs each node as its own process; writes and reads work through
-/// the CLI; with a node killed (-9) W=2 still succeeds; after every node is killed with -9
-/// and restarted from its config, every acknowledged write is served.
-#[test]
-fn dev_cluster_kill_9_loses_no_acknowledged_write() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dc");
+/// A three-node dev cluster started under `tmp/dc` on free ports (asserting it came up):
+/// its directory, the command's output, and the guard that kills its nodes.
+fn started_dev_cluster(tmp: &Path) -> (PathBuf, Output, Nodes) {
+    let dir = tmp.join("dc");
     let base = free_base_port().to_string();
-    let mut guard = Nodes {
+    let guard = Nodes {
         dir: dir.clone(),
         extra: vec![],
     };
@@ -146,6 +143,16 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
         stdout(&out),
         stderr(&out)
     );
+    (dir, out, guard)
+}
+
+/// Goal: the dev cluster runs each node as its own process; writes and reads work through
+/// the CLI; with a node killed (-9) W=2 still succeeds; after every node is killed with -9
+/// and restarted from its config, every acknowledged write is served.
+#[test]
+fn dev_cluster_kill_9_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, out, mut guard) = started_dev_cluster(tmp.path());
     assert!(
         stdout(&out).contains("dev cluster is up"),
         "{}",
@@ -354,14 +361,7 @@ fn hints_held(dir: &Path, node: &str, target: &str) -> Option<u64> {
 #[test]
 fn hints_survive_kill_9_of_their_holders() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dc");
-    let base = free_base_port().to_string();
-    let mut guard = Nodes {
-        dir: dir.clone(),
-        extra: vec![],
-    };
-    let out = dev_cluster(&dir, &base);
-    assert!(out.status.success(), "dev-cluster failed: {}", stderr(&out));
+    let (dir, _, mut guard) = started_dev_cluster(tmp.path());
     let n3 = pid_of(&dir, 3).unwrap();
     kill(n3, 9);
     wait_until("n3 to die", || !alive(n3));
@@ -471,14 +471,7 @@ fn cli_errors_are_clear() {
 #[test]
 fn crdt_commands() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dc");
-    let base = free_base_port().to_string();
-    let _guard = Nodes {
-        dir: dir.clone(),
-        extra: vec![],
-    };
-    let out = dev_cluster(&dir, &base);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let (dir, _, _guard) = started_dev_cluster(tmp.path());
     let ok = |args: &[&str]| {
         let o = cli(&dir, args);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));

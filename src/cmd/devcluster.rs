@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use quorumkv::client::Client;
-use quorumkv::config::{ClusterFile, Member, NodeConfig, StorageConfig, Timeouts};
+use quorumkv::client::{wait_all_answer, ClientError};
+use quorumkv::config::{ClusterFile, NodeConfig, StorageConfig, Timeouts};
 use quorumkv::inprocess::write_cluster_files;
 use quorumkv::keyspace::KeyspaceDef;
 
@@ -178,35 +178,19 @@ fn live_pid(file: &Path) -> Option<i32> {
 
 async fn wait_ready(cluster_file: &Path, procs: &[Proc]) -> anyhow::Result<()> {
     let cf = ClusterFile::load(cluster_file)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for m in &cf.contact_points {
-        let mut one = cf.clone();
-        one.contact_points = vec![Member {
-            name: m.name.clone(),
-            addr: m.addr,
-        }];
-        one.timeout_ms = 1000;
-        let client = Client::new(&one)?;
-        loop {
-            if client.ping().await.is_ok() {
-                client.close().await;
-                break;
-            }
-            if Instant::now() > deadline {
-                let log = procs
-                    .iter()
-                    .find(|p| p.name == m.name)
-                    .map(|p| p.config.with_file_name("node.log"));
-                bail!(
-                    "node {} did not answer within 30 s; see {}",
-                    m.name,
-                    log.map(|l| l.display().to_string()).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    match wait_all_answer(&cf, Duration::from_secs(30)).await {
+        Err(ClientError::Silent { node, .. }) => {
+            let log = procs
+                .iter()
+                .find(|p| p.name == node)
+                .map(|p| p.config.with_file_name("node.log"));
+            bail!(
+                "node {node} did not answer within 30 s; see {}",
+                log.map(|l| l.display().to_string()).unwrap_or_default()
+            );
         }
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 fn print_banner(dir: &Path, cluster_file: &Path, procs: &[Proc]) {

@@ -77,15 +77,14 @@ pub fn run(a: ShellArgs) -> anyhow::Result<ExitCode> {
         "no cluster to talk to: start one with `scripts/dev.sh` (or `quorumkv dev-cluster`), or pass --cluster FILE".to_string()
     })?;
     if let Some(node) = &a.node {
-        let known: Vec<String> = cf.contact_points.iter().map(|m| m.name.clone()).collect();
-        cf.contact_points.retain(|m| &m.name == node);
-        if cf.contact_points.is_empty() {
-            anyhow::bail!(
+        cf = cf.only(node).with_context(|| {
+            let known: Vec<&str> = cf.contact_points.iter().map(|m| m.name.as_str()).collect();
+            format!(
                 "--node {node}: not a contact point of {} (known: {})",
                 a.cluster.display(),
                 known.join(", ")
-            );
-        }
+            )
+        })?;
     }
     let rt = super::runtime()?;
     let client = {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use jepsen_like::Value;
 
-use crate::client::Client;
-use crate::config::{ClusterFile, Member, NodeConfig, StorageConfig, Timeouts};
+use crate::client::{wait_all_answer, Client, ClientError};
+use crate::config::{ClusterFile, NodeConfig, StorageConfig, Timeouts};
 use crate::inprocess::write_cluster_files;
 
 use super::nemesis::{NodeControl, TargetNemesis};
@@ -208,11 +208,6 @@ impl LocalCluster {
         client_for(&self.cluster_file, &self.nodes[i].name)
     }
 
-    /// Wait until every node answers a ping (at most `within`).
-    pub async fn wait_ready(&self, within: Duration) -> Result<(), HarnessError> {
-        wait_ready(&self.cluster_file, within, &self.logs()).await
-    }
-
     /// Stop every node: resume paused ones, SIGTERM, and SIGKILL what is left after 10 s.
     pub fn stop(&mut self) {
         for i in 0..self.nodes.len() {
@@ -251,16 +246,9 @@ impl Drop for LocalCluster {
 
 /// A client of `cf`'s cluster whose only contact point is `node`.
 pub fn client_for(cf: &ClusterFile, node: &str) -> Result<Arc<Client>, HarnessError> {
-    let m = cf
-        .contact_points
-        .iter()
-        .find(|m| m.name == node)
+    let one = cf
+        .only(node)
         .ok_or_else(|| err(format!("no node {node} in the cluster file")))?;
-    let mut one = cf.clone();
-    one.contact_points = vec![Member {
-        name: m.name.clone(),
-        addr: m.addr,
-    }];
     Client::new(&one).map_err(|e| err(format!("client for {node}: {e}")))
 }
 
@@ -270,32 +258,17 @@ pub async fn wait_ready(
     within: Duration,
     logs: &[PathBuf],
 ) -> Result<(), HarnessError> {
-    let deadline = tokio::time::Instant::now() + within;
-    for m in &cf.contact_points {
-        let mut one = cf.clone();
-        one.timeout_ms = 1000;
-        one.contact_points = vec![m.clone()];
-        let client = Client::new(&one).map_err(err)?;
-        loop {
-            if client.ping().await.is_ok() {
-                client.close().await;
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(err(format!(
-                    "node {} did not answer within {} s (logs: {})",
-                    m.name,
-                    within.as_secs(),
-                    logs.iter()
-                        .map(|l| l.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
+    wait_all_answer(cf, within).await.map_err(|e| match e {
+        ClientError::Silent { node, within } => err(format!(
+            "node {node} did not answer within {} s (logs: {})",
+            within.as_secs(),
+            logs.iter()
+                .map(|l| l.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        other => err(other),
+    })
 }
 
 /// Move `node`'s clock through `client` (its only contact point).

@@ -228,14 +228,7 @@ impl RunPlan {
                 |w: usize| self.store_client(target.transport(w % names.len()), w, wall.clone());
             let record = jh::run(&mut wl, make, nemesis, sink, &self.opts).await?;
             let checkers: Vec<_> = (0..names.len()).map(|i| target.transport(i)).collect();
-            let convergence = convergence::check(
-                &checkers,
-                &self.keyspace,
-                &wl.keys(),
-                self.converge_within,
-                CONVERGENCE_POLL,
-            )
-            .await;
+            let convergence = self.converge(&checkers, &wl.keys()).await;
             Ok(RunOutcome {
                 record,
                 convergence,
@@ -376,15 +369,21 @@ impl RunPlan {
             .iter()
             .map(|n| Ok(QuicTransport::new(n.clone(), client_for(cf, n)?)))
             .collect::<Result<Vec<_>, HarnessError>>()?;
-        let convergence = convergence::check(
-            &checkers,
+        let convergence = self.converge(&checkers, &wl.keys()).await;
+        Ok((record, convergence))
+    }
+
+    /// The convergence check of this plan's keyspace over `keys`, through `checkers`
+    /// (one transport per node).
+    async fn converge<T: Transport>(&self, checkers: &[T], keys: &[String]) -> ConvergenceReport {
+        convergence::check(
+            checkers,
             &self.keyspace,
-            &wl.keys(),
+            keys,
             self.converge_within,
             CONVERGENCE_POLL,
         )
-        .await;
-        Ok((record, convergence))
+        .await
     }
 
     /// Judge `outcome` and write the run's report into `dir` (results.json, summary.txt,

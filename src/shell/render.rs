@@ -1141,6 +1141,7 @@ fn error_kind(e: &ExecError) -> String {
         ExecError::Client(C::Unreachable(_)) => "unreachable",
         ExecError::Client(C::Indeterminate { .. }) => "indeterminate",
         ExecError::Client(C::Timeout { .. }) => "timeout",
+        ExecError::Client(C::Silent { .. }) => "silent",
         ExecError::Client(C::Tls(_) | C::Socket(_)) => "client_setup",
         ExecError::Client(C::Protocol(_)) => "protocol",
     };
