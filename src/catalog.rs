@@ -247,6 +247,7 @@ impl Catalog {
         end.push(1);
         let mut deleted = 0;
         crate::aae::tree::purge_keyspace(&*self.storage, name)?;
+        crate::tombstones::purge_keyspace(&*self.storage, name)?;
         loop {
             let keys = self.storage.scan(&start, &end, PURGE_BATCH)?;
             if keys.is_empty() {

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     /// Sloppy quorum and hinted handoff (`[hints]`). Default: on, see [`HintsConfig`].
     #[serde(default)]
     pub hints: HintsConfig,
+    /// Tombstone reaping (`[tombstones]`). Default: on, see [`TombstonesConfig`].
+    #[serde(default)]
+    pub tombstones: TombstonesConfig,
     /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
     /// backup), makes the node issue versions under a new incarnation.
     #[serde(skip)]
@@ -359,6 +362,54 @@ fn default_hint_replay_rate() -> u64 {
     1024 * 1024
 }
 
+/// Tombstone reaping (`[tombstones]`): when a delete's tombstone may finally be removed
+/// (see `crate::tombstones`). A tombstone is removed only when every replica of its key
+/// holds the same one, has held it for `min_age_ms`, every member of the cluster answers,
+/// and no member holds a hint for the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TombstonesConfig {
+    /// Reap at all. Off, tombstones are kept forever (they still answer reads as
+    /// "deleted"). Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long every replica must have held a tombstone, unchanged, before it may be
+    /// removed, milliseconds. It must outlast anything that can still carry an older
+    /// version of the key: a message in flight, a client's retry, a node's restart. Settable
+    /// to seconds for tests. Default 86400000 (24 h).
+    #[serde(default = "default_tomb_min_age_ms")]
+    pub min_age_ms: u64,
+    /// Mean time between reaping rounds, milliseconds (plus or minus a quarter, at
+    /// random). Default 60000.
+    #[serde(default = "default_tomb_interval_ms")]
+    pub interval_ms: u64,
+    /// Most tombstones one round looks at (the next round continues after the last).
+    /// Default 256.
+    #[serde(default = "default_tomb_max_keys")]
+    pub max_keys_per_round: usize,
+}
+
+fn default_tomb_min_age_ms() -> u64 {
+    24 * 60 * 60 * 1000
+}
+fn default_tomb_interval_ms() -> u64 {
+    60_000
+}
+fn default_tomb_max_keys() -> usize {
+    256
+}
+
+impl Default for TombstonesConfig {
+    fn default() -> Self {
+        TombstonesConfig {
+            enabled: true,
+            min_age_ms: default_tomb_min_age_ms(),
+            interval_ms: default_tomb_interval_ms(),
+            max_keys_per_round: default_tomb_max_keys(),
+        }
+    }
+}
+
 /// Timeouts, milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -589,6 +640,23 @@ impl NodeConfig {
                 "hints.replay_interval_ms, hints.replay_bytes_per_sec and hints.window_ms must be positive"
                     .into(),
             );
+        }
+        let t = &self.tombstones;
+        if t.interval_ms < 10
+            || !(1..=crate::tombstones::MAX_KEYS_PER_ROUND).contains(&t.max_keys_per_round)
+        {
+            return invalid(format!(
+                "tombstones.interval_ms = {} and max_keys_per_round = {}: expected at least 10 and 1..={}",
+                t.interval_ms,
+                t.max_keys_per_round,
+                crate::tombstones::MAX_KEYS_PER_ROUND
+            ));
+        }
+        if t.enabled && t.min_age_ms < 1000 {
+            return invalid(format!(
+                "tombstones.min_age_ms = {}: expected at least 1000 (a tombstone must outlive every message still in flight)",
+                t.min_age_ms
+            ));
         }
         if l.max_connections_per_client == 0 || l.max_reply_bytes == 0 {
             return invalid("limits must be positive".into());

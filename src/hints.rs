@@ -247,6 +247,35 @@ impl HintStore {
         }
     }
 
+    /// How many hints this node holds for each of `keys` of keyspace `ks`, whatever
+    /// their owner (the tombstone reaper removes nothing a hint still carries). Looks up
+    /// one record per key and target with hints pending: no scan.
+    pub async fn held_for(self: &Arc<Self>, ks: &str, keys: &[Key]) -> Result<Vec<u32>, HintError> {
+        let (ks, keys) = (ks.to_string(), keys.to_vec());
+        self.run(move |me| {
+            // Held across the look-ups, as a store holds it: a hint being written now is
+            // either seen or written after the answer.
+            let pending = me.lock();
+            let targets: Vec<&String> = pending
+                .iter()
+                .filter(|(_, p)| p.count > 0)
+                .map(|(t, _)| t)
+                .collect();
+            keys.iter()
+                .map(|key| {
+                    let mut n = 0u32;
+                    for t in &targets {
+                        if me.storage.get(&hint_key(t, &ks, key))?.is_some() {
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Hold `object` for `owner` durably (merged into any hint already held for that
     /// key): what a stand-in does before it acknowledges.
     pub async fn store(

@@ -22,6 +22,22 @@ use crate::tls::{self, Role, TlsError};
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::PeerHandler;
 
+/// The self-healing settings of every node of a [`MemoryCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// `[anti_entropy]`.
+    pub anti_entropy: crate::config::AntiEntropyConfig,
+    /// Whether each node's exchange loop runs (else tests start exchanges themselves).
+    pub run_anti_entropy: bool,
+    /// `[hints]`.
+    pub hints: HintsConfig,
+    /// `[tombstones]`.
+    pub tombstones: crate::config::TombstonesConfig,
+    /// Re-introduced bug classes (tests that show a check can fail).
+    #[doc(hidden)]
+    pub bugs: crate::replica::InjectedBugs,
+}
+
 /// Nodes connected by a [`MemoryNetwork`].
 pub struct MemoryCluster {
     /// The network; cut and heal links here.
@@ -101,6 +117,21 @@ impl MemoryCluster {
         )
     }
 
+    /// `n` nodes with every self-healing option given: `[anti_entropy]`, `[hints]` and
+    /// `[tombstones]` as each node's, and whether the exchange loop runs. The reaper's
+    /// loop never runs here: tests call [`crate::tombstones::Reaper::round`] themselves.
+    pub fn with_options(
+        n: usize,
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        opts: ClusterOptions,
+    ) -> Result<Self, NodeError> {
+        let clocks = (0..n)
+            .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
+            .collect();
+        Self::build_with(keyspaces, request_timeout, clocks, opts)
+    }
+
     fn build(
         keyspaces: Vec<KeyspaceDef>,
         request_timeout: Duration,
@@ -109,6 +140,29 @@ impl MemoryCluster {
         run_anti_entropy: bool,
         hints: HintsConfig,
     ) -> Result<Self, NodeError> {
+        let opts = ClusterOptions {
+            anti_entropy,
+            run_anti_entropy,
+            hints,
+            tombstones: Default::default(),
+            bugs: Default::default(),
+        };
+        Self::build_with(keyspaces, request_timeout, clocks, opts)
+    }
+
+    fn build_with(
+        keyspaces: Vec<KeyspaceDef>,
+        request_timeout: Duration,
+        clocks: Vec<Arc<dyn Clock>>,
+        opts: ClusterOptions,
+    ) -> Result<Self, NodeError> {
+        let ClusterOptions {
+            anti_entropy,
+            run_anti_entropy,
+            hints,
+            tombstones,
+            bugs,
+        } = opts;
         let n = clocks.len();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -134,10 +188,11 @@ impl MemoryCluster {
                 keyspaces: keyspaces.clone(),
                 context_key: context_key.clone(),
                 new_incarnation: false,
-                bugs: Default::default(),
+                bugs,
                 clock_offset: None,
                 anti_entropy: anti_entropy.clone(),
                 hints: hints.clone(),
+                tombstones: tombstones.clone(),
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             if let Some(ae) = node.anti_entropy().filter(|_| run_anti_entropy) {
@@ -234,6 +289,7 @@ pub fn write_cluster_files(
             faults: Default::default(),
             anti_entropy: Default::default(),
             hints: Default::default(),
+            tombstones: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

@@ -47,4 +47,5 @@ pub mod shell;
 pub mod sim;
 pub mod storage;
 pub mod tls;
+pub mod tombstones;
 pub mod transport;

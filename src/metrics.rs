@@ -93,6 +93,15 @@ pub struct Metrics {
     pub aae_ranges_differing: AtomicU64,
     /// Gauge: seconds since the range compared least recently in full was.
     pub aae_oldest_full_compare_seconds: AtomicU64,
+    /// Tombstones this node removed (as the reaper, or at the reaper's request).
+    pub tombstones_reaped: AtomicU64,
+    /// Tombstones old enough to reap but kept: a member did not answer the check.
+    pub tombstones_blocked_unreachable: AtomicU64,
+    /// Kept: a member holds a hint for the key.
+    pub tombstones_blocked_hints: AtomicU64,
+    /// Kept: a replica holds another copy (a live value, another tombstone, nothing) or has
+    /// not held it for `tombstones.min_age_ms` yet.
+    pub tombstones_blocked_disagree: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
     /// Bytes of values returned by a read (all siblings) and written by a put, like
@@ -134,6 +143,10 @@ impl Default for Metrics {
             aae_keys_repaired: AtomicU64::new(0),
             aae_ranges_differing: AtomicU64::new(0),
             aae_oldest_full_compare_seconds: AtomicU64::new(0),
+            tombstones_reaped: AtomicU64::new(0),
+            tombstones_blocked_unreachable: AtomicU64::new(0),
+            tombstones_blocked_hints: AtomicU64::new(0),
+            tombstones_blocked_disagree: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
             object_sizes: ["read", "write"]
@@ -447,6 +460,26 @@ impl Metrics {
                 "quorumkv_aae_keys_repaired_total",
                 "Keys anti-entropy found different on two replicas and repaired.",
                 &self.aae_keys_repaired,
+            ),
+            (
+                "quorumkv_tombstones_reaped_total",
+                "Tombstones this node removed once every replica held them for tombstones.min_age_ms.",
+                &self.tombstones_reaped,
+            ),
+            (
+                "quorumkv_tombstones_blocked_unreachable_total",
+                "Old-enough tombstones kept because a member did not answer the reaper's check.",
+                &self.tombstones_blocked_unreachable,
+            ),
+            (
+                "quorumkv_tombstones_blocked_hints_total",
+                "Old-enough tombstones kept because a member holds a hint for the key.",
+                &self.tombstones_blocked_hints,
+            ),
+            (
+                "quorumkv_tombstones_blocked_disagree_total",
+                "Old-enough tombstones kept because a replica holds another copy or has not held it long enough.",
+                &self.tombstones_blocked_disagree,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

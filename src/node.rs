@@ -106,6 +106,8 @@ pub struct NodeParams {
     pub anti_entropy: crate::config::AntiEntropyConfig,
     /// Sloppy quorum and hinted handoff (`[hints]` of node.toml).
     pub hints: crate::config::HintsConfig,
+    /// Tombstone reaping (`[tombstones]` of node.toml).
+    pub tombstones: crate::config::TombstonesConfig,
 }
 
 /// A cluster member's protocol core.
@@ -136,6 +138,8 @@ pub struct Node {
     anti_entropy: Option<Arc<crate::aae::AntiEntropy>>,
     /// The hints this node holds for other replicas (`crate::hints`).
     hints: Arc<HintStore>,
+    /// Tombstone reaping (`None` when `tombstones.enabled` is off).
+    reaper: Option<Arc<crate::tombstones::Reaper>>,
 }
 
 impl Node {
@@ -220,6 +224,20 @@ impl Node {
                 call_timeout: p.request_timeout,
             })
         });
+        let reaper = p.tombstones.enabled.then(|| {
+            crate::tombstones::Reaper::new(crate::tombstones::ReaperParams {
+                name: p.name.clone(),
+                cfg: p.tombstones.clone(),
+                replica: Arc::clone(&replica),
+                catalog: Arc::clone(&catalog),
+                peers: Arc::clone(&peers),
+                ring: ring.clone(),
+                env: p.env.clone(),
+                metrics: Arc::clone(&metrics),
+                call_timeout: p.request_timeout,
+                bugs: p.bugs,
+            })
+        });
         let coordinator = Arc::new(Coordinator::new(CoordinatorParams {
             name: p.name.clone(),
             ring,
@@ -248,7 +266,14 @@ impl Node {
             clock_offset: p.clock_offset,
             anti_entropy,
             hints,
+            reaper,
         }))
+    }
+
+    /// This node's tombstone reaper, when `tombstones.enabled` is on. Its
+    /// [`run`](crate::tombstones::Reaper::run) loop is spawned by whoever runs the node.
+    pub fn reaper(&self) -> Option<&Arc<crate::tombstones::Reaper>> {
+        self.reaper.as_ref()
     }
 
     /// This node's anti-entropy, when `anti_entropy.enabled` is on. Its
@@ -436,6 +461,8 @@ impl Node {
     fn status(&self) -> ClientResponse {
         let own = self.ring().ownership();
         let hints = self.hints.stats();
+        let reaping = self.reaper.as_ref().map(|r| r.stats());
+        let me = |m: &Member| m.name == self.name;
         let nodes = self
             .members
             .iter()
@@ -461,6 +488,18 @@ impl Node {
                 }
                 .to_string(),
                 ownership: own.get(&m.name).copied().unwrap_or(0.0),
+                tombstones_reaped: reaping.as_ref().filter(|_| me(m)).map(|_| {
+                    self.metrics
+                        .tombstones_reaped
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                }),
+                tombstones_kept: reaping.as_ref().filter(|_| me(m)).map_or(0, |s| {
+                    s.blocked_unreachable + s.blocked_hints + s.blocked_disagree
+                }),
+                tombstones_last_kept: reaping
+                    .as_ref()
+                    .filter(|_| me(m))
+                    .and_then(|s| s.last_blocker.clone()),
             })
             .collect();
         ClientResponse::Status {
@@ -597,6 +636,7 @@ mod tests {
             clock_offset: None,
             anti_entropy: Default::default(),
             hints: Default::default(),
+            tombstones: Default::default(),
         })
     }
 

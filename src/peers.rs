@@ -483,6 +483,56 @@ impl PeerCall for AaeKeys {
     }
 }
 
+/// Tombstone reaping: each key's tombstone on the replica and the hints held for it.
+#[derive(Debug, Clone)]
+pub struct TombstoneCheck {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The keys.
+    pub keys: Vec<Key>,
+}
+
+impl PeerCall for TombstoneCheck {
+    type Reply = Vec<crate::proto::TombstoneReport>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::TombstoneCheck {
+            keyspace: self.keyspace,
+            keys: self.keys,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Tombstones(r) => Ok(r),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Tombstone reaping: remove the keys whose copy is still the agreed tombstone.
+#[derive(Debug, Clone)]
+pub struct ReapTombstones {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// (key, hash of the agreed tombstone).
+    pub items: Vec<(Key, u64)>,
+}
+
+impl PeerCall for ReapTombstones {
+    type Reply = u32;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::ReapTombstones {
+            keyspace: self.keyspace,
+            items: self.items,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Reaped(n) => Ok(n),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
 /// Why one replica call produced no usable reply.
 #[derive(Debug)]
 pub enum CallFailure {

@@ -446,6 +446,17 @@ pub struct NodeStatus {
     /// full, refused by the target).
     #[serde(default)]
     pub hints_dropped: u64,
+    /// On the answering node's own row: tombstones it removed since it started
+    /// (`None`: reaping is off there, `tombstones.enabled = false`).
+    #[serde(default)]
+    pub tombstones_reaped: Option<u64>,
+    /// On the answering node's own row: old-enough tombstones its reaper kept since it
+    /// started (a member unreachable, a hint outstanding, replicas disagreeing).
+    #[serde(default)]
+    pub tombstones_kept: u64,
+    /// On the answering node's own row: why the last one was kept.
+    #[serde(default)]
+    pub tombstones_last_kept: Option<String>,
 }
 
 /// One latency histogram's summary, in microseconds.
@@ -751,6 +762,31 @@ pub enum PeerRequest {
         /// to keep the request enum small.
         object: Box<Object>,
     },
+    /// Tombstone reaping, step 1: for each key, this replica's tombstone (if its copy
+    /// holds only tombstones) and how many hints this node holds for the key.
+    TombstoneCheck {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The keys (at most `tombstones::MAX_KEYS_PER_ROUND`).
+        keys: Vec<Key>,
+    },
+    /// Tombstone reaping, step 2: remove each key whose copy is still exactly the
+    /// tombstone with this hash (`aae::tree::key_hash`).
+    ReapTombstones {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// (key, hash of the tombstone every replica agreed on).
+        items: Vec<(Key, u64)>,
+    },
+}
+
+/// One key of a [`PeerRequest::TombstoneCheck`] reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TombstoneReport {
+    /// This replica's tombstone of the key (`None`: it holds a live value, or nothing).
+    pub held: Option<crate::replica::HeldTombstone>,
+    /// Hints this node holds for the key, for any of its replicas.
+    pub hints: u32,
 }
 
 /// One key of an anti-entropy segment listing.
@@ -803,7 +839,9 @@ impl PeerRequest {
             | PeerRequest::ReplicateBatch { keyspace, .. }
             | PeerRequest::Scan { keyspace, .. }
             | PeerRequest::Replicate { keyspace, .. }
-            | PeerRequest::StoreHint { keyspace, .. } => Some(keyspace),
+            | PeerRequest::StoreHint { keyspace, .. }
+            | PeerRequest::TombstoneCheck { keyspace, .. }
+            | PeerRequest::ReapTombstones { keyspace, .. } => Some(keyspace),
             PeerRequest::AnnounceKeyspace(def) => Some(def),
             PeerRequest::AaeBranches { keyspace, .. }
             | PeerRequest::AaeSegments { keyspace, .. }
@@ -841,6 +879,8 @@ impl PeerRequest {
             PeerRequest::AaeSegments { .. } => "aae-segments",
             PeerRequest::AaeKeys { .. } => "aae-keys",
             PeerRequest::StoreHint { .. } => "store-hint",
+            PeerRequest::TombstoneCheck { .. } => "tombstone-check",
+            PeerRequest::ReapTombstones { .. } => "reap-tombstones",
         }
     }
 }
@@ -890,6 +930,10 @@ pub enum PeerResponse {
     },
     /// The replica refused or failed.
     Error(PeerError),
+    /// For `TombstoneCheck`: one report per key, in order.
+    Tombstones(Vec<TombstoneReport>),
+    /// For `ReapTombstones`: how many keys this replica removed.
+    Reaped(u32),
 }
 
 impl PeerResponse {
@@ -905,6 +949,8 @@ impl PeerResponse {
             PeerResponse::AaeBranches(_) => "aae-branches",
             PeerResponse::AaeSegments(_) => "aae-segments",
             PeerResponse::AaeKeys { .. } => "aae-keys",
+            PeerResponse::Tombstones(_) => "tombstones",
+            PeerResponse::Reaped(_) => "reaped",
             PeerResponse::Error(_) => "error",
         }
     }

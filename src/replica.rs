@@ -23,6 +23,17 @@
 //! actor than its own copy holds. Every dot this replica issues is stored before its
 //! object leaves, so such a claim can only mean lost data.
 //!
+//! **Tombstones and the reap floor.** Every store keeps a *tombstone index* in the same
+//! batch: a key whose object holds only tombstones has a record saying since when
+//! ([`crate::tombstones`] reaps from it). Removing a tombstone forgets the key's
+//! version vector, so the lead's next write to the key would issue counters it already
+//! used — and a stand-in's late copy of the old tombstone would then cover the new write
+//! and erase it (Riak's kv679). So every reap raises a durable *reap floor*: the highest
+//! counter this node's actor had in any tombstone it removed. A write to a key whose
+//! copy holds nothing of this actor first witnesses the floor, so its dot is above
+//! anything the key's earlier lives held; and a copy claiming counters below the floor
+//! for such a key is a reaped life, not lost data (no new incarnation).
+//!
 //! **Object cap.** A write that would store an object larger than
 //! `limits.max_object_bytes` is refused, naming the key and size; a merge is never
 //! refused (the versions exist elsewhere and dropping them would lose acknowledged
@@ -135,6 +146,10 @@ const LOCK_STRIPES: usize = 256;
 /// Storage key of the node's incarnation (metadata sorts after every keyspace).
 const INCARNATION_KEY: &[u8] = b"\xFFmeta\x00incarnation";
 
+/// Storage key of the reap floor: the incarnation it belongs to (4 bytes) and the floor
+/// (8 bytes), big-endian.
+const REAP_FLOOR_KEY: &[u8] = b"\xFFmeta\x00reap-floor";
+
 /// How a replica is set up.
 #[derive(Clone)]
 pub struct ReplicaOptions {
@@ -170,6 +185,12 @@ pub struct InjectedBugs {
     /// run-time half of the incarnation rule; the simulator's `keep_incarnation` is the
     /// start-up half).
     pub ignore_lost_dots: bool,
+    /// Reaping forgets a key without raising the reap floor, so a re-created key's dots
+    /// start again from 1 (Riak's kv679 once tombstones are removed).
+    pub no_reap_floor: bool,
+    /// The reaper removes a tombstone as soon as its own copy is old enough: no check
+    /// that every replica holds it, and none for outstanding hints.
+    pub reap_without_agreement: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -226,6 +247,46 @@ fn stored_incarnation(storage: &dyn Storage) -> Result<Option<u32>, ReplicaError
     }
 }
 
+/// The stored reap floor of incarnation `inc` (0 if none, or if it belongs to another
+/// incarnation: a new actor has issued nothing).
+fn stored_reap_floor(storage: &dyn Storage, inc: u32) -> Result<u64, ReplicaError> {
+    match storage.get(REAP_FLOOR_KEY)? {
+        None => Ok(0),
+        Some(b) if b.len() == 12 => {
+            let (i, f) = b.split_at(4);
+            let (i, f) = (
+                u32::from_be_bytes(i.try_into().unwrap_or_default()),
+                u64::from_be_bytes(f.try_into().unwrap_or_default()),
+            );
+            Ok(if i == inc { f } else { 0 })
+        }
+        Some(b) => Err(ReplicaError::Corrupt {
+            key: "reap floor".into(),
+            message: format!("expected 12 bytes, found {}", b.len()),
+        }),
+    }
+}
+
+/// The incarnation part of an actor id made by [`actor_id`].
+fn incarnation_of(actor: &str) -> Option<u32> {
+    u32::from_str_radix(actor.rsplit_once('@')?.1, 16).ok()
+}
+
+/// Whether `o` holds versions and every one of them is a tombstone: what the tombstone
+/// index lists and the reaper may remove.
+pub fn only_tombstones(o: &Object) -> bool {
+    !o.siblings.is_empty() && o.crdt.is_none() && o.siblings.iter().all(|s| s.value.is_none())
+}
+
+/// A tombstone of one key as its replica holds it, for the reaper's agreement check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldTombstone {
+    /// `h(key, object)` (`aae::tree::key_hash`): equal on two replicas when their copies are.
+    pub hash: u64,
+    /// How long this replica has held this exact copy, milliseconds (by its own clock).
+    pub held_ms: u64,
+}
+
 /// Draw an incarnation other than `previous` and store it (synced as every write is).
 fn store_new_incarnation(
     storage: &dyn Storage,
@@ -258,6 +319,9 @@ pub struct Replica {
     /// Timestamps for last-write-wins keyspaces.
     hlc: Hlc,
     locks: Vec<Mutex<()>>,
+    /// The reap floor of the current actor (see the module comment); 0 when nothing was
+    /// reaped in this incarnation.
+    reap_floor: std::sync::atomic::AtomicU64,
 }
 
 /// The stored form of an object: a format byte, then its MessagePack encoding.
@@ -312,7 +376,9 @@ impl Replica {
                 inc
             }
         };
+        let reap_floor = stored_reap_floor(storage.as_ref(), inc)?;
         Ok(Arc::new(Replica {
+            reap_floor: reap_floor.into(),
             name: name.to_string(),
             actor: RwLock::new(actor_id(name, inc).into()),
             renewing: Mutex::new(()),
@@ -349,6 +415,9 @@ impl Replica {
             .incarnation_changes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+        // The new actor has issued nothing: no reaped life of any key holds its counters.
+        self.reap_floor
+            .store(0, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -361,7 +430,11 @@ impl Replica {
         claimed: &VersionVector,
     ) -> Result<Arc<str>, ReplicaError> {
         let actor = self.actor();
-        if claimed.get(&actor) > local.get(&actor) && !self.bugs.ignore_lost_dots {
+        let floor = self.reap_floor.load(std::sync::atomic::Ordering::Acquire);
+        // A key this replica holds nothing of this actor for, claimed at or below the reap
+        // floor: an earlier life of the key, reaped here, not versions this node lost.
+        let reaped_life = local.get(&actor) == 0 && claimed.get(&actor) <= floor;
+        if claimed.get(&actor) > local.get(&actor) && !reaped_life && !self.bugs.ignore_lost_dots {
             self.renew_incarnation(&actor)?;
             return Ok(self.actor());
         }
@@ -557,6 +630,7 @@ impl Replica {
                 };
                 let old = r.aae.is_some().then(|| o.clone());
                 let actor = r.issuing_actor(&o.vv, &item.context)?;
+                let was_tombstoned = only_tombstones(&o);
                 if if_context
                     && !matches!(
                         o.vv.partial_cmp_vv(&item.context),
@@ -576,6 +650,13 @@ impl Replica {
                 } else {
                     &item.context
                 };
+                // This key may have had earlier lives, reaped here: its dots start above
+                // every counter those held (see the module comment). Only for a copy that
+                // holds nothing of this actor, so keys never reaped keep their counters.
+                let floor = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
+                if floor > 0 && o.vv.get(&actor) == 0 && !r.bugs.no_reap_floor {
+                    o.vv.witness(&actor, floor);
+                }
                 let write = LeadWrite {
                     lead: &actor,
                     context,
@@ -609,6 +690,7 @@ impl Replica {
                 if let Some(old) = &old {
                     changes.extend(r.tree_change(&ks, key, &skey, old, &o));
                 }
+                batch.extend(tombstone_index_op(&skey, was_tombstoned, &o, now));
                 batch.push(BatchOp::Put(skey.clone(), bytes));
                 staged.push((skey, o.clone(), size));
                 out.push((o, dot));
@@ -722,6 +804,12 @@ impl Replica {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     changes.extend(r.tree_change(&ks, key, &skey, &current, &merged));
+                    batch.extend(tombstone_index_op(
+                        &skey,
+                        only_tombstones(&current),
+                        &merged,
+                        r.env.now_ms(),
+                    ));
                     batch.push(BatchOp::Put(skey.clone(), bytes));
                     staged.push((skey, merged));
                 }
@@ -732,6 +820,120 @@ impl Replica {
             Ok(())
         })
         .await
+    }
+
+    /// This replica's tombstone of each key, if its copy holds only tombstones (with how
+    /// long it has held that exact copy); `None` otherwise.
+    pub async fn held_tombstones(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Option<HeldTombstone>>, ReplicaError> {
+        let name = ks.name.clone();
+        self.run(move |r| {
+            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&name)).collect();
+            let _guards = r.lock_all(&skeys);
+            let now = r.env.now_ms();
+            let mut fixes = Vec::new();
+            let mut out = Vec::with_capacity(keys.len());
+            for (key, skey) in keys.iter().zip(&skeys) {
+                let o = r.load(key, skey)?;
+                let ikey = crate::tombstones::index_key(skey);
+                let listed = r.storage.get(&ikey)?;
+                if !only_tombstones(&o) {
+                    // A stale listing (the index is repaired, never trusted).
+                    if listed.is_some() {
+                        fixes.push(BatchOp::Delete(ikey));
+                    }
+                    out.push(None);
+                    continue;
+                }
+                let since = match listed.as_deref().and_then(crate::tombstones::decode_since) {
+                    Some(since) => since,
+                    // Not listed (stored by a build without the index) or damaged: list
+                    // it from now, the safe side.
+                    None => {
+                        fixes.push(BatchOp::Put(ikey, now.to_be_bytes().to_vec()));
+                        now
+                    }
+                };
+                out.push(Some(HeldTombstone {
+                    hash: crate::aae::tree::key_hash(skey, &o),
+                    held_ms: now.saturating_sub(since),
+                }));
+            }
+            if !fixes.is_empty() {
+                r.storage.write(fixes)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Remove each key whose copy is still exactly the tombstone with hash `expected`
+    /// (anything else — a write since the reaper's check, another merge — keeps it), in
+    /// one storage batch with its tree change, its index record and the raised reap
+    /// floor. Returns how many keys were removed.
+    pub async fn reap(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        items: Vec<(Key, u64)>,
+    ) -> Result<usize, ReplicaError> {
+        let ks = ks.clone();
+        self.run(move |r| {
+            let skeys: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.encode(&ks.name)).collect();
+            let _guards = r.lock_all(&skeys);
+            let actor = r.actor();
+            let inc = incarnation_of(&actor).unwrap_or(0);
+            let before = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
+            let mut floor = before;
+            let (mut batch, mut changes, mut removed) = (Vec::new(), Vec::new(), 0);
+            for ((key, expected), skey) in items.iter().zip(skeys) {
+                let o = r.load(key, &skey)?;
+                if !only_tombstones(&o) || crate::aae::tree::key_hash(&skey, &o) != *expected {
+                    continue;
+                }
+                floor = floor.max(o.vv.get(&actor));
+                changes.extend(r.tree_change(&ks, key, &skey, &o, &Object::default()));
+                batch.push(BatchOp::Delete(crate::tombstones::index_key(&skey)));
+                batch.push(BatchOp::Delete(skey));
+                removed += 1;
+            }
+            if batch.is_empty() {
+                return Ok(0);
+            }
+            if floor > before && !r.bugs.no_reap_floor {
+                let mut rec = inc.to_be_bytes().to_vec();
+                rec.extend_from_slice(&floor.to_be_bytes());
+                batch.push(BatchOp::Put(REAP_FLOOR_KEY.to_vec(), rec));
+            }
+            r.store(batch, changes)?;
+            r.metrics
+                .tombstones_reaped
+                .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+            if !r.bugs.no_reap_floor {
+                r.reap_floor
+                    .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// The reap floor of the current actor (tests, status).
+    pub fn reap_floor(&self) -> u64 {
+        self.reap_floor.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Up to `limit` entries of the tombstone index after `after` (exclusive; empty:
+    /// from the start): (index key, keyspace, key, held since ms).
+    pub async fn tombstone_index(
+        self: &Arc<Self>,
+        after: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<crate::tombstones::IndexEntry>, ReplicaError> {
+        self.run(move |r| crate::tombstones::read_index(&*r.storage, &after, limit))
+            .await
     }
 
     /// Stored items of one partition with `from <= sort < to`, in sort order, at most
@@ -785,6 +987,23 @@ impl Replica {
             Ok((out, more))
         })
         .await
+    }
+}
+
+/// The tombstone index change of storing `new` at `skey` over a copy that did
+/// (`was`) or did not hold only tombstones: listed from now when `new` holds only
+/// tombstones (a changed tombstone starts its age again), unlisted when it no longer
+/// does.
+fn tombstone_index_op(skey: &[u8], was: bool, new: &Object, now_ms: u64) -> Option<BatchOp> {
+    if only_tombstones(new) {
+        Some(BatchOp::Put(
+            crate::tombstones::index_key(skey),
+            now_ms.to_be_bytes().to_vec(),
+        ))
+    } else if was {
+        Some(BatchOp::Delete(crate::tombstones::index_key(skey)))
+    } else {
+        None
     }
 }
 
@@ -940,6 +1159,110 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.read(&ks, &key).await.unwrap().unwrap().siblings.len(), 1);
+    }
+
+    /// Goal: the tombstone index lists exactly the keys whose copy holds only tombstones
+    /// — after a delete and after merging a peer's tombstone — and forgets a key that a
+    /// write makes live again.
+    #[tokio::test]
+    async fn the_tombstone_index_follows_the_object() {
+        let r = replica("n1");
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let key = Key::simple("x");
+        let listed = |r: &Arc<Replica>| {
+            let r = Arc::clone(r);
+            async move { r.tombstone_index(Vec::new(), 10).await.unwrap().len() }
+        };
+        let (o, _) = r
+            .write(&ks, &key, VersionVector::new(), Some(b"a".to_vec()), false)
+            .await
+            .unwrap();
+        assert_eq!(listed(&r).await, 0);
+        let (t, _) = r.write(&ks, &key, o.vv, None, false).await.unwrap();
+        assert_eq!(listed(&r).await, 1);
+        let held = r.held_tombstones(&ks, vec![key.clone()]).await.unwrap();
+        assert_eq!(
+            held[0].map(|h| h.hash),
+            Some(crate::aae::tree::key_hash(&key.encode("k"), &t))
+        );
+        r.write(&ks, &key, t.vv.clone(), Some(b"b".to_vec()), false)
+            .await
+            .unwrap();
+        assert_eq!(listed(&r).await, 0);
+        assert_eq!(
+            r.held_tombstones(&ks, vec![key.clone()]).await.unwrap(),
+            vec![None]
+        );
+        let other = replica("n2");
+        other.merge(&ks, &key, t).await.unwrap();
+        assert_eq!(listed(&other).await, 1, "a merged tombstone is listed too");
+    }
+
+    /// Goal: a reap removes a key only while its copy is exactly the agreed tombstone,
+    /// and raises the reap floor durably; a write to the re-created key then issues a dot
+    /// above the reaped tombstone's, and a late copy of that tombstone neither erases the
+    /// new value nor makes the node take a new incarnation (it is a reaped life, not
+    /// lost data).
+    #[tokio::test]
+    async fn reaping_raises_the_floor_that_keeps_a_re_created_key_safe() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let env: Arc<dyn Env> = crate::env::TokioEnv::new(Arc::new(ManualClock::new(1000)));
+        let open = || {
+            Replica::new(
+                "n1",
+                storage.clone(),
+                env.clone(),
+                ReplicaOptions::default(),
+            )
+            .unwrap()
+        };
+        let r = open();
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let key = Key::simple("x");
+        let (o, _) = r
+            .write(
+                &ks,
+                &key,
+                VersionVector::new(),
+                Some(b"old".to_vec()),
+                false,
+            )
+            .await
+            .unwrap();
+        let (t, dot) = r.write(&ks, &key, o.vv, None, false).await.unwrap();
+        let hash = crate::aae::tree::key_hash(&key.encode("k"), &t);
+        assert_eq!(r.reap(&ks, vec![(key.clone(), hash ^ 1)]).await.unwrap(), 0);
+        assert_eq!(r.reap(&ks, vec![(key.clone(), hash)]).await.unwrap(), 1);
+        assert!(r.read(&ks, &key).await.unwrap().is_none());
+        assert_eq!(r.reap_floor(), dot.counter);
+        let actor = r.actor();
+        // A restart keeps the floor.
+        let r = open();
+        assert_eq!((r.reap_floor(), r.actor()), (dot.counter, actor.clone()));
+        // A late copy of the reaped tombstone claims counters this replica no longer
+        // holds: a reaped life (at or below the floor), not lost data.
+        r.merge(&ks, &key, t.clone()).await.unwrap();
+        assert_eq!(r.actor(), actor, "a reaped life is not lost data");
+        assert_eq!(r.reap(&ks, vec![(key.clone(), hash)]).await.unwrap(), 1);
+        let (_, reborn) = r
+            .write(
+                &ks,
+                &key,
+                VersionVector::new(),
+                Some(b"new".to_vec()),
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(reborn.counter > dot.counter, "{reborn:?} after {dot:?}");
+        r.merge(&ks, &key, t).await.unwrap();
+        let now = r.read(&ks, &key).await.unwrap().unwrap();
+        assert_eq!(
+            now.live_values()
+                .map(|s| s.value.clone())
+                .collect::<Vec<_>>(),
+            vec![Some(b"new".to_vec())]
+        );
     }
 
     /// Goal: a corrupt stored record is reported as corrupt, not as a panic or a miss.

@@ -76,6 +76,7 @@ impl ReplicaService {
             | PeerRequest::Update { .. } => "write",
             PeerRequest::Replicate { .. } | PeerRequest::ReplicateBatch { .. } => "replicate",
             PeerRequest::StoreHint { .. } => "hint",
+            PeerRequest::TombstoneCheck { .. } | PeerRequest::ReapTombstones { .. } => "other",
             PeerRequest::Scan { .. } => "scan",
             _ => "other",
         };
@@ -232,6 +233,46 @@ impl ReplicaService {
                     self.max_reply_bytes,
                 )
                 .await;
+            }
+            PeerRequest::TombstoneCheck { keyspace, keys } => {
+                if keys.len() > crate::tombstones::MAX_KEYS_PER_ROUND {
+                    return PeerResponse::Error(PeerError::Invalid(format!(
+                        "a tombstone check of {} keys; at most {} at once",
+                        keys.len(),
+                        crate::tombstones::MAX_KEYS_PER_ROUND
+                    )));
+                }
+                let hints = match &self.hints {
+                    Some(h) => match h.held_for(&keyspace.name, &keys).await {
+                        Ok(counts) => counts,
+                        Err(e) => return PeerResponse::Error(hint_error(e)),
+                    },
+                    None => vec![0; keys.len()],
+                };
+                self.replica
+                    .held_tombstones(&keyspace, keys)
+                    .await
+                    .map(|held| {
+                        PeerResponse::Tombstones(
+                            held.into_iter()
+                                .zip(hints)
+                                .map(|(held, hints)| crate::proto::TombstoneReport { held, hints })
+                                .collect(),
+                        )
+                    })
+            }
+            PeerRequest::ReapTombstones { keyspace, items } => {
+                if items.len() > crate::tombstones::MAX_KEYS_PER_ROUND {
+                    return PeerResponse::Error(PeerError::Invalid(format!(
+                        "a reap of {} keys; at most {} at once",
+                        items.len(),
+                        crate::tombstones::MAX_KEYS_PER_ROUND
+                    )));
+                }
+                self.replica
+                    .reap(&keyspace, items)
+                    .await
+                    .map(|n| PeerResponse::Reaped(n as u32))
             }
             PeerRequest::StoreHint {
                 owner,

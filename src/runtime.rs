@@ -65,6 +65,7 @@ pub struct RunningNode {
     prober: tokio::task::JoinHandle<()>,
     metrics_server: Option<tokio::task::JoinHandle<()>>,
     anti_entropy: Option<tokio::task::JoinHandle<()>>,
+    reaper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -79,6 +80,9 @@ impl RunningNode {
         }
         if let Some(ae) = self.anti_entropy {
             ae.abort();
+        }
+        if let Some(r) = self.reaper {
+            r.abort();
         }
         // Nothing writes any more: the anti-entropy trees are in step with the data.
         self.node.mark_clean_stop();
@@ -196,6 +200,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         clock_offset,
         anti_entropy: cfg.anti_entropy.clone(),
         hints: cfg.hints.clone(),
+        tombstones: cfg.tombstones.clone(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(
@@ -232,6 +237,8 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
     let anti_entropy = node
         .anti_entropy()
         .map(|ae| tokio::spawn(Arc::clone(ae).run()));
+    // Tombstone reaping, on its own schedule (`tombstones.interval_ms`).
+    let reaper = node.reaper().map(|r| tokio::spawn(Arc::clone(r).run()));
     tracing::info!(node = %cfg.name, %addr, engine = %cfg.storage.engine, sync = cfg.storage.sync, "node started");
     Ok(RunningNode {
         node,
@@ -243,5 +250,6 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         prober,
         metrics_server,
         anti_entropy,
+        reaper,
     })
 }

@@ -280,6 +280,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         clock_offset: None,
         anti_entropy: AntiEntropyConfig::default(),
         hints: Default::default(),
+        tombstones: Default::default(),
     })
     .unwrap()
 }

@@ -564,6 +564,7 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             "node", "address", "state", "ownership", "hints held", "hint bytes"
         );
         let mut counters = None;
+        let mut reaping = None;
         for n in nodes {
             println!(
                 "{:<8} {:<22} {:<8} {:>8.1}% {:>13} {:>11}",
@@ -576,10 +577,21 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             );
             if n.name == node {
                 counters = Some((n.hints_replayed, n.hints_dropped));
+                reaping = Some((
+                    n.tombstones_reaped,
+                    n.tombstones_kept,
+                    n.tombstones_last_kept,
+                ));
             }
         }
         if let Some((replayed, dropped)) = counters {
             println!("hints held by {node} for each node above; replayed {replayed}, dropped {dropped} since it started");
+        }
+        if let Some((reaped, kept, last)) = reaping {
+            println!(
+                "{}",
+                quorumkv::shell::render::reaping_line(&node, reaped, kept, last.as_deref())
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -71,6 +71,7 @@ impl SimTarget {
             keep_incarnation: false,
             anti_entropy,
             hints: Default::default(),
+            tombstones: Default::default(),
         };
         let cluster = SimCluster::start(spec, net, origin, &mut rng).map_err(|e| {
             HarnessError::Cluster(format!("cannot start the simulated cluster: {e}"))

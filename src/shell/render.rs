@@ -652,8 +652,22 @@ fn outcome_table(o: &Outcome) -> String {
                 .iter()
                 .find(|n| &n.name == contacted)
                 .map_or((0, 0), |n| (n.hints_replayed, n.hints_dropped));
+            let reaping = nodes
+                .iter()
+                .find(|n| &n.name == contacted)
+                .map_or(String::new(), |n| {
+                    format!(
+                        "\n{}",
+                        reaping_line(
+                            contacted,
+                            n.tombstones_reaped,
+                            n.tombstones_kept,
+                            n.tombstones_last_kept.as_deref()
+                        )
+                    )
+                });
             format!(
-                "connected to {contacted}; states as {contacted} sees them:\n{}\n({} node(s), {up} up; * = the node this shell talks to; hints = what {contacted} holds for each node, {replayed} replayed, {dropped} dropped since it started)",
+                "connected to {contacted}; states as {contacted} sees them:\n{}\n({} node(s), {up} up; * = the node this shell talks to; hints = what {contacted} holds for each node, {replayed} replayed, {dropped} dropped since it started){reaping}",
                 table(&[" node", "address", "state", ">ownership", ">hints", ">hint bytes"], &rows),
                 nodes.len()
             )
@@ -1166,6 +1180,22 @@ fn snake_variant(debug: &str) -> String {
         }
     }
     out
+}
+
+/// The tombstone-reaping line of `status` (CLI and shell), for the answering node.
+pub fn reaping_line(node: &str, reaped: Option<u64>, kept: u64, last: Option<&str>) -> String {
+    match reaped {
+        None => format!("tombstone reaping is off on {node} (tombstones.enabled = false)"),
+        Some(reaped) => {
+            let mut line = format!(
+                "tombstones reaped by {node}: {reaped}; old enough but kept: {kept} since it started"
+            );
+            if let Some(why) = last {
+                line.push_str(&format!(" (last kept: {why})"));
+            }
+            line
+        }
+    }
 }
 
 #[cfg(test)]

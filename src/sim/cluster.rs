@@ -54,6 +54,8 @@ pub struct ClusterSpec {
     pub anti_entropy: crate::config::AntiEntropyConfig,
     /// Every node's `[hints]` (sloppy quorum and hinted handoff).
     pub hints: crate::config::HintsConfig,
+    /// Every node's `[tombstones]` (reaping).
+    pub tombstones: crate::config::TombstonesConfig,
 }
 
 /// The cluster.
@@ -157,6 +159,7 @@ impl SimCluster {
             clock_offset: None,
             anti_entropy: self.spec.anti_entropy.clone(),
             hints: self.spec.hints.clone(),
+            tombstones: self.spec.tombstones.clone(),
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net
@@ -177,6 +180,10 @@ impl SimCluster {
         // Anti-entropy exchanges, as a real node runs them.
         if let Some(ae) = node.anti_entropy() {
             env.spawn(Box::pin(Arc::clone(ae).run()));
+        }
+        // Tombstone reaping, as a real node runs it.
+        if let Some(r) = node.reaper() {
+            env.spawn(Box::pin(Arc::clone(r).run()));
         }
         self.machines[i].process = Some((node, env));
         Ok(())

@@ -397,6 +397,12 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         keep_incarnation: cfg.bugs.keep_incarnation,
         anti_entropy: Default::default(),
         hints: Default::default(),
+        tombstones: crate::config::TombstonesConfig {
+            // The simulated workloads do not delete; reaping is tested in-process
+            // (tests/tombstones.rs). Off, so seeds replay as before.
+            enabled: false,
+            ..Default::default()
+        },
     };
     let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
         Ok(c) => c,
