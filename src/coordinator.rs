@@ -722,10 +722,18 @@ impl Coordinator {
                 .collect(),
         };
         let quorum = Quorum { w, pw: 0 };
-        self.replicate_from_lead(
-            &pl, &lead, replicate, "batch", quorum, deadline, failures, &mut trace,
-        )
-        .await?;
+        if self.sloppy && replicate.keyspace.sloppy_quorum {
+            let out = Outgoing::Batch(replicate);
+            self.replicate_sloppy(
+                &pl, &lead, out, "batch", quorum, deadline, failures, &mut trace,
+            )
+            .await?;
+        } else {
+            self.replicate_from_lead(
+                &pl, &lead, replicate, "batch", quorum, deadline, failures, &mut trace,
+            )
+            .await?;
+        }
         Ok(BatchResponse {
             dots,
             trace: trace.finish(),
@@ -973,7 +981,8 @@ impl Coordinator {
         trace: &mut Trace,
     ) -> Result<(), CoordinatorError> {
         if self.sloppy && replicate.keyspace.sloppy_quorum {
-            self.replicate_sloppy(pl, lead, replicate, op, quorum, deadline, failures, trace)
+            let out = Outgoing::One(replicate);
+            self.replicate_sloppy(pl, lead, out, op, quorum, deadline, failures, trace)
                 .await
         } else {
             self.replicate_from_lead(pl, lead, replicate, op, quorum, deadline, failures, trace)
@@ -995,7 +1004,7 @@ impl Coordinator {
         &self,
         pl: &[String],
         lead: &str,
-        replicate: peers::Replicate,
+        replicate: Outgoing,
         op: &'static str,
         quorum: Quorum,
         deadline: Instant,
@@ -1005,7 +1014,7 @@ impl Coordinator {
         let n = pl.len();
         let ring_order = self
             .ring
-            .preference_list(&replicate.key.partition, self.peers.others().len() + 1);
+            .preference_list(replicate.partition(), self.peers.others().len() + 1);
         // Stand-ins: the nodes after the primaries, healthy (or not yet known) first.
         let stand_ins: VecDeque<String> = ring_order
             .iter()
@@ -1036,12 +1045,7 @@ impl Coordinator {
                     // The primary may or may not have stored it: it does not count, but
                     // the lead keeps a hint (after the answer, on its own deadline) so
                     // the primary gets it either way; merging it twice is harmless.
-                    let hint = peers::StoreHint {
-                        owner,
-                        keyspace: replicate.keyspace,
-                        key: replicate.key,
-                        object: replicate.object,
-                    };
+                    let hint = replicate.hint(&owner);
                     let _ = peers.call(&lead, hint, env.now() + timeout).await;
                 }
             }));
@@ -1453,19 +1457,74 @@ enum Held {
     Nowhere(ReplicaFailure),
 }
 
+/// What step 2 of a write gives each other replica: one key's object, or a batch's objects
+/// (stored together on each replica, and held together in one hint).
+#[derive(Debug, Clone)]
+enum Outgoing {
+    One(peers::Replicate),
+    Batch(peers::ReplicateBatch),
+}
+
+impl Outgoing {
+    fn partition(&self) -> &[u8] {
+        match self {
+            Outgoing::One(r) => &r.key.partition,
+            Outgoing::Batch(b) => &b.partition,
+        }
+    }
+
+    /// Send it to replica `to`.
+    async fn send(&self, peers: &Peers, to: &str, deadline: Instant) -> Result<(), CallFailure> {
+        match self {
+            Outgoing::One(r) => peers.call(to, r.clone(), deadline).await,
+            Outgoing::Batch(b) => peers.call(to, b.clone(), deadline).await,
+        }
+    }
+
+    /// The hint that holds it for `owner`: a batch is one hint, keyed by its first item.
+    fn hint(&self, owner: &str) -> peers::StoreHint {
+        match self {
+            Outgoing::One(r) => peers::StoreHint {
+                owner: owner.to_string(),
+                keyspace: r.keyspace.clone(),
+                key: r.key.clone(),
+                object: r.object.clone(),
+                more: Vec::new(),
+            },
+            Outgoing::Batch(b) => {
+                let mut items = b.items.iter();
+                let (sort, object) = items
+                    .next()
+                    .map(|(s, o)| (s.to_vec(), o.clone()))
+                    .unwrap_or_default();
+                peers::StoreHint {
+                    owner: owner.to_string(),
+                    keyspace: b.keyspace.clone(),
+                    key: Key {
+                        partition: b.partition.clone(),
+                        sort,
+                    },
+                    object,
+                    more: items.cloned().collect(),
+                }
+            }
+        }
+    }
+}
+
 /// Give `owner` the lead's object, or a stand-in (from `pool`) a hint of it, or the lead.
 async fn hand_over(
     peers: &Peers,
     pool: &std::sync::Mutex<VecDeque<String>>,
     owner: &str,
     lead: &str,
-    replicate: peers::Replicate,
+    replicate: Outgoing,
     deadline: Instant,
 ) -> Held {
     let why = if peers.peer_up(owner) == Some(false) {
         "known down".to_string()
     } else {
-        match peers.call(owner, replicate.clone(), deadline).await {
+        match replicate.send(peers, owner, deadline).await {
             Ok(()) => return Held::Primary,
             Err(f @ CallFailure::Timeout)
             | Err(f @ CallFailure::Refused(PeerError::Invalid(_))) => {
@@ -1479,12 +1538,7 @@ async fn hand_over(
             }
         }
     };
-    let hint = || peers::StoreHint {
-        owner: owner.to_string(),
-        keyspace: replicate.keyspace.clone(),
-        key: replicate.key.clone(),
-        object: replicate.object.clone(),
-    };
+    let hint = || replicate.hint(owner);
     loop {
         let next = pool.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
         let Some(stand_in) = next else { break };

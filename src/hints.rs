@@ -18,6 +18,10 @@
 //! A hint is written in one storage batch, synced as data writes are, before the stand-in
 //! acknowledges it.
 //!
+//! A batch's hint is one record, keyed by its first item and carrying the other items of
+//! the partition along; replay sends it as one `ReplicateBatch`, so the owner stores the
+//! batch whole, as it would have from the lead.
+//!
 //! **Bounds.** Per target at most `hints.max_bytes_per_target` bytes (a hint beyond it is
 //! refused and the write does not count that stand-in); hints older than
 //! `hints.window_ms` are dropped (only anti-entropy repairs them then); replay sends at
@@ -48,6 +52,9 @@ pub const HINT_PREFIX: &[u8] = b"\xFEhint";
 
 /// Most records one replay or expiry scan reads at once: bounds the memory a round uses.
 const SCAN_PAGE: usize = 64;
+
+/// Most hint records of one partition the reaper's check reads for one key.
+const PARTITION_SCAN_LIMIT: usize = 1024;
 
 /// How often the replay loop also drops hints past the window, at most.
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
@@ -97,6 +104,11 @@ struct StoredHint {
     object: Object,
     /// Wall-clock milliseconds of the last write merged into this hint.
     created_ms: u64,
+    /// The other items of an atomic batch (same partition as `key`), by sort key:
+    /// replayed with `object` as one `ReplicateBatch`, so the owner stores the batch
+    /// whole. Empty for a single key.
+    #[serde(default)]
+    more: Vec<(serde_bytes::ByteBuf, Object)>,
 }
 
 /// What this node holds for one target.
@@ -265,15 +277,38 @@ impl HintStore {
                 .map(|key| {
                     let mut n = 0u32;
                     for t in &targets {
-                        if me.storage.get(&hint_key(t, &ks, key))?.is_some() {
-                            n += 1;
-                        }
+                        n += me.held_in_partition(t, &ks, key)?;
                     }
                     Ok(n)
                 })
                 .collect()
         })
         .await
+    }
+
+    /// Hints for `owner` that carry `key`: its own record, or a batch record of its
+    /// partition carrying it along. Past [`PARTITION_SCAN_LIMIT`] records of the
+    /// partition, one is assumed (the reaper then waits, the safe side).
+    fn held_in_partition(&self, owner: &str, ks: &str, key: &Key) -> Result<u32, HintError> {
+        let mut prefix = target_prefix(owner);
+        prefix.extend_from_slice(&crate::key::partition_prefix(ks, &key.partition));
+        let end = prefix_end(&prefix).ok_or(HintError::Corrupt("no prefix end".into()))?;
+        let rows = self.storage.scan(&prefix, &end, PARTITION_SCAN_LIMIT + 1)?;
+        if rows.len() > PARTITION_SCAN_LIMIT {
+            return Ok(1);
+        }
+        let mut n = 0;
+        for (_, v) in rows {
+            let h = decode(&v)?;
+            if h.key == *key
+                || h.more
+                    .iter()
+                    .any(|(s, _)| s.as_slice() == key.sort.as_slice())
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Hold `object` for `owner` durably (merged into any hint already held for that
@@ -284,6 +319,20 @@ impl HintStore {
         keyspace: KeyspaceDef,
         key: Key,
         object: Object,
+    ) -> Result<(), HintError> {
+        self.store_batch(owner, keyspace, key, object, Vec::new())
+            .await
+    }
+
+    /// [`HintStore::store`] for an atomic batch: `key`'s object and the `more` items of
+    /// the same partition, held in one record and replayed together.
+    pub async fn store_batch(
+        self: &Arc<Self>,
+        owner: &str,
+        keyspace: KeyspaceDef,
+        key: Key,
+        object: Object,
+        more: Vec<(serde_bytes::ByteBuf, Object)>,
     ) -> Result<(), HintError> {
         if !self.config.enabled {
             return Err(HintError::Disabled(self.name.clone()));
@@ -300,10 +349,12 @@ impl HintStore {
                 "a node does not hold hints for itself",
             ));
         }
-        crate::crdt::check_well_formed(&object.crdt)
-            .map_err(|e| HintError::Corrupt(format!("incoming object refused: {e}")))?;
+        for o in std::iter::once(&object).chain(more.iter().map(|(_, o)| o)) {
+            crate::crdt::check_well_formed(&o.crdt)
+                .map_err(|e| HintError::Corrupt(format!("incoming object refused: {e}")))?;
+        }
         let owner = owner.to_string();
-        self.run(move |me| me.store_now(owner, keyspace, key, object))
+        self.run(move |me| me.store_now(owner, keyspace, key, object, more))
             .await
     }
 
@@ -313,25 +364,34 @@ impl HintStore {
         keyspace: KeyspaceDef,
         key: Key,
         object: Object,
+        more: Vec<(serde_bytes::ByteBuf, Object)>,
     ) -> Result<(), HintError> {
         let skey = hint_key(&owner, &keyspace.name, &key);
         let mut pending = self.lock();
         let old = self.storage.get(&skey)?;
-        let mut object = object;
+        let (mut object, mut more) = (object, more);
         if let Some(bytes) = &old {
             let held = decode(bytes)?;
+            let policy = keyspace.policy.resolver();
             let mut merged = held.object;
-            keyspace
-                .policy
-                .resolver()
-                .merge(&keyspace, &mut merged, &object);
+            policy.merge(&keyspace, &mut merged, &object);
             object = merged;
+            // The riders: merged by sort key, the held ones the new hint lacks kept.
+            let mut riders = held.more;
+            for (sort, o) in more {
+                match riders.iter_mut().find(|(s, _)| *s == sort) {
+                    Some((_, held)) => policy.merge(&keyspace, held, &o),
+                    None => riders.push((sort, o)),
+                }
+            }
+            more = riders;
         }
         let record = encode(&StoredHint {
             keyspace,
             key,
             object,
             created_ms: self.env.now_ms(),
+            more,
         })?;
         let old_len = old.as_ref().map_or(0, |b| b.len() as u64);
         let new_len = record.len() as u64;
@@ -474,13 +534,25 @@ impl HintStore {
                         continue;
                     }
                     sent_bytes += v.len() as u64;
-                    let call = peers::Replicate {
-                        keyspace: h.keyspace,
-                        key: h.key,
-                        object: h.object,
-                    };
                     let deadline = self.env.now() + timeout;
-                    match peers.call(&owner, call, deadline).await {
+                    let sent = if h.more.is_empty() {
+                        let call = peers::Replicate {
+                            keyspace: h.keyspace,
+                            key: h.key,
+                            object: h.object,
+                        };
+                        peers.call(&owner, call, deadline).await
+                    } else {
+                        let mut items = vec![(serde_bytes::ByteBuf::from(h.key.sort), h.object)];
+                        items.extend(h.more);
+                        let call = peers::ReplicateBatch {
+                            keyspace: h.keyspace,
+                            partition: h.key.partition,
+                            items,
+                        };
+                        peers.call(&owner, call, deadline).await
+                    };
+                    match sent {
                         Ok(()) => {
                             let (me, o) = (Arc::clone(self), owner.clone());
                             self.run(move |_| me.delete_if_unchanged(&o, &k, &v))

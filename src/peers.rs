@@ -368,6 +368,8 @@ pub struct StoreHint {
     pub key: Key,
     /// The already-versioned object.
     pub object: Object,
+    /// The rest of an atomic batch (same partition), replayed with it.
+    pub more: Vec<(serde_bytes::ByteBuf, Object)>,
 }
 
 impl PeerCall for StoreHint {
@@ -378,6 +380,7 @@ impl PeerCall for StoreHint {
             keyspace: self.keyspace,
             key: self.key,
             object: Box::new(self.object),
+            more: self.more,
         }
     }
     fn reply(resp: PeerResponse) -> Result<(), WrongReply> {

@@ -761,6 +761,11 @@ pub enum PeerRequest {
         /// The already-versioned object (merged on replay, never re-coordinated); boxed
         /// to keep the request enum small.
         object: Box<Object>,
+        /// The other items of an atomic batch (same partition as `key`): held in the same
+        /// record and replayed together as one `ReplicateBatch`, so the owner stores the
+        /// batch whole. Empty for a single key.
+        #[serde(default)]
+        more: Vec<(serde_bytes::ByteBuf, Object)>,
     },
     /// Tombstone reaping, step 1: for each key, this replica's tombstone (if its copy
     /// holds only tombstones) and how many hints this node holds for the key.

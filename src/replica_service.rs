@@ -279,6 +279,7 @@ impl ReplicaService {
                 keyspace,
                 key,
                 object,
+                more,
             } => {
                 let Some(hints) = &self.hints else {
                     return PeerResponse::Error(PeerError::Invalid(format!(
@@ -286,7 +287,10 @@ impl ReplicaService {
                         self.name
                     )));
                 };
-                return match hints.store(&owner, keyspace, key, *object).await {
+                return match hints
+                    .store_batch(&owner, keyspace, key, *object, more)
+                    .await
+                {
                     Ok(()) => PeerResponse::Ack,
                     Err(e) => PeerResponse::Error(hint_error(e)),
                 };

@@ -424,6 +424,90 @@ fn hints_survive_kill_9_of_their_holders() {
     drop(guard);
 }
 
+/// The JSON of `get --replica NODE KEY`.
+fn replica_copy(dir: &Path, node: &str, key: &str) -> Option<serde_json::Value> {
+    let o = cli(dir, &["get", "--replica", node, key, "--output", "json"]);
+    if !o.status.success() {
+        return None;
+    }
+    serde_json::from_str(stdout(&o).trim()).ok()
+}
+
+/// Goal (tombstone reaping, issue 14, on real processes): with `[tombstones]
+/// min_age_ms = 1000`, a key deleted with its context is first a tombstone on all three
+/// replicas, then gone from every replica's own copy, and `status` counts the reap.
+#[test]
+fn tombstones_are_reaped_on_real_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _, mut guard) = started_dev_cluster(tmp.path());
+    for i in 1..=3 {
+        let p = pid_of(&dir, i).unwrap();
+        kill(p, 9);
+        wait_until("a node to die", || !alive(p));
+    }
+    for i in 1..=3 {
+        let config = dir.join(format!("n{i}/node.toml"));
+        let text = std::fs::read_to_string(&config).unwrap();
+        let fast = text
+            .replace("min_age_ms = 86400000", "min_age_ms = 1000")
+            .replace(
+                "[tombstones]\nenabled = true\nmin_age_ms = 1000\ninterval_ms = 60000",
+                "[tombstones]\nenabled = true\nmin_age_ms = 1000\ninterval_ms = 200",
+            );
+        assert!(
+            fast.contains("min_age_ms = 1000\ninterval_ms = 200"),
+            "{} has no [tombstones] section as expected:\n{text}",
+            config.display()
+        );
+        std::fs::write(&config, fast).unwrap();
+        guard.extra.push(KillOnDrop(restart_node(&dir, i)));
+    }
+    wait_until("the cluster to answer", || {
+        cli(&dir, &["put", "gone", "soon"]).status.success()
+    });
+    let read = cli(&dir, &["get", "gone", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&read).trim()).unwrap();
+    let context = v["context"].as_str().unwrap().to_string();
+    let del = cli(&dir, &["delete", "gone", "--context", &context]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    let state = |want_tombstones: u64| {
+        (1..=3).all(|i| {
+            replica_copy(&dir, &format!("n{i}"), "gone").is_some_and(|c| {
+                c["values"] == serde_json::json!([]) && c["tombstones"] == want_tombstones
+            })
+        })
+    };
+    // The tombstone may be reaped within a second: seeing it is not required, seeing it
+    // gone everywhere is.
+    let _ = state(1);
+    wait_until("every replica's own copy of the key to be gone", || {
+        state(0)
+    });
+    let reaped: u64 = (1..=3)
+        .filter_map(|i| {
+            let n = format!("n{i}");
+            let o = cli(&dir, &["status", "--node", &n, "--output", "json"]);
+            let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).ok()?;
+            v["nodes"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == n.as_str())?["tombstones_reaped"]
+                .as_u64()
+        })
+        .sum();
+    assert_eq!(
+        reaped, 3,
+        "each of the three replicas removed its copy once"
+    );
+    let text = cli(&dir, &["status"]);
+    assert!(
+        stdout(&text).contains("tombstones reaped by"),
+        "{}",
+        stdout(&text)
+    );
+    drop(guard);
+}
+
 /// Goal: user mistakes get one clear message and a non-zero exit, never a panic.
 #[test]
 fn cli_errors_are_clear() {

@@ -384,3 +384,62 @@ async fn stand_in_restart_keeps_hints() {
     .await;
     c.shutdown().await;
 }
+
+/// Goal: a batch gets the same sloppy quorum as a single key. With two of a partition's
+/// primaries down, a W=2 batch succeeds through a stand-in; the batch is held as one hint
+/// per missing primary (not one per item); when the primaries return, each receives the
+/// whole batch by replay, with no client read — every item on each replica's own copy.
+#[tokio::test]
+async fn a_batch_is_written_through_a_stand_in_and_handed_back_whole() {
+    let c = cluster(vec![KeyspaceDef::new("ks", 3, 2, 2)], fast_hints());
+    let (key, lead, [d1, d2]) = key_led_by(&c);
+    c.net.set_down(&d1, true);
+    c.net.set_down(&d2, true);
+    let items = (0..5)
+        .map(|i| common::batch_item(&format!("{key}/item{i}"), format!("b{i}")))
+        .collect();
+    c.node(&lead)
+        .batch(common::batch_request("ks", items, None))
+        .await
+        .expect("a sloppy batch with two primaries down");
+    let held: u64 = c
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.hint_stats()
+                .pending
+                .into_iter()
+                .filter(|(t, _)| *t == d1 || *t == d2)
+                .map(|(_, p)| p.count)
+        })
+        .sum();
+    assert_eq!(
+        held, 2,
+        "one hint record per missing primary, not one per item"
+    );
+    c.net.set_down(&d1, false);
+    c.net.set_down(&d2, false);
+    for owner in [&d1, &d2] {
+        let node = Arc::clone(c.node(owner));
+        let key = key.clone();
+        eventually(
+            &format!("{owner} to hold the whole batch"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let (node, key) = (Arc::clone(&node), key.clone());
+                async move {
+                    for i in 0..5 {
+                        let k = Key::parse(&format!("{key}/item{i}"));
+                        let got = node.local_object("ks", &k).await.map(|o| object_values(&o));
+                        if got != Some(vec![format!("b{i}")]) {
+                            return Err(format!("item{i}: {got:?}"));
+                        }
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await;
+    }
+}
