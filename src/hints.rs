@@ -11,7 +11,8 @@
 //! in any order, leaves the owner in the same state.
 //!
 //! **Where.** Hints live in the node's own [`Storage`] under the reserved prefix
-//! [`HINT_PREFIX`] (`0xFE "hint"`), one record per (owner, keyspace, key):
+//! [`HINT_PREFIX`] (`0xFE "hint"`; the RocksDB engine keeps that prefix in its own column
+//! family, `storage::rocks`), one record per (owner, keyspace, key):
 //! `0xFE "hint" owner 0x00 <Key::encode(keyspace)>` → MessagePack of the keyspace
 //! definition, the key, the object and the time it was last written. A second hint for
 //! the same owner and key is merged into the stored one, so a hot key costs one record.

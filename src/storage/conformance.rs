@@ -10,6 +10,48 @@ fn suite(make: &dyn Fn() -> Box<dyn Storage>) {
     batches_are_applied_whole(&*make());
     scans_are_ordered_bounded_and_limited(&*make());
     empty_and_binary_keys(&*make());
+    hint_records_and_data_share_one_ordered_key_space(&*make());
+}
+
+/// The RocksDB engine keeps hint records (`0xFE "hint"`) in a column family of their own;
+/// callers must not notice: one atomic batch across both, one key order in scans that
+/// cross the prefix, limits counted across both.
+fn hint_records_and_data_share_one_ordered_key_space(s: &dyn Storage) {
+    let hint = |k: &str| [crate::hints::HINT_PREFIX, k.as_bytes()].concat();
+    let before = b"\xFEaae".to_vec(); // sorts before the hint prefix
+    let after = b"\xFEtomb".to_vec(); // and after it
+    s.write(vec![
+        BatchOp::Put(before.clone(), b"1".to_vec()),
+        BatchOp::Put(hint("a"), b"2".to_vec()),
+        BatchOp::Put(hint("b"), b"3".to_vec()),
+        BatchOp::Put(after.clone(), b"4".to_vec()),
+    ])
+    .unwrap();
+    assert_eq!(get(s, &hint("a")), Some(b"2".to_vec()));
+    let all = s.scan(b"\xFE", b"\xFF", 10).unwrap();
+    let keys: Vec<Vec<u8>> = all.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        vec![before.clone(), hint("a"), hint("b"), after.clone()]
+    );
+    let first3 = s.scan(b"\xFE", b"\xFF", 3).unwrap();
+    assert_eq!(first3.len(), 3);
+    assert_eq!(first3[2].0, hint("b"));
+    let only = s
+        .scan(
+            crate::hints::HINT_PREFIX,
+            &prefix_end(crate::hints::HINT_PREFIX).unwrap(),
+            10,
+        )
+        .unwrap();
+    assert_eq!(only.len(), 2);
+    s.write(vec![
+        BatchOp::Delete(hint("a")),
+        BatchOp::Delete(before.clone()),
+    ])
+    .unwrap();
+    assert_eq!(get(s, &hint("a")), None);
+    assert_eq!(s.scan(b"\xFE", b"\xFF", 10).unwrap().len(), 2);
 }
 
 /// `get`, checking that `get_cached`, when it answers, answers the same.
