@@ -103,8 +103,9 @@ struct State {
     cut: HashSet<(String, String)>,
     /// Crashed nodes: calls to them fail immediately.
     down: HashSet<String>,
-    /// Stalled nodes, until when: replies to them wait in their "socket buffer" until
-    /// just after the stall ends, so their overdue timers run first, as in a real process.
+    /// Stalled nodes, until when: requests and replies to them wait in their "socket
+    /// buffer" until just after the stall ends, so their overdue timers run first, as in
+    /// a real process.
     stalled: HashMap<String, crate::env::Instant>,
     faults: LinkFaults,
     /// Latency ranges of particular directed links (from, to), replacing the default.
@@ -255,7 +256,7 @@ impl MemoryNetwork {
         }
     }
 
-    /// Hold replies to `name` until just after `until` (its process stalls until then;
+    /// Hold requests and replies to `name` until just after `until` (its process stalls until then;
     /// see `sim::env::SimEnv::stall`).
     pub fn stall(&self, name: &str, until: crate::env::Instant) {
         self.lock().stalled.insert(name.to_string(), until);
@@ -296,6 +297,10 @@ impl MemoryNetwork {
         self.env.spawn(Box::pin(async move {
             if !delay.is_zero() {
                 net.env.sleep_until(net.env.now() + delay).await;
+            }
+            let stalled = net.lock().stalled.get(&to).copied();
+            if let Some(until) = stalled.filter(|u| *u >= net.env.now()) {
+                net.env.sleep_until(until + STALL_BACKLOG).await;
             }
             let (handler, env) = {
                 let s = net.lock();
