@@ -952,6 +952,43 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
         assert!(e.contains("cannot read"), "{e}");
     }
 
+    /// Goal: `[detector]` defaults load, a valid section is taken as written, and each
+    /// field out of range (or inconsistent with another) is refused naming the field.
+    #[test]
+    fn detector_settings_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(cfg.detector, DetectorConfig::default());
+        assert_eq!(cfg.detector.suspicion_timeout_ms, 5000);
+        let with =
+            |section: &str| MINIMAL.replace("[tls]", &format!("[detector]\n{section}\n[tls]"));
+        let ok = NodeConfig::load(&write(
+            dir.path(),
+            &with("probe_interval_ms = 200\nprobe_timeout_ms = 100\nindirect_probes = 0\nsuspicion_timeout_ms = 2000"),
+        ))
+        .unwrap();
+        assert_eq!(ok.detector.indirect_probes, 0);
+        assert_eq!(ok.detector.probe_interval_ms, 200);
+        for (section, field) in [
+            ("probe_interval_ms = 50", "detector.probe_interval_ms"),
+            ("probe_timeout_ms = 1000", "detector.probe_timeout_ms"),
+            ("probe_timeout_ms = 0", "detector.probe_timeout_ms"),
+            ("indirect_probes = 17", "detector.indirect_probes"),
+            ("indirect_timeout_ms = 0", "detector.indirect_timeout_ms"),
+            (
+                "suspicion_timeout_ms = 1999",
+                "detector.suspicion_timeout_ms",
+            ),
+            ("stall_threshold_ms = 0", "detector.stall_threshold_ms"),
+            ("probe_intervall_ms = 1000", "probe_intervall_ms"),
+        ] {
+            let e = NodeConfig::load(&write(dir.path(), &with(section)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{section}: {e}");
+        }
+    }
+
     /// Goal: the in-flight budget settings are checked against each other (a frame must
     /// fit in the node reserve and in the clients' pool, a scan page in half a frame),
     /// and a refusal names the field at fault.

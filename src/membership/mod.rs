@@ -6,4 +6,6 @@
 //! never detector output. A staged, versioned layout of who owns what (issue 15) is meant
 //! to sit beside it here, as its own module.
 
+#![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
+
 pub mod detector;
