@@ -31,11 +31,14 @@ fn sim<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Every transition seen: (observer, peer) → [(time since start, state)].
+/// One observer's view of one peer over time: (time since start, state), at each change.
+type History = Vec<(Duration, Option<PeerState>)>;
+
+/// Every transition seen: (observer, peer) → its history.
 #[derive(Default, Debug)]
 struct Log {
     origin: Option<Instant>,
-    seen: BTreeMap<(usize, usize), Vec<(Duration, Option<PeerState>)>>,
+    seen: BTreeMap<(usize, usize), History>,
 }
 
 impl Log {
