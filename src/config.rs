@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// Tombstone reaping (`[tombstones]`). Default: on, see [`TombstonesConfig`].
     #[serde(default)]
     pub tombstones: TombstonesConfig,
+    /// The failure detector (`[detector]`). Default: see [`DetectorConfig`].
+    #[serde(default)]
+    pub detector: DetectorConfig,
     /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
     /// backup), makes the node issue versions under a new incarnation.
     #[serde(skip)]
@@ -410,6 +413,122 @@ impl Default for TombstonesConfig {
     }
 }
 
+/// The failure detector (`[detector]`, see `crate::membership::detector`): SWIM-style
+/// direct and indirect probes, suspicion before conviction, and a check of this node's own
+/// timeliness so a local stall does not convict its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Time between two probe rounds (each probes every peer once), milliseconds.
+    /// Default 1000.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// How long a direct probe waits for the peer's answer, milliseconds; less than
+    /// `probe_interval_ms`. Default 500.
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// How many other members are asked to probe a peer that did not answer a direct
+    /// probe (0: no indirect probes; a one-way link fault then makes peers suspects).
+    /// At most 16. Default 3.
+    #[serde(default = "default_indirect_probes")]
+    pub indirect_probes: usize,
+    /// How long the indirect probes have, after the direct probe's timeout, milliseconds.
+    /// Default 500.
+    #[serde(default = "default_indirect_timeout_ms")]
+    pub indirect_timeout_ms: u64,
+    /// How long a peer stays suspect, unless it answers, before it is declared dead,
+    /// milliseconds; at least `probe_interval_ms + probe_timeout_ms +
+    /// indirect_timeout_ms`, so a suspect always gets one whole probe to answer.
+    /// Default 5000.
+    #[serde(default = "default_suspicion_timeout_ms")]
+    pub suspicion_timeout_ms: u64,
+    /// A timer of the detector that fires this much later than it was due means this node
+    /// itself stalled (a pause, CPU starvation); the probes that spanned the stall are
+    /// voided and every suspicion restarts, milliseconds. Default 250.
+    #[serde(default = "default_stall_threshold_ms")]
+    pub stall_threshold_ms: u64,
+}
+
+fn default_probe_interval_ms() -> u64 {
+    1000
+}
+fn default_probe_timeout_ms() -> u64 {
+    500
+}
+fn default_indirect_probes() -> usize {
+    3
+}
+fn default_indirect_timeout_ms() -> u64 {
+    500
+}
+fn default_suspicion_timeout_ms() -> u64 {
+    5000
+}
+fn default_stall_threshold_ms() -> u64 {
+    250
+}
+
+/// Most helpers one indirect probe asks (`detector.indirect_probes`).
+pub const MAX_INDIRECT_PROBES: usize = 16;
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            probe_interval_ms: default_probe_interval_ms(),
+            probe_timeout_ms: default_probe_timeout_ms(),
+            indirect_probes: default_indirect_probes(),
+            indirect_timeout_ms: default_indirect_timeout_ms(),
+            suspicion_timeout_ms: default_suspicion_timeout_ms(),
+            stall_threshold_ms: default_stall_threshold_ms(),
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Check the values, naming the field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(100..=60_000).contains(&self.probe_interval_ms) {
+            return invalid(format!(
+                "detector.probe_interval_ms = {}: expected 100..=60000",
+                self.probe_interval_ms
+            ));
+        }
+        if self.probe_timeout_ms == 0 || self.probe_timeout_ms >= self.probe_interval_ms {
+            return invalid(format!(
+                "detector.probe_timeout_ms = {}: expected at least 1 and less than detector.probe_interval_ms ({})",
+                self.probe_timeout_ms, self.probe_interval_ms
+            ));
+        }
+        if self.indirect_probes > MAX_INDIRECT_PROBES {
+            return invalid(format!(
+                "detector.indirect_probes = {}: expected at most {MAX_INDIRECT_PROBES}",
+                self.indirect_probes
+            ));
+        }
+        if self.indirect_timeout_ms == 0 || self.indirect_timeout_ms > 60_000 {
+            return invalid(format!(
+                "detector.indirect_timeout_ms = {}: expected 1..=60000",
+                self.indirect_timeout_ms
+            ));
+        }
+        let round = self.probe_interval_ms + self.probe_timeout_ms + self.indirect_timeout_ms;
+        if self.suspicion_timeout_ms < round || self.suspicion_timeout_ms > 3_600_000 {
+            return invalid(format!(
+                "detector.suspicion_timeout_ms = {}: expected at least probe_interval_ms + probe_timeout_ms + indirect_timeout_ms ({round}, so a suspect gets one whole probe to answer) and at most 3600000",
+                self.suspicion_timeout_ms
+            ));
+        }
+        if self.stall_threshold_ms == 0 || self.stall_threshold_ms > 60_000 {
+            return invalid(format!(
+                "detector.stall_threshold_ms = {}: expected 1..=60000",
+                self.stall_threshold_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Timeouts, milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -686,6 +805,7 @@ impl NodeConfig {
                 l.max_reply_bytes, l.max_frame_bytes
             ));
         }
+        self.detector.validate()?;
         let t = &self.timeouts;
         if t.frame_read_ms == 0 || t.reply_write_ms == 0 {
             return invalid("timeouts must be positive".into());
@@ -830,6 +950,43 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read"), "{e}");
+    }
+
+    /// Goal: `[detector]` defaults load, a valid section is taken as written, and each
+    /// field out of range (or inconsistent with another) is refused naming the field.
+    #[test]
+    fn detector_settings_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(cfg.detector, DetectorConfig::default());
+        assert_eq!(cfg.detector.suspicion_timeout_ms, 5000);
+        let with =
+            |section: &str| MINIMAL.replace("[tls]", &format!("[detector]\n{section}\n[tls]"));
+        let ok = NodeConfig::load(&write(
+            dir.path(),
+            &with("probe_interval_ms = 200\nprobe_timeout_ms = 100\nindirect_probes = 0\nsuspicion_timeout_ms = 2000"),
+        ))
+        .unwrap();
+        assert_eq!(ok.detector.indirect_probes, 0);
+        assert_eq!(ok.detector.probe_interval_ms, 200);
+        for (section, field) in [
+            ("probe_interval_ms = 50", "detector.probe_interval_ms"),
+            ("probe_timeout_ms = 1000", "detector.probe_timeout_ms"),
+            ("probe_timeout_ms = 0", "detector.probe_timeout_ms"),
+            ("indirect_probes = 17", "detector.indirect_probes"),
+            ("indirect_timeout_ms = 0", "detector.indirect_timeout_ms"),
+            (
+                "suspicion_timeout_ms = 1999",
+                "detector.suspicion_timeout_ms",
+            ),
+            ("stall_threshold_ms = 0", "detector.stall_threshold_ms"),
+            ("probe_intervall_ms = 1000", "probe_intervall_ms"),
+        ] {
+            let e = NodeConfig::load(&write(dir.path(), &with(section)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{section}: {e}");
+        }
     }
 
     /// Goal: the in-flight budget settings are checked against each other (a frame must

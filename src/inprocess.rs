@@ -193,6 +193,8 @@ impl MemoryCluster {
                 anti_entropy: anti_entropy.clone(),
                 hints: hints.clone(),
                 tombstones: tombstones.clone(),
+                // No detector loop runs here (tests drive the nodes); calls feed it.
+                detector: Default::default(),
             })?;
             let handler: Arc<dyn PeerHandler> = node.clone();
             if let Some(ae) = node.anti_entropy().filter(|_| run_anti_entropy) {
@@ -290,6 +292,7 @@ pub fn write_cluster_files(
             anti_entropy: Default::default(),
             hints: Default::default(),
             tombstones: Default::default(),
+            detector: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

@@ -32,6 +32,7 @@ pub mod hints;
 pub mod inprocess;
 pub mod key;
 pub mod keyspace;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod object;

@@ -109,6 +109,17 @@ pub struct Metrics {
     object_sizes: BTreeMap<&'static str, Recorder>,
     /// The node's hint store, read when rendering (weak: metrics outlive nothing).
     hints: Mutex<Option<std::sync::Weak<crate::hints::HintStore>>>,
+    /// Failure detector: peers' state changes, by the state entered (alive, suspect,
+    /// dead).
+    pub detector_transitions: [AtomicU64; 3],
+    /// Failure detector: times this node found its own timers late by more than
+    /// `detector.stall_threshold_ms` (a local stall).
+    pub detector_stalls: AtomicU64,
+    /// Failure detector: failed probes and calls not counted against a peer because they
+    /// spanned a local stall.
+    pub detector_voided: AtomicU64,
+    /// The node's failure detector, read when rendering the per-peer state gauge.
+    detector: Mutex<Option<std::sync::Weak<crate::membership::detector::Detector>>>,
 }
 
 /// Largest object size recorded exactly (bytes); larger ones are clamped to it.
@@ -154,6 +165,10 @@ impl Default for Metrics {
                 .map(|o| (*o, Recorder::new(MAX_OBJECT_BYTES)))
                 .collect(),
             hints: Mutex::new(None),
+            detector_transitions: Default::default(),
+            detector_stalls: AtomicU64::new(0),
+            detector_voided: AtomicU64::new(0),
+            detector: Mutex::new(None),
         }
     }
 }
@@ -199,6 +214,67 @@ impl Metrics {
     /// Export `store`'s pending hints and counters with the other metrics.
     pub fn set_hints_source(&self, store: &Arc<crate::hints::HintStore>) {
         *self.hints.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(store));
+    }
+
+    /// Export `detector`'s view of each peer with the other metrics.
+    pub fn set_detector_source(&self, detector: &Arc<crate::membership::detector::Detector>) {
+        *self.detector.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(detector));
+    }
+
+    /// Render the failure detector's series: one 0/1 gauge per peer and state, state
+    /// changes by the state entered, local stalls, voided failures.
+    fn render_detector(&self, out: &mut String, node_label: &str) {
+        use crate::membership::detector::PeerState;
+        let name = "quorumkv_detector_peer_state";
+        let _ = writeln!(
+            out,
+            "# HELP {name} This node's failure detector's view of each peer: 1 for the state it is in (unknown: not probed yet)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let detector = self
+            .detector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|w| w.upgrade());
+        if let Some(d) = detector {
+            for (peer, state, _) in d.view() {
+                let now = state.map_or("unknown", PeerState::name);
+                for s in ["alive", "suspect", "dead", "unknown"] {
+                    let v = u8::from(s == now);
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{node_label},peer=\"{peer}\",state=\"{s}\"}} {v}"
+                    );
+                }
+            }
+        }
+        let name = "quorumkv_detector_transitions_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Peers' state changes in this node's failure detector, by the state entered."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (i, s) in PeerState::ALL.iter().enumerate() {
+            let v = self.detector_transitions[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{{node_label},to=\"{}\"}} {v}", s.name());
+        }
+        for (name, help, c) in [
+            (
+                "quorumkv_detector_stalls_total",
+                "Times this node found its own timers late by more than detector.stall_threshold_ms (a local pause or CPU starvation).",
+                &self.detector_stalls,
+            ),
+            (
+                "quorumkv_detector_voided_total",
+                "Failed probes and calls not counted against a peer because they spanned a local stall.",
+                &self.detector_voided,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{{node_label}}} {}", c.load(Ordering::Relaxed));
+        }
     }
 
     /// Render the hint series (pending per target, replayed, dropped by reason).
@@ -521,6 +597,7 @@ impl Metrics {
             self.inflight.load(Ordering::Relaxed)
         );
         self.render_hints(&mut out, &node_label);
+        self.render_detector(&mut out, &node_label);
         out
     }
 }

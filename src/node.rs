@@ -31,11 +31,11 @@ use crate::env::Env;
 use crate::hints::HintStore;
 use crate::key::Key;
 use crate::keyspace::{KeyspaceDef, KeyspaceError};
-use crate::peers::{self, Peers};
+use crate::peers::Peers;
 use crate::proto::{
     BatchRequest, BatchResponse, ClientRequest, ClientResponse, ErrorKind, ErrorResponse,
-    GetRequest, GetResponse, NodeStatus, PeerRequest, PeerResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, UpdateRequest, UpdateResponse,
+    GetRequest, GetResponse, NodeStatus, PeerError, PeerRequest, PeerResponse, PutRequest,
+    PutResponse, ScanRequest, ScanResponse, UpdateRequest, UpdateResponse,
 };
 use crate::replica::Replica;
 use crate::replica_service::ReplicaService;
@@ -108,6 +108,8 @@ pub struct NodeParams {
     pub hints: crate::config::HintsConfig,
     /// Tombstone reaping (`[tombstones]` of node.toml).
     pub tombstones: crate::config::TombstonesConfig,
+    /// The failure detector (`[detector]` of node.toml).
+    pub detector: crate::config::DetectorConfig,
 }
 
 /// A cluster member's protocol core.
@@ -204,12 +206,21 @@ impl Node {
             )
             .with_hints(Arc::clone(&hints)),
         );
+        let detector = crate::membership::detector::Detector::new(
+            p.name.clone(),
+            names.clone(),
+            p.detector.clone(),
+            p.env.clone(),
+            Arc::clone(&metrics),
+            p.bugs,
+        );
         let peers = Arc::new(Peers::new(
             p.name.clone(),
             names,
             p.transport,
             Arc::clone(&replica_service),
             p.env.clone(),
+            detector,
         ));
         let anti_entropy = trees.map(|trees| {
             crate::aae::AntiEntropy::new(crate::aae::AntiEntropyParams {
@@ -360,16 +371,28 @@ impl Node {
         self.coordinator.update(req).await
     }
 
-    /// Ping every peer once (each bounded by `timeout`) and record who answered. Run
-    /// periodically by the node's driver so `status` reflects nodes that no request has
-    /// touched lately; gossip-based failure detection will replace it.
-    pub async fn probe_peers(self: &Arc<Self>, timeout: Duration) {
-        let deadline = self.env.now() + timeout;
-        let mut replies = self
-            .peers
-            .fan_out(&self.peers.others(), peers::Ping, deadline);
-        // The call path (inside the fan-out) records each peer's health.
-        while replies.recv().await.is_some() {}
+    /// This node's failure detector. Its [`run`](crate::membership::detector::Detector::run)
+    /// loop is started by whoever runs the node, through [`Node::run_detector`].
+    pub fn detector(&self) -> &Arc<crate::membership::detector::Detector> {
+        self.peers.detector()
+    }
+
+    /// The failure detector's loop (probes, suspicion, conviction), for the node's driver
+    /// to spawn.
+    pub fn run_detector(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Arc::clone(self.peers.detector()).run(Arc::clone(&self.peers))
+    }
+
+    /// Serve an indirect probe: ping `target` for the asker, bounded by `timeout_ms`.
+    async fn probe_for(&self, target: String, timeout_ms: u64) -> PeerResponse {
+        if !self.peers.is_member(&target) {
+            return PeerResponse::Error(PeerError::Invalid(format!(
+                "indirect probe of {target:?}, which is not a member"
+            )));
+        }
+        let timeout = timeout_ms.min(crate::membership::detector::MAX_INDIRECT_TIMEOUT_MS);
+        let deadline = self.env.now() + Duration::from_millis(timeout);
+        PeerResponse::Probed(self.peers.probe(&target, deadline).await.is_ok())
     }
 
     /// Handle a request from a client whose certificate is `who`; this node coordinates
@@ -463,6 +486,12 @@ impl Node {
         let hints = self.hints.stats();
         let reaping = self.reaper.as_ref().map(|r| r.stats());
         let me = |m: &Member| m.name == self.name;
+        let view: std::collections::HashMap<_, _> = self
+            .detector()
+            .view()
+            .into_iter()
+            .map(|(n, s, held)| (n, (s, held)))
+            .collect();
         let nodes = self
             .members
             .iter()
@@ -488,6 +517,15 @@ impl Node {
                 }
                 .to_string(),
                 ownership: own.get(&m.name).copied().unwrap_or(0.0),
+                detector: match view.get(&m.name) {
+                    _ if me(m) => "alive",
+                    Some((Some(s), _)) => s.name(),
+                    _ => "unknown",
+                }
+                .to_string(),
+                detector_for_ms: view
+                    .get(&m.name)
+                    .map_or(0, |(_, held)| held.as_millis() as u64),
                 tombstones_reaped: reaping.as_ref().filter(|_| me(m)).map(|_| {
                     self.metrics
                         .tombstones_reaped
@@ -518,9 +556,14 @@ impl Node {
         async move {
             // A request from a peer proves it is up.
             if self.members.iter().any(|m| m.name == from) {
-                self.peers.note_health(&from, true);
+                self.peers.heard_from(&from);
             }
-            self.replica_service.handle(req).await
+            match req {
+                PeerRequest::ProbeFor { target, timeout_ms } => {
+                    self.probe_for(target, timeout_ms).await
+                }
+                req => self.replica_service.handle(req).await,
+            }
         }
         .instrument(span)
         .await
@@ -600,7 +643,6 @@ impl PeerHandler for Node {
 mod tests {
     use super::*;
     use crate::catalog::{meta_key, META_KEYSPACE_PREFIX};
-    use crate::proto::PeerError;
     use crate::storage::{prefix_end, BatchOp, MemoryStorage};
     use crate::transport::memory::MemoryNetwork;
 
@@ -637,6 +679,7 @@ mod tests {
             anti_entropy: Default::default(),
             hints: Default::default(),
             tombstones: Default::default(),
+            detector: Default::default(),
         })
     }
 

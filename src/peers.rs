@@ -13,11 +13,15 @@
 //! **Quorums.** [`Peers::fan_out`] sends one request to several replicas at once and
 //! returns their [`Replies`] as they come; [`Replies::gather`] is the one loop that
 //! collects them until enough succeeded or success became impossible.
+//!
+//! **Health.** Every call's outcome is evidence for the node's failure detector
+//! ([`crate::membership::detector`]): an answer (a refusal included) proves the peer
+//! alive, a failure makes it a suspect — never dead by itself — unless the call spanned a
+//! stall of this node. [`Peers::peer_up`] reads the detector.
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -26,6 +30,7 @@ use crate::crdt::CrdtOp;
 use crate::env::{self, Env, Instant};
 use crate::key::Key;
 use crate::keyspace::KeyspaceDef;
+use crate::membership::detector::Detector;
 use crate::object::Object;
 use crate::proto::{PeerError, PeerRequest, PeerResponse, ReplicaFailure};
 use crate::replica_service::ReplicaService;
@@ -388,6 +393,31 @@ impl PeerCall for StoreHint {
     }
 }
 
+/// Failure detection: ping `target` for the asker and say whether it answered.
+#[derive(Debug, Clone)]
+pub struct ProbeFor {
+    /// The member to ping.
+    pub target: String,
+    /// How long to wait for it, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl PeerCall for ProbeFor {
+    type Reply = bool;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::ProbeFor {
+            target: self.target,
+            timeout_ms: self.timeout_ms,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<bool, WrongReply> {
+        match resp {
+            PeerResponse::Probed(ok) => Ok(ok),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
 /// Liveness check.
 #[derive(Debug, Clone)]
 pub struct Ping;
@@ -661,19 +691,20 @@ pub struct Peers {
     local: Arc<ReplicaService>,
     /// Deadlines, latencies and the fan-out's tasks.
     env: Arc<dyn Env>,
-    /// Last known state of each peer (`true` = up), from the last exchange with it.
-    health: Mutex<HashMap<String, bool>>,
+    /// What this node believes about each peer; every call's outcome feeds it.
+    detector: Arc<Detector>,
 }
 
 impl Peers {
     /// Node `name`'s view of `members`, reached through `transport` (and `local` for
-    /// itself).
+    /// itself), their health kept by `detector`.
     pub fn new(
         name: String,
         members: Vec<String>,
         transport: Arc<dyn Transport>,
         local: Arc<ReplicaService>,
         env: Arc<dyn Env>,
+        detector: Arc<Detector>,
     ) -> Self {
         Peers {
             name,
@@ -681,8 +712,26 @@ impl Peers {
             transport,
             local,
             env,
-            health: Mutex::new(HashMap::new()),
+            detector,
         }
+    }
+
+    /// The failure detector this node's calls feed.
+    pub fn detector(&self) -> &Arc<Detector> {
+        &self.detector
+    }
+
+    /// Whether `name` is a member of the cluster.
+    pub fn is_member(&self, name: &str) -> bool {
+        self.members.iter().any(|m| m == name)
+    }
+
+    /// The failure detector's ping of `to`, bounded by `deadline`: an answer is recorded
+    /// as evidence, a failure is not (the detector decides what it means, after its
+    /// indirect probes).
+    pub async fn probe(&self, to: &str, deadline: Instant) -> Result<(), CallFailure> {
+        self.send::<Ping>(to, PeerRequest::Ping, deadline, false)
+            .await
     }
 
     /// Every member but this node.
@@ -702,17 +751,21 @@ impl Peers {
         call: C,
         deadline: Instant,
     ) -> Result<C::Reply, CallFailure> {
-        self.send::<C>(to, call.into_request(), deadline).await
+        self.send::<C>(to, call.into_request(), deadline, true)
+            .await
     }
 
-    /// The one call path: the deadline, the reply's checks and the peer's health.
+    /// The one call path: the deadline, the reply's checks and the peer's health (a
+    /// failure is recorded only if `record_failure`).
     async fn send<C: PeerCall>(
         &self,
         to: &str,
         req: PeerRequest,
         deadline: Instant,
+        record_failure: bool,
     ) -> Result<C::Reply, CallFailure> {
         let kind = req.kind();
+        let epoch = self.detector.epoch();
         let fut = async {
             if to == self.name {
                 Ok(self.local.handle(req).await)
@@ -737,11 +790,18 @@ impl Peers {
             },
         };
         if to != self.name {
-            // A refusal is an answer: the peer is up.
-            self.note_health(
-                to,
-                !matches!(out, Err(CallFailure::Timeout | CallFailure::Transport(_))),
-            );
+            match &out {
+                // A refusal is an answer: the peer is up.
+                Ok(_) | Err(CallFailure::Refused(_)) => self.detector.heard_from(to),
+                Err(failure) if record_failure => {
+                    if matches!(failure, CallFailure::Timeout) {
+                        // A deadline that fired late says this node stalled, not the peer.
+                        self.detector.check_timer(deadline, self.env.now());
+                    }
+                    self.detector.failed(to, epoch);
+                }
+                Err(_) => {}
+            }
         }
         out
     }
@@ -761,7 +821,7 @@ impl Peers {
         for node in targets {
             let (me, tx, node, req) = (Arc::clone(self), tx.clone(), node.clone(), req.clone());
             self.env.spawn(Box::pin(async move {
-                let result = me.send::<C>(&node, req, deadline).await;
+                let result = me.send::<C>(&node, req, deadline, true).await;
                 let us = me.env.now().saturating_duration_since(start).as_micros() as u64;
                 let _ = tx.send(Reply { node, us, result }).await;
             }));
@@ -772,27 +832,15 @@ impl Peers {
         }
     }
 
-    /// Record the outcome of an exchange with `peer`.
-    pub fn note_health(&self, peer: &str, up: bool) {
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = h.get(peer).map(|p| *p != up).unwrap_or(true);
-        if changed {
-            h.insert(peer.to_string(), up);
-            if up {
-                tracing::info!(peer, "peer is up");
-            } else {
-                tracing::warn!(peer, "peer is down");
-            }
-        }
+    /// Record that `peer` was heard from outside a call (a request from it).
+    pub fn heard_from(&self, peer: &str) {
+        self.detector.heard_from(peer);
     }
 
-    /// `Some(true)` up, `Some(false)` down, `None` never contacted.
+    /// Whether to count on `peer` when routing, from the failure detector: `Some(true)`
+    /// alive, `Some(false)` suspect or dead, `None` not probed or heard from yet.
     pub fn peer_up(&self, peer: &str) -> Option<bool> {
-        if peer == self.name {
-            return Some(true);
-        }
-        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.get(peer).copied()
+        self.detector.routable(peer)
     }
 }
 
@@ -839,12 +887,21 @@ mod tests {
             metrics,
             1 << 20,
         ));
+        let detector = Detector::new(
+            "n1".into(),
+            vec!["n1".into(), "n2".into()],
+            Default::default(),
+            Arc::clone(&env),
+            Arc::default(),
+            Default::default(),
+        );
         Arc::new(Peers::new(
             "n1".into(),
             vec!["n1".into(), "n2".into()],
             transport,
             local,
             env,
+            detector,
         ))
     }
 

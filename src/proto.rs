@@ -457,6 +457,15 @@ pub struct NodeStatus {
     /// On the answering node's own row: why the last one was kept.
     #[serde(default)]
     pub tombstones_last_kept: Option<String>,
+    /// The answering node's failure detector's view of this node: `alive`, `suspect`,
+    /// `dead`, or `unknown` (not probed yet); its own row is always `alive`. Empty from a
+    /// node older than the detector.
+    #[serde(default)]
+    pub detector: String,
+    /// How long, milliseconds, the node has been in that state (0 for the answering node
+    /// itself and for `unknown`).
+    #[serde(default)]
+    pub detector_for_ms: u64,
 }
 
 /// One latency histogram's summary, in microseconds.
@@ -783,6 +792,15 @@ pub enum PeerRequest {
         /// (key, hash of the tombstone every replica agreed on).
         items: Vec<(Key, u64)>,
     },
+    /// Failure detection, an indirect probe: ping `target` on the asker's behalf (it did
+    /// not answer the asker's own ping) and say whether it answered within `timeout_ms`
+    /// (capped by the receiver at `membership::detector::MAX_INDIRECT_TIMEOUT_MS`).
+    ProbeFor {
+        /// The member to ping.
+        target: String,
+        /// How long to wait for its answer, milliseconds.
+        timeout_ms: u64,
+    },
 }
 
 /// One key of a [`PeerRequest::TombstoneCheck`] reply.
@@ -853,7 +871,8 @@ impl PeerRequest {
             | PeerRequest::AaeKeys { keyspace, .. } => Some(keyspace),
             PeerRequest::LookupKeyspace(_)
             | PeerRequest::DropKeyspace { .. }
-            | PeerRequest::Ping => None,
+            | PeerRequest::Ping
+            | PeerRequest::ProbeFor { .. } => None,
         }
     }
 
@@ -886,6 +905,7 @@ impl PeerRequest {
             PeerRequest::StoreHint { .. } => "store-hint",
             PeerRequest::TombstoneCheck { .. } => "tombstone-check",
             PeerRequest::ReapTombstones { .. } => "reap-tombstones",
+            PeerRequest::ProbeFor { .. } => "probe-for",
         }
     }
 }
@@ -939,6 +959,8 @@ pub enum PeerResponse {
     Tombstones(Vec<TombstoneReport>),
     /// For `ReapTombstones`: how many keys this replica removed.
     Reaped(u32),
+    /// For `ProbeFor`: whether the target answered the ping in time.
+    Probed(bool),
 }
 
 impl PeerResponse {
@@ -956,6 +978,7 @@ impl PeerResponse {
             PeerResponse::AaeKeys { .. } => "aae-keys",
             PeerResponse::Tombstones(_) => "tombstones",
             PeerResponse::Reaped(_) => "reaped",
+            PeerResponse::Probed(_) => "probed",
             PeerResponse::Error(_) => "error",
         }
     }

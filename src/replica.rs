@@ -191,6 +191,12 @@ pub struct InjectedBugs {
     /// The reaper removes a tombstone as soon as its own copy is old enough: no check
     /// that every replica holds it, and none for outstanding hints.
     pub reap_without_agreement: bool,
+    /// The failure detector ignores its own late timers: probes and calls that spanned a
+    /// local stall count against peers, and suspicions run on through it.
+    pub detector_ignores_stalls: bool,
+    /// The failure detector does not let an answer from a suspect clear the suspicion
+    /// (only the suspicion timeout ends it, as dead).
+    pub detector_no_refutation: bool,
 }
 
 impl Default for ReplicaOptions {

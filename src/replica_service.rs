@@ -274,6 +274,13 @@ impl ReplicaService {
                     .await
                     .map(|n| PeerResponse::Reaped(n as u32))
             }
+            // Served by the node (it needs the node's peers), never by the replica.
+            PeerRequest::ProbeFor { .. } => {
+                return PeerResponse::Error(PeerError::Invalid(format!(
+                    "node {}: an indirect probe is served by the node, not its replica",
+                    self.name
+                )));
+            }
             PeerRequest::StoreHint {
                 owner,
                 keyspace,

@@ -201,6 +201,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         anti_entropy: cfg.anti_entropy.clone(),
         hints: cfg.hints.clone(),
         tombstones: cfg.tombstones.clone(),
+        detector: cfg.detector.clone(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(
@@ -221,18 +222,8 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         }
         None => (None, None),
     };
-    // Probe peers once a second so `status` shows down nodes without waiting for traffic.
-    let prober = {
-        let node = Arc::clone(&node);
-        let timeout = Duration::from_millis(cfg.timeouts.request_ms.min(1000));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                node.probe_peers(timeout).await;
-            }
-        })
-    };
+    // The failure detector (`[detector]`): probes, suspicion, conviction.
+    let prober = tokio::spawn(node.run_detector());
     // Anti-entropy exchanges, on the node's own schedule (`anti_entropy.interval_ms`).
     let anti_entropy = node
         .anti_entropy()

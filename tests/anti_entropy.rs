@@ -281,6 +281,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         anti_entropy: AntiEntropyConfig::default(),
         hints: Default::default(),
         tombstones: Default::default(),
+        detector: Default::default(),
     })
     .unwrap()
 }

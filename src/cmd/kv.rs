@@ -560,17 +560,18 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("as seen by {node}:");
         println!(
-            "{:<8} {:<22} {:<8} {:>9} {:>13} {:>11}",
-            "node", "address", "state", "ownership", "hints held", "hint bytes"
+            "{:<8} {:<22} {:<8} {:<13} {:>9} {:>13} {:>11}",
+            "node", "address", "state", "detector", "ownership", "hints held", "hint bytes"
         );
         let mut counters = None;
         let mut reaping = None;
         for n in nodes {
             println!(
-                "{:<8} {:<22} {:<8} {:>8.1}% {:>13} {:>11}",
+                "{:<8} {:<22} {:<8} {:<13} {:>8.1}% {:>13} {:>11}",
                 n.name,
                 n.addr,
                 n.state,
+                quorumkv::shell::render::detector_cell(&n),
                 n.ownership * 100.0,
                 n.hints_pending,
                 n.hints_pending_bytes

@@ -72,6 +72,7 @@ impl SimTarget {
             anti_entropy,
             hints: Default::default(),
             tombstones: Default::default(),
+            detector: Default::default(),
         };
         let cluster = SimCluster::start(spec, net, origin, &mut rng).map_err(|e| {
             HarnessError::Cluster(format!("cannot start the simulated cluster: {e}"))

@@ -641,6 +641,7 @@ fn outcome_table(o: &Outcome) -> String {
                         format!("{}{}", if &n.name == contacted { "*" } else { " " }, n.name),
                         n.addr.clone(),
                         n.state.clone(),
+                        detector_cell(n),
                         format!("{:.1}%", n.ownership * 100.0),
                         n.hints_pending.to_string(),
                         n.hints_pending_bytes.to_string(),
@@ -668,7 +669,7 @@ fn outcome_table(o: &Outcome) -> String {
                 });
             format!(
                 "connected to {contacted}; states as {contacted} sees them:\n{}\n({} node(s), {up} up; * = the node this shell talks to; hints = what {contacted} holds for each node, {replayed} replayed, {dropped} dropped since it started){reaping}",
-                table(&[" node", "address", "state", ">ownership", ">hints", ">hint bytes"], &rows),
+                table(&[" node", "address", "state", "detector", ">ownership", ">hints", ">hint bytes"], &rows),
                 nodes.len()
             )
         }
@@ -1180,6 +1181,17 @@ fn snake_variant(debug: &str) -> String {
         }
     }
     out
+}
+
+/// The failure detector's view of a node as one cell: `alive`, `suspect 2.1s`, `dead 40s`
+/// (how long it has been so), `unknown` (not probed yet), `-` from a node older than the
+/// detector.
+pub fn detector_cell(n: &crate::proto::NodeStatus) -> String {
+    match n.detector.as_str() {
+        "" => "-".to_string(),
+        s @ ("suspect" | "dead") => format!("{s} {:.1}s", n.detector_for_ms as f64 / 1000.0),
+        s => s.to_string(),
+    }
 }
 
 /// The tombstone-reaping line of `status` (CLI and shell), for the answering node.

@@ -22,9 +22,6 @@ use crate::transport::PeerHandler;
 use super::env::{SimClock, SimEnv};
 use super::storage::SimDisk;
 
-/// How often a running node pings its peers (as `runtime::start` does).
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
 /// One simulated machine and the process running on it, if any.
 pub struct Machine {
     /// The node's name.
@@ -56,6 +53,8 @@ pub struct ClusterSpec {
     pub hints: crate::config::HintsConfig,
     /// Every node's `[tombstones]` (reaping).
     pub tombstones: crate::config::TombstonesConfig,
+    /// Every node's `[detector]` (failure detection).
+    pub detector: crate::config::DetectorConfig,
 }
 
 /// The cluster.
@@ -160,23 +159,14 @@ impl SimCluster {
             anti_entropy: self.spec.anti_entropy.clone(),
             hints: self.spec.hints.clone(),
             tombstones: self.spec.tombstones.clone(),
+            detector: self.spec.detector.clone(),
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net
             .register(&name, Arc::downgrade(&handler), env.clone());
         self.net.set_down(&name, false);
-        // The failure detector's probes, as a real node runs them.
-        let prober = Arc::clone(&node);
-        let probe_env = Arc::clone(&env);
-        let timeout = self.spec.request_timeout.min(PROBE_INTERVAL);
-        env.spawn(Box::pin(async move {
-            loop {
-                probe_env
-                    .sleep_until(probe_env.now() + PROBE_INTERVAL)
-                    .await;
-                prober.probe_peers(timeout).await;
-            }
-        }));
+        // The failure detector, as a real node runs it.
+        env.spawn(Box::pin(node.run_detector()));
         // Anti-entropy exchanges, as a real node runs them.
         if let Some(ae) = node.anti_entropy() {
             env.spawn(Box::pin(Arc::clone(ae).run()));
@@ -198,6 +188,17 @@ impl SimCluster {
             env.crash();
         }
         m.disk.crash()
+    }
+
+    /// Stall machine `i`'s process for `d` (a GC-like pause, a stopped VM): its tasks stop,
+    /// its timers fire late, requests to it wait unanswered, replies to it wait until it
+    /// wakes. Nothing is lost. No effect if it is down.
+    pub fn stall(&self, i: usize, d: Duration) {
+        if let Some((_, env)) = self.machines[i].process.as_ref() {
+            let until = env.now() + d;
+            env.stall(until);
+            self.net.stall(&self.machines[i].name, until);
+        }
     }
 
     /// Start a process on machine `i` again, on the disk it left.

@@ -9,6 +9,7 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
+use std::future::Future as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,12 +89,14 @@ fn drift_ms(s: &ClockState, now: Instant) -> i64 {
 }
 
 /// One simulated process: its machine's clock, its own seeded random stream, and the
-/// tasks it runs (aborted together when it crashes).
+/// tasks it runs (aborted together when it crashes, frozen together while it stalls).
 pub struct SimEnv {
     clock: Arc<SimClock>,
     rng: Mutex<Rng>,
     tasks: Mutex<Vec<AbortHandle>>,
     alive: AtomicBool,
+    /// While set and in the future, the process is stalled: none of its tasks runs.
+    stalled_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl SimEnv {
@@ -104,7 +107,15 @@ impl SimEnv {
             rng: Mutex::new(Rng::new(seed)),
             tasks: Mutex::new(Vec::new()),
             alive: AtomicBool::new(true),
+            stalled_until: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Stall the process until `until` (a GC pause, a stopped VM, a starved CPU): none of
+    /// its tasks makes progress before then — timers due meanwhile fire late, requests
+    /// wait unhandled — and at `until` everything that became ready runs at once.
+    pub fn stall(&self, until: Instant) {
+        *self.stalled_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
     }
 
     /// Kill the process: every task it runs stops at its next await, and nothing it tries
@@ -145,7 +156,7 @@ impl Env for SimEnv {
         if !self.alive() {
             return;
         }
-        let handle = tokio::spawn(task).abort_handle();
+        let handle = tokio::spawn(stallable(Arc::clone(&self.stalled_until), task)).abort_handle();
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         if tasks.len() >= 256 {
             tasks.retain(|t| !t.is_finished());
@@ -165,6 +176,31 @@ impl Env for SimEnv {
             .unwrap_or_else(|e| e.into_inner())
             .next_u64()
     }
+}
+
+/// `task`, frozen whenever `stalled_until` lies in the future: polled then, it waits for
+/// the stall's end instead of running.
+#[allow(clippy::disallowed_methods)] // the simulated side of the seam
+fn stallable(
+    stalled_until: Arc<Mutex<Option<Instant>>>,
+    mut task: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, ()> {
+    let mut wait: Option<(Instant, std::pin::Pin<Box<tokio::time::Sleep>>)> = None;
+    Box::pin(std::future::poll_fn(move |cx| {
+        let until = *stalled_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = until.filter(|u| Instant::now() < *u) {
+            if wait.as_ref().map(|(u, _)| *u) != Some(until) {
+                wait = Some((until, Box::pin(tokio::time::sleep_until(until))));
+            }
+            if let Some((_, sleep)) = wait.as_mut() {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return std::task::Poll::Pending;
+                }
+            }
+        }
+        wait = None;
+        task.as_mut().poll(cx)
+    }))
 }
 
 /// Sleep on the simulator's virtual time (for the simulator's own tasks: clients, nemesis).

@@ -403,6 +403,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
             enabled: false,
             ..Default::default()
         },
+        detector: Default::default(),
     };
     let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
         Ok(c) => c,

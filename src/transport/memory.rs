@@ -21,6 +21,10 @@ use super::{PeerHandler, Transport, TransportError};
 use crate::env::{BoxFuture, Env, Rng, TokioEnv};
 use crate::proto::{self, Message, PeerRequest, PeerResponse, Reply};
 
+/// How long after a stalled node wakes the replies that waited for it are delivered: its
+/// overdue timers run first, as a real process's do before it drains its socket.
+const STALL_BACKLOG: Duration = Duration::from_millis(1);
+
 /// Frame limit inside the simulated network.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -99,6 +103,10 @@ struct State {
     cut: HashSet<(String, String)>,
     /// Crashed nodes: calls to them fail immediately.
     down: HashSet<String>,
+    /// Stalled nodes, until when: requests and replies to them wait in their "socket
+    /// buffer" until just after the stall ends, so their overdue timers run first, as in
+    /// a real process.
+    stalled: HashMap<String, crate::env::Instant>,
     faults: LinkFaults,
     /// Latency ranges of particular directed links (from, to), replacing the default.
     links: HashMap<(String, String), (Duration, Duration)>,
@@ -177,6 +185,7 @@ impl MemoryNetwork {
                 nodes: HashMap::new(),
                 cut: HashSet::new(),
                 down: HashSet::new(),
+                stalled: HashMap::new(),
                 faults: LinkFaults::default(),
                 links: HashMap::new(),
                 rng: Rng::new(seed),
@@ -247,6 +256,12 @@ impl MemoryNetwork {
         }
     }
 
+    /// Hold requests and replies to `name` until just after `until` (its process stalls until then;
+    /// see `sim::env::SimEnv::stall`).
+    pub fn stall(&self, name: &str, until: crate::env::Instant) {
+        self.lock().stalled.insert(name.to_string(), until);
+    }
+
     /// Add the same one-way delay to every message.
     pub fn set_latency(&self, latency: Duration) {
         let mut s = self.lock();
@@ -282,6 +297,10 @@ impl MemoryNetwork {
         self.env.spawn(Box::pin(async move {
             if !delay.is_zero() {
                 net.env.sleep_until(net.env.now() + delay).await;
+            }
+            let stalled = net.lock().stalled.get(&to).copied();
+            if let Some(until) = stalled.filter(|u| *u >= net.env.now()) {
+                net.env.sleep_until(until + STALL_BACKLOG).await;
             }
             let (handler, env) = {
                 let s = net.lock();
@@ -349,6 +368,10 @@ impl MemoryNetwork {
                 net.env.spawn(Box::pin(async move {
                     if !delay.is_zero() {
                         back.env.sleep_until(back.env.now() + delay).await;
+                    }
+                    let stalled = back.lock().stalled.get(&from).copied();
+                    if let Some(until) = stalled.filter(|u| *u >= back.env.now()) {
+                        back.env.sleep_until(until + STALL_BACKLOG).await;
                     }
                     let resp = match proto::decode::<Reply>(&frame, MAX_FRAME) {
                         Ok(Reply::Peer(r)) => Ok(r),
