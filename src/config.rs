@@ -537,6 +537,16 @@ pub struct Timeouts {
     /// `quorum not reached`. Default 2000.
     #[serde(default = "default_request_ms")]
     pub request_ms: u64,
+    /// How long a coordinated read (get, scan) waits for the R replicas it asked before it
+    /// asks one more (speculative retry; one that fails is replaced at once, whatever
+    /// this says). Reads ask R replicas, not N, so the N − R others cost nothing unless
+    /// one is slow or down; then this bounds what the slow one adds to a read. The
+    /// default sits above a healthy replica read's p99 on a LAN, even at saturation
+    /// (docs/BENCHMARKS.md), so it seldom fires without cause, and far below
+    /// `request_ms`. 0 asks all N replicas at once (the former behaviour: more load, and
+    /// read repair then covers every replica). Must be below `request_ms`. Default 20.
+    #[serde(default = "default_speculative_read_ms")]
+    pub speculative_read_ms: u64,
     /// How long to wait for a QUIC handshake with a peer. Default 1000.
     #[serde(default = "default_connect_ms")]
     pub connect_ms: u64,
@@ -559,6 +569,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             request_ms: default_request_ms(),
+            speculative_read_ms: default_speculative_read_ms(),
             connect_ms: default_connect_ms(),
             idle_ms: default_idle_ms(),
             frame_read_ms: default_frame_read_ms(),
@@ -638,6 +649,13 @@ fn default_max_repairs() -> usize {
 }
 fn default_request_ms() -> u64 {
     2000
+}
+
+/// `timeouts.speculative_read_ms` when node.toml does not set it.
+pub const DEFAULT_SPECULATIVE_READ_MS: u64 = 20;
+
+fn default_speculative_read_ms() -> u64 {
+    DEFAULT_SPECULATIVE_READ_MS
 }
 fn default_connect_ms() -> u64 {
     1000
@@ -812,6 +830,12 @@ impl NodeConfig {
         }
         if t.request_ms == 0 || t.connect_ms == 0 || t.idle_ms == 0 {
             return invalid("timeouts must be positive".into());
+        }
+        if t.speculative_read_ms >= t.request_ms {
+            return invalid(format!(
+                "timeouts.speculative_read_ms = {}: expected less than timeouts.request_ms ({}), or 0 to read from every replica at once",
+                t.speculative_read_ms, t.request_ms
+            ));
         }
         for ks in &self.keyspaces {
             ks.validate(self.cluster.nodes.len())

@@ -6,11 +6,18 @@
 //! reaches replicas only through typed calls (`crate::peers`), its own replica included,
 //! and never calls back into the node.
 //!
-//! **Read** (`get`): ask all N replicas of the preference list at once, answer after R
-//! replies by merging them (dominated versions drop out, concurrent ones stay as
-//! siblings), then keep listening in the background until every replica answered or the
-//! request timeout passed, and send the merged object to every replica whose copy was
-//! stale or missing (asynchronous read repair).
+//! **Read** (`get`, `scan`): ask R of the N replicas of the preference list — this node
+//! first when it is one (no network), then replicas the failure detector sees up (or has
+//! not contacted yet), then those it sees down, in preference-list order otherwise — and
+//! ask the next one only when needed (speculative retry, as Cassandra's): at once when one
+//! asked fails (refused, unreachable, timed out) so that R can no longer come, and once
+//! more when the R replies have not all come within `timeouts.speculative_read_ms`. Answer
+//! after R replies by merging them (dominated versions drop out, concurrent ones stay as
+//! siblings), then keep listening in the background until every replica *asked* answered
+//! or the request timeout passed, and send the merged object to every replica that
+//! answered with a stale or missing copy (asynchronous read repair). Replicas not asked
+//! are left to anti-entropy and hinted handoff. `timeouts.speculative_read_ms = 0` asks
+//! all N at once, as before.
 //!
 //! **Write** (`put`, delete = put of a tombstone): one replica, the *lead*, issues the
 //! write's dot (itself when this node is a replica, else the first healthy replica),
@@ -26,6 +33,7 @@
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,6 +204,23 @@ impl Trace {
         failure
     }
 
+    /// As [`Trace::add`], for something that happened at `at` (before now): the event
+    /// goes in its place in time.
+    fn add_at(&mut self, node: &str, at: Instant, activity: impl FnOnce() -> String) {
+        if let Some(ev) = &mut self.events {
+            let elapsed_us = at.saturating_duration_since(self.start).as_micros() as u64;
+            let i = ev.partition_point(|e| e.elapsed_us <= elapsed_us);
+            ev.insert(
+                i,
+                TraceEvent {
+                    elapsed_us,
+                    node: node.to_string(),
+                    activity: activity(),
+                },
+            );
+        }
+    }
+
     fn finish(self) -> Vec<TraceEvent> {
         self.events.unwrap_or_default()
     }
@@ -257,6 +282,9 @@ pub struct CoordinatorParams {
     /// Send a missing primary's copy to a stand-in (`hints.enabled`; each keyspace's
     /// `sloppy_quorum` must allow it too).
     pub sloppy: bool,
+    /// How long a read waits for its first R replicas before asking one more
+    /// (`timeouts.speculative_read_ms`); zero asks all N at once.
+    pub speculative_read: Duration,
 }
 
 /// Coordinates clients' requests on one node.
@@ -283,6 +311,9 @@ pub struct Coordinator {
     repair_slots: Arc<Semaphore>,
     /// Hinted handoff is on for this node (`hints.enabled`).
     sloppy: bool,
+    /// How long a read waits for its first R replicas before asking one more; zero asks
+    /// all N at once (`timeouts.speculative_read_ms`).
+    speculative_read: Duration,
 }
 
 impl Coordinator {
@@ -300,6 +331,51 @@ impl Coordinator {
             env: p.env,
             metrics: p.metrics,
             sloppy: p.sloppy,
+            speculative_read: p.speculative_read,
+        }
+    }
+
+    /// Start a read's fan-out (`get`, `scan`): to the first `r` replicas of `pl` in
+    /// [`Coordinator::lead_candidates`] order (this node, replicas seen up or not yet
+    /// contacted, those seen down), keeping the others for
+    /// [`Replies::gather_with_retry`]; returns when to ask one more speculatively. With
+    /// `timeouts.speculative_read_ms = 0`, every replica at once.
+    fn read_fan_out<C: PeerCall>(
+        &self,
+        pl: &[String],
+        r: u8,
+        call: C,
+        deadline: Instant,
+    ) -> (Replies<C::Reply>, Option<Instant>) {
+        let order = self.lead_candidates(pl);
+        if self.speculative_read.is_zero() {
+            let rx = self.peers.fan_out_some(&order, order.len(), call, deadline);
+            return (rx, None);
+        }
+        let rx = self.peers.fan_out_some(&order, r as usize, call, deadline);
+        (rx, Some(self.env.now() + self.speculative_read))
+    }
+
+    /// Trace and count the replicas a read asked beyond its first R.
+    fn note_extra_reads(&self, trace: &mut Trace, asked: &[peers::Asked]) {
+        for a in asked {
+            match a.why {
+                peers::Extra::Failed => {
+                    self.metrics.read_retries.fetch_add(1, Ordering::Relaxed);
+                    trace.add_at(&a.node, a.at, || {
+                        "asked: a replica asked before failed".to_string()
+                    });
+                }
+                peers::Extra::Slow => {
+                    self.metrics
+                        .speculative_reads
+                        .fetch_add(1, Ordering::Relaxed);
+                    let ms = self.speculative_read.as_millis();
+                    trace.add_at(&a.node, a.at, || {
+                        format!("asked: speculative read (replies not all in after {ms} ms)")
+                    });
+                }
+            }
         }
     }
 
@@ -395,9 +471,9 @@ impl Coordinator {
             keyspace: ks.clone(),
             key: req.key.clone(),
         };
-        let mut rx = self.peers.fan_out(&pl, read, deadline);
+        let (mut rx, speculate_at) = self.read_fan_out(&pl, r, read, deadline);
         let got = rx
-            .gather(r as usize, |reply| {
+            .gather_with_retry(r as usize, speculate_at, |reply| {
                 let (node, us) = (&reply.node, reply.us);
                 match reply.result {
                     Ok(o) => {
@@ -413,6 +489,7 @@ impl Coordinator {
                 }
             })
             .await;
+        self.note_extra_reads(&mut trace, &got.asked);
         let replies: Vec<(String, Object)> = got.ok;
         if replies.len() < r as usize {
             return Err(CoordinatorError::QuorumNotReached {
@@ -451,7 +528,7 @@ impl Coordinator {
                         format!("read repair (async): sending merged object to {stale:?}")
                     });
                 }
-                self.spawn_read_repair(ks, req.key.clone(), merged.clone(), replies, rx, pl.len());
+                self.spawn_read_repair(ks, req.key.clone(), merged.clone(), replies, rx);
             }
             ReadRepair::Blocking => {
                 let fresh = (replies.len() - stale.len()) as u8;
@@ -540,8 +617,9 @@ impl Coordinator {
     }
 
     /// After a read: wait (up to the request deadline, already inside the fan-out tasks)
-    /// for the replicas that had not answered, then send the merged object to every
-    /// replica whose copy differs from it.
+    /// for the replicas asked that had not answered, then send the merged object to every
+    /// replica that answered with a copy that differs from it. Replicas the read did not
+    /// ask are not read, so not repaired here (anti-entropy and hinted handoff are).
     ///
     /// Waiting for late replies costs no repair slot (the fan-out tasks exist anyway and
     /// end at the request deadline); a slot is taken only when a replica is actually stale
@@ -553,11 +631,12 @@ impl Coordinator {
         mut merged: Object,
         mut replies: Vec<(String, Object)>,
         mut rx: Replies<Option<Object>>,
-        replicas: usize,
     ) {
+        // No more replicas are asked: the channel closes once the asked ones answered.
+        rx.seal();
         let any_stale = replies.iter().any(|(_, o)| *o != merged);
-        if !any_stale && replies.len() >= replicas {
-            // Every replica answered with the merged object: nothing to repair.
+        if !any_stale && rx.pending() == 0 {
+            // Every replica asked answered with the merged object: nothing to repair.
             return;
         }
         let me = Arc::clone(self);
@@ -1156,10 +1235,9 @@ impl Coordinator {
             to: req.to.clone(),
             limit: limit as u32,
         };
-        let got = self
-            .peers
-            .fan_out(&pl, scan, deadline)
-            .gather(r as usize, |reply| match reply.result {
+        let (mut rx, speculate_at) = self.read_fan_out(&pl, r, scan, deadline);
+        let got = rx
+            .gather_with_retry(r as usize, speculate_at, |reply| match reply.result {
                 Ok(page) => {
                     let us = reply.us;
                     trace.add(&reply.node, || {
@@ -1175,6 +1253,7 @@ impl Coordinator {
                 Err(f) => Err(f.to_failure(&reply.node)),
             })
             .await;
+        self.note_extra_reads(&mut trace, &got.asked);
         let replies: Vec<ScanReply> = got
             .ok
             .into_iter()
@@ -1298,7 +1377,8 @@ impl Coordinator {
     }
 
     /// Lead replicas to try, best first: this node if it is a replica, then replicas last
-    /// seen up (or never contacted), then those last seen down.
+    /// seen up (or never contacted), then those last seen down (in preference-list order
+    /// otherwise). Reads ask replicas in the same order.
     fn lead_candidates(&self, pl: &[String]) -> Vec<String> {
         let mut c: Vec<String> = pl.to_vec();
         c.sort_by_key(|n| match (n == &self.name, self.peers.peer_up(n)) {

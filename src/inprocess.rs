@@ -36,6 +36,8 @@ pub struct ClusterOptions {
     /// Re-introduced bug classes (tests that show a check can fail).
     #[doc(hidden)]
     pub bugs: crate::replica::InjectedBugs,
+    /// `timeouts.speculative_read_ms`; `None` keeps its default.
+    pub speculative_read: Option<Duration>,
 }
 
 /// Nodes connected by a [`MemoryNetwork`].
@@ -146,6 +148,7 @@ impl MemoryCluster {
             hints,
             tombstones: Default::default(),
             bugs: Default::default(),
+            speculative_read: None,
         };
         Self::build_with(keyspaces, request_timeout, clocks, opts)
     }
@@ -162,7 +165,11 @@ impl MemoryCluster {
             hints,
             tombstones,
             bugs,
+            speculative_read,
         } = opts;
+        let speculative_read = speculative_read.unwrap_or(Duration::from_millis(
+            crate::config::DEFAULT_SPECULATIVE_READ_MS,
+        ));
         let n = clocks.len();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -185,6 +192,7 @@ impl MemoryCluster {
                 env: Arc::clone(&env),
                 limits: Limits::default(),
                 request_timeout,
+                speculative_read,
                 keyspaces: keyspaces.clone(),
                 context_key: context_key.clone(),
                 new_incarnation: false,

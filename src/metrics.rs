@@ -102,6 +102,11 @@ pub struct Metrics {
     /// Kept: a replica holds another copy (a live value, another tombstone, nothing) or has
     /// not held it for `tombstones.min_age_ms` yet.
     pub tombstones_blocked_disagree: AtomicU64,
+    /// Replicas a coordinated read asked beyond its first R because one asked failed.
+    pub read_retries: AtomicU64,
+    /// Replicas a coordinated read asked beyond its first R because the replies had not
+    /// all come within `timeouts.speculative_read_ms`.
+    pub speculative_reads: AtomicU64,
     inflight: AtomicI64,
     siblings: Recorder,
     /// Bytes of values returned by a read (all siblings) and written by a put, like
@@ -158,6 +163,8 @@ impl Default for Metrics {
             tombstones_blocked_unreachable: AtomicU64::new(0),
             tombstones_blocked_hints: AtomicU64::new(0),
             tombstones_blocked_disagree: AtomicU64::new(0),
+            read_retries: AtomicU64::new(0),
+            speculative_reads: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             siblings: Recorder::new(100_000),
             object_sizes: ["read", "write"]
@@ -516,6 +523,16 @@ impl Metrics {
                 "quorumkv_read_repairs_skipped_total",
                 "Repairs of stale replicas dropped because limits.max_pending_read_repairs were pending.",
                 &self.read_repairs_skipped,
+            ),
+            (
+                "quorumkv_read_retries_total",
+                "Replicas a read asked beyond its first R because one asked had failed.",
+                &self.read_retries,
+            ),
+            (
+                "quorumkv_speculative_reads_total",
+                "Replicas a read asked beyond its first R because replies were slower than timeouts.speculative_read_ms.",
+                &self.speculative_reads,
             ),
             (
                 "quorumkv_overloaded_total",

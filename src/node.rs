@@ -90,6 +90,9 @@ pub struct NodeParams {
     pub limits: Limits,
     /// Coordinator timeout per request.
     pub request_timeout: Duration,
+    /// How long a read waits for its first R replicas before asking one more; zero asks
+    /// all N at once (`timeouts.speculative_read_ms`).
+    pub speculative_read: Duration,
     /// Keyspaces from the config.
     pub keyspaces: Vec<KeyspaceDef>,
     /// The cluster key that seals clients' causal contexts (the same on every node).
@@ -260,6 +263,7 @@ impl Node {
             env: p.env.clone(),
             metrics: Arc::clone(&metrics),
             sloppy: p.hints.enabled,
+            speculative_read: p.speculative_read,
         }));
         // The handoff loop runs in the node's Env, so the simulator drives it too.
         crate::hints::spawn_replay(&hints, &peers, p.request_timeout);
@@ -671,6 +675,7 @@ mod tests {
             env: crate::env::TokioEnv::system(),
             limits: Limits::default(),
             request_timeout: Duration::from_millis(200),
+            speculative_read: Duration::from_millis(crate::config::DEFAULT_SPECULATIVE_READ_MS),
             keyspaces,
             context_key: crate::context::ContextKey::random(),
             new_incarnation: false,

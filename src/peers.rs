@@ -21,6 +21,7 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -629,6 +630,38 @@ pub struct Replies<T> {
     /// Answers still to come: each target's task sends exactly one (unless it dies with
     /// its node), which is what tells [`Replies::gather`] when success became impossible.
     pending: usize,
+    /// Targets not asked yet, best first, and how to ask one (a fan-out made by
+    /// [`Peers::fan_out_some`]; `None` for a fixed one). The asker holds a sender of the
+    /// channel, so it is dropped once nobody is left to ask (or on [`Replies::seal`]):
+    /// from then on the channel closes when the last task has answered.
+    more: Option<(VecDeque<String>, Asker)>,
+    /// The fan-out's environment and deadline ([`Peers::fan_out_some`]): the timers of
+    /// [`Replies::gather_with_retry`], which never waits past the deadline.
+    clock: Option<(Arc<dyn Env>, Instant)>,
+}
+
+/// Starts the task that asks one more target; it sends its one reply to the channel.
+type Asker = Box<dyn Fn(String) + Send>;
+
+/// Why [`Replies::gather_with_retry`] asked a target beyond the first ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extra {
+    /// In place of one that failed (refused, unreachable, timed out): the replies still
+    /// to come could no longer make up the quorum.
+    Failed,
+    /// Speculatively: the replies needed had not all come within the speculative delay.
+    Slow,
+}
+
+/// A target asked beyond the first ones, why, and when.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    /// The target.
+    pub node: String,
+    /// Why it was asked.
+    pub why: Extra,
+    /// When.
+    pub at: Instant,
 }
 
 /// What [`Replies::gather`] collected.
@@ -638,16 +671,52 @@ pub struct Gathered<U> {
     pub ok: Vec<(String, U)>,
     /// Why each other replica that answered did not count.
     pub failures: Vec<ReplicaFailure>,
+    /// Targets asked beyond the first ones ([`Replies::gather_with_retry`]), in order.
+    pub asked: Vec<Asked>,
 }
 
 impl<T> Replies<T> {
-    /// The next answer; `None` once every target answered (or its task ended).
+    /// The next answer; `None` once every target asked answered (or its task ended) and
+    /// none is left to ask (or the fan-out was sealed).
     pub async fn recv(&mut self) -> Option<Reply<T>> {
+        if self.more.as_ref().is_some_and(|(q, _)| q.is_empty()) {
+            // Nobody left to ask: let the channel close when the asked ones answered.
+            self.more = None;
+        }
         let reply = self.rx.recv().await;
         if reply.is_some() {
             self.pending = self.pending.saturating_sub(1);
         }
         reply
+    }
+
+    /// Ask no more targets: from now on [`Replies::recv`] returns `None` once the ones
+    /// asked answered. Read repair seals a read's fan-out before it listens for the late
+    /// replies.
+    pub fn seal(&mut self) {
+        self.more = None;
+    }
+
+    /// Targets not asked (yet).
+    pub fn unasked(&self) -> Vec<String> {
+        self.more
+            .as_ref()
+            .map(|(q, _)| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Answers still to come from the targets asked.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Ask the next target not asked yet; its name, or `None` if none is left.
+    fn ask_next(&mut self) -> Option<String> {
+        let (queue, ask) = self.more.as_mut()?;
+        let node = queue.pop_front()?;
+        ask(node.clone());
+        self.pending += 1;
+        Some(node)
     }
 
     /// Collect answers until `needed` of them counted, or until so many did not that the
@@ -664,10 +733,75 @@ impl<T> Replies<T> {
         let mut got = Gathered {
             ok: Vec::new(),
             failures: Vec::new(),
+            asked: Vec::new(),
         };
         while got.ok.len() < needed && got.ok.len() + self.pending >= needed {
             let Some(reply) = self.recv().await else {
                 break;
+            };
+            let node = reply.node.clone();
+            match accept(reply) {
+                Ok(kept) => got.ok.push((node, kept)),
+                Err(failure) => got.failures.push(failure),
+            }
+        }
+        got
+    }
+
+    /// As [`Replies::gather`], for a fan-out that asked only some of its targets
+    /// ([`Peers::fan_out_some`]), asking the others in their order only when needed:
+    /// whenever the answers still to come can no longer make up `needed` (one failed), the
+    /// next target is asked at once ([`Extra::Failed`]); and when `needed` answers have
+    /// not all counted by `speculate_at`, one more target is asked, once
+    /// ([`Extra::Slow`]). Never waits past the fan-out's deadline (every task answers by
+    /// then anyway). A fixed fan-out gathers as [`Replies::gather`] does.
+    pub async fn gather_with_retry<U>(
+        &mut self,
+        needed: usize,
+        speculate_at: Option<Instant>,
+        mut accept: impl FnMut(Reply<T>) -> Result<U, ReplicaFailure>,
+    ) -> Gathered<U> {
+        let Some((env, deadline)) = self.clock.clone() else {
+            return self.gather(needed, accept).await;
+        };
+        let mut got = Gathered {
+            ok: Vec::new(),
+            failures: Vec::new(),
+            asked: Vec::new(),
+        };
+        let mut speculate_at = speculate_at;
+        while got.ok.len() < needed {
+            while got.ok.len() + self.pending < needed {
+                let Some(node) = self.ask_next() else { break };
+                let at = env.now();
+                got.asked.push(Asked {
+                    node,
+                    why: Extra::Failed,
+                    at,
+                });
+            }
+            if got.ok.len() + self.pending < needed {
+                break;
+            }
+            let spec =
+                speculate_at.filter(|_| self.more.as_ref().is_some_and(|(q, _)| !q.is_empty()));
+            let wake = spec.map_or(deadline, |s| s.min(deadline));
+            let reply = match env::timeout_at(&*env, wake, self.recv()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                Err(_) if spec.is_some_and(|s| s <= wake) && env.now() < deadline => {
+                    speculate_at = None;
+                    if let Some(node) = self.ask_next() {
+                        let at = env.now();
+                        got.asked.push(Asked {
+                            node,
+                            why: Extra::Slow,
+                            at,
+                        });
+                    }
+                    continue;
+                }
+                Err(_) => break,
             };
             let node = reply.node.clone();
             match accept(reply) {
@@ -829,6 +963,44 @@ impl Peers {
         Replies {
             rx,
             pending: targets.len(),
+            more: None,
+            clock: None,
+        }
+    }
+
+    /// Send `call` to the first `first` of `targets` (best first) concurrently, and keep
+    /// the others to ask later, one at a time, in their order
+    /// ([`Replies::gather_with_retry`]): a read asks R replicas, not N. Every task sends
+    /// exactly one reply, by `deadline`; the channel holds one per target, so no task
+    /// ever waits to send.
+    pub fn fan_out_some<C: PeerCall>(
+        self: &Arc<Self>,
+        targets: &[String],
+        first: usize,
+        call: C,
+        deadline: Instant,
+    ) -> Replies<C::Reply> {
+        let (tx, rx) = mpsc::channel(targets.len().max(1));
+        let start = self.env.now();
+        let req = call.into_request();
+        let me = Arc::clone(self);
+        let ask = move |node: String| {
+            let (me2, tx, req) = (Arc::clone(&me), tx.clone(), req.clone());
+            me.env.spawn(Box::pin(async move {
+                let result = me2.send::<C>(&node, req, deadline, true).await;
+                let us = me2.env.now().saturating_duration_since(start).as_micros() as u64;
+                let _ = tx.try_send(Reply { node, us, result });
+            }));
+        };
+        let first = first.min(targets.len());
+        for node in &targets[..first] {
+            ask(node.clone());
+        }
+        Replies {
+            rx,
+            pending: first,
+            more: Some((targets[first..].iter().cloned().collect(), Box::new(ask))),
+            clock: Some((Arc::clone(&self.env), deadline)),
         }
     }
 
@@ -938,6 +1110,8 @@ mod tests {
             Replies {
                 rx,
                 pending: expected,
+                more: None,
+                clock: None,
             },
         )
     }

@@ -190,6 +190,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         },
         limits: cfg.limits.clone(),
         request_timeout: Duration::from_millis(cfg.timeouts.request_ms),
+        speculative_read: Duration::from_millis(cfg.timeouts.speculative_read_ms),
         keyspaces: cfg.keyspaces.clone(),
         context_key,
         new_incarnation: crate::replica::starts_new_incarnation(

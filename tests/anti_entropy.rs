@@ -273,6 +273,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         env: quorumkv::env::TokioEnv::system(),
         limits: Limits::default(),
         request_timeout: TIMEOUT,
+        speculative_read: Duration::from_millis(quorumkv::config::DEFAULT_SPECULATIVE_READ_MS),
         keyspaces: vec![ks.clone()],
         context_key: quorumkv::context::ContextKey::random(),
         new_incarnation: false,

@@ -89,6 +89,7 @@ impl Sim {
             nodes,
             keyspaces: vec![],
             request_timeout: Duration::from_millis(1000),
+            speculative_read: Duration::from_millis(quorumkv::config::DEFAULT_SPECULATIVE_READ_MS),
             unsynced: false,
             bugs,
             keep_incarnation: false,

@@ -66,6 +66,9 @@ impl SimTarget {
             nodes,
             keyspaces: vec![keyspace],
             request_timeout: REQUEST_TIMEOUT,
+            speculative_read: std::time::Duration::from_millis(
+                crate::config::DEFAULT_SPECULATIVE_READ_MS,
+            ),
             unsynced: false,
             bugs: Default::default(),
             keep_incarnation: false,

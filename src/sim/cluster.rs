@@ -41,6 +41,8 @@ pub struct ClusterSpec {
     pub keyspaces: Vec<KeyspaceDef>,
     /// Coordinator timeout.
     pub request_timeout: Duration,
+    /// Every node's `timeouts.speculative_read_ms` (zero: reads ask all N at once).
+    pub speculative_read: Duration,
     /// Nodes run with `sync = false` (writes synced only by periodic flushes).
     pub unsynced: bool,
     /// Re-introduced bug classes.
@@ -151,6 +153,7 @@ impl SimCluster {
             env: env.clone(),
             limits: Limits::default(),
             request_timeout: self.spec.request_timeout,
+            speculative_read: self.spec.speculative_read,
             keyspaces: self.spec.keyspaces.clone(),
             context_key: self.context_key.clone(),
             new_incarnation,

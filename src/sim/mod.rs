@@ -392,6 +392,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
             .map(|w| w.keyspace_def(cfg.nodes))
             .collect(),
         request_timeout,
+        speculative_read: Duration::from_millis(crate::config::DEFAULT_SPECULATIVE_READ_MS),
         unsynced,
         bugs: cfg.bugs.replica,
         keep_incarnation: cfg.bugs.keep_incarnation,
