@@ -1013,6 +1013,33 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
         }
     }
 
+    /// Goal: `timeouts.speculative_read_ms` defaults to 20, 0 (all replicas at once) and a
+    /// value below `request_ms` load, and one at or above `request_ms` (it could never
+    /// fire) is refused naming the field.
+    #[test]
+    fn speculative_read_delay_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(cfg.timeouts.speculative_read_ms, 20);
+        let with =
+            |section: &str| MINIMAL.replace("[tls]", &format!("[timeouts]\n{section}\n[tls]"));
+        for ok in [
+            "speculative_read_ms = 0",
+            "request_ms = 500\nspeculative_read_ms = 499",
+        ] {
+            NodeConfig::load(&write(dir.path(), &with(ok))).unwrap();
+        }
+        for bad in [
+            "speculative_read_ms = 2000",
+            "request_ms = 500\nspeculative_read_ms = 501",
+        ] {
+            let e = NodeConfig::load(&write(dir.path(), &with(bad)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("timeouts.speculative_read_ms"), "{bad}: {e}");
+        }
+    }
+
     /// Goal: the in-flight budget settings are checked against each other (a frame must
     /// fit in the node reserve and in the clients' pool, a scan page in half a frame),
     /// and a refusal names the field at fault.

@@ -640,6 +640,11 @@ pub struct Replies<T> {
     clock: Option<(Arc<dyn Env>, Instant)>,
 }
 
+/// How long past a fan-out's deadline [`Replies::gather_with_retry`] still waits: every
+/// task answers by the deadline (a timeout, if nothing else), and this lets those last
+/// answers in so a failure names every replica; it only matters if a task died unanswered.
+const LATE_ANSWERS: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Starts the task that asks one more target; it sends its one reply to the channel.
 type Asker = Box<dyn Fn(String) + Send>;
 
@@ -753,8 +758,9 @@ impl<T> Replies<T> {
     /// whenever the answers still to come can no longer make up `needed` (one failed), the
     /// next target is asked at once ([`Extra::Failed`]); and when `needed` answers have
     /// not all counted by `speculate_at`, one more target is asked, once
-    /// ([`Extra::Slow`]). Never waits past the fan-out's deadline (every task answers by
-    /// then anyway). A fixed fan-out gathers as [`Replies::gather`] does.
+    /// ([`Extra::Slow`]) if the deadline has not passed by then. Never waits much past
+    /// the deadline ([`LATE_ANSWERS`]), by which every task has answered. A fixed fan-out
+    /// gathers as [`Replies::gather`] does.
     pub async fn gather_with_retry<U>(
         &mut self,
         needed: usize,
@@ -783,13 +789,15 @@ impl<T> Replies<T> {
             if got.ok.len() + self.pending < needed {
                 break;
             }
-            let spec =
-                speculate_at.filter(|_| self.more.as_ref().is_some_and(|(q, _)| !q.is_empty()));
-            let wake = spec.map_or(deadline, |s| s.min(deadline));
+            // Speculate only while there is someone to ask and time to hear them.
+            let spec = speculate_at.filter(|s| {
+                *s < deadline && self.more.as_ref().is_some_and(|(q, _)| !q.is_empty())
+            });
+            let wake = spec.unwrap_or(deadline + LATE_ANSWERS);
             let reply = match env::timeout_at(&*env, wake, self.recv()).await {
                 Ok(Some(reply)) => reply,
                 Ok(None) => break,
-                Err(_) if spec.is_some_and(|s| s <= wake) && env.now() < deadline => {
+                Err(_) if spec.is_some() => {
                     speculate_at = None;
                     if let Some(node) = self.ask_next() {
                         let at = env.now();
@@ -1100,6 +1108,67 @@ mod tests {
         peers.call("n2", Ping, deadline).await.unwrap();
         assert_eq!(peers.peer_up("n2"), Some(true));
         assert_eq!(peers.call("n1", read, deadline).await.unwrap(), None);
+    }
+
+    /// Goal: a fan-out to some of its targets asks only those first, keeps `pending`
+    /// exact as it grows, asks the next target at once when one fails, and once sealed
+    /// its channel closes when the asked ones have answered (nothing waits forever).
+    #[tokio::test]
+    async fn a_partial_fan_out_grows_only_when_needed_and_then_closes() {
+        struct RefusesN3;
+        impl Transport for RefusesN3 {
+            fn call(
+                &self,
+                to: &str,
+                _req: PeerRequest,
+            ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+                let down = to == "n3";
+                Box::pin(async move {
+                    if down {
+                        Err(TransportError::Unreachable("n3 is down".into()))
+                    } else {
+                        Ok(PeerResponse::Ack)
+                    }
+                })
+            }
+        }
+        let peers = peers(Arc::new(RefusesN3));
+        let deadline = peers.env.now() + std::time::Duration::from_secs(5);
+        let targets: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let mut rx = peers.fan_out_some(&targets, 1, Ping, deadline);
+        assert_eq!(rx.pending(), 1);
+        let got = rx.gather_with_retry(1, None, accept_unit).await;
+        assert_eq!(got.ok.len(), 1);
+        assert!(got.asked.is_empty());
+        assert_eq!(rx.unasked(), vec!["n2".to_string(), "n3".to_string()]);
+
+        // n3 first: it fails, so n2 is asked at once.
+        let order: Vec<String> = ["n3", "n2"].map(String::from).to_vec();
+        let mut rx = peers.fan_out_some(&order, 1, Ping, deadline);
+        let got = rx.gather_with_retry(1, None, accept_unit).await;
+        assert_eq!(
+            got.ok.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["n2"]
+        );
+        assert_eq!(got.failures.len(), 1);
+        assert_eq!(got.asked.len(), 1);
+        assert_eq!(
+            (got.asked[0].node.as_str(), &got.asked[0].why),
+            ("n2", &Extra::Failed)
+        );
+        assert_eq!(rx.pending(), 0);
+
+        // Sealed with one answer outstanding: it arrives, then the channel closes.
+        let mut rx = peers.fan_out_some(&targets, 2, Ping, deadline);
+        let got = rx.gather_with_retry(1, None, accept_unit).await;
+        assert_eq!(got.ok.len(), 1);
+        rx.seal();
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+    }
+
+    fn accept_unit(r: Reply<()>) -> Result<(), ReplicaFailure> {
+        r.result.map_err(|f| f.to_failure(&r.node))
     }
 
     /// Replies from a channel the test fills, `expected` in all.
