@@ -594,6 +594,11 @@ pub struct Member {
     pub name: String,
     /// Its QUIC address.
     pub addr: SocketAddr,
+    /// Its zone (rack, room, availability zone): with at least N zones, a key's N
+    /// replicas are placed in N distinct zones (`crate::ring`). Give every member a zone,
+    /// or none. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 fn default_engine() -> String {
@@ -713,6 +718,29 @@ impl NodeConfig {
         names.dedup();
         if names.len() != self.cluster.nodes.len() {
             return invalid("cluster.nodes lists a node name twice".into());
+        }
+        let zoned = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|m| m.zone.is_some())
+            .count();
+        if zoned != 0 && zoned != self.cluster.nodes.len() {
+            return invalid(format!(
+                "cluster.nodes: {zoned} of {} members have a zone; give every member a zone, or none",
+                self.cluster.nodes.len()
+            ));
+        }
+        if let Some(m) = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|m| m.zone.as_deref().is_some_and(|z| z.trim().is_empty()))
+        {
+            return invalid(format!(
+                "cluster.nodes: member {} has an empty zone",
+                m.name
+            ));
         }
         if !matches!(self.storage.engine.as_str(), "rocksdb" | "memory") {
             return invalid(format!(
@@ -933,6 +961,32 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
         assert_eq!(cfg.ring.vnodes, DEFAULT_VNODES);
         assert_eq!(cfg.timeouts.request_ms, 2000);
         assert_eq!(cfg.data_dir, dir.path().join("data"));
+    }
+
+    /// Goal: zones are read per member; a cluster where some members have a zone and
+    /// others do not, or one with an empty zone, is refused with a message saying so.
+    #[test]
+    fn zones_are_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let zoned = MINIMAL.replace(
+            "addr = \"127.0.0.1:7001\" }",
+            "addr = \"127.0.0.1:7001\", zone = \"a\" }",
+        );
+        let both = zoned.replace(
+            "addr = \"127.0.0.1:7002\" }",
+            "addr = \"127.0.0.1:7002\", zone = \"b\" }",
+        );
+        let cfg = NodeConfig::load(&write(dir.path(), &both)).unwrap();
+        assert_eq!(cfg.cluster.nodes[1].zone.as_deref(), Some("b"));
+        let e = NodeConfig::load(&write(dir.path(), &zoned))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("give every member a zone, or none"), "{e}");
+        let empty = both.replace("zone = \"b\"", "zone = \" \"");
+        let e = NodeConfig::load(&write(dir.path(), &empty))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("n2 has an empty zone"), "{e}");
     }
 
     /// Goal: typos, bad values and bad keyspaces are refused with a message naming them.

@@ -175,6 +175,7 @@ impl MemoryCluster {
             .map(|i| Member {
                 name: format!("n{i}"),
                 addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                zone: None,
             })
             .collect();
         let net = MemoryNetwork::new();
@@ -262,6 +263,7 @@ pub fn write_cluster_files(
         .map(|(i, a)| Member {
             name: format!("n{}", i + 1),
             addr: *a,
+            zone: None,
         })
         .collect();
     let mut configs = Vec::new();

@@ -151,7 +151,8 @@ impl Node {
     /// Build a node and load its stored keyspaces, then the configured ones.
     pub fn new(p: NodeParams) -> Result<Arc<Self>, NodeError> {
         let names: Vec<String> = p.members.iter().map(|m| m.name.clone()).collect();
-        let ring = Ring::new(&names, p.vnodes)?;
+        let zones: Vec<Option<String>> = p.members.iter().map(|m| m.zone.clone()).collect();
+        let ring = Ring::with_zones(&names, &zones, p.vnodes)?;
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
         let trees = p
             .anti_entropy
@@ -655,6 +656,7 @@ mod tests {
             .map(|i| Member {
                 name: format!("n{i}"),
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                zone: None,
             })
             .collect()
     }

@@ -235,12 +235,8 @@ impl ReplicaService {
                 .await;
             }
             PeerRequest::TombstoneCheck { keyspace, keys } => {
-                if keys.len() > crate::tombstones::MAX_KEYS_PER_ROUND {
-                    return PeerResponse::Error(PeerError::Invalid(format!(
-                        "a tombstone check of {} keys; at most {} at once",
-                        keys.len(),
-                        crate::tombstones::MAX_KEYS_PER_ROUND
-                    )));
+                if let Some(refused) = too_many_keys("tombstone check", keys.len()) {
+                    return refused;
                 }
                 let hints = match &self.hints {
                     Some(h) => match h.held_for(&keyspace.name, &keys).await {
@@ -262,12 +258,8 @@ impl ReplicaService {
                     })
             }
             PeerRequest::ReapTombstones { keyspace, items } => {
-                if items.len() > crate::tombstones::MAX_KEYS_PER_ROUND {
-                    return PeerResponse::Error(PeerError::Invalid(format!(
-                        "a reap of {} keys; at most {} at once",
-                        items.len(),
-                        crate::tombstones::MAX_KEYS_PER_ROUND
-                    )));
+                if let Some(refused) = too_many_keys("reap", items.len()) {
+                    return refused;
                 }
                 self.replica
                     .reap(&keyspace, items)
@@ -305,6 +297,16 @@ impl ReplicaService {
         };
         result.unwrap_or_else(|e| PeerResponse::Error(peer_error(&self.name, e)))
     }
+}
+
+/// The refusal of a reaping request over more keys than one round may cover.
+fn too_many_keys(what: &str, n: usize) -> Option<PeerResponse> {
+    let max = crate::tombstones::MAX_KEYS_PER_ROUND;
+    (n > max).then(|| {
+        PeerResponse::Error(PeerError::Invalid(format!(
+            "a {what} of {n} keys; at most {max} at once"
+        )))
+    })
 }
 
 /// A hint refused for good is invalid; one refused for now (bound, disk) a storage

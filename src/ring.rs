@@ -6,6 +6,14 @@
 //! *distinct physical nodes* met walking clockwise from that point. Virtual nodes spread
 //! each node's share over many small ranges, which evens out ownership and means a joining
 //! node takes a little from everyone instead of half of one neighbour.
+//!
+//! **Zones.** A member may name its zone (a rack, a room, an availability zone). With
+//! zones, the walk takes the first node of each zone not yet used, so with at least N
+//! zones a key's N replicas are in N distinct zones; with fewer zones it then takes the
+//! nodes it skipped, in ring order, so a key still gets N replicas (Cassandra's
+//! rack-aware placement does the same). The primary — the first node clockwise — is the
+//! same with or without zones, and a member without a zone is a zone of its own, so a
+//! ring without zones is exactly the ring it was.
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
@@ -25,6 +33,9 @@ pub enum RingError {
     /// The same node name was given twice.
     #[error("node {0:?} is listed twice")]
     DuplicateNode(String),
+    /// Zones given for some members and not others, or a different number than nodes.
+    #[error("zones: {0}")]
+    Zones(String),
 }
 
 /// Hash of a partition key: its position on the ring.
@@ -41,6 +52,11 @@ pub struct Ring {
     nodes: Vec<String>,
     /// Tokens per node.
     vnodes: usize,
+    /// Each node's zone number (index into the distinct zones); a node without a zone
+    /// has a zone of its own.
+    zone_of: Vec<usize>,
+    /// How many distinct zones.
+    zone_count: usize,
 }
 
 impl Ring {
@@ -71,7 +87,49 @@ impl Ring {
             tokens,
             nodes: nodes.to_vec(),
             vnodes,
+            zone_of: (0..nodes.len()).collect(),
+            zone_count: nodes.len(),
         })
+    }
+
+    /// Build the ring for `nodes`, each in the zone of the same index in `zones` (all
+    /// `Some`, or all `None` for a ring without zones).
+    pub fn with_zones(
+        nodes: &[String],
+        zones: &[Option<String>],
+        vnodes: usize,
+    ) -> Result<Self, RingError> {
+        let mut ring = Ring::new(nodes, vnodes)?;
+        if zones.len() != nodes.len() {
+            return Err(RingError::Zones(format!(
+                "{} zones for {} nodes",
+                zones.len(),
+                nodes.len()
+            )));
+        }
+        let named = zones.iter().filter(|z| z.is_some()).count();
+        if named == 0 {
+            return Ok(ring);
+        }
+        if named != zones.len() {
+            return Err(RingError::Zones(
+                "some members have a zone and others do not: give every member one, or none".into(),
+            ));
+        }
+        let mut distinct: Vec<&str> = Vec::new();
+        ring.zone_of = zones
+            .iter()
+            .flatten()
+            .map(|z| match distinct.iter().position(|d| *d == z) {
+                Some(i) => i,
+                None => {
+                    distinct.push(z);
+                    distinct.len() - 1
+                }
+            })
+            .collect();
+        ring.zone_count = distinct.len();
+        Ok(ring)
     }
 
     /// Physical node names.
@@ -99,17 +157,30 @@ impl Ring {
     /// As [`Ring::preference_list`], for a raw token.
     pub fn preference_list_for_token(&self, token: u64, n: usize) -> Vec<String> {
         let want = n.min(self.nodes.len());
+        // Nodes in zones not used yet, as many as there are zones (at most `want`); then
+        // the nodes skipped for their zone, in ring order, for the rest.
+        let distinct_wanted = want.min(self.zone_count);
         let start = self.tokens.partition_point(|(t, _)| *t < token);
         let mut picked: Vec<usize> = Vec::with_capacity(want);
+        let mut skipped: Vec<usize> = Vec::new();
+        let mut zones_used: Vec<usize> = Vec::with_capacity(distinct_wanted);
         for i in 0..self.tokens.len() {
-            if picked.len() == want {
+            if picked.len() == distinct_wanted && picked.len() + skipped.len() >= want {
                 break;
             }
             let (_, idx) = self.tokens[(start + i) % self.tokens.len()];
-            if !picked.contains(&idx) {
+            if picked.contains(&idx) || skipped.contains(&idx) {
+                continue;
+            }
+            let zone = self.zone_of[idx];
+            if picked.len() < distinct_wanted && !zones_used.contains(&zone) {
+                zones_used.push(zone);
                 picked.push(idx);
+            } else {
+                skipped.push(idx);
             }
         }
+        picked.extend(skipped.into_iter().take(want - picked.len().min(want)));
         picked.into_iter().map(|i| self.nodes[i].clone()).collect()
     }
 
@@ -236,5 +307,136 @@ mod tests {
                 b.preference_list(k.as_bytes(), 3)
             );
         }
+    }
+
+    /// `n` nodes named `n1`.. in zones `z0`, `z1`, .. round robin over `zones`.
+    fn zoned(n: usize, zones: usize) -> Ring {
+        let names = names(n);
+        let z: Vec<Option<String>> = (0..n).map(|i| Some(format!("z{}", i % zones))).collect();
+        Ring::with_zones(&names, &z, DEFAULT_VNODES).unwrap()
+    }
+
+    fn zone_of(n: &str, zones: usize) -> usize {
+        (n[1..].parse::<usize>().unwrap() - 1) % zones
+    }
+
+    /// Goal (zone-aware placement): with at least N zones every key's N replicas are in N
+    /// distinct zones, with the same primary as without zones; with fewer zones than N a
+    /// key still gets N distinct replicas, spread over every zone.
+    #[test]
+    fn replicas_are_spread_over_zones() {
+        let plain = Ring::new(&names(6), DEFAULT_VNODES).unwrap();
+        let ring = zoned(6, 3);
+        for i in 0..5000 {
+            let key = format!("key{i}");
+            let pl = ring.preference_list(key.as_bytes(), 3);
+            let mut zs: Vec<usize> = pl.iter().map(|n| zone_of(n, 3)).collect();
+            zs.sort_unstable();
+            zs.dedup();
+            assert_eq!(zs.len(), 3, "{key}: {pl:?}");
+            assert_eq!(pl[0], plain.preference_list(key.as_bytes(), 1)[0]);
+        }
+        let two = zoned(4, 2);
+        for i in 0..2000 {
+            let pl = two.preference_list(format!("k{i}").as_bytes(), 3);
+            let mut distinct = pl.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "{pl:?}");
+            let mut zs: Vec<usize> = pl.iter().map(|n| zone_of(n, 2)).collect();
+            zs.sort_unstable();
+            zs.dedup();
+            assert_eq!(zs.len(), 2, "{pl:?}");
+        }
+    }
+
+    /// Goal: a ring whose members have no zone places exactly as before zones existed,
+    /// and mixed or mismatched zone lists are refused.
+    #[test]
+    fn no_zones_is_the_plain_ring_and_bad_zone_lists_are_refused() {
+        let plain = Ring::new(&names(5), DEFAULT_VNODES).unwrap();
+        let none =
+            Ring::with_zones(&names(5), &[None, None, None, None, None], DEFAULT_VNODES).unwrap();
+        for i in 0..2000 {
+            let k = format!("k{i}");
+            assert_eq!(
+                plain.preference_list(k.as_bytes(), 3),
+                none.preference_list(k.as_bytes(), 3)
+            );
+        }
+        let mixed = [Some("a".to_string()), None, None];
+        assert!(matches!(
+            Ring::with_zones(&names(3), &mixed, 8),
+            Err(RingError::Zones(_))
+        ));
+        assert!(matches!(
+            Ring::with_zones(&names(3), &[None], 8),
+            Err(RingError::Zones(_))
+        ));
+    }
+
+    /// Share of (partition, replica) slots each node holds over `keys` sampled keys.
+    fn replica_shares(ring: &Ring, n: usize, keys: usize) -> BTreeMap<String, f64> {
+        let mut count: BTreeMap<String, f64> = BTreeMap::new();
+        for i in 0..keys {
+            for node in ring.preference_list(format!("s{i}").as_bytes(), n) {
+                *count.entry(node).or_default() += 1.0;
+            }
+        }
+        let total = (keys * n) as f64;
+        count.into_iter().map(|(k, v)| (k, v / total)).collect()
+    }
+
+    /// Goal: with balanced zones (6 nodes, 3 zones of 2, N=3) every node holds within 10%
+    /// of an even share of the replicas; one node joining a zone moves close to the
+    /// minimum: the replica slots that change are at most 1.1 times the new node's own
+    /// share of the slots (every one of which had to move to it).
+    #[test]
+    fn zoned_placement_is_balanced_and_a_join_moves_little() {
+        let keys = 20_000;
+        let ring = zoned(6, 3);
+        let even = 1.0 / 6.0;
+        let shares = replica_shares(&ring, 3, keys);
+        let worst = shares
+            .values()
+            .map(|s| (s - even).abs() / even)
+            .fold(0.0, f64::max);
+        println!(
+            "zoned 6 nodes / 3 zones: largest deviation from an even replica share {:.1}%",
+            worst * 100.0
+        );
+        for (node, share) in shares {
+            assert!(
+                (share - even).abs() / even <= 0.10,
+                "{node} holds {share:.4} of the replicas, even is {even:.4}"
+            );
+        }
+        // n7 joins zone z0.
+        let mut names7 = names(6);
+        names7.push("n7".into());
+        let mut z7: Vec<Option<String>> = (0..6).map(|i| Some(format!("z{}", i % 3))).collect();
+        z7.push(Some("z0".into()));
+        let grown = Ring::with_zones(&names7, &z7, DEFAULT_VNODES).unwrap();
+        let mut moved = 0usize;
+        for i in 0..keys {
+            let k = format!("s{i}");
+            let before = ring.preference_list(k.as_bytes(), 3);
+            let after = grown.preference_list(k.as_bytes(), 3);
+            moved += after.iter().filter(|n| !before.contains(n)).count();
+        }
+        let moved = moved as f64 / (keys * 3) as f64;
+        // Every slot the new node holds moved to it: its share is the minimum. (With
+        // zones it is its zone's third of the replicas split three ways, 1/9, rather than
+        // the 1/(n+1) = 1/7 of a ring without zones.)
+        let minimum = replica_shares(&grown, 3, keys)["n7"];
+        println!(
+            "a join to 7 nodes moved {:.1}% of the replica slots (minimum {:.1}%)",
+            moved * 100.0,
+            minimum * 100.0
+        );
+        assert!(
+            moved <= 1.1 * minimum,
+            "a join moved {moved:.3} of the replica slots; the minimum is {minimum:.3}"
+        );
     }
 }

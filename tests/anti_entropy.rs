@@ -266,6 +266,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         members: vec![Member {
             name: "n1".into(),
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7001)),
+            zone: None,
         }],
         vnodes: 8,
         storage,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    eventually, get_request, object_values, put_request, rocksdb_storage, short_timeouts, TIMEOUT,
+    eventually, get_request, object_values, put_request, rocksdb_storage, short_timeouts,
+    total_hints, TIMEOUT,
 };
 use quorumkv::clock::{Clock, SystemClock};
 use quorumkv::config::HintsConfig;
@@ -55,19 +56,6 @@ fn key_led_by(c: &MemoryCluster) -> (String, String, [String; 2]) {
         }
     }
     unreachable!()
-}
-
-fn total_hints(c: &MemoryCluster) -> u64 {
-    c.nodes
-        .iter()
-        .map(|n| {
-            n.hint_stats()
-                .pending
-                .values()
-                .map(|p| p.count)
-                .sum::<u64>()
-        })
-        .sum()
 }
 
 /// Goal: a node down during a burst of writes gets every one of them back by hint replay

@@ -112,17 +112,45 @@ async fn read(c: &MemoryCluster, via: &str, key: &str) -> Vec<String> {
     )
 }
 
-/// Write `value` to `key` through its first replica (the lead), wait until all three
-/// replicas hold it, then delete it with the read's context and wait until all three
-/// hold the tombstone.
-async fn write_then_delete_everywhere(c: &MemoryCluster, key: &str) -> Vec<String> {
+/// Write "old" to `key` through its first replica (the lead) and wait until all three
+/// replicas hold it; returns the replicas and the write's answer.
+async fn old_value_everywhere(
+    c: &MemoryCluster,
+    key: &str,
+) -> (Vec<String>, quorumkv::proto::PutResponse) {
     let pl = replicas(c, key);
-    let lead = c.node(&pl[0]);
-    let put = lead.put(put_request("ks", key, "old", "")).await.unwrap();
+    let put = c
+        .node(&pl[0])
+        .put(put_request("ks", key, "old", ""))
+        .await
+        .unwrap();
     wait_copies(c, &pl, key, Some(vec!["old".into()])).await;
+    (pl, put)
+}
+
+/// [`old_value_everywhere`], then delete it with the write's context and wait until all
+/// three replicas hold the tombstone.
+async fn write_then_delete_everywhere(c: &MemoryCluster, key: &str) -> Vec<String> {
+    let (pl, put) = old_value_everywhere(c, key).await;
+    let lead = c.node(&pl[0]);
     lead.put(delete_request(key, &put.context)).await.unwrap();
     wait_copies(c, &pl, key, Some(vec![])).await;
     pl
+}
+
+/// `key`'s tombstone has just reached the last of its replicas `pl`: young there, so kept;
+/// reaped once `min_age` has passed, gone from every replica, and the old value never read
+/// again (through the replica that last held it).
+async fn reaped_only_after_min_age(c: &MemoryCluster, pl: &[String], key: &str) {
+    assert_eq!(
+        reap_everywhere(c).await,
+        0,
+        "young on the last replica to get it"
+    );
+    tokio::time::sleep(MIN_AGE + Duration::from_millis(100)).await;
+    assert_eq!(reap_everywhere(c).await, 1);
+    wait_copies(c, pl, key, None).await;
+    assert!(read(c, &pl[2], key).await.is_empty(), "no resurrection");
 }
 
 /// Goal: the basic life of a tombstone — kept while younger than `min_age` on every
@@ -160,10 +188,8 @@ async fn a_tombstone_every_replica_agrees_on_is_reaped_after_min_age() {
 #[tokio::test]
 async fn a_delete_during_a_partition_is_reaped_only_after_the_cut_off_replica_has_it() {
     let c = cluster(options(false, InjectedBugs::default()));
-    let pl = replicas(&c, "p");
+    let (pl, put) = old_value_everywhere(&c, "p").await;
     let lead = c.node(&pl[0]);
-    let put = lead.put(put_request("ks", "p", "old", "")).await.unwrap();
-    wait_copies(&c, &pl, "p", Some(vec!["old".into()])).await;
     common::isolate(&c, &pl[2]);
     lead.put(delete_request("p", &put.context)).await.unwrap();
     tokio::time::sleep(MIN_AGE + Duration::from_millis(100)).await;
@@ -184,15 +210,7 @@ async fn a_delete_during_a_partition_is_reaped_only_after_the_cut_off_replica_ha
     // A read (R=3) repairs it; its tombstone is young there.
     assert!(read(&c, &pl[1], "p").await.is_empty());
     wait_copies(&c, &pl, "p", Some(vec![])).await;
-    assert_eq!(
-        reap_everywhere(&c).await,
-        0,
-        "young on the repaired replica"
-    );
-    tokio::time::sleep(MIN_AGE + Duration::from_millis(100)).await;
-    assert_eq!(reap_everywhere(&c).await, 1);
-    wait_copies(&c, &pl, "p", None).await;
-    assert!(read(&c, &pl[2], "p").await.is_empty(), "no resurrection");
+    reaped_only_after_min_age(&c, &pl, "p").await;
 }
 
 /// Goal: the agreement check is what prevents resurrection. The same partition story
@@ -206,10 +224,8 @@ async fn without_the_agreement_check_the_deleted_value_comes_back() {
         ..InjectedBugs::default()
     };
     let c = cluster(options(false, bugs));
-    let pl = replicas(&c, "p");
+    let (pl, put) = old_value_everywhere(&c, "p").await;
     let lead = c.node(&pl[0]);
-    let put = lead.put(put_request("ks", "p", "old", "")).await.unwrap();
-    wait_copies(&c, &pl, "p", Some(vec!["old".into()])).await;
     common::isolate(&c, &pl[2]);
     lead.put(delete_request("p", &put.context)).await.unwrap();
     wait_copies(&c, &pl[..2], "p", Some(vec![])).await;
@@ -230,10 +246,8 @@ async fn without_the_agreement_check_the_deleted_value_comes_back() {
 #[tokio::test]
 async fn a_replica_down_longer_than_min_age_blocks_reaping_until_it_has_the_tombstone() {
     let c = cluster(options(true, InjectedBugs::default()));
-    let pl = replicas(&c, "d");
+    let (pl, put) = old_value_everywhere(&c, "d").await;
     let lead = c.node(&pl[0]);
-    let put = lead.put(put_request("ks", "d", "old", "")).await.unwrap();
-    wait_copies(&c, &pl, "d", Some(vec!["old".into()])).await;
     c.net.set_down(&pl[2], true);
     lead.put(delete_request("d", &put.context)).await.unwrap();
     tokio::time::sleep(3 * MIN_AGE).await;
@@ -246,17 +260,7 @@ async fn a_replica_down_longer_than_min_age_blocks_reaping_until_it_has_the_tomb
         Duration::from_secs(5),
         Duration::from_millis(20),
         || async {
-            let held: u64 = c
-                .nodes
-                .iter()
-                .map(|n| {
-                    n.hint_stats()
-                        .pending
-                        .values()
-                        .map(|p| p.count)
-                        .sum::<u64>()
-                })
-                .sum();
+            let held = common::total_hints(&c);
             if held == 0 {
                 Ok(())
             } else {
@@ -265,15 +269,7 @@ async fn a_replica_down_longer_than_min_age_blocks_reaping_until_it_has_the_tomb
         },
     )
     .await;
-    assert_eq!(
-        reap_everywhere(&c).await,
-        0,
-        "young on the returned replica"
-    );
-    tokio::time::sleep(MIN_AGE + Duration::from_millis(100)).await;
-    assert_eq!(reap_everywhere(&c).await, 1);
-    wait_copies(&c, &pl, "d", None).await;
-    assert!(read(&c, &pl[2], "d").await.is_empty(), "no resurrection");
+    reaped_only_after_min_age(&c, &pl, "d").await;
 }
 
 /// Goal (scenario: a delete followed at once by a re-create): the re-created value
@@ -311,10 +307,8 @@ async fn a_delete_followed_at_once_by_a_re_create_keeps_the_new_value() {
 /// third replica then gets the tombstone by a read's repair while the stand-in is cut
 /// off from it. Returns (replicas, stand-in).
 async fn stand_in_holding_a_tombstone(c: &MemoryCluster, key: &str) -> (Vec<String>, String) {
-    let pl = replicas(c, key);
+    let (pl, put) = old_value_everywhere(c, key).await;
     let lead = c.node(&pl[0]);
-    let put = lead.put(put_request("ks", key, "old", "")).await.unwrap();
-    wait_copies(c, &pl, key, Some(vec!["old".into()])).await;
     c.net.set_down(&pl[2], true);
     lead.put(delete_request(key, &put.context)).await.unwrap();
     let holder = eventually(

@@ -82,6 +82,7 @@ impl SimCluster {
             .map(|i| Member {
                 name: format!("n{i}"),
                 addr: std::net::SocketAddr::from(([10, 0, 0, i as u8], 7000)),
+                zone: None,
             })
             .collect();
         let mut key = [0u8; 32];

@@ -176,6 +176,20 @@ pub fn memory_cluster(n: usize, keyspaces: impl IntoIterator<Item = KeyspaceDef>
     MemoryCluster::new(n, keyspaces.into_iter().collect(), TIMEOUT).expect("cluster")
 }
 
+/// Hint records held by every node of `c`, for any target.
+pub fn total_hints(c: &MemoryCluster) -> u64 {
+    c.nodes
+        .iter()
+        .map(|n| {
+            n.hint_stats()
+                .pending
+                .values()
+                .map(|p| p.count)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Cut `node` off from every other node of `c`, both ways.
 pub fn isolate(c: &MemoryCluster, node: &str) {
     let others: Vec<&str> = c
