@@ -3,6 +3,9 @@
 //! and refutation. Each scenario runs on several seeds (link latencies differ); the
 //! figures printed are the ones docs/ARCHITECTURE.md quotes.
 
+mod common;
+
+use common::sim;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,16 +22,6 @@ const SAMPLE: Duration = Duration::from_millis(10);
 
 fn name(i: usize) -> String {
     format!("n{}", i + 1)
-}
-
-/// Run `f` on a paused single-threaded runtime, as the simulator does.
-fn sim<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// One observer's view of one peer over time: (time since start, state), at each change.

@@ -10,6 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{put_request, sim};
 use quorumkv::env::Rng;
 use quorumkv::key::Key;
 use quorumkv::keyspace::KeyspaceDef;
@@ -24,16 +27,6 @@ const LINK: Duration = Duration::from_millis(1);
 const SPECULATE: Duration = Duration::from_millis(quorumkv::config::DEFAULT_SPECULATIVE_READ_MS);
 /// Keys read per scenario.
 const KEYS: usize = 100;
-
-/// Run `f` on a paused single-threaded runtime, as the simulator does.
-fn sim<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// Three simulated nodes, keyspace `ks` N=3 R=2 W=2, every link `LINK` each way, reads
 /// speculating after `speculative_read` (zero: all N at once).
@@ -93,16 +86,8 @@ fn get(k: Key) -> GetRequest {
 
 async fn put(n: &Node, k: Key, v: &str) {
     n.put(PutRequest {
-        keyspace: "ks".into(),
         key: k,
-        value: Some(v.as_bytes().to_vec()),
-        context: String::new(),
-        w: None,
-        trace: false,
-        if_context: false,
-        timestamp: None,
-        actor: None,
-        pw: None,
+        ..put_request("ks", "", v, "")
     })
     .await
     .unwrap();
@@ -287,16 +272,8 @@ fn read_repair_fixes_a_stale_replica_that_was_asked() {
         for k in [key(0), key(1)] {
             let g = n1.get(get(k.clone())).await.unwrap();
             n1.put(PutRequest {
-                keyspace: "ks".into(),
                 key: k,
-                value: Some(b"new".to_vec()),
-                context: g.context,
-                w: None,
-                trace: false,
-                if_context: false,
-                timestamp: None,
-                actor: None,
-                pw: None,
+                ..put_request("ks", "", "new", &g.context)
             })
             .await
             .unwrap();

@@ -405,3 +405,13 @@ where
         }
     }
 }
+
+/// Run `f` on a paused single-threaded runtime, as the simulator does.
+pub fn sim<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(f)
+}
