@@ -89,11 +89,21 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers() {
     let filled = fill(&filler);
     println!("filled the tmpfs with {} MiB", filled >> 20);
 
-    // Writes until one fails: RocksDB may still have preallocated WAL space left.
-    let value = vec![7u8; 256 << 10];
+    // Writes until one fails: RocksDB may still have preallocated WAL space left. The
+    // values are incompressible: with a constant value the flushed tables were a few KiB
+    // and every flush freed its WAL, so the disk never filled and, depending on when the
+    // flush ended, all the writes could succeed.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut value = vec![0u8; 256 << 10];
     let mut error = None;
     let mut acked = 0;
     for i in 0..1000 {
+        for chunk in value.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
         match client
             .put(
                 "ks",
