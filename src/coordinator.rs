@@ -729,10 +729,9 @@ impl Coordinator {
             object,
         };
         let quorum = Quorum { w, pw };
-        self.replicate_one(
-            &pl, &lead, replicate, op, quorum, deadline, failures, &mut trace,
-        )
-        .await?;
+        let out = Outgoing::One(replicate);
+        self.replicate(&pl, &lead, out, op, quorum, deadline, failures, &mut trace)
+            .await?;
         Ok(PutResponse {
             context: context_out,
             dot,
@@ -801,18 +800,11 @@ impl Coordinator {
                 .collect(),
         };
         let quorum = Quorum { w, pw: 0 };
-        if self.sloppy && replicate.keyspace.sloppy_quorum {
-            let out = Outgoing::Batch(replicate);
-            self.replicate_sloppy(
-                &pl, &lead, out, "batch", quorum, deadline, failures, &mut trace,
-            )
-            .await?;
-        } else {
-            self.replicate_from_lead(
-                &pl, &lead, replicate, "batch", quorum, deadline, failures, &mut trace,
-            )
-            .await?;
-        }
+        let out = Outgoing::Batch(replicate);
+        self.replicate(
+            &pl, &lead, out, "batch", quorum, deadline, failures, &mut trace,
+        )
+        .await?;
         Ok(BatchResponse {
             dots,
             trace: trace.finish(),
@@ -862,10 +854,9 @@ impl Coordinator {
             object,
         };
         let quorum = Quorum { w, pw: 0 };
-        self.replicate_one(
-            &pl, &lead, replicate, op, quorum, deadline, failures, &mut trace,
-        )
-        .await?;
+        let out = Outgoing::One(replicate);
+        self.replicate(&pl, &lead, out, op, quorum, deadline, failures, &mut trace)
+            .await?;
         Ok(UpdateResponse {
             context: context_out,
             trace: trace.finish(),
@@ -1044,28 +1035,35 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Step 2 of a single-key write: with a sloppy quorum (the keyspace's
-    /// `sloppy_quorum` and this node's `hints.enabled`) through
+    /// Step 2 of a write (a key's object or a batch's): with a sloppy quorum (the
+    /// keyspace's `sloppy_quorum` and this node's `hints.enabled`) through
     /// [`Coordinator::replicate_sloppy`], else to the primaries only.
     #[allow(clippy::too_many_arguments)]
-    async fn replicate_one(
+    async fn replicate(
         &self,
         pl: &[String],
         lead: &str,
-        replicate: peers::Replicate,
+        out: Outgoing,
         op: &'static str,
         quorum: Quorum,
         deadline: Instant,
         failures: BTreeMap<String, ReplicaFailure>,
         trace: &mut Trace,
     ) -> Result<(), CoordinatorError> {
-        if self.sloppy && replicate.keyspace.sloppy_quorum {
-            let out = Outgoing::One(replicate);
-            self.replicate_sloppy(pl, lead, out, op, quorum, deadline, failures, trace)
-                .await
-        } else {
-            self.replicate_from_lead(pl, lead, replicate, op, quorum, deadline, failures, trace)
-                .await
+        if self.sloppy && out.keyspace().sloppy_quorum {
+            return self
+                .replicate_sloppy(pl, lead, out, op, quorum, deadline, failures, trace)
+                .await;
+        }
+        match out {
+            Outgoing::One(r) => {
+                self.replicate_from_lead(pl, lead, r, op, quorum, deadline, failures, trace)
+                    .await
+            }
+            Outgoing::Batch(b) => {
+                self.replicate_from_lead(pl, lead, b, op, quorum, deadline, failures, trace)
+                    .await
+            }
         }
     }
 
@@ -1546,6 +1544,13 @@ enum Outgoing {
 }
 
 impl Outgoing {
+    fn keyspace(&self) -> &KeyspaceDef {
+        match self {
+            Outgoing::One(r) => &r.keyspace,
+            Outgoing::Batch(b) => &b.keyspace,
+        }
+    }
+
     fn partition(&self) -> &[u8] {
         match self {
             Outgoing::One(r) => &r.key.partition,

@@ -53,6 +53,14 @@ pub trait Env: Clock {
 #[error("deadline passed")]
 pub struct Elapsed;
 
+/// `base_ms` plus or minus up to a quarter of it, at random (from `env`): how the
+/// periodic loops (anti-entropy, reaping) spread their rounds so nodes do not act in step.
+pub fn jittered(env: &dyn Env, base_ms: u64) -> std::time::Duration {
+    let quarter = base_ms / 4;
+    let ms = base_ms - quarter + env.random_u64() % (2 * quarter + 1);
+    std::time::Duration::from_millis(ms)
+}
+
 /// Run `fut` until `deadline` on `env`'s timers. The future is polled before the timer,
 /// so a future that is ready at the deadline wins (the same outcome on every run).
 pub async fn timeout_at<F: Future>(

@@ -440,16 +440,54 @@ impl HintStore {
         Ok(true)
     }
 
-    /// Up to [`SCAN_PAGE`] hint records of `owner` from `start` on.
-    async fn page(
+    /// The next [`SCAN_PAGE`] hint records of `owner` from `start` on, moving `start`
+    /// past them (empty at the end).
+    async fn next_page(
         self: &Arc<Self>,
-        start: Vec<u8>,
         owner: &str,
+        start: &mut Vec<u8>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HintError> {
         let end =
             prefix_end(&target_prefix(owner)).ok_or(HintError::Corrupt("no prefix end".into()))?;
-        self.run(move |me| Ok(me.storage.scan(&start, &end, SCAN_PAGE)?))
+        let from = start.clone();
+        let page = self
+            .run(move |me| Ok(me.storage.scan(&from, &end, SCAN_PAGE)?))
+            .await?;
+        if let Some((last, _)) = page.last() {
+            *start = last.clone();
+            start.push(0);
+        }
+        Ok(page)
+    }
+
+    /// [`HintStore::delete_if_unchanged`] off the async threads.
+    async fn drop_hint(
+        self: &Arc<Self>,
+        owner: &str,
+        skey: Vec<u8>,
+        bytes: Vec<u8>,
+    ) -> Result<bool, HintError> {
+        let owner = owner.to_string();
+        self.run(move |me| me.delete_if_unchanged(&owner, &skey, &bytes))
             .await
+    }
+
+    /// Drop hint record `skey` (holding `bytes`, decoded as `h`) if it is past the window,
+    /// counting it; whether it was past the window.
+    async fn drop_if_expired(
+        self: &Arc<Self>,
+        owner: &str,
+        skey: &[u8],
+        bytes: &[u8],
+        h: &StoredHint,
+    ) -> Result<bool, HintError> {
+        if !self.expired(h.created_ms) {
+            return Ok(false);
+        }
+        if self.drop_hint(owner, skey.to_vec(), bytes.to_vec()).await? {
+            self.dropped_expired.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(true)
     }
 
     /// Whether a hint written at `created_ms` is past the window now.
@@ -471,22 +509,13 @@ impl HintStore {
         for owner in owners {
             let mut start = target_prefix(&owner);
             loop {
-                let page = self.page(start.clone(), &owner).await?;
-                let Some((last, _)) = page.last() else { break };
-                start = last.clone();
-                start.push(0);
+                let page = self.next_page(&owner, &mut start).await?;
+                if page.is_empty() {
+                    break;
+                }
                 for (k, v) in page {
                     let h = decode(&v)?;
-                    if self.expired(h.created_ms) {
-                        let me = Arc::clone(self);
-                        let o = owner.clone();
-                        if self
-                            .run(move |_| me.delete_if_unchanged(&o, &k, &v))
-                            .await?
-                        {
-                            self.dropped_expired.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    self.drop_if_expired(&owner, &k, &v, &h).await?;
                 }
             }
         }
@@ -513,10 +542,10 @@ impl HintStore {
         'owners: for owner in owners {
             let mut start = target_prefix(&owner);
             loop {
-                let page = self.page(start.clone(), &owner).await?;
-                let Some((last, _)) = page.last() else { break };
-                start = last.clone();
-                start.push(0);
+                let page = self.next_page(&owner, &mut start).await?;
+                if page.is_empty() {
+                    break;
+                }
                 for (k, v) in page {
                     // At least one hint per round, so a hint larger than the budget
                     // still goes.
@@ -524,14 +553,7 @@ impl HintStore {
                         break 'owners;
                     }
                     let h = decode(&v)?;
-                    if self.expired(h.created_ms) {
-                        let (me, o) = (Arc::clone(self), owner.clone());
-                        if self
-                            .run(move |_| me.delete_if_unchanged(&o, &k, &v))
-                            .await?
-                        {
-                            self.dropped_expired.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if self.drop_if_expired(&owner, &k, &v, &h).await? {
                         continue;
                     }
                     sent_bytes += v.len() as u64;
@@ -555,9 +577,7 @@ impl HintStore {
                     };
                     match sent {
                         Ok(()) => {
-                            let (me, o) = (Arc::clone(self), owner.clone());
-                            self.run(move |_| me.delete_if_unchanged(&o, &k, &v))
-                                .await?;
+                            self.drop_hint(&owner, k, v).await?;
                             self.replayed.fetch_add(1, Ordering::Relaxed);
                             done += 1;
                         }
@@ -566,11 +586,7 @@ impl HintStore {
                             // the definition conflicts): keeping it would block nothing
                             // but would be retried forever.
                             tracing::warn!(node = %self.name, target = %owner, error = %m, "hint refused by its owner; dropped");
-                            let (me, o) = (Arc::clone(self), owner.clone());
-                            if self
-                                .run(move |_| me.delete_if_unchanged(&o, &k, &v))
-                                .await?
-                            {
+                            if self.drop_hint(&owner, k, v).await? {
                                 self.dropped_refused.fetch_add(1, Ordering::Relaxed);
                             }
                         }

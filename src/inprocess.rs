@@ -22,6 +22,13 @@ use crate::tls::{self, Role, TlsError};
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::PeerHandler;
 
+/// `n` wall clocks, one per node.
+fn system_clocks(n: usize) -> Vec<Arc<dyn Clock>> {
+    (0..n)
+        .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
+        .collect()
+}
+
 /// The self-healing settings of every node of a [`MemoryCluster`].
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
@@ -55,10 +62,7 @@ impl MemoryCluster {
         keyspaces: Vec<KeyspaceDef>,
         request_timeout: Duration,
     ) -> Result<Self, NodeError> {
-        let clocks = (0..n)
-            .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
-            .collect();
-        Self::with_clocks(keyspaces, request_timeout, clocks)
+        Self::with_clocks(keyspaces, request_timeout, system_clocks(n))
     }
 
     /// One node per clock (`n1` gets the first), so tests can skew or freeze time per node.
@@ -67,13 +71,11 @@ impl MemoryCluster {
         request_timeout: Duration,
         clocks: Vec<Arc<dyn Clock>>,
     ) -> Result<Self, NodeError> {
-        Self::build(
+        Self::build_with(
             keyspaces,
             request_timeout,
             clocks,
-            Default::default(),
-            false,
-            HintsConfig::default(),
+            ClusterOptions::default(),
         )
     }
 
@@ -86,20 +88,16 @@ impl MemoryCluster {
         request_timeout: Duration,
         anti_entropy: crate::config::AntiEntropyConfig,
     ) -> Result<Self, NodeError> {
-        let clocks = (0..n)
-            .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
-            .collect();
-        Self::build(
-            keyspaces,
-            request_timeout,
-            clocks,
+        let opts = ClusterOptions {
             anti_entropy,
-            true,
-            HintsConfig {
+            run_anti_entropy: true,
+            hints: HintsConfig {
                 enabled: false,
                 ..HintsConfig::default()
             },
-        )
+            ..ClusterOptions::default()
+        };
+        Self::build_with(keyspaces, request_timeout, system_clocks(n), opts)
     }
 
     /// As [`MemoryCluster::with_clocks`], every node with `hints` as its `[hints]`.
@@ -109,14 +107,11 @@ impl MemoryCluster {
         clocks: Vec<Arc<dyn Clock>>,
         hints: HintsConfig,
     ) -> Result<Self, NodeError> {
-        Self::build(
-            keyspaces,
-            request_timeout,
-            clocks,
-            Default::default(),
-            false,
+        let opts = ClusterOptions {
             hints,
-        )
+            ..ClusterOptions::default()
+        };
+        Self::build_with(keyspaces, request_timeout, clocks, opts)
     }
 
     /// `n` nodes with every self-healing option given: `[anti_entropy]`, `[hints]` and
@@ -128,29 +123,7 @@ impl MemoryCluster {
         request_timeout: Duration,
         opts: ClusterOptions,
     ) -> Result<Self, NodeError> {
-        let clocks = (0..n)
-            .map(|_| Arc::new(SystemClock) as Arc<dyn Clock>)
-            .collect();
-        Self::build_with(keyspaces, request_timeout, clocks, opts)
-    }
-
-    fn build(
-        keyspaces: Vec<KeyspaceDef>,
-        request_timeout: Duration,
-        clocks: Vec<Arc<dyn Clock>>,
-        anti_entropy: crate::config::AntiEntropyConfig,
-        run_anti_entropy: bool,
-        hints: HintsConfig,
-    ) -> Result<Self, NodeError> {
-        let opts = ClusterOptions {
-            anti_entropy,
-            run_anti_entropy,
-            hints,
-            tombstones: Default::default(),
-            bugs: Default::default(),
-            speculative_read: None,
-        };
-        Self::build_with(keyspaces, request_timeout, clocks, opts)
+        Self::build_with(keyspaces, request_timeout, system_clocks(n), opts)
     }
 
     fn build_with(

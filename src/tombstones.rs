@@ -237,10 +237,8 @@ impl Reaper {
     /// Spawned by whoever runs the node (process runtime, simulator, in-process clusters).
     pub async fn run(self: Arc<Self>) {
         loop {
-            let base = self.p.cfg.interval_ms.max(1);
-            let quarter = base / 4;
-            let ms = base - quarter + self.p.env.random_u64() % (2 * quarter + 1);
-            let wake = self.p.env.now() + Duration::from_millis(ms);
+            let wake = self.p.env.now()
+                + crate::env::jittered(&*self.p.env, self.p.cfg.interval_ms.max(1));
             self.p.env.sleep_until(wake).await;
             if let Err(e) = self.round().await {
                 tracing::warn!(node = %self.p.name, error = %e, "tombstone reaping round failed");

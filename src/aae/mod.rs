@@ -280,12 +280,8 @@ impl AntiEntropy {
         &self.cfg
     }
 
-    /// `base` plus or minus up to a quarter of it, at random.
     fn jittered(&self, base: u64) -> Duration {
-        let quarter = base / 4;
-        let spread = 2 * quarter + 1;
-        let ms = base - quarter + self.env.random_u64() % spread;
-        Duration::from_millis(ms)
+        env::jittered(&*self.env, base)
     }
 
     /// Run forever: an exchange round every jittered `interval_ms`, a rebuild of the trees
