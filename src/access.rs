@@ -118,13 +118,18 @@ pub fn needed(req: &ClientRequest) -> Option<(Permission, &str)> {
         ClientRequest::Update(u) => Some((Permission::Write, &u.keyspace)),
         ClientRequest::CreateKeyspace(def) => Some((Permission::Admin, &def.name)),
         ClientRequest::DropKeyspace(name) => Some((Permission::Admin, name)),
-        ClientRequest::SetClockOffset { .. } => Some((Permission::Admin, "")),
+        ClientRequest::SetClockOffset { .. }
+        | ClientRequest::ClusterStage(_)
+        | ClientRequest::ClusterCommit
+        | ClientRequest::ClusterAbort => Some((Permission::Admin, "")),
         ClientRequest::ListKeyspaces
         | ClientRequest::Replicas { .. }
         | ClientRequest::Status
         | ClientRequest::AaeStatus
         | ClientRequest::Stats
-        | ClientRequest::Ping => None,
+        | ClientRequest::Ping
+        | ClientRequest::ClusterStatus
+        | ClientRequest::ClusterPlan => None,
     }
 }
 

@@ -49,8 +49,9 @@ pub struct Catalog {
     storage: Arc<dyn Storage>,
     /// Runs drops on the blocking pool.
     env: Arc<dyn Env>,
-    /// Members in the cluster: a definition's `n` may not exceed it.
-    cluster_size: usize,
+    /// Members in the cluster: a definition's `n` may not exceed it. Follows the current
+    /// layout version ([`Catalog::set_cluster_size`]).
+    cluster_size: std::sync::atomic::AtomicUsize,
     /// Names of the keyspaces this node's config defines (these cannot be dropped).
     configured: HashSet<String>,
     /// Dropped keyspace generations, by name: their definitions are refused for good.
@@ -74,7 +75,7 @@ impl Catalog {
             registry: Registry::default(),
             storage,
             env,
-            cluster_size,
+            cluster_size: std::sync::atomic::AtomicUsize::new(cluster_size),
             configured: configured.iter().map(|k| k.name.clone()).collect(),
             dropped: RwLock::default(),
             learning: Mutex::new(()),
@@ -167,7 +168,7 @@ impl Catalog {
     /// size (so no `r > n` or `n` beyond the cluster reaches a coordinator) and not a
     /// dropped generation.
     fn check_definition(&self, def: &KeyspaceDef) -> Result<(), KeyspaceError> {
-        def.validate(self.cluster_size)?;
+        def.validate(self.cluster_size())?;
         let dropped = self.dropped.read().unwrap_or_else(|e| e.into_inner());
         if dropped
             .get(&def.name)
@@ -183,7 +184,13 @@ impl Catalog {
 
     /// Members in the cluster, which bounds every definition's `n`.
     pub fn cluster_size(&self) -> usize {
+        self.cluster_size.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A layout version with `n` members is current now.
+    pub fn set_cluster_size(&self, n: usize) {
         self.cluster_size
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The definition of keyspace `name`, if this node knows it.

@@ -85,6 +85,10 @@ pub struct NodeConfig {
     /// The failure detector (`[detector]`). Default: see [`DetectorConfig`].
     #[serde(default)]
     pub detector: DetectorConfig,
+    /// Layout spreading and data transfers (`[membership]`). Default: see
+    /// [`MembershipConfig`].
+    #[serde(default)]
+    pub membership: MembershipConfig,
     /// Not read from the file: set by `quorumkv node --new-incarnation` (after restoring a
     /// backup), makes the node issue versions under a new incarnation.
     #[serde(skip)]
@@ -413,6 +417,44 @@ impl Default for TombstonesConfig {
     }
 }
 
+/// Layouts and transfers (`[membership]`, see `crate::membership` and `crate::transfer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipConfig {
+    /// Mean time between pulls of the layout history from one random node, milliseconds
+    /// (plus or minus a quarter); commits and acknowledgements are also pushed at once.
+    /// Default 1000.
+    #[serde(default = "default_gossip_interval_ms")]
+    pub gossip_interval_ms: u64,
+    /// Most bytes per second this node receives in transfers when ownership moves (the
+    /// throttle; each page waits its share). Default 16777216 (16 MiB/s).
+    #[serde(default = "default_transfer_bytes_per_sec")]
+    pub transfer_bytes_per_sec: u64,
+    /// Most bytes of objects in one transfer page, 1024..=4194304. Default 1048576.
+    #[serde(default = "default_transfer_page_bytes")]
+    pub transfer_page_bytes: u32,
+}
+
+fn default_gossip_interval_ms() -> u64 {
+    1000
+}
+fn default_transfer_bytes_per_sec() -> u64 {
+    16 << 20
+}
+fn default_transfer_page_bytes() -> u32 {
+    1 << 20
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            gossip_interval_ms: default_gossip_interval_ms(),
+            transfer_bytes_per_sec: default_transfer_bytes_per_sec(),
+            transfer_page_bytes: default_transfer_page_bytes(),
+        }
+    }
+}
+
 /// The failure detector (`[detector]`, see `crate::membership::detector`): SWIM-style
 /// direct and indirect probes, suspicion before conviction, and a check of this node's own
 /// timeliness so a local stall does not convict its peers.
@@ -578,12 +620,21 @@ impl Default for Timeouts {
     }
 }
 
-/// Static cluster membership.
+/// The cluster's first layout, and how this node enters it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Every node of the cluster, this one included; all nodes must list the same set.
+    /// Every node of the cluster's first layout, this one included (unless `joining`); all
+    /// nodes must list the same set. Read once: a node that has stored a layout starts
+    /// from that, and layouts change only through `quorumkv cluster join|leave|remove` and
+    /// `commit` (docs/OPERATIONS.md).
     pub nodes: Vec<Member>,
+    /// This node is new and not in `nodes`, which lists the running cluster's first layout
+    /// members (the nodes it contacts): it starts outside the layout, learns the current
+    /// one from them, and owns nothing until an operator runs `quorumkv cluster join` for
+    /// it and commits. Default `false`.
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// One cluster member.
@@ -707,10 +758,34 @@ impl NodeConfig {
     /// Check the values make a working node.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if !self.cluster.nodes.iter().any(|m| m.name == self.name) {
+        let listed = self.cluster.nodes.iter().any(|m| m.name == self.name);
+        if !listed && !self.cluster.joining {
             return invalid(format!(
-                "this node ({:?}) is not listed in cluster.nodes",
+                "this node ({:?}) is not listed in cluster.nodes (a new node joining a running cluster sets `joining = true` under [cluster])",
                 self.name
+            ));
+        }
+        if listed && self.cluster.joining {
+            return invalid(format!(
+                "cluster.joining = true, but this node ({:?}) is listed in cluster.nodes: a joining node lists the running cluster's members only",
+                self.name
+            ));
+        }
+        if self.cluster.nodes.is_empty() {
+            return invalid("cluster.nodes is empty".into());
+        }
+        let m = &self.membership;
+        if m.gossip_interval_ms < 10 || m.transfer_bytes_per_sec == 0 {
+            return invalid(format!(
+                "membership.gossip_interval_ms = {} and transfer_bytes_per_sec = {}: expected at least 10 and more than 0",
+                m.gossip_interval_ms, m.transfer_bytes_per_sec
+            ));
+        }
+        if !(1024..=crate::transfer::MAX_PAGE_BYTES).contains(&m.transfer_page_bytes) {
+            return invalid(format!(
+                "membership.transfer_page_bytes = {}: expected 1024..={}",
+                m.transfer_page_bytes,
+                crate::transfer::MAX_PAGE_BYTES
             ));
         }
         let mut names: Vec<_> = self.cluster.nodes.iter().map(|m| &m.name).collect();

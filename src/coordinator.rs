@@ -47,6 +47,7 @@ use crate::context::{ContextError, ContextKey};
 use crate::env::{Env, Instant};
 use crate::key::{Key, KeyError};
 use crate::keyspace::{validate_name, KeyspaceDef, KeyspaceError, ReadRepair};
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::object::{Object, Sibling};
 use crate::peers::{self, CallFailure, PeerCall, Peers, Replies};
@@ -140,6 +141,12 @@ pub enum CoordinatorError {
     /// A replica reported an invalid request.
     #[error("replica refused the request: {0}")]
     Replica(String),
+    /// A layout change that cannot be staged or committed as asked.
+    #[error("{0}")]
+    Layout(String),
+    /// A layout commit that could not reach a majority of the current members.
+    #[error("{0}")]
+    LayoutUnavailable(String),
 }
 
 impl From<PolicyError> for CoordinatorError {
@@ -263,8 +270,8 @@ fn sibling_views(values: &[&Sibling]) -> Vec<SiblingView> {
 pub struct CoordinatorParams {
     /// This node's name.
     pub name: String,
-    /// The ring: which replicas hold a key.
-    pub ring: Ring,
+    /// The live layouts: which replicas hold a key, for reads and for writes.
+    pub membership: Arc<Membership>,
     /// The keyspaces this node knows.
     pub catalog: Arc<Catalog>,
     /// How to reach replicas, this node's own included.
@@ -285,14 +292,16 @@ pub struct CoordinatorParams {
     /// How long a read waits for its first R replicas before asking one more
     /// (`timeouts.speculative_read_ms`); zero asks all N at once.
     pub speculative_read: Duration,
+    /// Re-introduced bugs (tests only).
+    pub bugs: crate::replica::InjectedBugs,
 }
 
 /// Coordinates clients' requests on one node.
 pub struct Coordinator {
     /// This node's name (lead candidates, traces, errors).
     name: String,
-    /// Which replicas hold a key.
-    ring: Ring,
+    /// Which replicas hold a key: the live layouts (several while data moves).
+    membership: Arc<Membership>,
     /// The keyspaces this node knows; look-ups that miss ask the peers.
     catalog: Arc<Catalog>,
     /// Typed calls to replicas, and their last known health.
@@ -314,6 +323,8 @@ pub struct Coordinator {
     /// How long a read waits for its first R replicas before asking one more; zero asks
     /// all N at once (`timeouts.speculative_read_ms`).
     speculative_read: Duration,
+    /// Re-introduced bugs (tests only).
+    bugs: crate::replica::InjectedBugs,
 }
 
 impl Coordinator {
@@ -322,7 +333,7 @@ impl Coordinator {
         Coordinator {
             repair_slots: Arc::new(Semaphore::new(p.limits.max_pending_read_repairs)),
             name: p.name,
-            ring: p.ring,
+            membership: p.membership,
             catalog: p.catalog,
             peers: p.peers,
             limits: p.limits,
@@ -332,6 +343,7 @@ impl Coordinator {
             metrics: p.metrics,
             sloppy: p.sloppy,
             speculative_read: p.speculative_read,
+            bugs: p.bugs,
         }
     }
 
@@ -379,9 +391,31 @@ impl Coordinator {
         }
     }
 
-    /// The ring.
-    pub fn ring(&self) -> &Ring {
-        &self.ring
+    /// The replica sets a write must reach a quorum of (see
+    /// [`crate::membership::View::write_sets`]); the lead comes from the first, the
+    /// oldest live version's, whose owners hold all their data.
+    fn write_sets(
+        &self,
+        view: &crate::membership::View,
+        partition: &[u8],
+        n: usize,
+    ) -> Vec<Vec<String>> {
+        let mut sets = view.write_sets(partition, n);
+        if self.bugs.write_newest_layout_only {
+            let newest = view.current_ring().preference_list(partition, n);
+            sets = vec![newest];
+        }
+        sets
+    }
+
+    /// The live layouts this node coordinates with.
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
+    }
+
+    /// The ring reads use (the oldest live layout's: its owners hold all their data).
+    pub fn read_ring(&self) -> Ring {
+        self.membership.view().read_ring().clone()
     }
 
     /// Resolve a keyspace by name: locally, else from any peer that knows it.
@@ -427,6 +461,9 @@ impl Coordinator {
                 let action = match req {
                     ClientRequest::DropKeyspace(_) => "drop",
                     ClientRequest::SetClockOffset { .. } => "skew the clock of",
+                    ClientRequest::ClusterStage(_)
+                    | ClientRequest::ClusterCommit
+                    | ClientRequest::ClusterAbort => "change the layout of",
                     _ => "create",
                 };
                 Ok(access::check_admin(who, action, ks)?)
@@ -448,7 +485,11 @@ impl Coordinator {
         key: &Key,
     ) -> Result<Vec<String>, CoordinatorError> {
         let ks = self.keyspace(keyspace).await?;
-        Ok(self.ring.preference_list(&key.partition, ks.n as usize))
+        Ok(self
+            .membership
+            .view()
+            .read_ring()
+            .preference_list(&key.partition, ks.n as usize))
     }
 
     /// Coordinate a read.
@@ -459,7 +500,12 @@ impl Coordinator {
         // Reads go to the primary replicas only, so `pr` primaries is `pr` replies.
         let pr = primary_quorum(&ks, "pr", req.pr)?;
         let r = ks.quorum("r", req.r.unwrap_or(ks.r))?.max(pr);
-        let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
+        // Reads use the oldest live layout: its owners hold all their data.
+        let pl = self
+            .membership
+            .view()
+            .read_ring()
+            .preference_list(&req.key.partition, ks.n as usize);
         trace.add(&self.name, || {
             format!(
                 "coordinating read of {}; replicas {pl:?}; waiting for r={r}",
@@ -582,9 +628,11 @@ impl Coordinator {
         let ks = self.keyspace(&req.keyspace).await?;
         req.key.validate(self.limits.max_key_bytes)?;
         let owner = self
-            .ring
-            .preference_list(&req.key.partition, ks.n as usize)
-            .contains(&self.name);
+            .membership
+            .view()
+            .write_sets(&req.key.partition, ks.n as usize)
+            .iter()
+            .any(|s| s.contains(&self.name));
         let deadline = self.env.now() + self.request_timeout;
         let read = peers::Read {
             keyspace: ks.clone(),
@@ -696,7 +744,11 @@ impl Coordinator {
         if let Some(v) = &req.value {
             self.metrics.object_size("write", v.len());
         }
-        let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
+        // The write counts under its layout version until it ends, so the node can tell
+        // when none under an older version is left (`Membership::try_ack`).
+        let (view, _layout_guard) = self.membership.write_guard();
+        let sets = self.write_sets(&view, &req.key.partition, ks.n as usize);
+        let pl = sets[0].clone();
         let op = if req.value.is_some() {
             "write"
         } else {
@@ -730,8 +782,10 @@ impl Coordinator {
         };
         let quorum = Quorum { w, pw };
         let out = Outgoing::One(replicate);
-        self.replicate(&pl, &lead, out, op, quorum, deadline, failures, &mut trace)
-            .await?;
+        self.replicate(
+            &sets, &lead, out, op, quorum, deadline, failures, &mut trace,
+        )
+        .await?;
         Ok(PutResponse {
             context: context_out,
             dot,
@@ -771,7 +825,11 @@ impl Coordinator {
             ));
         }
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
-        let pl = self.ring.preference_list(&partition, ks.n as usize);
+        // The write counts under its layout version until it ends, so the node can tell
+        // when none under an older version is left (`Membership::try_ack`).
+        let (view, _layout_guard) = self.membership.write_guard();
+        let sets = self.write_sets(&view, &partition, ks.n as usize);
+        let pl = sets[0].clone();
         trace.add(&self.name, || {
             format!("coordinating a batch of {} item(s) in partition {}; replicas {pl:?}; waiting for w={w}", items.len(), String::from_utf8_lossy(&partition))
         });
@@ -802,7 +860,7 @@ impl Coordinator {
         let quorum = Quorum { w, pw: 0 };
         let out = Outgoing::Batch(replicate);
         self.replicate(
-            &pl, &lead, out, "batch", quorum, deadline, failures, &mut trace,
+            &sets, &lead, out, "batch", quorum, deadline, failures, &mut trace,
         )
         .await?;
         Ok(BatchResponse {
@@ -828,7 +886,11 @@ impl Coordinator {
         }
         let w = ks.quorum("w", req.w.unwrap_or(ks.w))?;
         let context = self.open_context(&ks, &req.key, &req.context)?;
-        let pl = self.ring.preference_list(&req.key.partition, ks.n as usize);
+        // The write counts under its layout version until it ends, so the node can tell
+        // when none under an older version is left (`Membership::try_ack`).
+        let (view, _layout_guard) = self.membership.write_guard();
+        let sets = self.write_sets(&view, &req.key.partition, ks.n as usize);
+        let pl = sets[0].clone();
         let op = "update";
         trace.add(&self.name, || {
             format!(
@@ -855,8 +917,10 @@ impl Coordinator {
         };
         let quorum = Quorum { w, pw: 0 };
         let out = Outgoing::One(replicate);
-        self.replicate(&pl, &lead, out, op, quorum, deadline, failures, &mut trace)
-            .await?;
+        self.replicate(
+            &sets, &lead, out, op, quorum, deadline, failures, &mut trace,
+        )
+        .await?;
         Ok(UpdateResponse {
             context: context_out,
             trace: trace.finish(),
@@ -1038,10 +1102,13 @@ impl Coordinator {
     /// Step 2 of a write (a key's object or a batch's): with a sloppy quorum (the
     /// keyspace's `sloppy_quorum` and this node's `hints.enabled`) through
     /// [`Coordinator::replicate_sloppy`], else to the primaries only.
+    ///
+    /// While data moves between layouts, `sets` holds one replica set per live layout
+    /// version and the write goes through [`Coordinator::replicate_to_sets`] instead.
     #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
-        pl: &[String],
+        sets: &[Vec<String>],
         lead: &str,
         out: Outgoing,
         op: &'static str,
@@ -1050,6 +1117,12 @@ impl Coordinator {
         failures: BTreeMap<String, ReplicaFailure>,
         trace: &mut Trace,
     ) -> Result<(), CoordinatorError> {
+        if sets.len() > 1 {
+            return self
+                .replicate_to_sets(sets, lead, out, op, quorum, deadline, failures, trace)
+                .await;
+        }
+        let pl = &sets[0];
         if self.sloppy && out.keyspace().sloppy_quorum {
             return self
                 .replicate_sloppy(pl, lead, out, op, quorum, deadline, failures, trace)
@@ -1065,6 +1138,75 @@ impl Coordinator {
                     .await
             }
         }
+    }
+
+    /// Step 2 while data moves between layout versions: the lead's result goes to every
+    /// replica of every live version's set, and the write succeeds once *each* set holds
+    /// it on W of its members (`max(w, pw)`: all of them are primaries of their version),
+    /// so a read from either version's owners meets it. No stand-ins meanwhile: a hint
+    /// would be replayed to one version's owner only, and transfers are short.
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate_to_sets(
+        &self,
+        sets: &[Vec<String>],
+        lead: &str,
+        out: Outgoing,
+        op: &'static str,
+        quorum: Quorum,
+        deadline: Instant,
+        mut failures: BTreeMap<String, ReplicaFailure>,
+        trace: &mut Trace,
+    ) -> Result<(), CoordinatorError> {
+        let w = quorum.w.max(quorum.pw) as usize;
+        let mut targets: Vec<String> = Vec::new();
+        for n in sets.iter().flatten() {
+            if n != lead && !targets.contains(n) {
+                targets.push(n.clone());
+            }
+        }
+        trace.add(&self.name, || {
+            format!("layouts in transition: the write must reach w={w} in each of {sets:?}")
+        });
+        let mut acked: Vec<String> = vec![lead.to_string()];
+        let mut pending: Vec<String> = targets.clone();
+        let count =
+            |acked: &[String], set: &[String]| set.iter().filter(|n| acked.contains(n)).count();
+        let enough = |acked: &[String]| sets.iter().all(|s| count(acked, s) >= w.min(s.len()));
+        let possible = |acked: &[String], pending: &[String]| {
+            sets.iter().all(|s| {
+                count(acked, s) + s.iter().filter(|n| pending.contains(n)).count() >= w.min(s.len())
+            })
+        };
+        let mut rx = out.fan_out(&self.peers, &targets, deadline);
+        while !enough(&acked) && possible(&acked, &pending) {
+            let Some(reply) = rx.recv().await else { break };
+            pending.retain(|n| *n != reply.node);
+            let us = reply.us;
+            match reply.result {
+                Ok(()) => {
+                    trace.add(&reply.node, || format!("stored replica after {us} µs"));
+                    failures.remove(&reply.node);
+                    acked.push(reply.node);
+                }
+                Err(f) => {
+                    let failure = trace.failure(&reply.node, us, &f);
+                    failures.insert(reply.node, failure);
+                }
+            }
+        }
+        if !enough(&acked) {
+            let got = sets.iter().map(|s| count(&acked, s)).min().unwrap_or(0);
+            return Err(CoordinatorError::QuorumNotReached {
+                op,
+                needed: w as u8,
+                got: got as u8,
+                failures: failures.into_values().collect(),
+            });
+        }
+        trace.add(&self.name, || {
+            format!("{op} acknowledged by w={w} in every live layout's replica set")
+        });
+        Ok(())
     }
 
     /// Step 2 with a sloppy quorum. Each other primary gets the lead's object; one that
@@ -1090,7 +1232,9 @@ impl Coordinator {
     ) -> Result<(), CoordinatorError> {
         let n = pl.len();
         let ring_order = self
-            .ring
+            .membership
+            .view()
+            .read_ring()
             .preference_list(replicate.partition(), self.peers.others().len() + 1);
         // Stand-ins: the nodes after the primaries, healthy (or not yet known) first.
         let stand_ins: VecDeque<String> = ring_order
@@ -1218,7 +1362,11 @@ impl Coordinator {
         .validate(self.limits.max_key_bytes)?;
         let r = ks.quorum("r", req.r.unwrap_or(ks.r))?;
         let limit = (req.limit as usize).clamp(1, MAX_SCAN_LIMIT);
-        let pl = self.ring.preference_list(&req.partition, ks.n as usize);
+        let pl = self
+            .membership
+            .view()
+            .read_ring()
+            .preference_list(&req.partition, ks.n as usize);
         trace.add(&self.name, || {
             format!(
                 "coordinating scan of partition {}; replicas {pl:?}; waiting for r={r}",
@@ -1555,6 +1703,19 @@ impl Outgoing {
         match self {
             Outgoing::One(r) => &r.key.partition,
             Outgoing::Batch(b) => &b.partition,
+        }
+    }
+
+    /// Send it to every one of `targets` at once.
+    fn fan_out(
+        &self,
+        peers: &Arc<Peers>,
+        targets: &[String],
+        deadline: Instant,
+    ) -> peers::Replies<()> {
+        match self {
+            Outgoing::One(r) => peers.fan_out(targets, r.clone(), deadline),
+            Outgoing::Batch(b) => peers.fan_out(targets, b.clone(), deadline),
         }
     }
 

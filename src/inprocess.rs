@@ -22,6 +22,25 @@ use crate::tls::{self, Role, TlsError};
 use crate::transport::memory::MemoryNetwork;
 use crate::transport::PeerHandler;
 
+/// Member `n{i}` of an in-memory cluster (its address is never dialled).
+fn memory_member(i: usize) -> Member {
+    Member {
+        name: format!("n{i}"),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        zone: None,
+    }
+}
+
+/// The member an in-memory node `name` (`n{i}`) would be in a layout.
+pub fn memory_member_named(name: &str) -> Member {
+    let i: usize = name.trim_start_matches('n').parse().unwrap_or(0);
+    Member {
+        name: name.to_string(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+        zone: None,
+    }
+}
+
 /// `n` wall clocks, one per node.
 fn system_clocks(n: usize) -> Vec<Arc<dyn Clock>> {
     (0..n)
@@ -45,14 +64,82 @@ pub struct ClusterOptions {
     pub bugs: crate::replica::InjectedBugs,
     /// `timeouts.speculative_read_ms`; `None` keeps its default.
     pub speculative_read: Option<Duration>,
+    /// Whether each node runs its layout loops (gossip, acknowledgements, transfers), as a
+    /// real node does; off, layouts change only when tests drive them.
+    pub run_membership: bool,
+    /// `[membership]`.
+    pub membership: crate::config::MembershipConfig,
 }
 
 /// Nodes connected by a [`MemoryNetwork`].
 pub struct MemoryCluster {
     /// The network; cut and heal links here.
     pub net: MemoryNetwork,
-    /// The nodes, `n1`..`nN`.
+    /// The nodes, `n1`..`nN`, then any added ([`MemoryCluster::add_node`]).
     pub nodes: Vec<Arc<Node>>,
+    /// How nodes are made, so more can be added and crashed ones restarted.
+    recipe: Recipe,
+}
+
+/// What every node of a [`MemoryCluster`] is made of.
+struct Recipe {
+    keyspaces: Vec<KeyspaceDef>,
+    request_timeout: Duration,
+    opts: ClusterOptions,
+    context_key: crate::context::ContextKey,
+    /// The first layout's members (node.toml's `cluster.nodes`).
+    first: Vec<Member>,
+    /// Each node's storage, kept across a crash (the disk survives the process).
+    storages: std::collections::BTreeMap<String, Arc<dyn Storage>>,
+    /// Each running node's tasks, aborted when it crashes.
+    envs: std::collections::BTreeMap<String, Arc<TaskEnv>>,
+}
+
+/// A node's environment in a [`MemoryCluster`]: tokio's, with the node's tasks kept so a
+/// crash can end them all, as a process's end does.
+struct TaskEnv {
+    inner: Arc<crate::env::TokioEnv>,
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl TaskEnv {
+    fn abort_all(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+impl Clock for TaskEnv {
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+}
+
+impl crate::env::Env for TaskEnv {
+    fn now(&self) -> tokio::time::Instant {
+        self.inner.now()
+    }
+    fn sleep_until(&self, deadline: tokio::time::Instant) -> crate::env::BoxFuture<'static, ()> {
+        self.inner.sleep_until(deadline)
+    }
+    fn spawn(&self, task: crate::env::BoxFuture<'static, ()>) {
+        let handle = tokio::spawn(task);
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.abort_handle());
+    }
+    fn run_blocking(&self, job: Box<dyn FnOnce() + Send>) -> crate::env::BoxFuture<'static, ()> {
+        self.inner.run_blocking(job)
+    }
+    fn random_u64(&self) -> u64 {
+        self.inner.random_u64()
+    }
 }
 
 impl MemoryCluster {
@@ -139,53 +226,121 @@ impl MemoryCluster {
             tombstones,
             bugs,
             speculative_read,
+            run_membership,
+            membership,
         } = opts;
         let speculative_read = speculative_read.unwrap_or(Duration::from_millis(
             crate::config::DEFAULT_SPECULATIVE_READ_MS,
         ));
         let n = clocks.len();
-        let members: Vec<Member> = (1..=n)
-            .map(|i| Member {
-                name: format!("n{i}"),
-                addr: SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
-                zone: None,
-            })
-            .collect();
-        let net = MemoryNetwork::new();
-        let context_key = crate::context::ContextKey::random();
-        let mut nodes = Vec::new();
-        for (m, clock) in members.iter().zip(clocks) {
-            let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-            let env: Arc<dyn crate::env::Env> = crate::env::TokioEnv::new(clock);
-            let node = Node::new(NodeParams {
-                name: m.name.clone(),
-                members: members.clone(),
-                vnodes: DEFAULT_VNODES,
-                storage,
-                transport: Arc::new(net.transport(&m.name)),
-                env: Arc::clone(&env),
-                limits: Limits::default(),
+        let members: Vec<Member> = (1..=n).map(memory_member).collect();
+        let mut c = MemoryCluster {
+            net: MemoryNetwork::new(),
+            nodes: Vec::new(),
+            recipe: Recipe {
+                keyspaces,
                 request_timeout,
-                speculative_read,
-                keyspaces: keyspaces.clone(),
-                context_key: context_key.clone(),
-                new_incarnation: false,
-                bugs,
-                clock_offset: None,
-                anti_entropy: anti_entropy.clone(),
-                hints: hints.clone(),
-                tombstones: tombstones.clone(),
-                // No detector loop runs here (tests drive the nodes); calls feed it.
-                detector: Default::default(),
-            })?;
-            let handler: Arc<dyn PeerHandler> = node.clone();
-            if let Some(ae) = node.anti_entropy().filter(|_| run_anti_entropy) {
-                env.spawn(Box::pin(Arc::clone(ae).run()));
-            }
-            net.register(&m.name, Arc::downgrade(&handler), env);
-            nodes.push(node);
+                opts: ClusterOptions {
+                    anti_entropy,
+                    run_anti_entropy,
+                    hints,
+                    tombstones,
+                    bugs,
+                    speculative_read: Some(speculative_read),
+                    run_membership,
+                    membership,
+                },
+                context_key: crate::context::ContextKey::random(),
+                first: members.clone(),
+                storages: Default::default(),
+                envs: Default::default(),
+            },
+        };
+        for (m, clock) in members.iter().zip(clocks) {
+            let node = c.start(&m.name, clock)?;
+            c.nodes.push(node);
         }
-        Ok(MemoryCluster { net, nodes })
+        Ok(c)
+    }
+
+    /// Start node `name` on its storage (new if it has none), on `clock`.
+    fn start(&mut self, name: &str, clock: Arc<dyn Clock>) -> Result<Arc<Node>, NodeError> {
+        let r = &mut self.recipe;
+        let o = &r.opts;
+        let storage = Arc::clone(
+            r.storages
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(MemoryStorage::new())),
+        );
+        let env = Arc::new(TaskEnv {
+            inner: crate::env::TokioEnv::new(clock),
+            tasks: Default::default(),
+        });
+        let node = Node::new(NodeParams {
+            name: name.to_string(),
+            members: r.first.clone(),
+            vnodes: DEFAULT_VNODES,
+            storage,
+            transport: Arc::new(self.net.transport(name)),
+            env: Arc::clone(&env) as Arc<dyn crate::env::Env>,
+            limits: Limits::default(),
+            request_timeout: r.request_timeout,
+            speculative_read: o.speculative_read.unwrap_or(Duration::from_millis(
+                crate::config::DEFAULT_SPECULATIVE_READ_MS,
+            )),
+            keyspaces: r.keyspaces.clone(),
+            context_key: r.context_key.clone(),
+            new_incarnation: false,
+            bugs: o.bugs,
+            clock_offset: None,
+            anti_entropy: o.anti_entropy.clone(),
+            hints: o.hints.clone(),
+            tombstones: o.tombstones.clone(),
+            // No detector loop runs here (tests drive the nodes); calls feed it.
+            detector: Default::default(),
+            membership: o.membership.clone(),
+        })?;
+        use crate::env::Env as _;
+        let handler: Arc<dyn PeerHandler> = node.clone();
+        if let Some(ae) = node.anti_entropy().filter(|_| o.run_anti_entropy) {
+            env.spawn(Box::pin(Arc::clone(ae).run()));
+        }
+        if o.run_membership {
+            env.spawn(Box::pin(node.run_membership()));
+        }
+        self.net.register(
+            name,
+            Arc::downgrade(&handler),
+            Arc::clone(&env) as Arc<dyn crate::env::Env>,
+        );
+        self.net.set_down(name, false);
+        r.envs.insert(name.to_string(), env);
+        Ok(node)
+    }
+
+    /// Start a new node `name`, outside the layout (as `cluster.joining = true`): it
+    /// learns the layouts from the others and owns nothing until a commit adds it.
+    pub fn add_node(&mut self, name: &str) -> Result<Arc<Node>, NodeError> {
+        let node = self.start(name, Arc::new(SystemClock))?;
+        self.nodes.push(Arc::clone(&node));
+        Ok(node)
+    }
+
+    /// Crash node `name`: its tasks end and the network stops reaching it; its storage
+    /// stays, as a disk does.
+    pub fn crash(&mut self, name: &str) {
+        self.net.set_down(name, true);
+        if let Some(env) = self.recipe.envs.remove(name) {
+            env.abort_all();
+        }
+        self.nodes.retain(|n| n.name() != name);
+    }
+
+    /// Start crashed node `name` again on its storage.
+    pub fn restart(&mut self, name: &str) -> Result<Arc<Node>, NodeError> {
+        let node = self.start(name, Arc::new(SystemClock))?;
+        self.nodes.push(Arc::clone(&node));
+        Ok(node)
     }
 
     /// The node called `name`.
@@ -266,6 +421,7 @@ pub fn write_cluster_files(
             timeouts: timeouts.clone(),
             cluster: ClusterConfig {
                 nodes: members.clone(),
+                joining: false,
             },
             keyspaces: keyspaces.to_vec(),
             // Same port number as the QUIC endpoint, on TCP: predictable, and free
@@ -276,6 +432,7 @@ pub fn write_cluster_files(
             hints: Default::default(),
             tombstones: Default::default(),
             detector: Default::default(),
+            membership: Default::default(),
             new_incarnation: false,
         };
         let path = node_dir.join("node.toml");

@@ -49,4 +49,5 @@ pub mod sim;
 pub mod storage;
 pub mod tls;
 pub mod tombstones;
+pub mod transfer;
 pub mod transport;

@@ -113,14 +113,22 @@ pub struct NodeParams {
     pub tombstones: crate::config::TombstonesConfig,
     /// The failure detector (`[detector]` of node.toml).
     pub detector: crate::config::DetectorConfig,
+    /// Layout spreading and transfers (`[membership]` of node.toml).
+    pub membership: crate::config::MembershipConfig,
 }
 
 /// A cluster member's protocol core.
 pub struct Node {
     /// This node's name.
     name: String,
-    /// All members with their addresses (for `status`).
-    members: Vec<Member>,
+    /// The live layouts: who owns what, and every member's address.
+    membership: Arc<crate::membership::Membership>,
+    /// Pulls the ranges this node gains when a layout changes, and drops the ones it lost.
+    transfers: Arc<crate::transfer::Transfers>,
+    /// `[membership]` of node.toml.
+    membership_cfg: crate::config::MembershipConfig,
+    /// Coordinator timeout per request (layout calls use it too).
+    request_timeout: Duration,
     /// This node's own copy of the data.
     replica: Arc<Replica>,
     /// The keyspaces this node knows.
@@ -150,18 +158,35 @@ pub struct Node {
 impl Node {
     /// Build a node and load its stored keyspaces, then the configured ones.
     pub fn new(p: NodeParams) -> Result<Arc<Self>, NodeError> {
-        let names: Vec<String> = p.members.iter().map(|m| m.name.clone()).collect();
-        let zones: Vec<Option<String>> = p.members.iter().map(|m| m.zone.clone()).collect();
-        let ring = Ring::with_zones(&names, &zones, p.vnodes)?;
+        // The layouts: the stored history if this node has one, else a first layout from
+        // node.toml's member list.
+        let (membership, layout_warnings) = crate::membership::Membership::open(
+            &p.name,
+            p.storage.clone(),
+            p.members.clone(),
+            p.vnodes,
+        )
+        .map_err(|e| NodeError::Metadata(format!("layout: {e}")))?;
+        let view = membership.view();
+        let names: Vec<String> = view.members().into_iter().map(|m| m.name).collect();
+        let ring = view.read_ring().clone();
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
-        let trees = p
-            .anti_entropy
-            .enabled
-            .then(|| Arc::new(crate::aae::tree::TreeIndex::new(&p.name, ring.clone())));
-        // The trees can be trusted only if the node stopped cleanly; from now until a
-        // clean stop they may not be (and stay untrusted while anti-entropy is off, since
-        // writes then do not update them).
+        let trees = p.anti_entropy.enabled.then(|| {
+            let t = crate::aae::tree::TreeIndex::new(&p.name, ring.clone());
+            t.set_ring(view.read_layout_version(), ring.clone());
+            Arc::new(t)
+        });
+        // The trees can be trusted only if the node stopped cleanly, on the ring of the
+        // layout reads use now; from now until a clean stop they may not be (and stay
+        // untrusted while anti-entropy is off, since writes then do not update them).
+        let built_on = crate::transfer::trees_built_on(&*p.storage)
+            .map_err(|e| NodeError::Metadata(format!("anti-entropy marker: {e}")))?;
         let trees_clean = crate::aae::tree::TreeIndex::was_clean(&*p.storage)
+            .map_err(|e| NodeError::Metadata(format!("anti-entropy marker: {e}")))?
+            && built_on.is_none_or(|v| v == view.read_layout_version());
+        crate::transfer::init_cleaned(&*p.storage, view.read_layout_version())
+            .map_err(|e| NodeError::Metadata(format!("layout clean-up marker: {e}")))?;
+        crate::transfer::mark_trees(&*p.storage, view.read_layout_version())
             .map_err(|e| NodeError::Metadata(format!("anti-entropy marker: {e}")))?;
         crate::aae::tree::TreeIndex::mark(&*p.storage, false)
             .map_err(|e| NodeError::Metadata(format!("anti-entropy marker: {e}")))?;
@@ -178,12 +203,13 @@ impl Node {
             },
         )
         .map_err(|e| NodeError::Metadata(format!("node incarnation: {e}")))?;
-        let (catalog, warnings) = Catalog::open(
+        let (catalog, mut warnings) = Catalog::open(
             p.storage.clone(),
             p.env.clone(),
-            p.members.len(),
+            view.history.current().members.len().max(p.members.len()),
             p.keyspaces,
         )?;
+        warnings.extend(layout_warnings);
         for message in &warnings {
             tracing::warn!(node = %p.name, "{message}");
         }
@@ -208,7 +234,8 @@ impl Node {
                 Arc::clone(&metrics),
                 p.limits.max_reply_bytes,
             )
-            .with_hints(Arc::clone(&hints)),
+            .with_hints(Arc::clone(&hints))
+            .with_membership(Arc::clone(&membership)),
         );
         let detector = crate::membership::detector::Detector::new(
             p.name.clone(),
@@ -218,14 +245,38 @@ impl Node {
             Arc::clone(&metrics),
             p.bugs,
         );
+        let transport = p.transport;
         let peers = Arc::new(Peers::new(
             p.name.clone(),
             names,
-            p.transport,
+            Arc::clone(&transport),
             Arc::clone(&replica_service),
             p.env.clone(),
             detector,
         ));
+        // Every layout change: peers, the detector, the transport's addresses and the
+        // keyspaces' bound on `n` follow the nodes of the live versions.
+        {
+            // Weak: peers reach the membership (through the replica service), so a strong
+            // reference back would keep the node, and its storage's lock, alive for good.
+            let (peers, catalog) = (Arc::downgrade(&peers), Arc::downgrade(&catalog));
+            let transport = Arc::downgrade(&transport);
+            membership.on_change(move |v| {
+                let members = v.members();
+                if let Some(t) = transport.upgrade() {
+                    for m in &members {
+                        t.learn_peer(&m.name, m.addr);
+                    }
+                }
+                if let Some(p) = peers.upgrade() {
+                    p.set_members(members.into_iter().map(|m| m.name).collect());
+                }
+                if let Some(c) = catalog.upgrade() {
+                    let smallest = v.history.live.iter().map(|l| l.members.len()).min();
+                    c.set_cluster_size(smallest.unwrap_or(1));
+                }
+            });
+        }
         let anti_entropy = trees.map(|trees| {
             crate::aae::AntiEntropy::new(crate::aae::AntiEntropyParams {
                 name: p.name.clone(),
@@ -237,6 +288,7 @@ impl Node {
                 env: p.env.clone(),
                 metrics: Arc::clone(&metrics),
                 call_timeout: p.request_timeout,
+                membership: Arc::clone(&membership),
             })
         });
         let reaper = p.tombstones.enabled.then(|| {
@@ -246,7 +298,7 @@ impl Node {
                 replica: Arc::clone(&replica),
                 catalog: Arc::clone(&catalog),
                 peers: Arc::clone(&peers),
-                ring: ring.clone(),
+                membership: Arc::clone(&membership),
                 env: p.env.clone(),
                 metrics: Arc::clone(&metrics),
                 call_timeout: p.request_timeout,
@@ -255,7 +307,7 @@ impl Node {
         });
         let coordinator = Arc::new(Coordinator::new(CoordinatorParams {
             name: p.name.clone(),
-            ring,
+            membership: Arc::clone(&membership),
             catalog: Arc::clone(&catalog),
             peers: Arc::clone(&peers),
             limits: p.limits,
@@ -265,12 +317,27 @@ impl Node {
             metrics: Arc::clone(&metrics),
             sloppy: p.hints.enabled,
             speculative_read: p.speculative_read,
+            bugs: p.bugs,
         }));
         // The handoff loop runs in the node's Env, so the simulator drives it too.
         crate::hints::spawn_replay(&hints, &peers, p.request_timeout);
+        let transfers = crate::transfer::Transfers::new(crate::transfer::TransferParams {
+            name: p.name.clone(),
+            membership: Arc::clone(&membership),
+            replica: Arc::clone(&replica),
+            catalog: Arc::clone(&catalog),
+            peers: Arc::clone(&peers),
+            env: p.env.clone(),
+            cfg: p.membership.clone(),
+            call_timeout: p.request_timeout,
+            bugs: p.bugs,
+        });
         Ok(Arc::new(Node {
             name: p.name,
-            members: p.members,
+            membership,
+            transfers,
+            membership_cfg: p.membership,
+            request_timeout: p.request_timeout,
             replica,
             catalog,
             replica_service,
@@ -329,9 +396,35 @@ impl Node {
         self.replica.actor().to_string()
     }
 
-    /// The ring.
-    pub fn ring(&self) -> &Ring {
-        self.coordinator.ring()
+    /// The ring reads use now (the oldest live layout version's).
+    pub fn ring(&self) -> Ring {
+        self.coordinator.read_ring()
+    }
+
+    /// The live layouts.
+    pub fn membership(&self) -> &Arc<crate::membership::Membership> {
+        &self.membership
+    }
+
+    /// Transfers between layout versions.
+    pub fn transfers(&self) -> &Arc<crate::transfer::Transfers> {
+        &self.transfers
+    }
+
+    /// Run the layout machinery forever: acknowledging versions, gossiping histories, and
+    /// transfers. Spawned by whoever runs the node, like the detector.
+    pub fn run_membership(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let sync = crate::membership::sync::run(
+            Arc::clone(&self.membership),
+            Arc::clone(&self.peers),
+            Arc::clone(&self.env),
+            Duration::from_millis(self.membership_cfg.gossip_interval_ms),
+            self.request_timeout,
+        );
+        let transfers = Arc::clone(&self.transfers).run();
+        async move {
+            tokio::join!(sync, transfers);
+        }
     }
 
     /// The coordinator, for callers that coordinate requests without a client identity
@@ -469,6 +562,48 @@ impl Node {
                 read_repairs: self.metrics.read_repairs(),
             }),
             ClientRequest::Ping => Ok(ClientResponse::Pong(self.name.clone())),
+            ClientRequest::ClusterStatus => Ok(ClientResponse::Cluster(Box::new(
+                crate::proto::ClusterReport {
+                    node: self.name.clone(),
+                    history: self.membership.view().history.clone(),
+                    staged: self.membership.staged(),
+                    transfer: self.transfers.status(),
+                },
+            ))),
+            ClientRequest::ClusterStage(change) => {
+                self.check_change(&change)?;
+                self.membership
+                    .stage(change)
+                    .map(ClientResponse::Staged)
+                    .map_err(|e| CoordinatorError::Layout(e.to_string()))
+            }
+            ClientRequest::ClusterAbort => self
+                .membership
+                .abort()
+                .map(ClientResponse::Staged)
+                .map_err(|e| CoordinatorError::Layout(e.to_string())),
+            ClientRequest::ClusterPlan => self.plan().await.map(|p| ClientResponse::Plan(Box::new(p))),
+            ClientRequest::ClusterCommit => {
+                let (next, _) = self
+                    .membership
+                    .proposal()
+                    .map_err(|e| CoordinatorError::Layout(e.to_string()))?;
+                self.check_layout(&next)?;
+                match crate::membership::sync::commit(
+                    &self.membership,
+                    &self.peers,
+                    &*self.env,
+                    self.request_timeout,
+                )
+                .await
+                {
+                    Ok(c) => Ok(ClientResponse::Committed(Box::new(c.layout))),
+                    Err(e @ crate::membership::sync::CommitError::NoMajority { .. }) => {
+                        Err(CoordinatorError::LayoutUnavailable(e.to_string()))
+                    }
+                    Err(e) => Err(CoordinatorError::Layout(e.to_string())),
+                }
+            }
             ClientRequest::SetClockOffset { ms } => match &self.clock_offset {
                 Some(clock) => {
                     tracing::warn!(node = %self.name, ms, "clock offset set by an admin (fault injection)");
@@ -486,6 +621,87 @@ impl Node {
         }
     }
 
+    /// Refuse a change this cluster cannot take: a leave or remove while a transfer runs
+    /// is fine (versions stack), but the result must keep every keyspace's N replicas.
+    fn check_change(
+        &self,
+        change: &crate::membership::layout::Change,
+    ) -> Result<(), CoordinatorError> {
+        let mut changes = self.membership.staged();
+        if changes.base != self.membership.view().version() {
+            changes.changes.clear();
+        }
+        changes.changes.push(change.clone());
+        let next = self
+            .membership
+            .view()
+            .history
+            .current()
+            .apply(&changes.changes)
+            .map_err(|e| CoordinatorError::Layout(e.to_string()))?;
+        self.check_layout(&next)
+    }
+
+    /// A layout must hold at least N members for every keyspace.
+    fn check_layout(
+        &self,
+        next: &crate::membership::layout::Layout,
+    ) -> Result<(), CoordinatorError> {
+        if let Some(ks) = self
+            .catalog
+            .list()
+            .into_iter()
+            .find(|k| k.n as usize > next.members.len())
+        {
+            return Err(CoordinatorError::Layout(format!(
+                "layout v{} would have {} member(s), but keyspace {:?} keeps n={} replicas of every key: drop or shrink the keyspace first, or add nodes",
+                next.version,
+                next.members.len(),
+                ks.name,
+                ks.n
+            )));
+        }
+        Ok(())
+    }
+
+    /// What the staged changes would do: ranges moving, bytes to transfer (each member's
+    /// data size from its `status`... estimated from this node's own size times its share),
+    /// and the balance after.
+    async fn plan(&self) -> Result<crate::membership::layout::Plan, CoordinatorError> {
+        let (next, staged) = self
+            .membership
+            .proposal()
+            .map_err(|e| CoordinatorError::Layout(e.to_string()))?;
+        self.check_layout(&next)?;
+        let view = self.membership.view();
+        let current = view.history.current();
+        let n = self
+            .catalog
+            .list()
+            .iter()
+            .map(|k| k.n as usize)
+            .max()
+            .unwrap_or(3);
+        let sizes = self.data_sizes(current);
+        crate::membership::layout::Plan::of(current, &next, &staged.changes, n, &sizes)
+            .map_err(|e| CoordinatorError::Layout(e.to_string()))
+    }
+
+    /// Each member's data size in bytes, as far as known: this node's own engine
+    /// estimate, taken as every member's (members hold near-equal shares of a balanced
+    /// ring; the plan says it is an estimate).
+    fn data_sizes(
+        &self,
+        layout: &crate::membership::layout::Layout,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let own = self.replica.storage().approximate_bytes().unwrap_or(0);
+        layout
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), own))
+            .collect()
+    }
+
     fn status(&self) -> ClientResponse {
         let own = self.ring().ownership();
         let hints = self.hints.stats();
@@ -497,8 +713,8 @@ impl Node {
             .into_iter()
             .map(|(n, s, held)| (n, (s, held)))
             .collect();
-        let nodes = self
-            .members
+        let members = self.membership.view().members();
+        let nodes = members
             .iter()
             .map(|m| NodeStatus {
                 hints_pending: hints.pending.get(&m.name).map_or(0, |p| p.count),
@@ -560,7 +776,7 @@ impl Node {
         let span = tracing::debug_span!("peer_request", node = %self.name, %from);
         async move {
             // A request from a peer proves it is up.
-            if self.members.iter().any(|m| m.name == from) {
+            if self.membership.view().history.is_member(&from) {
                 self.peers.heard_from(&from);
             }
             match req {
@@ -593,6 +809,11 @@ fn op_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Stats => "stats",
         ClientRequest::Ping => "ping",
         ClientRequest::SetClockOffset { .. } => "set_clock_offset",
+        ClientRequest::ClusterStatus => "cluster_status",
+        ClientRequest::ClusterStage(_) => "cluster_stage",
+        ClientRequest::ClusterPlan => "cluster_plan",
+        ClientRequest::ClusterCommit => "cluster_commit",
+        ClientRequest::ClusterAbort => "cluster_abort",
     }
 }
 
@@ -622,7 +843,9 @@ pub fn error_response(e: &CoordinatorError) -> ErrorResponse {
         | CoordinatorError::BadStamp(_)
         | CoordinatorError::Policy(_)
         | CoordinatorError::BatchTooLarge { .. }
-        | CoordinatorError::FaultInjectionOff(_) => ErrorKind::InvalidRequest,
+        | CoordinatorError::FaultInjectionOff(_)
+        | CoordinatorError::Layout(_) => ErrorKind::InvalidRequest,
+        CoordinatorError::LayoutUnavailable(_) => ErrorKind::Unavailable,
         CoordinatorError::Catalog(CatalogError::Keyspace(_)) | CoordinatorError::Replica(_) => {
             ErrorKind::InvalidRequest
         }
@@ -687,6 +910,7 @@ mod tests {
             hints: Default::default(),
             tombstones: Default::default(),
             detector: Default::default(),
+            membership: Default::default(),
         })
     }
 

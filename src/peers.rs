@@ -567,6 +567,129 @@ impl PeerCall for ReapTombstones {
     }
 }
 
+/// Layouts: send this node's history, get the peer's (merged with it).
+#[derive(Debug, Clone)]
+pub struct LayoutSync(pub crate::membership::layout::History);
+
+impl PeerCall for LayoutSync {
+    type Reply = crate::membership::layout::History;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::LayoutSync { history: self.0 }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Layout(h) => Ok(*h),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Layout commit, phase 1.
+#[derive(Debug, Clone)]
+pub struct LayoutPrepare {
+    /// The version being decided.
+    pub slot: u64,
+    /// The proposer's ballot.
+    pub ballot: crate::membership::layout::Ballot,
+}
+
+impl PeerCall for LayoutPrepare {
+    type Reply = crate::membership::layout::Promise;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::LayoutPrepare {
+            slot: self.slot,
+            ballot: self.ballot,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::LayoutPromise(p) => Ok(p),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Layout commit, phase 2.
+#[derive(Debug, Clone)]
+pub struct LayoutAccept {
+    /// The proposer's ballot.
+    pub ballot: crate::membership::layout::Ballot,
+    /// The proposed layout.
+    pub layout: crate::membership::layout::Layout,
+}
+
+impl PeerCall for LayoutAccept {
+    type Reply = crate::membership::layout::Accepted;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::LayoutAccept {
+            ballot: self.ballot,
+            layout: self.layout,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::LayoutAccepted(a) => Ok(a),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
+/// Data transfer: one page of the keys the receiver gains.
+#[derive(Debug, Clone)]
+pub struct StreamRange {
+    /// Keyspace.
+    pub keyspace: KeyspaceDef,
+    /// The receiving node.
+    pub for_node: String,
+    /// The layout version being transferred.
+    pub version: u64,
+    /// Resume after this storage key.
+    pub after: Option<Vec<u8>>,
+    /// Most bytes of objects in the page.
+    pub max_bytes: u32,
+}
+
+/// One page of a transfer.
+#[derive(Debug, Clone)]
+pub struct StreamPage {
+    /// (storage key, encoded object), in key order.
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the next page starts; `None` at the keyspace's end.
+    pub next: Option<Vec<u8>>,
+    /// The sender's checksum of the items.
+    pub checksum: u64,
+}
+
+impl PeerCall for StreamRange {
+    type Reply = StreamPage;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::StreamRange {
+            keyspace: self.keyspace,
+            for_node: self.for_node,
+            version: self.version,
+            after: self.after.map(serde_bytes::ByteBuf::from),
+            max_bytes: self.max_bytes,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::Stream {
+                items,
+                next,
+                checksum,
+            } => Ok(StreamPage {
+                items: items
+                    .into_iter()
+                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .collect(),
+                next: next.map(serde_bytes::ByteBuf::into_vec),
+                checksum,
+            }),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
 /// Why one replica call produced no usable reply.
 #[derive(Debug)]
 pub enum CallFailure {
@@ -825,8 +948,9 @@ impl<T> Replies<T> {
 pub struct Peers {
     /// This node's name: calls to it go to `local`, without the network.
     name: String,
-    /// Every member's name, this node included.
-    members: Vec<String>,
+    /// Every member's name, this node included: every node of every live layout
+    /// version, kept current by [`Peers::set_members`].
+    members: std::sync::RwLock<Vec<String>>,
     /// How to reach the others.
     transport: Arc<dyn Transport>,
     /// This node's own replica side.
@@ -850,7 +974,7 @@ impl Peers {
     ) -> Self {
         Peers {
             name,
-            members,
+            members: std::sync::RwLock::new(members),
             transport,
             local,
             env,
@@ -863,9 +987,19 @@ impl Peers {
         &self.detector
     }
 
+    fn members_now(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.members.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replace the member list (a layout version came or went); the detector follows.
+    pub fn set_members(&self, names: Vec<String>) {
+        self.detector.set_members(&names);
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
     /// Whether `name` is a member of the cluster.
     pub fn is_member(&self, name: &str) -> bool {
-        self.members.iter().any(|m| m == name)
+        self.members_now().iter().any(|m| m == name)
     }
 
     /// The failure detector's ping of `to`, bounded by `deadline`: an answer is recorded
@@ -878,7 +1012,7 @@ impl Peers {
 
     /// Every member but this node.
     pub fn others(&self) -> Vec<String> {
-        self.members
+        self.members_now()
             .iter()
             .filter(|n| **n != self.name)
             .cloned()
@@ -957,13 +1091,47 @@ impl Peers {
         call: C,
         deadline: Instant,
     ) -> Replies<C::Reply> {
+        self.fan_out_with(targets, call, deadline, true)
+    }
+
+    /// As [`Peers::fan_out`], for background chatter (layout gossip): a failure is not
+    /// evidence against the peer — the detector's own probes, with their indirect checks,
+    /// decide that (a one-way cut must not convict a node through gossip).
+    pub fn fan_out_quiet<C: PeerCall>(
+        self: &Arc<Self>,
+        targets: &[String],
+        call: C,
+        deadline: Instant,
+    ) -> Replies<C::Reply> {
+        self.fan_out_with(targets, call, deadline, false)
+    }
+
+    /// As [`Peers::call`], with a failure not recorded against the peer (see
+    /// [`Peers::fan_out_quiet`]).
+    pub async fn call_quiet<C: PeerCall>(
+        &self,
+        to: &str,
+        call: C,
+        deadline: Instant,
+    ) -> Result<C::Reply, CallFailure> {
+        self.send::<C>(to, call.into_request(), deadline, false)
+            .await
+    }
+
+    fn fan_out_with<C: PeerCall>(
+        self: &Arc<Self>,
+        targets: &[String],
+        call: C,
+        deadline: Instant,
+        record_failure: bool,
+    ) -> Replies<C::Reply> {
         let (tx, rx) = mpsc::channel(targets.len().max(1));
         let start = self.env.now();
         let req = call.into_request();
         for node in targets {
             let (me, tx, node, req) = (Arc::clone(self), tx.clone(), node.clone(), req.clone());
             self.env.spawn(Box::pin(async move {
-                let result = me.send::<C>(&node, req, deadline, true).await;
+                let result = me.send::<C>(&node, req, deadline, record_failure).await;
                 let us = me.env.now().saturating_duration_since(start).as_micros() as u64;
                 let _ = tx.send(Reply { node, us, result }).await;
             }));

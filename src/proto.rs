@@ -369,6 +369,30 @@ pub enum ClientRequest {
         /// Offset from the system clock, milliseconds (negative: behind).
         ms: i64,
     },
+    /// The layouts as the contacted node holds them: live versions, who acknowledged and
+    /// synced what, transfers, and the changes staged on it (`quorumkv cluster status`).
+    ClusterStatus,
+    /// Stage a layout change on the contacted node (`cluster join|leave|remove`; admin).
+    ClusterStage(crate::membership::layout::Change),
+    /// What the staged changes would do (`cluster plan`).
+    ClusterPlan,
+    /// Commit the staged changes as the next layout version (`cluster commit`; admin).
+    ClusterCommit,
+    /// Drop the staged changes (`cluster abort`; admin).
+    ClusterAbort,
+}
+
+/// The layouts as one node holds them (`quorumkv cluster status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    /// The node that answered.
+    pub node: String,
+    /// Its layout history.
+    pub history: crate::membership::layout::History,
+    /// Changes staged on it.
+    pub staged: crate::membership::layout::Staged,
+    /// Its transfers.
+    pub transfer: crate::transfer::TransferStatus,
 }
 
 /// One sibling as a client sees it.
@@ -599,6 +623,15 @@ pub enum ClientResponse {
     },
     /// For `Ping`: the node's name.
     Pong(String),
+    /// For `ClusterStatus`.
+    Cluster(Box<ClusterReport>),
+    /// For `ClusterStage` and `ClusterAbort`: the changes staged now (after an abort: the
+    /// ones dropped).
+    Staged(crate::membership::layout::Staged),
+    /// For `ClusterPlan`.
+    Plan(Box<crate::membership::layout::Plan>),
+    /// For `ClusterCommit`: the version that took effect.
+    Committed(Box<crate::membership::layout::Layout>),
     /// For `AaeStatus`.
     AaeStatus {
         /// The node that answered.
@@ -801,6 +834,39 @@ pub enum PeerRequest {
         /// How long to wait for its answer, milliseconds.
         timeout_ms: u64,
     },
+    /// Layouts: take in the sender's layout history; the reply is this node's, merged.
+    LayoutSync {
+        /// The sender's history.
+        history: crate::membership::layout::History,
+    },
+    /// Layout commit, phase 1: promise `ballot` for version `slot`.
+    LayoutPrepare {
+        /// The version being decided.
+        slot: u64,
+        /// The proposer's ballot.
+        ballot: crate::membership::layout::Ballot,
+    },
+    /// Layout commit, phase 2: accept `layout` with `ballot`.
+    LayoutAccept {
+        /// The proposer's ballot.
+        ballot: crate::membership::layout::Ballot,
+        /// The proposed next version.
+        layout: crate::membership::layout::Layout,
+    },
+    /// Data transfer: the next page of keyspace `keyspace`'s keys that `for_node` gains in
+    /// layout `version`, after storage key `after`.
+    StreamRange {
+        /// Keyspace.
+        keyspace: KeyspaceDef,
+        /// The receiving node.
+        for_node: String,
+        /// The layout version being transferred (refused if the sender holds another).
+        version: u64,
+        /// Resume after this storage key (`None`: from the start).
+        after: Option<serde_bytes::ByteBuf>,
+        /// Most bytes of objects in one page.
+        max_bytes: u32,
+    },
 }
 
 /// One key of a [`PeerRequest::TombstoneCheck`] reply.
@@ -864,7 +930,8 @@ impl PeerRequest {
             | PeerRequest::Replicate { keyspace, .. }
             | PeerRequest::StoreHint { keyspace, .. }
             | PeerRequest::TombstoneCheck { keyspace, .. }
-            | PeerRequest::ReapTombstones { keyspace, .. } => Some(keyspace),
+            | PeerRequest::ReapTombstones { keyspace, .. }
+            | PeerRequest::StreamRange { keyspace, .. } => Some(keyspace),
             PeerRequest::AnnounceKeyspace(def) => Some(def),
             PeerRequest::AaeBranches { keyspace, .. }
             | PeerRequest::AaeSegments { keyspace, .. }
@@ -872,7 +939,10 @@ impl PeerRequest {
             PeerRequest::LookupKeyspace(_)
             | PeerRequest::DropKeyspace { .. }
             | PeerRequest::Ping
-            | PeerRequest::ProbeFor { .. } => None,
+            | PeerRequest::ProbeFor { .. }
+            | PeerRequest::LayoutSync { .. }
+            | PeerRequest::LayoutPrepare { .. }
+            | PeerRequest::LayoutAccept { .. } => None,
         }
     }
 
@@ -906,6 +976,10 @@ impl PeerRequest {
             PeerRequest::TombstoneCheck { .. } => "tombstone-check",
             PeerRequest::ReapTombstones { .. } => "reap-tombstones",
             PeerRequest::ProbeFor { .. } => "probe-for",
+            PeerRequest::LayoutSync { .. } => "layout-sync",
+            PeerRequest::LayoutPrepare { .. } => "layout-prepare",
+            PeerRequest::LayoutAccept { .. } => "layout-accept",
+            PeerRequest::StreamRange { .. } => "stream-range",
         }
     }
 }
@@ -961,6 +1035,22 @@ pub enum PeerResponse {
     Reaped(u32),
     /// For `ProbeFor`: whether the target answered the ping in time.
     Probed(bool),
+    /// For `LayoutSync`: this node's layout history.
+    Layout(Box<crate::membership::layout::History>),
+    /// For `LayoutPrepare`.
+    LayoutPromise(crate::membership::layout::Promise),
+    /// For `LayoutAccept`.
+    LayoutAccepted(crate::membership::layout::Accepted),
+    /// For `StreamRange`: (storage key, encoded object) in key order, where the next page
+    /// starts (`None`: the keyspace is done), and an xxh3 checksum of the items.
+    Stream {
+        /// The page.
+        items: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+        /// Resume after this key; `None` when the scan reached the keyspace's end.
+        next: Option<serde_bytes::ByteBuf>,
+        /// xxh3 of the items (see `crate::transfer::checksum`).
+        checksum: u64,
+    },
 }
 
 impl PeerResponse {
@@ -979,6 +1069,10 @@ impl PeerResponse {
             PeerResponse::Tombstones(_) => "tombstones",
             PeerResponse::Reaped(_) => "reaped",
             PeerResponse::Probed(_) => "probed",
+            PeerResponse::Layout(_) => "layout",
+            PeerResponse::LayoutPromise(_) => "layout-promise",
+            PeerResponse::LayoutAccepted(_) => "layout-accepted",
+            PeerResponse::Stream { .. } => "stream",
             PeerResponse::Error(_) => "error",
         }
     }

@@ -197,6 +197,12 @@ pub struct InjectedBugs {
     /// The failure detector does not let an answer from a suspect clear the suspicion
     /// (only the suspicion timeout ends it, as dead).
     pub detector_no_refutation: bool,
+    /// A node says it is synced on a new layout version without receiving the ranges it
+    /// gained: reads move to owners that lack the data.
+    pub sync_without_transfer: bool,
+    /// Writes during a layout change reach a quorum of the newest version's owners only,
+    /// while reads still go to the oldest version's.
+    pub write_newest_layout_only: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -921,6 +927,52 @@ impl Replica {
                 r.reap_floor
                     .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
             }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Remove `keys` of `ks` outright, whatever their copy holds: this node stopped owning
+    /// them when a layout change completed (`crate::transfer` cleans up). Like reaping it
+    /// forgets their version vectors, so it raises the reap floor the same way: if this
+    /// node owns them again later, the dots it issues stay above the forgotten ones (kv679).
+    /// Returns how many keys were removed.
+    pub async fn forget(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        keys: Vec<Key>,
+    ) -> Result<usize, ReplicaError> {
+        let ks = ks.clone();
+        self.run(move |r| {
+            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
+            let _guards = r.lock_all(&skeys);
+            let actor = r.actor();
+            let inc = incarnation_of(&actor).unwrap_or(0);
+            let before = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
+            let mut floor = before;
+            let (mut batch, mut changes, mut removed) = (Vec::new(), Vec::new(), 0);
+            for (key, skey) in keys.iter().zip(skeys) {
+                let o = r.load(key, &skey)?;
+                if o == Object::default() {
+                    continue;
+                }
+                floor = floor.max(o.vv.get(&actor));
+                changes.extend(r.tree_change(&ks, key, &skey, &o, &Object::default()));
+                batch.push(BatchOp::Delete(crate::tombstones::index_key(&skey)));
+                batch.push(BatchOp::Delete(skey));
+                removed += 1;
+            }
+            if batch.is_empty() {
+                return Ok(0);
+            }
+            if floor > before {
+                let mut rec = inc.to_be_bytes().to_vec();
+                rec.extend_from_slice(&floor.to_be_bytes());
+                batch.push(BatchOp::Put(REAP_FLOOR_KEY.to_vec(), rec));
+            }
+            r.store(batch, changes)?;
+            r.reap_floor
+                .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
             Ok(removed)
         })
         .await

@@ -38,6 +38,8 @@ pub struct ReplicaService {
     max_reply_bytes: usize,
     /// The hints this node holds as a stand-in (`StoreHint`); `None` refuses them.
     hints: Option<Arc<HintStore>>,
+    /// The layouts (`LayoutSync`, the commit protocol, `StreamRange`); `None` refuses them.
+    membership: Option<Arc<crate::membership::Membership>>,
 }
 
 impl ReplicaService {
@@ -58,6 +60,7 @@ impl ReplicaService {
             metrics,
             max_reply_bytes,
             hints: None,
+            membership: None,
         }
     }
 
@@ -65,6 +68,83 @@ impl ReplicaService {
     pub fn with_hints(mut self, hints: Arc<HintStore>) -> Self {
         self.hints = Some(hints);
         self
+    }
+
+    /// The same service, answering layout and transfer requests from `membership`.
+    pub fn with_membership(mut self, membership: Arc<crate::membership::Membership>) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// Layout and transfer requests.
+    async fn membership_request(&self, req: PeerRequest) -> PeerResponse {
+        let Some(m) = &self.membership else {
+            return PeerResponse::Error(PeerError::Invalid(format!(
+                "node {} does not take layout requests",
+                self.name
+            )));
+        };
+        let failed = |e: crate::membership::MembershipError| {
+            PeerResponse::Error(PeerError::Storage(e.to_string()))
+        };
+        match req {
+            PeerRequest::LayoutSync { history } => {
+                if let Err(e) = m.merge(&history) {
+                    tracing::warn!(node = %self.name, error = %e, "layout history from a peer refused");
+                }
+                PeerResponse::Layout(Box::new(m.view().history.clone()))
+            }
+            PeerRequest::LayoutPrepare { slot, ballot } => match m.prepare(slot, &ballot) {
+                Ok(p) => PeerResponse::LayoutPromise(p),
+                Err(e) => failed(e),
+            },
+            PeerRequest::LayoutAccept { ballot, layout } => match m.accept(&ballot, &layout) {
+                Ok(a) => PeerResponse::LayoutAccepted(a),
+                Err(e) => failed(e),
+            },
+            PeerRequest::StreamRange {
+                keyspace,
+                for_node,
+                version,
+                after,
+                max_bytes,
+            } => {
+                let view = m.view();
+                let storage = Arc::clone(self.replica.storage());
+                let page = move || {
+                    crate::transfer::serve_page(
+                        &*storage,
+                        &view,
+                        &keyspace,
+                        &for_node,
+                        version,
+                        after.as_deref().map(|a| &a[..]),
+                        max_bytes,
+                    )
+                };
+                let result = if self.replica.storage().blocking() {
+                    crate::env::blocking(&*self.env, page).await
+                } else {
+                    Some(page())
+                };
+                match result {
+                    Some(Ok(p)) => PeerResponse::Stream {
+                        items: p
+                            .items
+                            .into_iter()
+                            .map(|(k, v)| {
+                                (serde_bytes::ByteBuf::from(k), serde_bytes::ByteBuf::from(v))
+                            })
+                            .collect(),
+                        next: p.next.map(serde_bytes::ByteBuf::from),
+                        checksum: p.checksum,
+                    },
+                    Some(Err(e)) => PeerResponse::Error(PeerError::Invalid(e.to_string())),
+                    None => PeerResponse::Error(PeerError::Storage("transfer task failed".into())),
+                }
+            }
+            _ => PeerResponse::Error(PeerError::Invalid("not a layout request".into())),
+        }
     }
 
     /// Serve one request, timing it by kind.
@@ -265,6 +345,13 @@ impl ReplicaService {
                     .reap(&keyspace, items)
                     .await
                     .map(|n| PeerResponse::Reaped(n as u32))
+            }
+            // Served by `membership_request` above.
+            PeerRequest::LayoutSync { .. }
+            | PeerRequest::LayoutPrepare { .. }
+            | PeerRequest::LayoutAccept { .. }
+            | PeerRequest::StreamRange { .. } => {
+                return self.membership_request(req).await;
             }
             // Served by the node (it needs the node's peers), never by the replica.
             PeerRequest::ProbeFor { .. } => {

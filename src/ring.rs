@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Errors for rings that cannot be built or queried.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RingError {
     /// A ring needs at least one node.
     #[error("the ring has no nodes")]

@@ -63,6 +63,8 @@ pub struct RunningNode {
     pub warnings: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     prober: tokio::task::JoinHandle<()>,
+    /// Layout gossip, acknowledgements and transfers.
+    layouts: tokio::task::JoinHandle<()>,
     metrics_server: Option<tokio::task::JoinHandle<()>>,
     anti_entropy: Option<tokio::task::JoinHandle<()>>,
     reaper: Option<tokio::task::JoinHandle<()>>,
@@ -75,6 +77,7 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.server.abort();
         self.prober.abort();
+        self.layouts.abort();
         if let Some(m) = self.metrics_server {
             m.abort();
         }
@@ -203,6 +206,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         hints: cfg.hints.clone(),
         tombstones: cfg.tombstones.clone(),
         detector: cfg.detector.clone(),
+        membership: cfg.membership.clone(),
     })?;
     warnings.extend(node.warnings().iter().cloned());
     let server = tokio::spawn(crate::server::serve(
@@ -225,6 +229,8 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
     };
     // The failure detector (`[detector]`): probes, suspicion, conviction.
     let prober = tokio::spawn(node.run_detector());
+    // Layouts: gossip, acknowledgements, transfers when ownership moves.
+    let layouts = tokio::spawn(node.run_membership());
     // Anti-entropy exchanges, on the node's own schedule (`anti_entropy.interval_ms`).
     let anti_entropy = node
         .anti_entropy()
@@ -240,6 +246,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         warnings,
         server,
         prober,
+        layouts,
         metrics_server,
         anti_entropy,
         reaper,

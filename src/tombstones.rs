@@ -46,7 +46,6 @@ use crate::keyspace::KeyspaceDef;
 use crate::metrics::Metrics;
 use crate::peers::{self, Peers};
 use crate::replica::{Replica, ReplicaError};
-use crate::ring::Ring;
 use crate::storage::{prefix_end, BatchOp, Storage, StorageError};
 
 /// Storage prefix of the tombstone index (hints use `0xFE "hint"`, trees `0xFE "aae"`).
@@ -187,8 +186,9 @@ pub struct ReaperParams {
     pub catalog: Arc<Catalog>,
     /// Calls to the other members.
     pub peers: Arc<Peers>,
-    /// The ring: a key's replicas.
-    pub ring: Ring,
+    /// The live layouts: a key's replicas. Reaping waits while data moves between
+    /// versions (a tombstone may be on its way to a new owner).
+    pub membership: Arc<crate::membership::Membership>,
     /// The seam.
     pub env: Arc<dyn Env>,
     /// Where reaps are counted.
@@ -259,6 +259,12 @@ impl Reaper {
             }
         }
         let _busy = Busy(&self.busy);
+        let view = self.p.membership.view();
+        if view.history.in_transition() {
+            // Data is moving between layout versions: a tombstone may be on its way to a
+            // new owner, which could not take part in the agreement. Wait for the move.
+            return Ok(out);
+        }
         let limit = self.p.cfg.max_keys_per_round.clamp(1, MAX_KEYS_PER_ROUND);
         let after = self
             .cursor
@@ -284,7 +290,9 @@ impl Reaper {
             if now.saturating_sub(e.since_ms) < self.p.cfg.min_age_ms {
                 continue;
             }
-            let owners = self.p.ring.preference_list(&e.key.partition, ks.n as usize);
+            let owners = view
+                .read_ring()
+                .preference_list(&e.key.partition, ks.n as usize);
             if owners.first() != Some(&self.p.name) {
                 continue; // its first replica reaps it
             }
@@ -394,7 +402,16 @@ impl Reaper {
         ks: &KeyspaceDef,
         keys: Vec<Key>,
     ) -> Result<BTreeMap<String, Vec<crate::proto::TombstoneReport>>, String> {
-        let members = self.p.ring.nodes().to_vec();
+        // Every node of every live layout version (reaping waits out transitions, so
+        // this is the current version's members).
+        let members: Vec<String> = self
+            .p
+            .membership
+            .view()
+            .members()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         let deadline = self.p.env.now() + self.p.call_timeout;
         let n = keys.len();
         let mut replies = self.p.peers.fan_out(

@@ -284,6 +284,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         hints: Default::default(),
         tombstones: Default::default(),
         detector: Default::default(),
+        membership: Default::default(),
     })
     .unwrap()
 }

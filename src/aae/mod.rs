@@ -217,6 +217,8 @@ pub struct AntiEntropy {
     metrics: Arc<Metrics>,
     /// Deadline of each call of an exchange.
     call_timeout: Duration,
+    /// The live layouts: exchanges wait while data moves between versions.
+    membership: Arc<crate::membership::Membership>,
     /// Wall-clock ms at start: the "last full compare" of a range never compared yet.
     started_ms: u64,
     ranges: Mutex<BTreeMap<(String, u64), RangeState>>,
@@ -253,6 +255,8 @@ pub struct AntiEntropyParams {
     pub metrics: Arc<Metrics>,
     /// Deadline of each call of an exchange.
     pub call_timeout: Duration,
+    /// The live layouts.
+    pub membership: Arc<crate::membership::Membership>,
 }
 
 impl AntiEntropy {
@@ -269,6 +273,7 @@ impl AntiEntropy {
             env: p.env,
             metrics: p.metrics,
             call_timeout: p.call_timeout,
+            membership: p.membership,
             started_ms,
             ranges: Mutex::new(BTreeMap::new()),
             busy: AtomicBool::new(false),
@@ -346,6 +351,13 @@ impl AntiEntropy {
             return;
         }
         let _busy = Busy(&self.busy);
+        let view = self.membership.view();
+        if view.history.in_transition() || self.trees.ring_version() != view.read_layout_version() {
+            // Data is moving between layout versions, or the trees are not rebuilt on
+            // the new ring yet: ranges would not line up with the peers'. Transfers do
+            // the moving; exchanges resume once the trees follow the new layout.
+            return;
+        }
         let ranges = self.my_ranges();
         for (ks, range, replicas) in ranges {
             let id = (ks.name.clone(), range);

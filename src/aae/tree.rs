@@ -189,7 +189,9 @@ pub struct RebuildStats {
 /// Maps keys to ranges and keeps the trees of one node.
 pub struct TreeIndex {
     name: String,
-    ring: Ring,
+    /// The ring the trees are built on, with its layout version: the read layout's, set
+    /// again (and the trees rebuilt) when a layout change completes.
+    ring: std::sync::RwLock<(u64, Ring)>,
     locks: Vec<Mutex<()>>,
 }
 
@@ -198,9 +200,24 @@ impl TreeIndex {
     pub fn new(name: &str, ring: Ring) -> Self {
         TreeIndex {
             name: name.to_string(),
-            ring,
+            ring: std::sync::RwLock::new((0, ring)),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    fn ring(&self) -> std::sync::RwLockReadGuard<'_, (u64, Ring)> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The layout version whose ring the trees follow (0: the one the node started with).
+    pub fn ring_version(&self) -> u64 {
+        self.ring().0
+    }
+
+    /// Follow layout `version`'s ring; the caller rebuilds the trees
+    /// ([`TreeIndex::rebuild`]), since every key's range may have changed.
+    pub fn set_ring(&self, version: u64, ring: Ring) {
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = (version, ring);
     }
 
     /// This node's name.
@@ -210,7 +227,7 @@ impl TreeIndex {
 
     /// The range of a partition in a keyspace with `n` replicas, and its replicas.
     pub fn range_of(&self, n: usize, partition: &[u8]) -> (u64, Vec<String>) {
-        let nodes = self.ring.preference_list(partition, n);
+        let nodes = self.ring().1.preference_list(partition, n);
         (range_id(&nodes), nodes)
     }
 
@@ -218,8 +235,9 @@ impl TreeIndex {
     /// its replicas (sorted), ordered by id.
     pub fn ranges(&self, n: usize) -> BTreeMap<u64, Vec<String>> {
         let mut out = BTreeMap::new();
-        for token in self.ring.tokens() {
-            let mut nodes = self.ring.preference_list_for_token(token, n);
+        let ring = self.ring();
+        for token in ring.1.tokens() {
+            let mut nodes = ring.1.preference_list_for_token(token, n);
             if nodes.contains(&self.name) {
                 nodes.sort();
                 out.entry(range_id(&nodes)).or_insert(nodes);

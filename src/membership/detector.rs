@@ -152,6 +152,27 @@ impl Detector {
         d
     }
 
+    /// Follow a new member list (a layout version came or went): newcomers start unknown,
+    /// nodes no longer members are forgotten.
+    pub fn set_members(&self, names: &[String]) {
+        let now = self.env.now();
+        let mut inner = self.lock();
+        inner.members.retain(|n, _| names.contains(n));
+        for n in names {
+            if *n != self.name && !inner.members.contains_key(n) {
+                inner.members.insert(
+                    n.clone(),
+                    Member {
+                        state: None,
+                        since: now,
+                        deadline: None,
+                        probing: false,
+                    },
+                );
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -164,6 +164,7 @@ impl SimCluster {
             hints: self.spec.hints.clone(),
             tombstones: self.spec.tombstones.clone(),
             detector: self.spec.detector.clone(),
+            membership: Default::default(),
         })?;
         let handler: Arc<dyn PeerHandler> = node.clone();
         self.net
@@ -171,6 +172,8 @@ impl SimCluster {
         self.net.set_down(&name, false);
         // The failure detector, as a real node runs it.
         env.spawn(Box::pin(node.run_detector()));
+        // Layout gossip and transfers, as a real node runs them.
+        env.spawn(Box::pin(node.run_membership()));
         // Anti-entropy exchanges, as a real node runs them.
         if let Some(ae) = node.anti_entropy() {
             env.spawn(Box::pin(Arc::clone(ae).run()));

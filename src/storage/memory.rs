@@ -22,6 +22,11 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
+    fn approximate_bytes(&self) -> Option<u64> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Some(map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum())
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         Ok(map.get(key).cloned())

@@ -74,6 +74,12 @@ pub trait Storage: Send + Sync + 'static {
     fn get_cached(&self, _key: &[u8]) -> Option<Result<Option<Vec<u8>>, StorageError>> {
         None
     }
+
+    /// The engine's estimate of the bytes it holds, if it has one (`cluster plan`'s
+    /// bytes to transfer).
+    fn approximate_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (None if there is none,

@@ -135,6 +135,21 @@ impl RocksStorage {
 }
 
 impl Storage for RocksStorage {
+    fn approximate_bytes(&self) -> Option<u64> {
+        let live = self
+            .db
+            .property_int_value("rocksdb.estimate-live-data-size")
+            .ok()
+            .flatten()?;
+        let mem = self
+            .db
+            .property_int_value("rocksdb.cur-size-all-mem-tables")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        Some(live + mem)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if is_hint(key) {
             return self.db.get_cf(self.hints_cf()?, key).map_err(rocks_err);

@@ -34,6 +34,10 @@ pub trait Transport: Send + Sync + 'static {
         to: &str,
         req: PeerRequest,
     ) -> BoxFuture<'_, Result<PeerResponse, TransportError>>;
+
+    /// Learn (or update) where node `name` listens: a layout version added it. Transports
+    /// that route by name alone (the in-process network) need not care.
+    fn learn_peer(&self, _name: &str, _addr: std::net::SocketAddr) {}
 }
 
 /// The receiving side of a transport: a node.

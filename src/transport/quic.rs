@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint};
@@ -67,13 +68,17 @@ pub async fn connect(
     }
 }
 
+/// A peer's address and its cached connection.
+type PeerSlot = (SocketAddr, tokio::sync::Mutex<Option<Connection>>);
+
 /// Peer transport over a quinn endpoint whose default client config carries this node's
 /// certificate.
 pub struct QuicTransport {
     endpoint: Endpoint,
     me: String,
     /// One slot per peer: the mutex makes concurrent callers share one connection attempt.
-    peers: HashMap<String, (SocketAddr, tokio::sync::Mutex<Option<Connection>>)>,
+    /// Layout changes add peers ([`Transport::learn_peer`]), hence the lock around the map.
+    peers: std::sync::RwLock<HashMap<String, Arc<PeerSlot>>>,
     connect_timeout: Duration,
     max_frame: usize,
 }
@@ -90,22 +95,31 @@ impl QuicTransport {
         let peers = members
             .iter()
             .filter(|m| m.name != me)
-            .map(|m| (m.name.clone(), (m.addr, tokio::sync::Mutex::new(None))))
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    Arc::new((m.addr, tokio::sync::Mutex::new(None))),
+                )
+            })
             .collect();
         QuicTransport {
             endpoint,
             me: me.to_string(),
-            peers,
+            peers: std::sync::RwLock::new(peers),
             connect_timeout,
             max_frame,
         }
     }
 
     async fn connection(&self, to: &str) -> Result<Connection, TransportError> {
-        let (addr, slot) = self
+        let peer = self
             .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .get(to)
+            .cloned()
             .ok_or_else(|| TransportError::UnknownNode(to.to_string()))?;
+        let (addr, slot) = &*peer;
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref() {
             if c.close_reason().is_none() {
@@ -121,6 +135,20 @@ impl QuicTransport {
 }
 
 impl Transport for QuicTransport {
+    fn learn_peer(&self, name: &str, addr: SocketAddr) {
+        if name == self.me {
+            return;
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        if peers.get(name).is_some_and(|p| p.0 == addr) {
+            return;
+        }
+        peers.insert(
+            name.to_string(),
+            Arc::new((addr, tokio::sync::Mutex::new(None))),
+        );
+    }
+
     fn call(
         &self,
         to: &str,
