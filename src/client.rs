@@ -518,6 +518,49 @@ impl Client {
         }
     }
 
+    /// The layouts as the contacted node holds them (`quorumkv cluster status`).
+    pub async fn cluster_status(&self) -> Result<crate::proto::ClusterReport, ClientError> {
+        match self.request(ClientRequest::ClusterStatus).await? {
+            ClientResponse::Cluster(r) => Ok(*r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stage a layout change on the contacted node; returns everything staged there now.
+    pub async fn cluster_stage(
+        &self,
+        change: crate::membership::layout::Change,
+    ) -> Result<crate::membership::layout::Staged, ClientError> {
+        match self.request(ClientRequest::ClusterStage(change)).await? {
+            ClientResponse::Staged(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drop the changes staged on the contacted node; returns what was dropped.
+    pub async fn cluster_abort(&self) -> Result<crate::membership::layout::Staged, ClientError> {
+        match self.request(ClientRequest::ClusterAbort).await? {
+            ClientResponse::Staged(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the staged changes would do.
+    pub async fn cluster_plan(&self) -> Result<crate::membership::layout::Plan, ClientError> {
+        match self.request(ClientRequest::ClusterPlan).await? {
+            ClientResponse::Plan(p) => Ok(*p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Commit the staged changes; returns the version that took effect.
+    pub async fn cluster_commit(&self) -> Result<crate::membership::layout::Layout, ClientError> {
+        match self.request(ClientRequest::ClusterCommit).await? {
+            ClientResponse::Committed(l) => Ok(*l),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The contacted node's latency histograms: (node, rows, read repairs sent).
     pub async fn stats(
         &self,

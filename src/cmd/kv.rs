@@ -598,6 +598,112 @@ pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cluster join NAME ADDR [--zone Z]`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// The joining node's name (the name in its certificate).
+    name: String,
+    /// Its QUIC address, HOST:PORT.
+    addr: std::net::SocketAddr,
+    /// Its zone (rack, room, availability zone), if the cluster's members have zones.
+    #[arg(long)]
+    zone: Option<String>,
+}
+
+/// `cluster leave|remove NAME`.
+#[derive(Debug, Args)]
+pub struct NodeNameArgs {
+    #[command(flatten)]
+    c: ClusterArgs,
+    /// The node's name.
+    name: String,
+}
+
+pub fn cluster(cmd: super::ClusterCommand) -> anyhow::Result<ExitCode> {
+    use super::ClusterCommand as C;
+    use quorumkv::membership::layout::Change;
+    use quorumkv::shell::render;
+    let stage = |c: &ClusterArgs, change: Change| -> anyhow::Result<ExitCode> {
+        let staged = with_client(c, |client, _| {
+            Box::pin(async move { Ok(client.cluster_stage(change).await?) })
+        })?;
+        if c.output == Output::Json {
+            println!("{}", json!({"staged": staged}));
+        } else {
+            println!("staged on top of v{}:", staged.base);
+            for ch in &staged.changes {
+                println!("  {ch}");
+            }
+            println!("see what it would move with `quorumkv cluster plan`, apply it with `quorumkv cluster commit`");
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    match cmd {
+        C::Status(a) => {
+            let r = with_client(&a, |client, _| {
+                Box::pin(async move { Ok(client.cluster_status().await?) })
+            })?;
+            if a.output == Output::Json {
+                println!("{}", serde_json::to_value(&r)?);
+            } else {
+                println!("{}", render::cluster_report(&r));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        C::Join(j) => stage(
+            &j.c,
+            Change::Join {
+                name: j.name,
+                addr: j.addr,
+                zone: j.zone,
+            },
+        ),
+        C::Leave(n) => stage(&n.c, Change::Leave { name: n.name }),
+        C::Remove(n) => stage(&n.c, Change::Remove { name: n.name }),
+        C::Plan(a) => {
+            let p = with_client(&a, |client, _| {
+                Box::pin(async move { Ok(client.cluster_plan().await?) })
+            })?;
+            if a.output == Output::Json {
+                println!("{}", serde_json::to_value(&p)?);
+            } else {
+                println!("{}", render::plan_text(&p));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        C::Commit(a) => {
+            let l = with_client(&a, |client, _| {
+                Box::pin(async move { Ok(client.cluster_commit().await?) })
+            })?;
+            if a.output == Output::Json {
+                println!("{}", json!({"committed": l}));
+            } else {
+                println!(
+                    "layout v{} committed: members {}; data moves in the background (`quorumkv cluster status` shows progress)",
+                    l.version,
+                    l.names().join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        C::Abort(a) => {
+            let dropped = with_client(&a, |client, _| {
+                Box::pin(async move { Ok(client.cluster_abort().await?) })
+            })?;
+            if a.output == Output::Json {
+                println!("{}", json!({"dropped": dropped}));
+            } else if dropped.changes.is_empty() {
+                println!("nothing was staged");
+            } else {
+                println!("dropped {} staged change(s)", dropped.changes.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub fn aae_status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     let (node, enabled, ranges) = with_client(&a, |client, _| {
         Box::pin(async move { Ok(client.aae_status().await?) })

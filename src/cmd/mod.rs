@@ -54,6 +54,14 @@ enum Command {
         #[command(subcommand)]
         command: AaeCommand,
     },
+    /// Membership: `cluster status` shows the layout versions; `join`, `leave` and
+    /// `remove` stage changes, `plan` shows what they would move, `commit` applies them
+    /// (data then moves in the background), `abort` drops them. Needs an admin
+    /// certificate to change anything.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Read a partition's items in sort order (paged).
     Scan(kv::ScanArgs),
     /// Write several items of one partition atomically on each replica.
@@ -104,6 +112,27 @@ pub enum AaeCommand {
     Status(kv::ClusterArgs),
 }
 
+/// `quorumkv cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The layout versions the contacted node holds: members, zones, what each node has
+    /// acknowledged and received, transfers, and the changes staged on it.
+    Status(kv::ClusterArgs),
+    /// Stage: node NAME (already running, e.g. `dev-cluster --add NAME`) joins at ADDR.
+    Join(kv::JoinArgs),
+    /// Stage: live node NAME hands its data over, then owns nothing.
+    Leave(kv::NodeNameArgs),
+    /// Stage: dead node NAME is dropped; its ranges re-replicate from the survivors.
+    Remove(kv::NodeNameArgs),
+    /// What the staged changes would do: ranges and bytes that move, balance after.
+    Plan(kv::ClusterArgs),
+    /// Apply the staged changes as the next layout version (refused if another commit
+    /// from the same version took effect first).
+    Commit(kv::ClusterArgs),
+    /// Drop the staged changes.
+    Abort(kv::ClusterArgs),
+}
+
 /// Where the client connection file is when `--cluster` is not given.
 fn default_cluster_file() -> PathBuf {
     PathBuf::from("dev-cluster/cluster.toml")
@@ -134,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aae {
             command: AaeCommand::Status(a),
         } => kv::aae_status(a),
+        Command::Cluster { command } => kv::cluster(command),
         Command::Scan(a) => kv::scan(a),
         Command::Batch(a) => kv::batch(a),
         Command::Incr(a) => kv::incr(a),

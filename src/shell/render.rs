@@ -1210,6 +1210,141 @@ pub fn reaping_line(node: &str, reaped: Option<u64>, kept: u64, last: Option<&st
     }
 }
 
+/// `cluster status` (CLI and shell): the live layout versions as the answering node holds
+/// them, each node's part in them, its transfer, and the changes staged on it.
+pub fn cluster_report(r: &crate::proto::ClusterReport) -> String {
+    use std::fmt::Write as _;
+    let h = &r.history;
+    let cur = h.current();
+    let mut out = String::new();
+    let versions: Vec<String> = h.live.iter().map(|l| format!("v{}", l.version)).collect();
+    let _ = writeln!(
+        out,
+        "layouts as {} holds them: current v{}",
+        r.node, cur.version
+    );
+    if h.in_transition() {
+        let _ = writeln!(
+            out,
+            "data is moving: live versions {} (reads use v{}; writes reach a quorum in each)",
+            versions.join(", "),
+            h.read_layout().version
+        );
+    } else {
+        let _ = writeln!(out, "no change in progress (one live version)");
+    }
+    let _ = write!(out, "{:<8} {:<22} {:<10}", "node", "address", "zone");
+    for l in &h.live {
+        let _ = write!(out, " {:>5}", format!("v{}", l.version));
+    }
+    let _ = writeln!(out, " {:>6} {:>6}", "acked", "synced");
+    let removed = h.removed();
+    for m in h.everyone() {
+        let _ = write!(
+            out,
+            "{:<8} {:<22} {:<10}",
+            m.name,
+            m.addr.to_string(),
+            m.zone.as_deref().unwrap_or("-")
+        );
+        for l in &h.live {
+            let cell = if l.has(&m.name) {
+                "owns"
+            } else if removed.contains(&m.name) && l.removed.contains(&m.name) {
+                "gone"
+            } else {
+                "-"
+            };
+            let _ = write!(out, " {cell:>5}");
+        }
+        let v = |map: &std::collections::BTreeMap<String, u64>| {
+            map.get(&m.name)
+                .map_or("-".to_string(), |v| format!("v{v}"))
+        };
+        let _ = writeln!(out, " {:>6} {:>6}", v(&h.acked), v(&h.synced));
+    }
+    let t = &r.transfer;
+    if t.version > 0 || t.keys_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "transfers into {} since it started: {} keys ({} bytes) received for v{}, {} checksum failures, {} keys dropped after changes",
+            r.node, t.keys_received, t.bytes_received, t.version, t.checksum_failures, t.keys_dropped
+        );
+    }
+    if let Some(e) = &t.last_error {
+        let _ = writeln!(out, "last transfer error (retried every second): {e}");
+    }
+    if r.staged.changes.is_empty() {
+        let _ = writeln!(out, "nothing staged on {}", r.node);
+    } else {
+        let _ = writeln!(out, "staged on {} (on v{}):", r.node, r.staged.base);
+        for c in &r.staged.changes {
+            let _ = writeln!(out, "  {c}");
+        }
+        let _ = writeln!(
+            out,
+            "see `cluster plan`, then `cluster commit` (or `cluster abort`)"
+        );
+    }
+    out.trim_end().to_string()
+}
+
+/// `cluster plan` (CLI and shell).
+pub fn plan_text(p: &crate::membership::layout::Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "plan for layout v{}:", p.version);
+    for c in &p.changes {
+        let _ = writeln!(out, "  {c}");
+    }
+    let _ = writeln!(
+        out,
+        "replica slots moving to a new owner: {:.1}% ({} of {} ring arcs change owners; N={})",
+        p.moved_share * 100.0,
+        p.ranges_moving,
+        p.ranges_total,
+        p.n
+    );
+    let _ = writeln!(
+        out,
+        "data to transfer: about {} (estimated from the answering node's data size)",
+        human_bytes(p.bytes_to_transfer)
+    );
+    let _ = writeln!(out, "{:<8} {:>8} {:>8}", "node", "before", "after");
+    let names: std::collections::BTreeSet<&String> = p
+        .balance_before
+        .keys()
+        .chain(p.balance_after.keys())
+        .collect();
+    for n in names {
+        let pct = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get(n)
+                .map_or("-".to_string(), |s| format!("{:.1}%", s * 100.0))
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {:>8} {:>8}",
+            n,
+            pct(&p.balance_before),
+            pct(&p.balance_after)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "`cluster commit` applies it (data then moves in the background; `cluster status` shows progress); `cluster abort` drops it"
+    );
+    out.trim_end().to_string()
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
