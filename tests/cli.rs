@@ -666,3 +666,64 @@ fn certs_keys_are_private_and_kept() {
     );
     assert_eq!(mode("ops.key"), 0o600, "admin key");
 }
+
+/// Goal (layouts, issue 15, on real processes): `cluster status` shows the first layout;
+/// bad changes are refused naming the problem (a member joining again, a stranger leaving,
+/// a shrink below the keyspace's N, a commit with nothing staged); a staged join shows in
+/// `status` and in `plan` (about a quarter of the replica slots move, all to the newcomer),
+/// and `abort` drops it.
+#[test]
+fn cluster_commands_stage_plan_and_refuse_bad_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _, _guard) = started_dev_cluster(tmp.path());
+    let o = cli(&dir, &["cluster", "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("current v1") && text.contains("no change in progress"),
+        "{text}"
+    );
+    for (args, want) in [
+        (
+            vec!["cluster", "join", "n2", "127.0.0.1:1"],
+            "n2 is already a member",
+        ),
+        (vec!["cluster", "leave", "n9"], "n9 is not a member"),
+        (vec!["cluster", "leave", "n3"], "keeps n=3 replicas"),
+        (vec!["cluster", "commit"], "nothing is staged"),
+        (vec!["cluster", "join", "n4", "not-an-address"], "invalid"),
+    ] {
+        let o = cli(&dir, &args);
+        assert!(!o.status.success(), "{args:?} succeeded: {}", stdout(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    let o = cli(&dir, &["cluster", "join", "n4", "127.0.0.1:9"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("join n4 at 127.0.0.1:9"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&dir, &["cluster", "plan", "--output", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let moved = plan["moved_share"].as_f64().unwrap();
+    assert!((0.2..0.3).contains(&moved), "{plan}");
+    assert_eq!(plan["version"], 2);
+    let after = plan["balance_after"]["n4"].as_f64().unwrap();
+    assert!((0.2..0.3).contains(&after), "{plan}");
+    let o = cli(&dir, &["cluster", "status"]);
+    assert!(
+        stdout(&o).contains("staged on n1 (on v1)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&dir, &["cluster", "abort"]);
+    assert!(
+        stdout(&o).contains("dropped 1 staged change"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&dir, &["cluster", "status"]);
+    assert!(stdout(&o).contains("nothing staged"), "{}", stdout(&o));
+}
