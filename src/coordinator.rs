@@ -1042,69 +1042,12 @@ impl Coordinator {
         })
     }
 
-    /// Step 2 of a write: send the lead's result to the other replicas and wait until W
-    /// replicas (the lead included) hold it, or until so many failed that W cannot be
-    /// reached.
-    #[allow(clippy::too_many_arguments)]
-    async fn replicate_from_lead<C: PeerCall<Reply = ()>>(
-        &self,
-        pl: &[String],
-        lead: &str,
-        replicate: C,
-        op: &'static str,
-        quorum: Quorum,
-        deadline: Instant,
-        mut failures: BTreeMap<String, ReplicaFailure>,
-        trace: &mut Trace,
-    ) -> Result<(), CoordinatorError> {
-        let w = quorum.w;
-        let others: Vec<String> = pl.iter().filter(|n| *n != lead).cloned().collect();
-        // The lead holds it already; every replica here is a primary, so `pw` is `w`.
-        let w = w.max(quorum.pw);
-        let needed = (w as usize).saturating_sub(1);
-        let got = self
-            .peers
-            .fan_out(&others, replicate, deadline)
-            .gather(needed, |reply| {
-                let (node, us) = (&reply.node, reply.us);
-                match reply.result {
-                    Ok(()) => {
-                        trace.add(node, || format!("stored replica after {us} µs"));
-                        Ok(())
-                    }
-                    Err(f) => Err(trace.failure(node, us, &f)),
-                }
-            })
-            .await;
-        // A replica that failed as a lead candidate but then stored the lead's result
-        // holds it after all.
-        for (node, ()) in &got.ok {
-            failures.remove(node);
-        }
-        for failure in got.failures {
-            failures.insert(failure.node.clone(), failure);
-        }
-        let acks = 1 + got.ok.len() as u8;
-        if acks < w {
-            return Err(CoordinatorError::QuorumNotReached {
-                op,
-                needed: w,
-                got: acks,
-                failures: failures.into_values().collect(),
-            });
-        }
-        trace.add(&self.name, || {
-            format!("{op} acknowledged by {acks} replica(s)")
-        });
-        Ok(())
-    }
-
     /// Step 2 of a write (a key's object or a batch's): with a sloppy quorum (the
     /// keyspace's `sloppy_quorum` and this node's `hints.enabled`) through
     /// [`Coordinator::replicate_sloppy`], else to the primaries only.
     ///
     /// While data moves between layouts, `sets` holds one replica set per live layout
-    /// version and the write goes through [`Coordinator::replicate_to_sets`] instead.
+    /// version and the write goes through [`Coordinator::replicate_strict`] instead.
     #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
@@ -1117,36 +1060,24 @@ impl Coordinator {
         failures: BTreeMap<String, ReplicaFailure>,
         trace: &mut Trace,
     ) -> Result<(), CoordinatorError> {
-        if sets.len() > 1 {
+        if sets.len() == 1 && self.sloppy && out.keyspace().sloppy_quorum {
             return self
-                .replicate_to_sets(sets, lead, out, op, quorum, deadline, failures, trace)
+                .replicate_sloppy(&sets[0], lead, out, op, quorum, deadline, failures, trace)
                 .await;
         }
-        let pl = &sets[0];
-        if self.sloppy && out.keyspace().sloppy_quorum {
-            return self
-                .replicate_sloppy(pl, lead, out, op, quorum, deadline, failures, trace)
-                .await;
-        }
-        match out {
-            Outgoing::One(r) => {
-                self.replicate_from_lead(pl, lead, r, op, quorum, deadline, failures, trace)
-                    .await
-            }
-            Outgoing::Batch(b) => {
-                self.replicate_from_lead(pl, lead, b, op, quorum, deadline, failures, trace)
-                    .await
-            }
-        }
+        self.replicate_strict(sets, lead, out, op, quorum, deadline, failures, trace)
+            .await
     }
 
-    /// Step 2 while data moves between layout versions: the lead's result goes to every
-    /// replica of every live version's set, and the write succeeds once *each* set holds
-    /// it on W of its members (`max(w, pw)`: all of them are primaries of their version),
-    /// so a read from either version's owners meets it. No stand-ins meanwhile: a hint
-    /// would be replayed to one version's owner only, and transfers are short.
+    /// Step 2 to the primaries only: the lead's result goes to every other replica, and
+    /// the write succeeds once W of them (the lead included; `max(w, pw)`, since all are
+    /// primaries) hold it, or fails as soon as that is out of reach. While data moves
+    /// between layout versions, `sets` holds each live version's replica set and the write
+    /// must reach W in *each*, so a read from either version's owners meets it. No
+    /// stand-ins then: a hint would be replayed to one version's owner only, and transfers
+    /// are short.
     #[allow(clippy::too_many_arguments)]
-    async fn replicate_to_sets(
+    async fn replicate_strict(
         &self,
         sets: &[Vec<String>],
         lead: &str,
@@ -1164,9 +1095,11 @@ impl Coordinator {
                 targets.push(n.clone());
             }
         }
-        trace.add(&self.name, || {
-            format!("layouts in transition: the write must reach w={w} in each of {sets:?}")
-        });
+        if sets.len() > 1 {
+            trace.add(&self.name, || {
+                format!("layouts in transition: the write must reach w={w} in each of {sets:?}")
+            });
+        }
         let mut acked: Vec<String> = vec![lead.to_string()];
         let mut pending: Vec<String> = targets.clone();
         let count =
@@ -1203,8 +1136,9 @@ impl Coordinator {
                 failures: failures.into_values().collect(),
             });
         }
-        trace.add(&self.name, || {
-            format!("{op} acknowledged by w={w} in every live layout's replica set")
+        trace.add(&self.name, || match sets {
+            [_] => format!("{op} acknowledged by {} replica(s)", acked.len()),
+            _ => format!("{op} acknowledged by w={w} in every live layout's replica set"),
         });
         Ok(())
     }

@@ -891,6 +891,41 @@ impl Replica {
         ks: &KeyspaceDef,
         items: Vec<(Key, u64)>,
     ) -> Result<usize, ReplicaError> {
+        let removed = self
+            .remove_keys(ks, items, |skey, o, expected| {
+                only_tombstones(o) && crate::aae::tree::key_hash(skey, o) == *expected
+            })
+            .await?;
+        self.metrics
+            .tombstones_reaped
+            .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// Remove `keys` of `ks` outright, whatever their copy holds: this node stopped owning
+    /// them when a layout change completed (`crate::transfer` cleans up). Like reaping it
+    /// forgets their version vectors, so it raises the reap floor the same way: if this
+    /// node owns them again later, the dots it issues stay above the forgotten ones (kv679).
+    /// Returns how many keys were removed.
+    pub async fn forget(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        keys: Vec<Key>,
+    ) -> Result<usize, ReplicaError> {
+        let items = keys.into_iter().map(|k| (k, ())).collect();
+        self.remove_keys(ks, items, |_, o, _| *o != Object::default())
+            .await
+    }
+
+    /// Remove each key whose copy `pick` accepts (given its storage key, the copy and the
+    /// key's item), in one storage batch with the tree changes, the tombstone index records
+    /// and the reap floor raised above every counter of this actor the copies held.
+    async fn remove_keys<T: Send + 'static>(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        items: Vec<(Key, T)>,
+        pick: impl Fn(&[u8], &Object, &T) -> bool + Send + 'static,
+    ) -> Result<usize, ReplicaError> {
         let ks = ks.clone();
         self.run(move |r| {
             let skeys: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.encode(&ks.name)).collect();
@@ -900,9 +935,9 @@ impl Replica {
             let before = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
             let mut floor = before;
             let (mut batch, mut changes, mut removed) = (Vec::new(), Vec::new(), 0);
-            for ((key, expected), skey) in items.iter().zip(skeys) {
+            for ((key, item), skey) in items.iter().zip(skeys) {
                 let o = r.load(key, &skey)?;
-                if !only_tombstones(&o) || crate::aae::tree::key_hash(&skey, &o) != *expected {
+                if !pick(&skey, &o, item) {
                     continue;
                 }
                 floor = floor.max(o.vv.get(&actor));
@@ -920,59 +955,10 @@ impl Replica {
                 batch.push(BatchOp::Put(REAP_FLOOR_KEY.to_vec(), rec));
             }
             r.store(batch, changes)?;
-            r.metrics
-                .tombstones_reaped
-                .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
             if !r.bugs.no_reap_floor {
                 r.reap_floor
                     .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
             }
-            Ok(removed)
-        })
-        .await
-    }
-
-    /// Remove `keys` of `ks` outright, whatever their copy holds: this node stopped owning
-    /// them when a layout change completed (`crate::transfer` cleans up). Like reaping it
-    /// forgets their version vectors, so it raises the reap floor the same way: if this
-    /// node owns them again later, the dots it issues stay above the forgotten ones (kv679).
-    /// Returns how many keys were removed.
-    pub async fn forget(
-        self: &Arc<Self>,
-        ks: &KeyspaceDef,
-        keys: Vec<Key>,
-    ) -> Result<usize, ReplicaError> {
-        let ks = ks.clone();
-        self.run(move |r| {
-            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
-            let _guards = r.lock_all(&skeys);
-            let actor = r.actor();
-            let inc = incarnation_of(&actor).unwrap_or(0);
-            let before = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
-            let mut floor = before;
-            let (mut batch, mut changes, mut removed) = (Vec::new(), Vec::new(), 0);
-            for (key, skey) in keys.iter().zip(skeys) {
-                let o = r.load(key, &skey)?;
-                if o == Object::default() {
-                    continue;
-                }
-                floor = floor.max(o.vv.get(&actor));
-                changes.extend(r.tree_change(&ks, key, &skey, &o, &Object::default()));
-                batch.push(BatchOp::Delete(crate::tombstones::index_key(&skey)));
-                batch.push(BatchOp::Delete(skey));
-                removed += 1;
-            }
-            if batch.is_empty() {
-                return Ok(0);
-            }
-            if floor > before {
-                let mut rec = inc.to_be_bytes().to_vec();
-                rec.extend_from_slice(&floor.to_be_bytes());
-                batch.push(BatchOp::Put(REAP_FLOOR_KEY.to_vec(), rec));
-            }
-            r.store(batch, changes)?;
-            r.reap_floor
-                .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
             Ok(removed)
         })
         .await
