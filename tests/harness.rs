@@ -1,16 +1,19 @@
 //! The store side of the Jepsen-style harness, run in process on the `sim` target through
 //! the library API (`quorumkv::harness::run`), as `quorumkv jepsen --target sim` runs it:
 //! the verdicts the store deserves on known-good and known-bad configurations, the
-//! determinism of the simulated target, and the convergence check's findings.
+//! determinism of the simulated target, and the convergence check's findings. One run
+//! uses the `local` target (node processes of the built binary) for the `membership`
+//! nemesis, which only that target has.
 //!
 //! Runs are short (a few simulated seconds, each well under a minute of real time in a
-//! debug build) because the simulator's cluster runs on a paused clock.
+//! debug build) because the simulator's cluster runs on a paused clock; the local run
+//! takes about half a minute of real time.
 
 use std::time::Duration;
 
 use jepsen_like::harness::{HistorySink, RunDir, RunOptions};
-use jepsen_like::Verdict;
-use quorumkv::harness::run::{Judgement, RunOutcome, RunPlan, Target};
+use jepsen_like::{Process, Value, Verdict};
+use quorumkv::harness::run::{Judgement, Processes, RunOutcome, RunPlan, Target};
 use quorumkv::harness::{KeyspaceSpec, WorkloadKind};
 
 /// A sim plan: `spec` and `workload` for `secs` simulated seconds with 6 clients, `faults`
@@ -234,4 +237,134 @@ fn sim_visibility_under_kill_converges_by_hinted_handoff() {
     assert!(c.converged, "{:?}", c.summary());
     assert_eq!(c.differing_keys, 0);
     assert_eq!(j.verdict, Verdict::Valid, "{:?}", j.workload.summary);
+}
+
+/// The committed layout changes the nemesis recorded: (`join` or `leave`, version) of
+/// every nemesis completion whose value is a committed change (not a skipped one, not an
+/// error), in history order.
+fn committed_changes(outcome: &RunOutcome) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let mut visit = |v: &Value| {
+        if let (Some(change), Some(version)) = (
+            v.get(&Value::kw("change")).and_then(Value::as_name),
+            v.get(&Value::kw("version")).and_then(Value::as_int),
+        ) {
+            if v.get(&Value::kw("members")).is_some() {
+                out.push((change.to_string(), version));
+            }
+        }
+    };
+    for op in &outcome.record.history.ops {
+        if op.process != Process::Nemesis {
+            continue;
+        }
+        // `heal_all` records a vector of what it healed; start and stop record one value.
+        match &op.value {
+            Value::Vector(items) => items.iter().for_each(&mut visit),
+            other => visit(other),
+        }
+    }
+    out
+}
+
+/// Goal (issue 15): a newcomer grows a running 3-node cluster to 4 and shrinks it back,
+/// twice, while six clients add to a set, and nothing acknowledged is lost. On the local
+/// target with `--nodes 4`, the `membership` nemesis commits a join of the spare node at
+/// each start and its leave at each stop, and after the heal the layout settles back to
+/// the first three nodes. The harness's verdict (set-full checker plus convergence) is
+/// valid, and the history holds at least one committed join and one committed leave, so
+/// the run really moved ownership while it wrote.
+#[test]
+fn local_set_survives_membership_grow_and_shrink() {
+    let store = tempfile::tempdir().unwrap();
+    let mut p = plan(
+        "policy=siblings,n=3,r=2,w=2",
+        WorkloadKind::Set,
+        &["membership"],
+        16,
+        1,
+    );
+    p.target = Target::Local;
+    p.nodes = 4;
+    p.opts.nemesis_interval = Duration::from_secs(4);
+    p.opts.quiet = Duration::from_secs(2);
+    p.converge_within = Duration::from_secs(30);
+    p.test = "set-membership-local".into();
+    let dir = RunDir::create(store.path(), &p.test, 0).expect("run directory");
+    let sink = HistorySink::create(&dir.file("history.edn")).expect("history.edn");
+    let processes = Processes {
+        exe: Some(env!("CARGO_BIN_EXE_quorumkv").into()),
+        repo: std::path::PathBuf::new(),
+        keep_data: false,
+    };
+    let outcome = p
+        .run(&dir, sink, &processes)
+        .expect("the local run completes");
+    let j = p.write_report(&dir, &outcome).expect("report");
+    let changes = committed_changes(&outcome);
+    assert!(
+        changes.iter().any(|(c, _)| c == "join") && changes.iter().any(|(c, _)| c == "leave"),
+        "no committed join and leave in {changes:?}; run in {}",
+        dir.path.display()
+    );
+    // The versions only grow: each change committed on top of the one before.
+    assert!(changes.windows(2).all(|w| w[0].1 < w[1].1), "{changes:?}");
+    let set = &j.workload.details["set"];
+    assert!(
+        set["acknowledged_count"].as_u64().unwrap_or(0) > 0,
+        "{:?}",
+        j.workload.summary
+    );
+    assert_eq!(
+        set["lost"].as_array().map(Vec::len),
+        Some(0),
+        "{:?}",
+        j.workload.summary
+    );
+    assert!(
+        outcome.convergence.converged,
+        "{:?}",
+        outcome.convergence.summary()
+    );
+    assert_eq!(
+        j.verdict,
+        Verdict::Valid,
+        "{:?}; run in {}",
+        j.workload.summary,
+        dir.path.display()
+    );
+}
+
+/// Goal: a `membership` run that cannot work is refused before any cluster starts, with a
+/// message naming the problem: a keyspace whose n the layout without the spare cannot
+/// hold, a single node, and a target without a spare node.
+#[test]
+fn membership_plans_that_cannot_work_are_refused() {
+    let mut p = plan(
+        "policy=siblings,n=3",
+        WorkloadKind::Set,
+        &["membership"],
+        5,
+        1,
+    );
+    p.target = Target::Local;
+    p.nodes = 3;
+    let e = p.check_membership().unwrap_err().to_string();
+    assert!(e.contains("n=3") && e.contains("at most 2"), "{e}");
+    p.nodes = 4;
+    assert!(p.check_membership().is_ok());
+    let mut one = plan(
+        "policy=siblings,n=1",
+        WorkloadKind::Set,
+        &["membership"],
+        5,
+        1,
+    );
+    one.target = Target::Local;
+    one.nodes = 1;
+    let e = one.check_membership().unwrap_err().to_string();
+    assert!(e.contains("--nodes 2 or more"), "{e}");
+    p.target = Target::Sim;
+    let e = p.check_membership().unwrap_err().to_string();
+    assert!(e.contains("sim") && e.contains("\"membership\""), "{e}");
 }

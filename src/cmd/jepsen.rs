@@ -45,7 +45,8 @@ pub struct JepsenArgs {
     workload: String,
     /// Comma-separated faults, or `none`: kill, pause, clock-skew (local, containers);
     /// partition-halves, partition-majorities-ring, partition-bridge, partition-one,
-    /// partition-oneway (containers, sim). `sim` has no pause.
+    /// partition-oneway (containers, sim); membership (local: the last node is a spare
+    /// that joins the layout at each start and leaves at each stop). `sim` has no pause.
     #[arg(long, default_value = "none")]
     nemesis: String,
     /// Seconds between nemesis actions (a fault starts, then stops, each after this long).
@@ -180,7 +181,7 @@ fn plan(a: &JepsenArgs) -> anyhow::Result<RunPlan> {
     }
     // A keyspace per run: the containers cluster outlives runs.
     let keyspace = format!("jepsen_{}", now_ms());
-    Ok(RunPlan {
+    let plan = RunPlan {
         target: match a.target {
             Target::Local => run::Target::Local,
             Target::Containers => run::Target::Containers,
@@ -196,7 +197,9 @@ fn plan(a: &JepsenArgs) -> anyhow::Result<RunPlan> {
         test,
         keyspace,
         anti_entropy,
-    })
+    };
+    plan.check_membership()?;
+    Ok(plan)
 }
 
 #[allow(clippy::disallowed_methods)] // the harness's wall clock: run directory names

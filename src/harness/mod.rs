@@ -59,6 +59,14 @@ pub enum HarnessError {
         /// What it supports.
         supported: String,
     },
+    /// The `membership` fault cannot run on this cluster size or keyspace.
+    #[error("the membership nemesis on {nodes} nodes: {problem}")]
+    MembershipPlan {
+        /// `--nodes`.
+        nodes: usize,
+        /// What is wrong.
+        problem: String,
+    },
     /// Starting, reaching or stopping the cluster failed.
     #[error("{0}")]
     Cluster(String),

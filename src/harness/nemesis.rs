@@ -9,6 +9,13 @@
 //! fault hurts, drawn from the seeded draw; a partition replaces any earlier partition
 //! (at most one is active, as with `scripts/netsplit.sh`); `stop` undoes every instance of
 //! its fault; `heal_all` undoes everything.
+//!
+//! `membership` is not a fault of one node but an operator's change: its start grows the
+//! layout by the target's spare node (stage `join`, commit), its stop shrinks it back
+//! (stage `leave`, commit), while data moves in the background. `heal_all` makes the spare
+//! leave if it is still a member and then waits until no node reports a layout
+//! transition, so the final reads and the convergence check see one settled layout (the
+//! one the run started with).
 
 use std::future::Future;
 
@@ -17,7 +24,7 @@ use jepsen_like::Value;
 use super::HarnessError;
 
 /// Every fault name, in the order documented in docs/HARNESS.md.
-pub const ALL_FAULTS: [&str; 8] = [
+pub const ALL_FAULTS: [&str; 9] = [
     "kill",
     "pause",
     "clock-skew",
@@ -26,7 +33,11 @@ pub const ALL_FAULTS: [&str; 8] = [
     "partition-bridge",
     "partition-one",
     "partition-oneway",
+    "membership",
 ];
+
+/// The fault that grows and shrinks the layout (see the module docs).
+pub const MEMBERSHIP: &str = "membership";
 
 /// The shape of a partition fault (`partition-*`), if `fault` is one.
 pub fn partition_shape(fault: &str) -> Option<&str> {
@@ -76,6 +87,25 @@ pub trait NodeControl: Send + 'static {
     ) -> impl Future<Output = Result<Value, String>> + Send;
     /// Remove every partition.
     fn heal_partition(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Grow the layout by the spare node (`true`: stage `join`, commit) or shrink it back
+    /// (`false`: stage `leave`, commit), through a node of the layout; returns what to
+    /// record (the committed version and its members, or why nothing was needed).
+    /// Default: unsupported, for targets with no spare node.
+    fn change_membership(
+        &mut self,
+        grow: bool,
+    ) -> impl Future<Output = Result<Value, String>> + Send {
+        let msg = format!(
+            "the {} target cannot change membership (grow: {grow})",
+            self.target()
+        );
+        async move { Err(msg) }
+    }
+    /// Wait (bounded) until no node reports a layout transition (one live version
+    /// everywhere); returns what to record. Default: nothing to wait for.
+    fn settle_membership(&mut self) -> impl Future<Output = Result<Value, String>> + Send {
+        async { Ok(Value::Nil) }
+    }
 }
 
 /// A target's nemesis: [`NodeControl`] plus the rules of the module docs.
@@ -85,6 +115,9 @@ pub struct TargetNemesis<C> {
     killed: Vec<usize>,
     paused: Vec<usize>,
     skewed: Vec<usize>,
+    /// The run asked for `membership`: `heal_all` must shrink the layout back and wait
+    /// for the data to settle.
+    membership: bool,
 }
 
 impl<C: NodeControl> TargetNemesis<C> {
@@ -106,6 +139,7 @@ impl<C: NodeControl> TargetNemesis<C> {
             killed: Vec::new(),
             paused: Vec::new(),
             skewed: Vec::new(),
+            membership: faults.iter().any(|f| f == MEMBERSHIP),
         })
     }
 
@@ -149,6 +183,9 @@ impl<C: NodeControl> jepsen_like::harness::Nemesis for TargetNemesis<C> {
             let order = self.shuffled(draw);
             return self.control.partition(shape, order).await;
         }
+        if fault == MEMBERSHIP {
+            return self.control.change_membership(true).await;
+        }
         let i = self.victim(draw).ok_or("every node is already hurt")?;
         match fault {
             "kill" => {
@@ -174,6 +211,9 @@ impl<C: NodeControl> jepsen_like::harness::Nemesis for TargetNemesis<C> {
         if partition_shape(fault).is_some() {
             self.control.heal_partition().await?;
             return Ok(Value::kw("healed"));
+        }
+        if fault == MEMBERSHIP {
+            return self.control.change_membership(false).await;
         }
         let mut done = Vec::new();
         let (what, hurt) = match fault {
@@ -210,6 +250,11 @@ impl<C: NodeControl> jepsen_like::harness::Nemesis for TargetNemesis<C> {
             if self.control.supported().contains(&f) {
                 healed.push(self.stop(f).await?);
             }
+        }
+        // Last: every node is up again, so the leave can commit and the transfers finish.
+        if self.membership {
+            healed.push(self.control.change_membership(false).await?);
+            healed.push(self.control.settle_membership().await?);
         }
         Ok(Value::Vector(healed))
     }
@@ -260,6 +305,39 @@ mod tests {
             self.calls.push("heal".into());
             Ok(())
         }
+        async fn change_membership(&mut self, grow: bool) -> Result<Value, String> {
+            self.calls.push(format!("grow {grow}"));
+            Ok(Value::Bool(grow))
+        }
+        async fn settle_membership(&mut self) -> Result<Value, String> {
+            self.calls.push("settle".into());
+            Ok(Value::Nil)
+        }
+    }
+
+    /// Goal: `membership` grows the layout at start and shrinks it at stop without
+    /// hurting a node (the node faults still have every node to draw from), and
+    /// `heal_all` shrinks it and waits for the data to settle, after every other heal; a
+    /// run without `membership` never touches the layout.
+    #[tokio::test]
+    async fn membership_grows_shrinks_and_settles_last() {
+        let mut n = TargetNemesis::new(Recording::default(), &[MEMBERSHIP.into()]).unwrap();
+        assert_eq!(n.start(MEMBERSHIP, 3).await.unwrap(), Value::Bool(true));
+        assert!(n.killed.is_empty() && n.paused.is_empty() && n.skewed.is_empty());
+        assert_eq!(n.stop(MEMBERSHIP).await.unwrap(), Value::Bool(false));
+        n.start(MEMBERSHIP, 4).await.unwrap();
+        n.start("kill", 0).await.unwrap();
+        n.heal_all().await.unwrap();
+        let calls = &n.control.calls;
+        let at = |c: &str| calls.iter().rposition(|x| x == c).unwrap();
+        assert_eq!(calls[..3], ["grow true", "grow false", "grow true"]);
+        assert!(at("grow false") > at("heal") && at("grow false") > at("restart 0"));
+        assert_eq!(calls.last().map(String::as_str), Some("settle"));
+
+        let mut plain = TargetNemesis::new(Recording::default(), &["kill".into()]).unwrap();
+        plain.heal_all().await.unwrap();
+        let calls = &plain.control.calls;
+        assert!(!calls.iter().any(|c| c.starts_with("grow") || c == "settle"));
     }
 
     /// Goal: node faults never pile onto one node, `stop` undoes every instance of its
@@ -290,9 +368,10 @@ mod tests {
         }
     }
 
-    /// Goal: a fault the target cannot inject is refused up front, naming what it can.
-    #[test]
-    fn unsupported_fault_is_refused() {
+    /// Goal: a fault the target cannot inject is refused up front, naming what it can, and a
+    /// target without a spare refuses a membership change.
+    #[tokio::test]
+    async fn unsupported_fault_is_refused() {
         struct NoPause(Recording);
         impl NodeControl for NoPause {
             fn target(&self) -> &'static str {
@@ -331,6 +410,10 @@ mod tests {
             e.contains("nopause") && e.contains("\"pause\"") && e.contains("kill"),
             "{e}"
         );
+        // A target that does not implement membership says so rather than pretending.
+        let mut no = NoPause(Recording::default());
+        let e = no.change_membership(true).await.unwrap_err();
+        assert!(e.contains("nopause") && e.contains("membership"), "{e}");
     }
 
     /// Goal: partition names map to shapes; other names do not.

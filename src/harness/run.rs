@@ -25,6 +25,7 @@ use super::client::{QuicTransport, StoreClient, Transport};
 use super::containers::{Containers, ContainersControl, ContainersNemesis};
 use super::convergence::{self, ConvergenceReport};
 use super::local::{client_for, wait_ready, LocalCluster, LocalControl, LocalNemesis};
+use super::nemesis::MEMBERSHIP;
 use super::simulated::{SimControl, SimNemesis, SimTarget};
 use super::{HarnessError, KeyspaceSpec, WorkloadKind};
 
@@ -166,6 +167,54 @@ impl Clock for SimWall {
 }
 
 impl RunPlan {
+    /// Whether the run grows and shrinks the layout (the `membership` fault).
+    pub fn membership(&self) -> bool {
+        self.faults.iter().any(|f| f == MEMBERSHIP)
+    }
+
+    /// Refuse a `membership` run that cannot work, before any cluster starts: only the
+    /// local target has a spare node; the spare is the last of `nodes`, so there must be
+    /// at least 2, and the layout without it (`nodes - 1` members) must hold the
+    /// keyspace's `n` replicas.
+    pub fn check_membership(&self) -> Result<(), HarnessError> {
+        if !self.membership() {
+            return Ok(());
+        }
+        let supported = match self.target {
+            Target::Local => None,
+            Target::Containers => Some(super::containers::FAULTS.join(", ")),
+            Target::Sim => Some(super::simulated::FAULTS.join(", ")),
+        };
+        if let Some(supported) = supported {
+            return Err(HarnessError::UnsupportedFault {
+                target: self.target.name(),
+                fault: MEMBERSHIP.into(),
+                supported,
+            });
+        }
+        let bad = |problem: String| {
+            Err(HarnessError::MembershipPlan {
+                nodes: self.nodes,
+                problem,
+            })
+        };
+        if self.nodes < 2 {
+            return bad(
+                "it needs --nodes 2 or more (the last node is a spare started outside the layout)"
+                    .into(),
+            );
+        }
+        if usize::from(self.spec.n) > self.nodes - 1 {
+            return bad(format!(
+                "the keyspace's n={} must be at most {} (--nodes minus the spare): the layout holds {} nodes while the spare is out",
+                self.spec.n,
+                self.nodes - 1,
+                self.nodes - 1
+            ));
+        }
+        Ok(())
+    }
+
     /// Run the plan on its target, streaming the history to `sink`; `dir` holds what the
     /// process targets write (configs, data, logs).
     pub fn run(
@@ -174,6 +223,7 @@ impl RunPlan {
         sink: HistorySink,
         processes: &Processes,
     ) -> Result<RunOutcome, HarnessError> {
+        self.check_membership()?;
         match self.target {
             Target::Local => self.run_local(dir, sink, processes),
             Target::Containers => self.run_containers(dir, sink, processes),
@@ -247,7 +297,14 @@ impl RunPlan {
     ) -> Result<RunOutcome, HarnessError> {
         let exe = exe(processes)?;
         let cluster_dir = dir.path.join("cluster");
-        let cluster = LocalCluster::start(&cluster_dir, self.nodes, exe, &self.anti_entropy)?;
+        self.check_membership()?;
+        let cluster = LocalCluster::start(
+            &cluster_dir,
+            self.nodes,
+            exe,
+            &self.anti_entropy,
+            self.membership(),
+        )?;
         let logs = cluster.logs();
         let names = cluster.names();
         let cf = cluster.cluster_file().clone();
