@@ -589,8 +589,7 @@ impl Transfers {
                     };
                     let owned = view.rings().iter().any(|r| {
                         r.preference_list(&key.partition, ks.n as usize)
-                            .iter()
-                            .any(|x| *x == self.p.name)
+                            .contains(&self.p.name)
                     });
                     if !owned {
                         gone.push(key);
