@@ -23,14 +23,15 @@ if ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 # Paused containers cannot be stopped; resume them first.
-for n in "${QKV_NODES[@]}"; do
+for n in "${QKV_NODES[@]}" "${QKV_EXTRA_NODES[@]}"; do
     [ "$(qkv_state "$n")" = paused ] && docker unpause "$(qkv_container "$n")" >/dev/null
 done
+# `--profile extra`: the extra nodes (n6) are stopped and removed too.
 if [ "$PURGE" = 1 ]; then
-    qkv_compose down --volumes --remove-orphans -t 10
+    qkv_compose --profile extra down --volumes --remove-orphans -t 10
     rm -rf "$QKV_RUN"
     echo "cluster removed (containers, network, volumes, cluster/run)"
 else
-    qkv_compose down --remove-orphans -t 10
+    qkv_compose --profile extra down --remove-orphans -t 10
     echo "cluster stopped; volumes kept (--purge removes them)"
 fi

@@ -7,7 +7,9 @@
 # (cluster/build-image.sh; no registry needed), write certificates (`quorumkv certs`,
 # each node's certificate carries its container IP) and node configs under cluster/run/,
 # `docker-compose up`, wait (bounded) until every node answers, and write
-# cluster/run/cluster.toml for the CLI and shell on the host.
+# cluster/run/cluster.toml for the CLI and shell on the host. The extra node n6 gets its
+# certificate and a config with `joining = true` but is not started: `scripts/nodes.sh add
+# n6` starts it (and from then on, this script starts it too).
 #
 # Usage: scripts/cluster-up.sh [--n 3] [--r 2] [--w 2] [--no-build] [--image TAG] [--timeout SECS]
 #                              [--allow-clock-offset]
@@ -36,7 +38,7 @@ while [ $# -gt 0 ]; do
         --image) QKV_IMAGE="$2"; USE_IMAGE=1; shift ;;
         --timeout) TIMEOUT="$2"; shift ;;
         --allow-clock-offset) FAULTS_TOML=$'\n[faults]\nallow_clock_offset = true' ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "cluster-up: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -71,14 +73,14 @@ QKV_NET=$QKV_NET
 QKV_IMAGE=$QKV_IMAGE
 QKV_PROJECT=$QKV_PROJECT
 ENV
-members=""
-for n in "${QKV_NODES[@]}"; do
-    members+="    { name = \"$n\", addr = \"$(qkv_ip "$n"):$QKV_PORT\" },"$'\n'
-done
+# The first layout: n1..n5. An extra node lists them too (the nodes it contacts).
+members="$(qkv_members_toml "${QKV_NODES[@]}")"
 # The host's CLI is the cluster's operator (it creates keyspaces): an admin certificate.
 # Re-runs keep every existing key and only re-issue the certificates.
 "$QKV_BIN" certs --dir "$QKV_RUN/certs" --admin admin >/dev/null
-for n in "${QKV_NODES[@]}"; do
+for n in "${QKV_NODES[@]}" "${QKV_EXTRA_NODES[@]}"; do
+    joining=false
+    qkv_is_extra_node "$n" && joining=true
     "$QKV_BIN" certs --dir "$QKV_RUN/certs" --node "$n" --ip "$(qkv_ip "$n"),127.0.0.1" >/dev/null
     d="$QKV_RUN/nodes/$n"
     mkdir -p "$d"
@@ -104,8 +106,10 @@ connect_ms = 1000
 idle_ms = 6000
 
 [cluster]
+joining = $joining
 nodes = [
-$members]
+$members
+]
 
 [[keyspaces]]
 name = "default"
@@ -115,38 +119,29 @@ w = $W
 $FAULTS_TOML
 TOML
 done
-cat > "$QKV_CLUSTER_FILE" <<TOML
-# written by scripts/cluster-up.sh: the client connection file for the container cluster
-ca_cert = "certs/ca.pem"
-client_cert = "certs/admin.pem"
-client_key = "certs/admin.key"
-keyspace = "default"
-timeout_ms = 5000
-contact_points = [
-$members]
-TOML
+qkv_write_cluster_file
 
 # --- start and wait ---------------------------------------------------------------------
-qkv_compose up -d --remove-orphans
+mapfile -t added < <(qkv_added_nodes)
+if [ ${#added[@]} -gt 0 ]; then
+    # Nodes added earlier (`nodes.sh add`) are part of the cluster now: start them too.
+    qkv_compose --profile extra up -d --remove-orphans "${QKV_NODES[@]}" "${added[@]}"
+else
+    qkv_compose up -d --remove-orphans "${QKV_NODES[@]}"
+fi
 echo "waiting (at most ${TIMEOUT}s) for every node to answer ..."
 deadline=$((SECONDS + TIMEOUT))
-for n in "${QKV_NODES[@]}"; do
-    until qkv status --node "$n" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "cluster-up: $n did not answer within ${TIMEOUT}s; its log:" >&2
-            docker logs --tail 30 "$(qkv_container "$n")" >&2 || true
-            exit 1
-        fi
-        sleep 1
-    done
+for n in "${QKV_NODES[@]}" "${added[@]}"; do
+    qkv_wait_answers "$n" "$deadline" || { echo "cluster-up: $n did not answer within ${TIMEOUT}s" >&2; exit 1; }
     echo "  $n ($(qkv_ip "$n"):$QKV_PORT) answers"
 done
 cat <<MSG
-cluster up: 5 nodes, default keyspace n=$N r=$R w=$W
+cluster up: $((5 + ${#added[@]})) nodes, default keyspace n=$N r=$R w=$W
   export QUORUMKV_CLUSTER=$QKV_CLUSTER_FILE
   $QKV_BIN status
   $QKV_BIN put k v --node n2        # --node picks the coordinator
   scripts/netsplit.sh isolate n1 | halves | ring | bridge | oneway n1 n2 | heal | show
   scripts/nodes.sh kill|start|pause|resume|restart n3
+  scripts/nodes.sh add n6           # one more node, outside the layout, ready to join
   scripts/cluster-down.sh [--purge]
 MSG

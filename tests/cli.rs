@@ -9,10 +9,14 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{stderr, stdout, KillOnDrop, BIN};
+use quorumkv::client::Client;
+use quorumkv::config::ClusterFile;
+use quorumkv::membership::layout::Change;
+use quorumkv::proto::{ClientRequest, ClientResponse, ClusterReport};
 
 /// Kills every node process it knows when dropped, so a failing test leaves nothing behind:
-/// those of the dev cluster by their pid files, and the restarted ones (`extra`) by their
-/// guards, dropped after this.
+/// those of the dev cluster by their pid files (every `DIR/<node>/pid`, nodes added with
+/// `--add` included), and the restarted ones (`extra`) by their guards, dropped after this.
 struct Nodes {
     dir: PathBuf,
     extra: Vec<KillOnDrop>,
@@ -20,20 +24,23 @@ struct Nodes {
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        for i in 1..=3 {
-            if let Some(pid) = pid_of(&self.dir, i) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if let Some(pid) = read_pid(&e.path().join("pid")) {
                 kill(pid, 9);
             }
         }
     }
 }
 
+fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
 fn pid_of(dir: &Path, i: usize) -> Option<i32> {
-    std::fs::read_to_string(dir.join(format!("n{i}/pid")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_pid(&dir.join(format!("n{i}/pid")))
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -726,4 +733,171 @@ fn cluster_commands_stage_plan_and_refuse_bad_changes() {
     );
     let o = cli(&dir, &["cluster", "status"]);
     assert!(stdout(&o).contains("nothing staged"), "{}", stdout(&o));
+}
+
+/// `quorumkv dev-cluster --dir DIR --add NAME`.
+fn add_node(dir: &Path, name: &str) -> Output {
+    Command::new(BIN)
+        .args(["dev-cluster", "--dir"])
+        .arg(dir)
+        .args(["--add", name])
+        .output()
+        .unwrap()
+}
+
+/// Node `node`'s layouts, asked through the client API of it alone.
+async fn cluster_report(cf: &ClusterFile, node: &str) -> Result<ClusterReport, String> {
+    let client = Client::new(&cf.only(node).ok_or(format!("no contact point {node}"))?)
+        .map_err(|e| e.to_string())?;
+    let reply = client.request(ClientRequest::ClusterStatus).await;
+    client.close().await;
+    match reply.map_err(|e| e.to_string())? {
+        ClientResponse::Cluster(r) => Ok(*r),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Goal: `dev-cluster --add` starts a node beside a running dev cluster, as its own
+/// process and outside the layout, holding the cluster's layout v1, and prints the join
+/// command; a name already used is refused and changes nothing; a join staged and
+/// committed through the client API makes it a member of a single live version 2; and a
+/// later restart of the whole dev cluster starts the added node with the others.
+#[test]
+fn dev_cluster_add_starts_a_node_ready_to_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _, _guard) = started_dev_cluster(tmp.path());
+    let cluster_file = dir.join("cluster.toml");
+    let o = add_node(&dir, "n4");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let cf = ClusterFile::load(&cluster_file).unwrap();
+    let names: Vec<&str> = cf.contact_points.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["n1", "n2", "n3", "n4"], "contact points");
+    let n4 = cf.contact_points[3].clone();
+    let highest = cf.contact_points[..3].iter().map(|m| m.addr.port()).max();
+    assert!(Some(n4.addr.port()) > highest, "n4 on {}", n4.addr);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("cluster join n4 {}", n4.addr))
+            && out.contains("cluster plan")
+            && out.contains("cluster commit")
+            && out.contains(&format!("--cluster {}", cluster_file.display())),
+        "{out}"
+    );
+    let pid = read_pid(&dir.join("n4/pid")).expect("n4's pid file");
+    assert!(alive(pid), "n4 is not running");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(cluster_report(&cf, "n4")).unwrap();
+    assert_eq!(report.node, "n4");
+    let current = report.history.current();
+    assert_eq!(current.version, 1, "{:?}", report.history);
+    assert_eq!(current.names(), ["n1", "n2", "n3"]);
+    assert!(!report.history.is_member("n4"));
+
+    // Refusals: a name in use, whether a contact point or not; nothing changes.
+    for taken in ["n4", "n2"] {
+        let o = add_node(&dir, taken);
+        assert!(!o.status.success(), "--add {taken} succeeded");
+        assert!(
+            stderr(&o).contains(&format!("{taken} is already a node")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = add_node(&dir, "admin");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is taken"), "{}", stderr(&o));
+    assert!(!dir.join("admin").exists());
+    assert_eq!(
+        ClusterFile::load(&cluster_file).unwrap().contact_points,
+        cf.contact_points
+    );
+    assert_eq!(read_pid(&dir.join("n4/pid")), Some(pid), "n4 restarted");
+
+    // Join n4 through n1, as `quorumkv cluster join` and `commit` do.
+    rt.block_on(async {
+        let client = Client::new(&cf.only("n1").unwrap()).unwrap();
+        let join = Change::Join {
+            name: "n4".into(),
+            addr: n4.addr,
+            zone: None,
+        };
+        match client.request(ClientRequest::ClusterStage(join)).await {
+            Ok(ClientResponse::Staged(s)) => assert_eq!(s.changes.len(), 1, "{s:?}"),
+            other => panic!("stage: {other:?}"),
+        }
+        match client.request(ClientRequest::ClusterCommit).await {
+            Ok(ClientResponse::Committed(l)) => {
+                assert_eq!((l.version, l.has("n4")), (2, true), "{l:?}")
+            }
+            other => panic!("commit: {other:?}"),
+        }
+        client.close().await;
+    });
+    let joined = |cf: &ClusterFile| {
+        common::wait_for(
+            "n4 to hold a single live layout v2 with itself in it",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let r = rt.block_on(cluster_report(cf, "n4"))?;
+                let h = &r.history;
+                let live: Vec<u64> = h.live.iter().map(|l| l.version).collect();
+                if live == [2] && h.current().has("n4") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "live versions {live:?}, members {:?}",
+                        h.current().names()
+                    ))
+                }
+            },
+        )
+    };
+    joined(&cf);
+
+    // Restart the whole dev cluster: n4 comes back with the others, still a member.
+    let pids: Vec<i32> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|n| read_pid(&dir.join(n).join("pid")).unwrap())
+        .collect();
+    for p in &pids {
+        kill(*p, 15);
+    }
+    for p in &pids {
+        wait_until("a node to stop", || !alive(*p));
+    }
+    let o = dev_cluster(&dir, "1");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("n4 "), "{}", stdout(&o));
+    let pid = read_pid(&dir.join("n4/pid")).expect("n4's pid file after the restart");
+    assert!(alive(pid) && !pids.contains(&pid), "n4 did not start again");
+    joined(&cf);
+}
+
+/// Goal: `dev-cluster --add` refuses clearly, writing nothing, when the name cannot be a
+/// node's or the directory holds no cluster.
+#[test]
+fn dev_cluster_add_refuses_without_a_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("empty");
+    std::fs::create_dir(&dir).unwrap();
+    let o = add_node(&dir, "n4");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("holds no dev cluster"),
+        "{}",
+        stderr(&o)
+    );
+    for bad in ["a b", "../n4", "n_4", ""] {
+        let o = add_node(&dir, bad);
+        assert!(!o.status.success(), "--add {bad:?} succeeded");
+        assert!(
+            stderr(&o).contains("is not a valid node name"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "files written");
+    assert!(!stderr(&o).contains("panicked"));
 }
