@@ -516,6 +516,7 @@ impl Coordinator {
         let read = peers::Read {
             keyspace: ks.clone(),
             key: req.key.clone(),
+            own_copy: false,
         };
         let (mut rx, speculate_at) = self.read_fan_out(&pl, r, read, deadline);
         let got = rx
@@ -637,6 +638,7 @@ impl Coordinator {
         let read = peers::Read {
             keyspace: ks.clone(),
             key: req.key.clone(),
+            own_copy: true,
         };
         let object = match self.peers.call(&self.name, read, deadline).await {
             Ok(o) => o.unwrap_or_default(),

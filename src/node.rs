@@ -945,6 +945,7 @@ mod tests {
                 PeerRequest::Read {
                     keyspace: too_wide,
                     key: Key::parse("k"),
+                    own_copy: false,
                 },
             )
             .await;

@@ -77,6 +77,8 @@ pub struct Read {
     pub keyspace: KeyspaceDef,
     /// The key.
     pub key: Key,
+    /// The replica's own copy even if it owns the key in no live layout.
+    pub own_copy: bool,
 }
 
 impl PeerCall for Read {
@@ -85,6 +87,7 @@ impl PeerCall for Read {
         PeerRequest::Read {
             keyspace: self.keyspace,
             key: self.key,
+            own_copy: self.own_copy,
         }
     }
     fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
@@ -1263,6 +1266,7 @@ mod tests {
         let read = Read {
             keyspace: KeyspaceDef::new("ks", 2, 1, 1),
             key: Key::parse("k"),
+            own_copy: false,
         };
         match peers.call("n2", read.clone(), deadline).await {
             Err(CallFailure::Transport(TransportError::Protocol(m))) => {

@@ -681,6 +681,10 @@ pub enum PeerRequest {
         keyspace: KeyspaceDef,
         /// The key.
         key: Key,
+        /// The replica's own copy whether it owns the key or not (`get --replica`);
+        /// otherwise a replica that owns the key in no live layout refuses (`NotOwner`).
+        #[serde(default)]
+        own_copy: bool,
     },
     /// Be the replica that issues the dot for this write; apply it and return the object.
     Write {
@@ -1091,6 +1095,9 @@ pub enum PeerError {
     Storage(String),
     /// The sender is not a node.
     Forbidden(String),
+    /// This replica owns the key in none of the layout versions it holds (it may have
+    /// dropped its copy after a layout change): ask another replica.
+    NotOwner(String),
 }
 
 impl std::fmt::Display for PeerError {
@@ -1101,6 +1108,7 @@ impl std::fmt::Display for PeerError {
             PeerError::Invalid(m) => write!(f, "invalid: {m}"),
             PeerError::Storage(m) => write!(f, "storage: {m}"),
             PeerError::Forbidden(m) => write!(f, "forbidden: {m}"),
+            PeerError::NotOwner(m) => write!(f, "not an owner: {m}"),
         }
     }
 }

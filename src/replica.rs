@@ -29,10 +29,11 @@
 //! version vector, so the lead's next write to the key would issue counters it already
 //! used — and a stand-in's late copy of the old tombstone would then cover the new write
 //! and erase it (Riak's kv679). So every reap raises a durable *reap floor*: the highest
-//! counter this node's actor had in any tombstone it removed. A write to a key whose
-//! copy holds nothing of this actor first witnesses the floor, so its dot is above
-//! anything the key's earlier lives held; and a copy claiming counters below the floor
-//! for such a key is a reaped life, not lost data (no new incarnation).
+//! counter this node's actor had in any tombstone it removed (and in any key it dropped
+//! after a layout change: [`Replica::forget`]). A write to a key whose copy holds no
+//! counter of this actor above the floor first witnesses the floor, so its dot is above
+//! anything the key's earlier lives held; and a claim of counters at or below the floor
+//! is an earlier life, not lost data (no new incarnation).
 //!
 //! **Object cap.** A write that would store an object larger than
 //! `limits.max_object_bytes` is refused, naming the key and size; a merge is never
@@ -443,9 +444,11 @@ impl Replica {
     ) -> Result<Arc<str>, ReplicaError> {
         let actor = self.actor();
         let floor = self.reap_floor.load(std::sync::atomic::Ordering::Acquire);
-        // A key this replica holds nothing of this actor for, claimed at or below the reap
-        // floor: an earlier life of the key, reaped here, not versions this node lost.
-        let reaped_life = local.get(&actor) == 0 && claimed.get(&actor) <= floor;
+        // A claim at or below the reap floor may be an earlier life of the key, reaped or
+        // dropped here (a layout change), not versions this node lost; and whatever this
+        // replica holds of the key, its next dot goes above the floor (`write_batch`), so
+        // no counter at or below it is issued again.
+        let reaped_life = claimed.get(&actor) <= floor;
         if claimed.get(&actor) > local.get(&actor) && !reaped_life && !self.bugs.ignore_lost_dots {
             self.renew_incarnation(&actor)?;
             return Ok(self.actor());
@@ -662,11 +665,13 @@ impl Replica {
                 } else {
                     &item.context
                 };
-                // This key may have had earlier lives, reaped here: its dots start above
-                // every counter those held (see the module comment). Only for a copy that
-                // holds nothing of this actor, so keys never reaped keep their counters.
+                // This key may have had earlier lives, reaped or dropped here: its dots
+                // start above every counter those held (see the module comment). A copy
+                // already above the floor keeps its counters; one at or below it may be a
+                // partial copy that came back (a merge after a drop), whose next counter
+                // could have been issued in the forgotten life.
                 let floor = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
-                if floor > 0 && o.vv.get(&actor) == 0 && !r.bugs.no_reap_floor {
+                if floor > 0 && o.vv.get(&actor) <= floor && !r.bugs.no_reap_floor {
                     o.vv.witness(&actor, floor);
                 }
                 let write = LeadWrite {

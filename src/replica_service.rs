@@ -147,6 +147,51 @@ impl ReplicaService {
         }
     }
 
+    /// Why this replica must not serve `req`: a read, a scan or a lead write of a
+    /// partition it owns in none of the layout versions it holds. After a layout change
+    /// completes, a node drops the keys it no longer owns; a coordinator that has not heard
+    /// of the change yet may still pick it, and an empty answer would read as "no such
+    /// key" (a read going back in time), a lead write would issue versions on an empty
+    /// copy. Refused, the coordinator asks another replica. Merges are always taken (they
+    /// never lose anything; the next clean-up drops what is not owned).
+    fn not_an_owner(&self, req: &PeerRequest) -> Option<String> {
+        let m = self.membership.as_ref()?;
+        let (ks, partition) = match req {
+            PeerRequest::Read {
+                keyspace,
+                key,
+                own_copy: false,
+            }
+            | PeerRequest::Write { keyspace, key, .. }
+            | PeerRequest::Update { keyspace, key, .. } => (keyspace, &key.partition),
+            PeerRequest::Scan {
+                keyspace,
+                partition,
+                ..
+            }
+            | PeerRequest::WriteBatch {
+                keyspace,
+                partition,
+                ..
+            } => (keyspace, partition),
+            _ => return None,
+        };
+        let view = m.view();
+        let owns = view.rings().iter().any(|r| {
+            r.preference_list(partition, ks.n as usize)
+                .contains(&self.name)
+        });
+        (!owns).then(|| {
+            format!(
+                "{} owns partition {:?} of {} in none of its live layout versions (current v{})",
+                self.name,
+                String::from_utf8_lossy(partition),
+                ks.name,
+                view.version()
+            )
+        })
+    }
+
     /// Serve one request, timing it by kind.
     pub async fn handle(&self, req: PeerRequest) -> PeerResponse {
         let kind = match &req {
@@ -175,8 +220,11 @@ impl ReplicaService {
                 return PeerResponse::Error(PeerError::Invalid(e.to_string()));
             }
         }
+        if let Some(refusal) = self.not_an_owner(&req) {
+            return PeerResponse::Error(PeerError::NotOwner(refusal));
+        }
         let result: Result<PeerResponse, ReplicaError> = match req {
-            PeerRequest::Read { keyspace, key } => self
+            PeerRequest::Read { keyspace, key, .. } => self
                 .replica
                 .read(&keyspace, &key)
                 .await

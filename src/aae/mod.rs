@@ -670,6 +670,8 @@ impl AntiEntropy {
                     peers::Read {
                         keyspace: ks.clone(),
                         key: key.clone(),
+                        // Exchanges run between owners only (and pause during changes).
+                        own_copy: true,
                     },
                 )
                 .await?;
