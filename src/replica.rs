@@ -770,33 +770,44 @@ impl Replica {
         partition: &[u8],
         items: Vec<(Vec<u8>, Object)>,
     ) -> Result<(), ReplicaError> {
+        let items = items
+            .into_iter()
+            .map(|(sort, o)| {
+                (
+                    Key {
+                        partition: partition.to_vec(),
+                        sort,
+                    },
+                    o,
+                )
+            })
+            .collect();
+        self.merge_keys(ks, items).await
+    }
+
+    /// Merge objects of any keys of one keyspace, stored in one storage batch (one fsync
+    /// for a whole transfer page, where a batch per partition would cost one each).
+    pub async fn merge_keys(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        items: Vec<(Key, Object)>,
+    ) -> Result<(), ReplicaError> {
         let ks = ks.clone();
         let policy = ks.policy.resolver();
-        let partition = partition.to_vec();
-        for (sort, o) in &items {
+        for (key, o) in &items {
             crate::crdt::check_well_formed(&o.crdt).map_err(|e| ReplicaError::Corrupt {
-                key: Key {
-                    partition: partition.clone(),
-                    sort: sort.clone(),
-                }
-                .to_string(),
+                key: key.to_string(),
                 message: format!("incoming object refused: {e}"),
             })?;
         }
         self.run(move |r| {
-            let keys: Vec<Key> = items
-                .iter()
-                .map(|(sort, _)| Key {
-                    partition: partition.clone(),
-                    sort: sort.clone(),
-                })
-                .collect();
+            let (keys, objects): (Vec<Key>, Vec<Object>) = items.into_iter().unzip();
             let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
             let _guards = r.lock_all(&skeys);
             let mut batch = Vec::new();
             let mut changes = Vec::new();
             let mut staged: Vec<(Vec<u8>, Object)> = Vec::new();
-            for (((_, incoming), key), skey) in items.into_iter().zip(&keys).zip(skeys) {
+            for ((incoming, key), skey) in objects.into_iter().zip(&keys).zip(skeys) {
                 let current = match staged.iter().rev().find(|(k, _)| *k == skey) {
                     Some((_, o)) => o.clone(),
                     None => r.load(key, &skey)?,

@@ -97,6 +97,10 @@ pub enum TransferError {
     /// Layout state could not be kept.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A newer layout version arrived during the clean-up after a change: it stops (what
+    /// to drop depends on the new version) and runs again once that change completes.
+    #[error("layout v{0} arrived during the clean-up; it runs again after that change")]
+    Interrupted(u64),
 }
 
 /// The checksum of a page: xxh3 over each item's key and value, length-prefixed.
@@ -461,15 +465,13 @@ impl Transfers {
         }
     }
 
-    /// Merge one page, a partition's run of keys at a time (one storage batch each).
+    /// Merge one page in one storage batch (one fsync per page, not per partition).
     async fn merge_page(
         &self,
         ks: &KeyspaceDef,
         items: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<usize, TransferError> {
-        let mut count = 0;
-        let mut run: Vec<(Vec<u8>, crate::object::Object)> = Vec::new();
-        let mut run_partition: Option<Vec<u8>> = None;
+        let mut objects = Vec::with_capacity(items.len());
         for (skey, bytes) in items {
             let (name, key) =
                 Key::decode(&skey).map_err(|e| TransferError::Corrupt(e.to_string()))?;
@@ -481,33 +483,17 @@ impl Transfers {
             }
             let object = crate::replica::decode_object(&key, &bytes)
                 .map_err(|e| TransferError::Corrupt(e.to_string()))?;
-            if run_partition.as_deref() != Some(&key.partition[..]) {
-                if let Some(p) = run_partition.take() {
-                    count += run.len();
-                    self.merge_run(ks, &p, std::mem::take(&mut run)).await?;
-                }
-                run_partition = Some(key.partition.clone());
-            }
-            run.push((key.sort, object));
+            objects.push((key, object));
         }
-        if let Some(p) = run_partition {
-            count += run.len();
-            self.merge_run(ks, &p, run).await?;
+        let count = objects.len();
+        if count > 0 {
+            self.p
+                .replica
+                .merge_keys(ks, objects)
+                .await
+                .map_err(|e| TransferError::Replica(e.to_string()))?;
         }
         Ok(count)
-    }
-
-    async fn merge_run(
-        &self,
-        ks: &KeyspaceDef,
-        partition: &[u8],
-        items: Vec<(Vec<u8>, crate::object::Object)>,
-    ) -> Result<(), TransferError> {
-        self.p
-            .replica
-            .merge_batch(ks, partition, items)
-            .await
-            .map_err(|e| TransferError::Replica(e.to_string()))
     }
 
     fn clear_checkpoints(&self, v: u64) -> Result<(), StorageError> {
@@ -578,6 +564,12 @@ impl Transfers {
             let end = prefix_end(&prefix).unwrap_or_default();
             let mut start = prefix;
             loop {
+                // A new version may make this node an owner again: decide each page on the
+                // view it was decided on, and stop if that is no longer current.
+                let now = self.p.membership.view();
+                if now.version() != view.version() {
+                    return Err(TransferError::Interrupted(now.version()));
+                }
                 let rows = self.storage().scan(&start, &end, SCAN_CHUNK)?;
                 let Some((last, _)) = rows.last() else { break };
                 let mut next = last.clone();
