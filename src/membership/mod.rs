@@ -54,7 +54,8 @@ pub struct View {
 }
 
 impl View {
-    fn new(history: History) -> Result<View, LayoutError> {
+    /// The view of `history`: its rings computed.
+    pub fn new(history: History) -> Result<View, LayoutError> {
         let rings = history
             .live
             .iter()
