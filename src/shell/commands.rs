@@ -428,6 +428,81 @@ pub const COMMANDS: &[CommandSpec] = &[
         options: &[],
     },
     CommandSpec {
+        name: "cluster status",
+        aliases: &[],
+        usage: "cluster status",
+        summary: "layout versions: members, acknowledgements, transfers, staged changes",
+        details: "Shows the layout versions the contacted node holds (more than one while data\n\
+                  moves after a change), each node's part in them, the newest version each\n\
+                  node acknowledged and holds all its data for, transfers into the contacted\n\
+                  node, and the changes staged on it (docs/OPERATIONS.md, Membership).",
+        args: &[],
+        options: &[],
+    },
+    CommandSpec {
+        name: "cluster join",
+        aliases: &[],
+        usage: "cluster join NAME HOST:PORT [zone=Z]",
+        summary: "stage: a running node outside the layout joins (admin certificate)",
+        details: "Stages node NAME, listening at HOST:PORT (started outside the layout, e.g. by\n\
+                  `quorumkv dev-cluster --add NAME`), as a new member. Nothing moves until\n\
+                  `cluster commit`; `cluster plan` shows what would.\n\n\
+                  Example:\n  cluster join n4 127.0.0.1:7104",
+        args: &[Arg::Name, Arg::Value],
+        options: &["zone"],
+    },
+    CommandSpec {
+        name: "cluster leave",
+        aliases: &[],
+        usage: "cluster leave NAME",
+        summary: "stage: a live node hands its data over and leaves (admin certificate)",
+        details: "Stages the departure of live node NAME: after `cluster commit` its ranges\n\
+                  stream to the other nodes, then it owns nothing and can be stopped.",
+        args: &[Arg::Name],
+        options: &[],
+    },
+    CommandSpec {
+        name: "cluster remove",
+        aliases: &[],
+        usage: "cluster remove NAME",
+        summary: "stage: drop a dead node; survivors re-replicate its ranges (admin certificate)",
+        details: "Stages the removal of dead node NAME: nobody waits for it, and its ranges\n\
+                  are re-replicated from the surviving replicas. Stop the node first.",
+        args: &[Arg::Name],
+        options: &[],
+    },
+    CommandSpec {
+        name: "cluster plan",
+        aliases: &[],
+        usage: "cluster plan",
+        summary: "what the staged changes would move, and the balance after",
+        details: "Shows the staged changes, the share of replica slots that move to a new\n\
+                  owner, the ring arcs that change owners, an estimate of the bytes to\n\
+                  transfer, and each node's share of the replicas before and after.",
+        args: &[],
+        options: &[],
+    },
+    CommandSpec {
+        name: "cluster commit",
+        aliases: &[],
+        usage: "cluster commit",
+        summary: "apply the staged changes as the next layout version (admin certificate)",
+        details: "Makes the staged changes the next layout version once a majority of the\n\
+                  current members accept it; of two commits staged on the same version only\n\
+                  one can take effect. Data then moves in the background.",
+        args: &[],
+        options: &[],
+    },
+    CommandSpec {
+        name: "cluster abort",
+        aliases: &[],
+        usage: "cluster abort",
+        summary: "drop the staged layout changes (admin certificate)",
+        details: "Drops every change staged on the contacted node.",
+        args: &[],
+        options: &[],
+    },
+    CommandSpec {
         name: "actor",
         aliases: &[],
         usage: "actor [NAME | none]",

@@ -7,6 +7,7 @@
 
 use crate::key::Key;
 use crate::keyspace::{ConflictPolicy, ReadRepair};
+use crate::membership::layout::Change;
 use crate::proto::{CrdtOp, FieldOp};
 
 use super::commands::{self, Arg, CommandSpec, COMMANDS};
@@ -264,6 +265,21 @@ pub enum Setting {
     Set(Level),
 }
 
+/// The shell's `cluster ...` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCommand {
+    /// `cluster status`.
+    Status,
+    /// `cluster plan`.
+    Plan,
+    /// `cluster commit`.
+    Commit,
+    /// `cluster abort`.
+    Abort,
+    /// `cluster join|leave|remove`.
+    Stage(Change),
+}
+
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -394,6 +410,8 @@ pub enum Command {
     Status,
     /// `stats`.
     Stats,
+    /// `cluster status|plan|commit|abort`, and `cluster join|leave|remove` (staging).
+    Cluster(ClusterCommand),
     /// `ring`.
     Ring,
     /// `tracing [on|off]`; `None` shows the setting.
@@ -710,6 +728,30 @@ pub fn parse(stmt: &Statement) -> Result<Command, ParseError> {
         "replicas" => Command::Replicas(key_arg(arg(0))),
         "status" => Command::Status,
         "stats" => Command::Stats,
+        "cluster status" => Command::Cluster(ClusterCommand::Status),
+        "cluster plan" => Command::Cluster(ClusterCommand::Plan),
+        "cluster commit" => Command::Cluster(ClusterCommand::Commit),
+        "cluster abort" => Command::Cluster(ClusterCommand::Abort),
+        "cluster join" => {
+            let name = text(positional[0], "node name")?;
+            let addr_text = text(positional[1], "address")?;
+            let addr = addr_text.parse().map_err(|_| {
+                usage(format!(
+                    "{addr_text:?} is not an address: give HOST:PORT with an IP, e.g. 127.0.0.1:7104"
+                ))
+            })?;
+            Command::Cluster(ClusterCommand::Stage(Change::Join {
+                name,
+                addr,
+                zone: opts.text("zone")?,
+            }))
+        }
+        "cluster leave" => Command::Cluster(ClusterCommand::Stage(Change::Leave {
+            name: text(positional[0], "node name")?,
+        })),
+        "cluster remove" => Command::Cluster(ClusterCommand::Stage(Change::Remove {
+            name: text(positional[0], "node name")?,
+        })),
         "ring" => Command::Ring,
         "tracing" => Command::Tracing(match arg(0) {
             None => None,

@@ -633,6 +633,7 @@ fn outcome_table(o: &Outcome) -> String {
                 table(&["role", "op", ">count", ">p50", ">p90", ">p99", ">p99.9", ">max"], &rows)
             )
         }
+        Outcome::Cluster { text, .. } => text.clone(),
         Outcome::Status { contacted, nodes } => {
             let rows: Vec<Vec<String>> = nodes
                 .iter()
@@ -866,6 +867,7 @@ fn outcome_json(o: &Outcome) -> Value {
             "ok": true, "command": "replicas", "keyspace": keyspace, "key": value_json(&key_bytes(key)),
             "replicas": nodes.iter().map(|(n, s)| json!({"node": n, "state": s})).collect::<Vec<_>>(),
         }),
+        Outcome::Cluster { json, .. } => json.clone(),
         Outcome::Status { contacted, nodes } => {
             json!({"ok": true, "command": "status", "contacted": contacted, "nodes": nodes})
         }

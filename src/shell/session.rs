@@ -19,7 +19,7 @@ use crate::proto::{
 use crate::ring::{Ring, RingError};
 
 use super::commands;
-use super::parse::{Command, Level, ParseError, Setting, Stamp};
+use super::parse::{ClusterCommand, Command, Level, ParseError, Setting, Stamp};
 use super::render::{self, Format};
 
 /// Why a command failed. The shell prints it and goes on.
@@ -332,6 +332,13 @@ pub enum Outcome {
         /// Read repairs it sent.
         read_repairs: u64,
     },
+    /// A `cluster ...` command: its text, and its JSON (`--output json`).
+    Cluster {
+        /// What the text output shows.
+        text: String,
+        /// What the JSON output holds.
+        json: serde_json::Value,
+    },
     /// `status`.
     Status {
         /// The node that answered.
@@ -486,6 +493,60 @@ impl Session {
 
     /// Fetch the keyspace list (for completion and levels); errors are the caller's to
     /// report or ignore.
+    /// `cluster ...`: the same requests and renderings as `quorumkv cluster ...`.
+    async fn cluster(&mut self, c: ClusterCommand) -> Result<Outcome, ExecError> {
+        use super::render::{cluster_report, plan_text};
+        let (text, json) = match c {
+            ClusterCommand::Status => {
+                let r = self.client.cluster_status().await?;
+                (
+                    cluster_report(&r),
+                    serde_json::json!({"ok": true, "command": "cluster status", "report": r}),
+                )
+            }
+            ClusterCommand::Plan => {
+                let p = self.client.cluster_plan().await?;
+                (
+                    plan_text(&p),
+                    serde_json::json!({"ok": true, "command": "cluster plan", "plan": p}),
+                )
+            }
+            ClusterCommand::Commit => {
+                let l = self.client.cluster_commit().await?;
+                (
+                    format!(
+                        "layout v{} committed: members {}; data moves in the background (`cluster status` shows progress)",
+                        l.version,
+                        l.names().join(", ")
+                    ),
+                    serde_json::json!({"ok": true, "command": "cluster commit", "committed": l}),
+                )
+            }
+            ClusterCommand::Abort => {
+                let d = self.client.cluster_abort().await?;
+                (
+                    format!("dropped {} staged change(s)", d.changes.len()),
+                    serde_json::json!({"ok": true, "command": "cluster abort", "dropped": d}),
+                )
+            }
+            ClusterCommand::Stage(change) => {
+                let st = self.client.cluster_stage(change).await?;
+                let mut text = format!("staged on top of v{}:", st.base);
+                for ch in &st.changes {
+                    text.push_str(&format!("\n  {ch}"));
+                }
+                text.push_str(
+                    "\n`cluster plan` shows what it would move; `cluster commit` applies it",
+                );
+                (
+                    text,
+                    serde_json::json!({"ok": true, "command": "cluster stage", "staged": st}),
+                )
+            }
+        };
+        Ok(Outcome::Cluster { text, json })
+    }
+
     pub async fn refresh_keyspaces(&mut self) -> Result<(), ExecError> {
         self.listed_once = true;
         self.keyspaces = self.client.keyspaces().await?;
@@ -839,6 +900,7 @@ impl Session {
                     nodes,
                 })
             }
+            Command::Cluster(c) => self.cluster(c).await,
             Command::Status => {
                 let (contacted, nodes) = self.client.status().await?;
                 Ok(Outcome::Status { contacted, nodes })
