@@ -1150,3 +1150,39 @@ async fn stats_shows_node_histograms() {
         .any(|l| l["op"] == "get" && l["count"] == 1));
     c.shutdown().await;
 }
+
+/// Goal: the shell's `cluster` commands reach the layouts: `cluster status` shows the first
+/// layout, a join is staged and shows in `plan` (about a quarter of the replica slots move,
+/// all to the newcomer) and in `status`, bad input is refused naming the problem, and
+/// `abort` drops the staged change; JSON output carries the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_commands_stage_plan_and_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path()).await;
+    let script = "cluster status\ncluster join n4 127.0.0.1:9\ncluster join n5 nowhere\n\
+                  cluster leave n9\ncluster plan\ncluster status\ncluster abort\n";
+    let out = shell(&c.cluster_file, &[], script).await;
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("current v1"), "{stdout}");
+    assert!(stdout.contains("join n4 at 127.0.0.1:9"), "{stdout}");
+    assert!(stderr.contains("\"nowhere\" is not an address"), "{stderr}");
+    assert!(
+        stderr.contains("n9 is not a member of layout v1"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("plan for layout v2"), "{stdout}");
+    assert!(stdout.contains("staged on n1 (on v1)"), "{stdout}");
+    assert!(stdout.contains("dropped 1 staged change(s)"), "{stdout}");
+    assert!(stderr.contains("2 of 7 command(s) failed"), "{stderr}");
+    let out = shell(
+        &c.cluster_file,
+        &["--output", "json"],
+        "cluster join n4 127.0.0.1:9\ncluster plan\ncluster abort\n",
+    )
+    .await;
+    let (stdout, _) = text(&out);
+    let plan: serde_json::Value = serde_json::from_str(stdout.lines().nth(1).unwrap()).unwrap();
+    let moved = plan["plan"]["moved_share"].as_f64().unwrap();
+    assert!((0.2..0.3).contains(&moved), "{plan}");
+    c.shutdown().await;
+}
