@@ -59,6 +59,9 @@ pub enum LayoutError {
         /// The version received.
         got: u64,
     },
+    /// A layout or history that breaks the rules (from a peer, or a bad change).
+    #[error("invalid layout: {0}")]
+    Invalid(String),
     /// There is nothing staged to commit.
     #[error("nothing is staged: stage a change with `cluster join`, `leave` or `remove` first")]
     NothingStaged,
@@ -98,6 +101,30 @@ impl Layout {
         };
         l.ring()?;
         Ok(l)
+    }
+
+    /// Check the rules every layout keeps, whatever sent it: at least one and at most
+    /// [`MAX_MEMBERS`] members with valid, distinct names and addresses, and 1..=4096
+    /// tokens each (what `ring.vnodes` allows). Bounds the work and memory a ring costs.
+    pub fn check(&self) -> Result<(), LayoutError> {
+        let bad = |m: String| Err(LayoutError::Invalid(format!("v{}: {m}", self.version)));
+        if self.members.is_empty() || self.members.len() > MAX_MEMBERS {
+            return bad(format!(
+                "{} members (expected 1..={MAX_MEMBERS})",
+                self.members.len()
+            ));
+        }
+        if !(1..=4096).contains(&self.vnodes) {
+            return bad(format!("vnodes = {} (expected 1..=4096)", self.vnodes));
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            check_name(&m.name)
+                .map_err(|e| LayoutError::Invalid(format!("v{}: {e}", self.version)))?;
+            if self.members[..i].iter().any(|o| o.addr == m.addr) {
+                return bad(format!("address {} is listed twice", m.addr));
+            }
+        }
+        self.ring().map(|_| ())
     }
 
     /// The ring of this version.
@@ -172,8 +199,31 @@ impl Layout {
                 "the change would leave no member: a cluster needs at least one node".into(),
             ));
         }
-        next.ring()?;
+        for c in changes {
+            if let Change::Join { name, .. } = c {
+                check_name(name).map_err(LayoutError::BadChange)?;
+            }
+        }
+        next.check()?;
         Ok(next)
+    }
+}
+
+/// Most members a layout may have.
+pub const MAX_MEMBERS: usize = 256;
+
+/// A node name: 1 to 63 ASCII letters, digits and '-', not starting with '-' (it is also a
+/// certificate's DNS name and a directory name).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid node name: use 1 to 63 ASCII letters, digits and '-', not starting with '-'"
+        ))
     }
 }
 
@@ -254,6 +304,28 @@ impl History {
             acked: names.iter().map(|n| (n.clone(), v)).collect(),
             synced: names.into_iter().map(|n| (n, v)).collect(),
         }
+    }
+
+    /// Check a history that came from elsewhere: at least one live version, consecutive,
+    /// each a valid layout.
+    pub fn check(&self) -> Result<(), LayoutError> {
+        if self.live.is_empty() || self.live.len() > 64 {
+            return Err(LayoutError::Invalid(format!(
+                "a history with {} live versions (expected 1..=64)",
+                self.live.len()
+            )));
+        }
+        for (i, l) in self.live.iter().enumerate() {
+            if i > 0 && l.version != self.live[i - 1].version + 1 {
+                return Err(LayoutError::Invalid(format!(
+                    "live versions are not consecutive: v{} after v{}",
+                    l.version,
+                    self.live[i - 1].version
+                )));
+            }
+            l.check()?;
+        }
+        Ok(())
     }
 
     /// The current (newest) version.
@@ -350,6 +422,7 @@ impl History {
     /// Append a newly committed version. Returns false if it is already held; refuses a
     /// different layout under a held version, and a version that skips some.
     pub fn add_committed(&mut self, layout: Layout) -> Result<bool, LayoutError> {
+        layout.check()?;
         let newest = self.current().version;
         if layout.version <= newest {
             if let Some(held) = self.live.iter().find(|l| l.version == layout.version) {
@@ -372,6 +445,7 @@ impl History {
     /// Take in what another node holds: newer versions, its acks and syncs, and any
     /// pruning it did. Returns whether anything changed.
     pub fn merge(&mut self, other: &History) -> Result<bool, LayoutError> {
+        other.check()?;
         let before = self.clone();
         let mut all: BTreeMap<u64, Layout> = BTreeMap::new();
         for l in &self.live {
@@ -581,6 +655,9 @@ pub enum Promise {
     Rejected(Ballot),
     /// The slot is decided already: here is the history holding it.
     Decided(Box<History>),
+    /// This acceptor has not learnt the version before the slot yet (its current one is
+    /// given): it cannot judge the slot; gossip will catch it up.
+    Lagging(u64),
 }
 
 /// An acceptor's answer to an accept.
@@ -592,6 +669,8 @@ pub enum Accepted {
     Rejected(Ballot),
     /// The slot is decided already.
     Decided(Box<History>),
+    /// This acceptor has not learnt the version before the slot yet.
+    Lagging(u64),
 }
 
 /// One node's acceptor state for the next version: what it promised and accepted. Kept
@@ -627,11 +706,8 @@ impl Acceptor {
         }
         if slot > self.slot {
             // This node lags: it cannot judge a later slot before it learns the ones
-            // before it. Answer as if higher was promised so the proposer retries later.
-            return Promise::Rejected(Ballot {
-                round: u64::MAX,
-                node: String::new(),
-            });
+            // before it.
+            return Promise::Lagging(current);
         }
         if let Some(p) = &self.promised {
             if p > ballot {
@@ -650,10 +726,7 @@ impl Acceptor {
             return Accepted::Decided(Box::new(history.clone()));
         }
         if layout.version != self.slot {
-            return Accepted::Rejected(Ballot {
-                round: u64::MAX,
-                node: String::new(),
-            });
+            return Accepted::Lagging(current);
         }
         if let Some(p) = &self.promised {
             if p > ballot {
@@ -906,5 +979,62 @@ mod tests {
         let (ro, rn) = (l1.ring().unwrap(), l2.ring().unwrap());
         assert!(gains(&ro, &rn, "n4", 3));
         assert!(!gains(&ro, &rn, "n1", 3));
+    }
+
+    /// Goal: histories and layouts from elsewhere are checked before anything uses them:
+    /// no live version, gaps, no members, absurd token counts, bad names and repeated
+    /// addresses are refused with the reason (a peer's bytes must not panic or exhaust a
+    /// node), and a join of a badly named node is refused.
+    #[test]
+    fn bad_histories_and_layouts_are_refused() {
+        let good = History::new(layout(3));
+        let mut h = good.clone();
+        let empty = History {
+            live: vec![],
+            ..good.clone()
+        };
+        assert!(h
+            .merge(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("0 live versions"));
+        let mut gap = good.clone();
+        let mut l3 = layout(3);
+        l3.version = 3;
+        gap.live.push(l3);
+        assert!(h
+            .merge(&gap)
+            .unwrap_err()
+            .to_string()
+            .contains("not consecutive"));
+        let mut huge = layout(3);
+        huge.vnodes = 1 << 30;
+        assert!(huge.check().unwrap_err().to_string().contains("vnodes"));
+        let mut none = layout(3);
+        none.members.clear();
+        assert!(none.check().is_err());
+        let mut twice = layout(3);
+        twice.members[1].addr = twice.members[0].addr;
+        assert!(twice
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
+        let mut badname = layout(3);
+        badname.members[0].name = "no/slash".into();
+        assert!(badname
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid node name"));
+        let e = layout(3)
+            .apply(&[Change::Join {
+                name: String::new(),
+                addr: "127.0.0.1:9".parse().unwrap(),
+                zone: None,
+            }])
+            .unwrap_err();
+        assert!(e.to_string().contains("not a valid node name"), "{e}");
+        assert_eq!(h, good, "a refused merge changes nothing");
     }
 }

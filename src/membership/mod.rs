@@ -392,6 +392,7 @@ impl Membership {
 
     /// Commit protocol, phase 2, as an acceptor.
     pub fn accept(&self, ballot: &Ballot, layout: &Layout) -> Result<Accepted, MembershipError> {
+        layout.check()?;
         let view = self.view();
         let mut a = self.acceptor.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = a.clone();

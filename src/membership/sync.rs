@@ -186,7 +186,7 @@ pub async fn commit(
     let voters = m.view().history.current().names();
     let needed = majority(voters.len());
     let mut round = m.highest_round() + 1;
-    let mut last_failures = Vec::new();
+    let (mut last_failures, mut best) = (Vec::new(), 0usize);
     for _ in 0..COMMIT_ATTEMPTS {
         let ballot = Ballot {
             round,
@@ -216,12 +216,14 @@ pub async fn commit(
                     decided = Some(*h);
                     break;
                 }
+                Ok(Promise::Lagging(v)) => failures.push(lagging(&reply.node, v)),
                 Err(f) => failures.push(f.to_failure(&reply.node)),
             }
         }
         if let Some(h) = decided {
             return settle(m, peers, env, timeout, &h, &mine, base).await;
         }
+        best = best.max(promises.len());
         if promises.len() < needed {
             last_failures = failures;
             round += 1;
@@ -251,12 +253,14 @@ pub async fn commit(
                     decided = Some(*h);
                     break;
                 }
+                Ok(Accepted::Lagging(v)) => failures.push(lagging(&reply.node, v)),
                 Err(f) => failures.push(f.to_failure(&reply.node)),
             }
         }
         if let Some(h) = decided {
             return settle(m, peers, env, timeout, &h, &mine, base).await;
         }
+        best = best.max(oks);
         if oks < needed {
             last_failures = failures;
             round += 1;
@@ -279,7 +283,7 @@ pub async fn commit(
         current: base,
         voters: voters.len(),
         needed,
-        got: 0,
+        got: best,
         failures: last_failures,
     })
 }
@@ -318,10 +322,14 @@ fn refusal(node: &str, b: &Ballot) -> ReplicaFailure {
     ReplicaFailure {
         node: node.to_string(),
         kind: "refused".into(),
-        detail: if b.node.is_empty() {
-            "it has not caught up with the current version yet".into()
-        } else {
-            format!("promised ballot {} of {} already", b.round, b.node)
-        },
+        detail: format!("promised ballot {} of {} already", b.round, b.node),
+    }
+}
+
+fn lagging(node: &str, current: u64) -> ReplicaFailure {
+    ReplicaFailure {
+        node: node.to_string(),
+        kind: "lagging".into(),
+        detail: format!("it holds layout v{current} only, and catches up by gossip"),
     }
 }
