@@ -682,24 +682,30 @@ impl Node {
             .map(|k| k.n as usize)
             .max()
             .unwrap_or(3);
-        let sizes = self.data_sizes(current);
+        let sizes = self.data_sizes(current).await;
         crate::membership::layout::Plan::of(current, &next, &staged.changes, n, &sizes)
             .map_err(|e| CoordinatorError::Layout(e.to_string()))
     }
 
-    /// Each member's data size in bytes, as far as known: this node's own engine
-    /// estimate, taken as every member's (members hold near-equal shares of a balanced
-    /// ring; the plan says it is an estimate).
-    fn data_sizes(
+    /// Each member's data size in bytes: its storage engine's estimate, asked for with a
+    /// short deadline; a member that does not answer is counted at this node's size (the
+    /// plan's figure is an estimate either way).
+    async fn data_sizes(
         &self,
         layout: &crate::membership::layout::Layout,
     ) -> std::collections::BTreeMap<String, u64> {
         let own = self.replica.storage().approximate_bytes().unwrap_or(0);
-        layout
-            .members
-            .iter()
-            .map(|m| (m.name.clone(), own))
-            .collect()
+        let names = layout.names();
+        let deadline = self.env.now() + self.request_timeout.min(Duration::from_secs(1));
+        let mut rx = self.peers.fan_out(&names, crate::peers::DataSize, deadline);
+        let mut sizes: std::collections::BTreeMap<String, u64> =
+            names.iter().map(|n| (n.clone(), own)).collect();
+        while let Some(r) = rx.recv().await {
+            if let Ok(Some(n)) = r.result {
+                sizes.insert(r.node, n);
+            }
+        }
+        sizes
     }
 
     fn status(&self) -> ClientResponse {

@@ -587,6 +587,23 @@ impl PeerCall for LayoutSync {
     }
 }
 
+/// The replica's data size estimate (`cluster plan`).
+#[derive(Debug, Clone)]
+pub struct DataSize;
+
+impl PeerCall for DataSize {
+    type Reply = Option<u64>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::DataSize
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, WrongReply> {
+        match resp {
+            PeerResponse::DataSize(n) => Ok(n),
+            other => Err(WrongReply::of(&other)),
+        }
+    }
+}
+
 /// Layout commit, phase 1.
 #[derive(Debug, Clone)]
 pub struct LayoutPrepare {

@@ -857,6 +857,8 @@ pub enum PeerRequest {
         /// The proposed next version.
         layout: crate::membership::layout::Layout,
     },
+    /// The replica's estimate of the bytes it holds (`cluster plan`).
+    DataSize,
     /// Data transfer: the next page of keyspace `keyspace`'s keys that `for_node` gains in
     /// layout `version`, after storage key `after`.
     StreamRange {
@@ -945,6 +947,7 @@ impl PeerRequest {
             | PeerRequest::Ping
             | PeerRequest::ProbeFor { .. }
             | PeerRequest::LayoutSync { .. }
+            | PeerRequest::DataSize
             | PeerRequest::LayoutPrepare { .. }
             | PeerRequest::LayoutAccept { .. } => None,
         }
@@ -984,6 +987,7 @@ impl PeerRequest {
             PeerRequest::LayoutPrepare { .. } => "layout-prepare",
             PeerRequest::LayoutAccept { .. } => "layout-accept",
             PeerRequest::StreamRange { .. } => "stream-range",
+            PeerRequest::DataSize => "data-size",
         }
     }
 }
@@ -1039,6 +1043,8 @@ pub enum PeerResponse {
     Reaped(u32),
     /// For `ProbeFor`: whether the target answered the ping in time.
     Probed(bool),
+    /// For `DataSize`: the storage engine's estimate, if it has one.
+    DataSize(Option<u64>),
     /// For `LayoutSync`: this node's layout history.
     Layout(Box<crate::membership::layout::History>),
     /// For `LayoutPrepare`.
@@ -1077,6 +1083,7 @@ impl PeerResponse {
             PeerResponse::LayoutPromise(_) => "layout-promise",
             PeerResponse::LayoutAccepted(_) => "layout-accepted",
             PeerResponse::Stream { .. } => "stream",
+            PeerResponse::DataSize(_) => "data-size",
             PeerResponse::Error(_) => "error",
         }
     }

@@ -394,6 +394,9 @@ impl ReplicaService {
                     .await
                     .map(|n| PeerResponse::Reaped(n as u32))
             }
+            PeerRequest::DataSize => Ok(PeerResponse::DataSize(
+                self.replica.storage().approximate_bytes(),
+            )),
             // Served by `membership_request` above.
             PeerRequest::LayoutSync { .. }
             | PeerRequest::LayoutPrepare { .. }

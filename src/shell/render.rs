@@ -1309,7 +1309,7 @@ pub fn plan_text(p: &crate::membership::layout::Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "data to transfer: about {} (estimated from the answering node's data size)",
+        "data to transfer: about {} (from each member's storage estimate)",
         human_bytes(p.bytes_to_transfer)
     );
     let _ = writeln!(out, "{:<8} {:>8} {:>8}", "node", "before", "after");
