@@ -185,7 +185,7 @@ pub async fn commit(
     let slot = mine.version;
     let voters = m.view().history.current().names();
     let needed = majority(voters.len());
-    let mut round = m.highest_round() + 1;
+    let mut round = m.highest_round().saturating_add(1);
     let mut last_failures = Vec::new();
     for _ in 0..COMMIT_ATTEMPTS {
         let ballot = Ballot {
@@ -209,7 +209,7 @@ pub async fn commit(
             match reply.result {
                 Ok(Promise::Promised(acc)) => promises.push(acc),
                 Ok(Promise::Rejected(b)) => {
-                    round = round.max(b.round.saturating_add(1));
+                    round = outbid(round, &b);
                     failures.push(refusal(&reply.node, &b));
                 }
                 Ok(Promise::Decided(h)) => {
@@ -224,7 +224,7 @@ pub async fn commit(
         }
         if promises.len() < needed {
             last_failures = failures;
-            round += 1;
+            round = round.saturating_add(1);
             continue;
         }
         let chosen = choose(mine.clone(), &promises);
@@ -244,7 +244,7 @@ pub async fn commit(
             match reply.result {
                 Ok(Accepted::Accepted) => oks += 1,
                 Ok(Accepted::Rejected(b)) => {
-                    round = round.max(b.round.saturating_add(1));
+                    round = outbid(round, &b);
                     failures.push(refusal(&reply.node, &b));
                 }
                 Ok(Accepted::Decided(h)) => {
@@ -259,7 +259,7 @@ pub async fn commit(
         }
         if oks < needed {
             last_failures = failures;
-            round += 1;
+            round = round.saturating_add(1);
             continue;
         }
         // Chosen: apply, tell everyone (the new members included), report.
@@ -314,6 +314,18 @@ async fn settle(
     })
 }
 
+/// The round to try next after `b` refused ours. A lagging acceptor refuses with a
+/// sentinel (no node, round `u64::MAX`) that means "I must catch up first", not a ballot
+/// to beat: taking it as one would push the round to the top, where `+ 1` overflowed (a
+/// panic in debug builds, round 0 in release; found by the simulator's membership swarm).
+fn outbid(round: u64, b: &Ballot) -> u64 {
+    if b.node.is_empty() {
+        round
+    } else {
+        round.max(b.round.saturating_add(1))
+    }
+}
+
 fn refusal(node: &str, b: &Ballot) -> ReplicaFailure {
     ReplicaFailure {
         node: node.to_string(),
@@ -323,5 +335,28 @@ fn refusal(node: &str, b: &Ballot) -> ReplicaFailure {
         } else {
             format!("promised ballot {} of {} already", b.round, b.node)
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: a lagging acceptor's refusal (the sentinel ballot) leaves the proposer's round
+    /// alone, while a real higher ballot is outbid; the next round never overflows.
+    #[test]
+    fn a_lagging_acceptor_does_not_push_the_round_to_the_top() {
+        let lagging = Ballot {
+            round: u64::MAX,
+            node: String::new(),
+        };
+        assert_eq!(outbid(3, &lagging), 3);
+        let higher = Ballot {
+            round: 7,
+            node: "n2".into(),
+        };
+        assert_eq!(outbid(3, &higher), 8);
+        assert_eq!(outbid(9, &higher), 9);
+        assert_eq!(outbid(3, &lagging).saturating_add(1), 4);
     }
 }
