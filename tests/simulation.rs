@@ -2,6 +2,7 @@
 //! every judged check under every fault, and each re-introduced bug class is found within
 //! a bounded number of seeds (docs/SIMULATION.md records the seeds to failure).
 
+use quorumkv::sim::nemesis::Fault;
 use quorumkv::sim::{self, SimConfig};
 
 fn cfg(ops: usize) -> SimConfig {
@@ -12,18 +13,21 @@ fn cfg(ops: usize) -> SimConfig {
 }
 
 /// Goal: one seed gives one trace (hash and event count), twice over; another seed gives
-/// another.
+/// another; with the membership fault too (its joins, leaves and transfers replay).
 #[test]
 fn same_seed_same_trace() {
-    let c = cfg(300);
-    for seed in [1, 2, 3] {
-        let a = sim::run(seed, &c);
-        let b = sim::run(seed, &c);
-        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed} did not replay");
-        assert_eq!(a.events, b.events);
-        assert_eq!(a.ops, b.ops);
+    let mut with_membership = cfg(300);
+    with_membership.faults.push(Fault::Membership);
+    for c in [cfg(300), with_membership] {
+        for seed in [1, 2, 3] {
+            let a = sim::run(seed, &c);
+            let b = sim::run(seed, &c);
+            assert_eq!(a.trace_hash, b.trace_hash, "seed {seed} did not replay");
+            assert_eq!(a.events, b.events);
+            assert_eq!(a.ops, b.ops);
+        }
+        assert_ne!(sim::run(1, &c).trace_hash, sim::run(2, &c).trace_hash);
     }
-    assert_ne!(sim::run(1, &c).trace_hash, sim::run(2, &c).trace_hash);
 }
 
 /// Goal: a correct cluster passes every judged check (no acknowledged write lost, counter
@@ -41,9 +45,84 @@ fn correct_cluster_passes() {
 
 /// The first seed from 0 that fails with `bug` switched on, searching at most `bound`.
 fn seeds_to_failure(bug: &str, bound: u64) -> Option<u64> {
-    let mut c = cfg(500);
+    seeds_to_failure_with(bug, bound, cfg(500))
+}
+
+/// The same, from configuration `c`.
+fn seeds_to_failure_with(bug: &str, bound: u64, mut c: SimConfig) -> Option<u64> {
     c.bugs.enable(bug, &mut c.faults).expect("a known bug name");
     (0..bound).find(|&seed| !sim::run(seed, &c).passed())
+}
+
+/// The membership swarm's configuration: a spare node joins and leaves the layout while
+/// partitions, crashes and message loss go on.
+fn membership_cfg() -> SimConfig {
+    SimConfig {
+        ops: 500,
+        faults: vec![
+            Fault::Partition,
+            Fault::Crash,
+            Fault::Loss,
+            Fault::Membership,
+        ],
+        ..SimConfig::default()
+    }
+}
+
+/// Goal: a correct cluster passes every judged check on 30 seeds while a spare node joins
+/// and leaves the layout (versions stacking, commits failing under partitions) amid
+/// partitions, crashes and loss; the layout settles after the heal, and the seeds did
+/// commit joins and leaves (the lane is not idle).
+#[test]
+fn membership_swarm_passes() {
+    let mut c = membership_cfg();
+    c.trace = true;
+    let (mut joins, mut leaves) = (0, 0);
+    for seed in 0..30 {
+        let r = sim::run(seed, &c);
+        assert!(r.passed(), "{}", sim::describe(&r));
+        let lines = r.trace.as_deref().unwrap_or_default();
+        let committed = |kind: &str| {
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!("membership {kind} n4 via")))
+                .filter(|l| l.contains(": committed v"))
+                .count()
+        };
+        joins += committed("join");
+        leaves += committed("leave");
+        assert!(
+            lines.iter().any(|l| l.contains("layout settled on v")),
+            "seed {seed}: no settled layout in the trace"
+        );
+    }
+    assert!(
+        joins >= 30 && leaves >= 30,
+        "{joins} joins, {leaves} leaves committed"
+    );
+}
+
+/// Goal: the membership swarm finds a joining node that says it is synced without
+/// receiving its ranges (reads and lead writes go to an owner without the data: an
+/// acknowledged write is lost) within 20 seeds.
+#[test]
+fn swarm_finds_sync_without_transfer() {
+    let found = seeds_to_failure_with("sync-without-transfer", 20, membership_cfg());
+    assert!(
+        found.is_some(),
+        "sync-without-transfer not found in 20 seeds"
+    );
+}
+
+/// Goal: the membership swarm finds writes that reach a quorum of the newest layout's
+/// owners only while reads and leads use the oldest's, within 20 seeds.
+#[test]
+fn swarm_finds_writes_to_the_newest_layout_only() {
+    let found = seeds_to_failure_with("write-newest-layout-only", 20, membership_cfg());
+    assert!(
+        found.is_some(),
+        "write-newest-layout-only not found in 20 seeds"
+    );
 }
 
 /// Goal: the swarm finds a lead that ignores the client's causal context (every write

@@ -30,7 +30,9 @@ pub struct SimArgs {
     /// Concurrent simulated clients.
     #[arg(long, default_value_t = 5)]
     clients: usize,
-    /// Faults: none, all, or a list of partition, crash, clock, loss, disk, unsynced.
+    /// Faults: none, all, or a list of partition, crash, clock, loss, disk, unsynced,
+    /// membership (`all` is the first five; `membership` adds a spare node that joins and
+    /// leaves the layout).
     #[arg(long, default_value = "all")]
     faults: String,
     /// Workloads: all, or a list of siblings, set, counter, register.
@@ -43,7 +45,8 @@ pub struct SimArgs {
     #[arg(long)]
     jobs: Option<usize>,
     /// Re-introduce a known bug class (for showing the swarm finds it): ack-before-durable,
-    /// reissue-dot, ignore-context, overwrite-repair. Repeatable.
+    /// reissue-dot, ignore-context, overwrite-repair, sync-without-transfer,
+    /// write-newest-layout-only (the last two add the membership fault). Repeatable.
     #[arg(long, hide = true)]
     bug: Vec<String>,
     /// One JSON report per seed instead of text.

@@ -19,7 +19,8 @@
 //!    in the *oldest* live version, whose members all hold their data. Each node says
 //!    when it has applied a version with no older write still in flight (`acked`) and when
 //!    it has received every range it gained (`synced`, [`crate::transfer`]); once every
-//!    member of a newer version is synced, the older versions are dropped ([`History::prune`]).
+//!    member of the newest version is synced on it, the older versions are dropped
+//!    ([`History::prune`]).
 //!
 //! Everything here is plain data and decisions; the node persists it and moves it over
 //! the network.
@@ -475,19 +476,30 @@ impl History {
         Ok(*self != before)
     }
 
-    /// Drop the live versions older than the newest version whose members are all
-    /// synced on it; keep acks and syncs of live nodes only. Returns whether any dropped.
+    /// Once every member of the current version is synced on it, drop every older
+    /// version; keep acks and syncs of live nodes only. Returns whether any dropped.
+    ///
+    /// Only the current version can become the oldest: a node syncs on the current
+    /// version only, pulling what it gains there relative to the *oldest* live one, so
+    /// `synced >= v` proves nothing about an intermediate version. With v2 (n4 joined)
+    /// oldest, v3 (n4 left) and v4 (n4 joined again) stacked on it, a node that gains a
+    /// range in v3 but not in v4 syncs on v4 without pulling it; making v3 the read
+    /// layout would send reads, and lead writes, to an owner without the data (the
+    /// simulator's `membership` swarm lost acknowledged set adds that way).
     pub fn prune(&mut self) -> bool {
-        let keep_from = self.live.iter().rposition(|l| {
-            l.members
-                .iter()
-                .all(|m| self.synced.get(&m.name).copied().unwrap_or(0) >= l.version)
-        });
-        let Some(i) = keep_from else { return false };
-        if i == 0 {
+        if !self.in_transition() {
             return false;
         }
-        self.live.drain(..i);
+        let current = self.current();
+        let synced = current
+            .members
+            .iter()
+            .all(|m| self.synced.get(&m.name).copied().unwrap_or(0) >= current.version);
+        if !synced {
+            return false;
+        }
+        let last = self.live.len() - 1;
+        self.live.drain(..last);
         self.forget_gone();
         true
     }
@@ -852,6 +864,42 @@ mod tests {
         let mut lag = History::new(layout(3));
         lag.merge(&h).unwrap();
         assert_eq!(lag, h);
+    }
+
+    /// Goal: an intermediate version never becomes the read layout. v2 (n4 joined) is
+    /// settled, v3 (n4 leaves) and v4 (n4 joins again) stack on it; a node that syncs on
+    /// v4 pulled only what it gains from v2 to v4, not what it gains in v3, so v2 stays
+    /// oldest until every member of v4 is synced, and then v4 alone is live (the
+    /// simulator's membership swarm found reads and lead writes going to a v3 owner that
+    /// never received its v3 ranges: seed 21, acknowledged set adds lost).
+    #[test]
+    fn only_the_newest_version_becomes_the_read_layout() {
+        let mut h = History::new(layout(3));
+        let l2 = h.current().apply(&[join(4)]).unwrap();
+        h.add_committed(l2.clone()).unwrap();
+        for n in ["n1", "n2", "n3", "n4"] {
+            h.sync(n, 2);
+        }
+        assert!(h.prune());
+        assert_eq!((h.read_layout().version, h.live.len()), (2, 1));
+        let l3 = l2.apply(&[Change::Leave { name: "n4".into() }]).unwrap();
+        h.add_committed(l3.clone()).unwrap();
+        let l4 = l3.apply(&[join(4)]).unwrap();
+        h.add_committed(l4).unwrap();
+        for n in ["n1", "n2", "n3"] {
+            h.sync(n, 4);
+        }
+        assert!(!h.prune(), "n4 is not synced on v4 yet");
+        assert_eq!(
+            h.read_layout().version,
+            2,
+            "v3 must not become the read layout"
+        );
+        let mut other = h.clone();
+        other.sync("n4", 4);
+        assert!(h.merge(&other).unwrap());
+        assert_eq!(h.live.len(), 1);
+        assert_eq!(h.read_layout().version, 4);
     }
 
     /// Goal: a different layout under a held version, or a version gap, is refused.

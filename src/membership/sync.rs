@@ -185,7 +185,7 @@ pub async fn commit(
     let slot = mine.version;
     let voters = m.view().history.current().names();
     let needed = majority(voters.len());
-    let mut round = m.highest_round() + 1;
+    let mut round = m.highest_round().saturating_add(1);
     let (mut last_failures, mut best) = (Vec::new(), 0usize);
     for _ in 0..COMMIT_ATTEMPTS {
         let ballot = Ballot {
@@ -209,7 +209,7 @@ pub async fn commit(
             match reply.result {
                 Ok(Promise::Promised(acc)) => promises.push(acc),
                 Ok(Promise::Rejected(b)) => {
-                    round = round.max(b.round.saturating_add(1));
+                    round = outbid(round, &b);
                     failures.push(refusal(&reply.node, &b));
                 }
                 Ok(Promise::Decided(h)) => {
@@ -226,7 +226,7 @@ pub async fn commit(
         best = best.max(promises.len());
         if promises.len() < needed {
             last_failures = failures;
-            round += 1;
+            round = round.saturating_add(1);
             continue;
         }
         let chosen = choose(mine.clone(), &promises);
@@ -246,7 +246,7 @@ pub async fn commit(
             match reply.result {
                 Ok(Accepted::Accepted) => oks += 1,
                 Ok(Accepted::Rejected(b)) => {
-                    round = round.max(b.round.saturating_add(1));
+                    round = outbid(round, &b);
                     failures.push(refusal(&reply.node, &b));
                 }
                 Ok(Accepted::Decided(h)) => {
@@ -263,7 +263,7 @@ pub async fn commit(
         best = best.max(oks);
         if oks < needed {
             last_failures = failures;
-            round += 1;
+            round = round.saturating_add(1);
             continue;
         }
         // Chosen: apply, tell everyone (the new members included), report.
@@ -318,6 +318,14 @@ async fn settle(
     })
 }
 
+/// The round to try next after `b` refused ours: above it, saturating. (A lagging
+/// acceptor once refused with a sentinel ballot of round `u64::MAX`, and the `+ 1` after it
+/// overflowed — a panic in debug builds, found by the simulator's membership swarm; it
+/// now answers `Lagging`, and rounds saturate besides.)
+fn outbid(round: u64, b: &Ballot) -> u64 {
+    round.max(b.round.saturating_add(1))
+}
+
 fn refusal(node: &str, b: &Ballot) -> ReplicaFailure {
     ReplicaFailure {
         node: node.to_string(),
@@ -331,5 +339,28 @@ fn lagging(node: &str, current: u64) -> ReplicaFailure {
         node: node.to_string(),
         kind: "lagging".into(),
         detail: format!("it holds layout v{current} only, and catches up by gossip"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: a refusal's ballot is outbid, and rounds never overflow, whatever a peer
+    /// sends.
+    #[test]
+    fn refusals_are_outbid_without_overflow() {
+        let higher = Ballot {
+            round: 7,
+            node: "n2".into(),
+        };
+        assert_eq!(outbid(3, &higher), 8);
+        assert_eq!(outbid(9, &higher), 9);
+        let top = Ballot {
+            round: u64::MAX,
+            node: "n2".into(),
+        };
+        assert_eq!(outbid(3, &top), u64::MAX);
+        assert_eq!(outbid(3, &top).saturating_add(1), u64::MAX);
     }
 }

@@ -2,6 +2,10 @@
 //! `Node`, coordinator, replica and storage code), each on its own simulated machine —
 //! a [`SimDisk`], a [`SimClock`] — and process ([`SimEnv`]), wired by the in-memory
 //! network. Crash and restart replace the process and keep the machine.
+//!
+//! A cluster may have *spare* machines beyond the layout's nodes: they boot with the
+//! layout's member list, which does not name them, so they start outside the layout (as a
+//! node an operator is about to `join` does) and own nothing until a join is committed.
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
@@ -59,6 +63,16 @@ pub struct ClusterSpec {
     pub detector: crate::config::DetectorConfig,
 }
 
+/// Machine `i`'s member entry.
+fn member(i: usize) -> Member {
+    Member {
+        name: format!("n{}", i + 1),
+        // Names route in the in-memory network; the address only has to be unique.
+        addr: std::net::SocketAddr::from(([10, 0, 0, (i + 1) as u8], 7000)),
+        zone: None,
+    }
+}
+
 /// The cluster.
 pub struct SimCluster {
     spec: ClusterSpec,
@@ -78,21 +92,27 @@ impl SimCluster {
         origin: crate::env::Instant,
         rng: &mut Rng,
     ) -> Result<Self, NodeError> {
-        let members: Vec<Member> = (1..=spec.nodes)
-            .map(|i| Member {
-                name: format!("n{i}"),
-                addr: std::net::SocketAddr::from(([10, 0, 0, i as u8], 7000)),
-                zone: None,
-            })
-            .collect();
+        Self::start_with_spares(spec, 0, net, origin, rng)
+    }
+
+    /// Build and boot the `spec.nodes` layout nodes `n1..`, and `spares` more machines
+    /// after them that start outside the layout (the membership fault's joining node).
+    pub fn start_with_spares(
+        spec: ClusterSpec,
+        spares: usize,
+        net: MemoryNetwork,
+        origin: crate::env::Instant,
+        rng: &mut Rng,
+    ) -> Result<Self, NodeError> {
+        let members: Vec<Member> = (0..spec.nodes).map(member).collect();
         let mut key = [0u8; 32];
         for chunk in key.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
         }
-        let machines = members
-            .iter()
+        let machines = (0..spec.nodes + spares)
+            .map(member)
             .map(|m| Machine {
-                name: m.name.clone(),
+                name: m.name,
                 disk: SimDisk::new(spec.unsynced, rng.next_u64()),
                 clock: SimClock::new(origin),
                 process: None,
@@ -112,7 +132,13 @@ impl SimCluster {
         Ok(c)
     }
 
-    /// Node count.
+    /// Machine `i`'s member entry (name `n{i+1}`, a made-up address): what a `join` of it
+    /// names.
+    pub fn member(&self, i: usize) -> Member {
+        member(i)
+    }
+
+    /// Machine count (layout nodes and spares).
     pub fn len(&self) -> usize {
         self.machines.len()
     }

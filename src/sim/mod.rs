@@ -8,7 +8,9 @@
 //! in-memory network with seeded latency, loss, duplication and partitions. Simulated
 //! clients ([`workload`]) run four workloads and record Jepsen histories while the
 //! [`nemesis`] injects faults; then every fault is healed, the replicas must converge, and
-//! the `jepsen-like` checkers judge the histories in process.
+//! the `jepsen-like` checkers judge the histories in process. With the opt-in `membership`
+//! fault a spare machine joins and leaves the layout meanwhile ([`membership_loop`]); the
+//! heal then shrinks the layout back and waits until it settles on one version.
 //!
 //! Determinism: everything runs on one paused single-threaded tokio runtime (virtual time
 //! jumps to the next timer when every task waits), every random choice comes from the
@@ -34,13 +36,23 @@ use std::time::Duration;
 use jepsen_like::{CheckOptions, Function, OpType, Value, Verdict};
 
 use crate::env::{Instant, Rng};
-use crate::proto::ClientRequest;
+use crate::membership::layout::Change;
+use crate::membership::View;
+use crate::proto::{ClientRequest, ClientResponse};
 use crate::replica::InjectedBugs;
 use crate::transport::memory::{LinkFaults, MemoryNetwork};
 
 use cluster::{ClusterSpec, SimCluster};
 use nemesis::{Action, Fault};
 use workload::{ClientState, Histories, Outcome, Planned, Workload};
+
+/// How long the layout may take to settle after the heal (the spare out of it, one live
+/// version everywhere) before the run fails.
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
+
+/// How long the simulator waits for a commit's answer: the proposer's own bound is five
+/// ballots of two phases, each within the request timeout, plus the push of the result.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(15);
 
 /// How often the OS writes an unsynced disk back (Linux's default is every 5 s for data
 /// older than 30 s; shorter here so a run of a few seconds sees both sides of it).
@@ -95,16 +107,19 @@ pub struct SimBugs {
 }
 
 /// The names `--bug` takes, and what each switches on.
-pub const BUG_NAMES: [&str; 4] = [
+pub const BUG_NAMES: [&str; 6] = [
     "ack-before-durable",
     "reissue-dot",
     "ignore-context",
     "overwrite-repair",
+    "sync-without-transfer",
+    "write-newest-layout-only",
 ];
 
 impl SimBugs {
     /// Switch on the bug called `name` (one of [`BUG_NAMES`]); `reissue-dot` also runs
-    /// the nodes unsynced, which it needs.
+    /// the nodes unsynced, and the two layout bugs add the `membership` fault, which they
+    /// need.
     pub fn enable(&mut self, name: &str, faults: &mut Vec<Fault>) -> Result<(), String> {
         match name {
             "ack-before-durable" => self.replica.ack_before_durable = true,
@@ -119,6 +134,16 @@ impl SimBugs {
             }
             "ignore-context" => self.replica.ignore_context = true,
             "overwrite-repair" => self.replica.overwrite_on_merge = true,
+            "sync-without-transfer" | "write-newest-layout-only" => {
+                if name == "sync-without-transfer" {
+                    self.replica.sync_without_transfer = true;
+                } else {
+                    self.replica.write_newest_layout_only = true;
+                }
+                if !faults.contains(&Fault::Membership) {
+                    faults.push(Fault::Membership);
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown bug {other:?}: expected one of {}",
@@ -232,6 +257,8 @@ struct Run {
     errors: Mutex<Vec<String>>,
     request_timeout: Duration,
     base_links: LinkFaults,
+    /// The membership fault's spare machine (after the `cfg.nodes` layout nodes).
+    spare: Option<usize>,
 }
 
 impl Run {
@@ -258,6 +285,11 @@ impl Run {
         env::now().saturating_duration_since(self.origin).as_nanos() as i64
     }
 
+    /// Every machine: the layout nodes and the spare, if any.
+    fn machines(&self) -> usize {
+        self.cfg.nodes + usize::from(self.spare.is_some())
+    }
+
     fn fault_phase_over(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
             || env::now().saturating_duration_since(self.origin) >= self.cfg.time
@@ -265,13 +297,31 @@ impl Run {
 
     /// Call node `i`'s coordinator and wait (bounded) for its answer.
     async fn call(&self, i: usize, req: ClientRequest) -> Outcome {
-        let Some(rx) = self.cluster().request(i, req) else {
-            return Outcome::Refused;
-        };
         // A little longer than the coordinator's own timeout, so a slow answer still counts.
         let patience = self.request_timeout + Duration::from_millis(500);
+        self.call_within(i, req, patience).await
+    }
+
+    /// Call node `i`'s coordinator and wait at most `patience` for its answer.
+    async fn call_within(&self, i: usize, req: ClientRequest, patience: Duration) -> Outcome {
+        let (rx, process) = {
+            let c = self.cluster();
+            (c.request(i, req), c.node(i))
+        };
+        let (Some(rx), Some((_, env))) = (rx, process) else {
+            return Outcome::Refused;
+        };
         match within(patience, rx).await {
             Some(Ok(resp)) => Outcome::Answer(resp),
+            Some(Err(_)) if env.alive() => {
+                // The request's task ended without answering while its process still
+                // runs: it panicked (a crash ends it with the process instead).
+                self.error(format!(
+                    "n{}'s coordinator ended a request without answering (a panic)",
+                    i + 1
+                ));
+                Outcome::Lost
+            }
             _ => Outcome::Lost,
         }
     }
@@ -372,7 +422,10 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         count: 0,
         origin,
     }));
-    let (net, base_links) = network(&mut rng, cfg.nodes, origin);
+    // The membership fault's spare machine comes after the layout nodes; without it the
+    // seed draws exactly what it drew before the fault existed.
+    let spares = usize::from(cfg.faults.contains(&Fault::Membership));
+    let (net, base_links) = network(&mut rng, cfg.nodes + spares, origin);
     {
         let trace = Arc::clone(&trace);
         net.observe(Arc::new(move |e| {
@@ -389,7 +442,19 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         keyspaces: cfg
             .workloads
             .iter()
-            .map(|w| w.keyspace_def(cfg.nodes))
+            .map(|w| {
+                let mut def = w.keyspace_def(cfg.nodes);
+                // With the spare in the layout there is a stand-in beyond the N = 3
+                // primaries, and a write W counted with a stand-in's hint may be missed by
+                // a quorum read until the hint is replayed: what a sloppy quorum gives up
+                // (docs/CONSISTENCY.md), and the counter checker judges every read. So the
+                // counter keeps strict quorums there, and its reads judge whether the
+                // layouts keep R + W > N across versions; the other workloads stay sloppy.
+                if spares > 0 && *w == Workload::Counter {
+                    def.sloppy_quorum = false;
+                }
+                def
+            })
             .collect(),
         request_timeout,
         speculative_read: Duration::from_millis(crate::config::DEFAULT_SPECULATIVE_READ_MS),
@@ -406,10 +471,11 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         },
         detector: Default::default(),
     };
-    let cluster = match SimCluster::start(spec, net, origin, &mut rng) {
+    let cluster = match SimCluster::start_with_spares(spec, spares, net, origin, &mut rng) {
         Ok(c) => c,
         Err(e) => return SimReport::failed(seed, format!("cannot start the cluster: {e}")),
     };
+    let cfg_nodes = cfg.nodes;
     let run = Arc::new(Run {
         ops_left: AtomicU64::new(cfg.ops as u64),
         cfg,
@@ -423,8 +489,12 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         errors: Mutex::new(Vec::new()),
         request_timeout,
         base_links,
+        spare: (spares > 0).then_some(cfg_nodes),
     });
     run.event(&format!("start seed={seed} nodes={}", run.cfg.nodes));
+    if let Some(spare) = run.spare {
+        run.event(&format!("spare n{} outside the layout", spare + 1));
+    }
 
     // Unsynced disks are written back by the OS every `WRITEBACK`.
     if unsynced {
@@ -450,15 +520,38 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         let crng = rng.fork();
         clients.push(spawn(client_loop(r, c, crng)));
     }
+    // The membership lane draws from its own generator, forked last so the others draw
+    // as they did before it existed.
+    let membership = run.spare.map(|spare| {
+        let r = Arc::clone(&run);
+        let mrng = rng.fork();
+        spawn(membership_loop(r, spare, mrng))
+    });
     for c in clients {
         let _ = c.await;
     }
     run.stop.store(true, Ordering::SeqCst);
     let _ = nemesis.await;
+    if let Some(m) = membership {
+        let _ = m.await;
+    }
 
-    // Heal: every fault undone, every machine up.
+    // Heal: every fault undone, every machine up; the spare out of the layout and one live
+    // layout version everywhere, so convergence and the final reads see a settled layout.
     heal_all(&run);
     run.event("heal");
+    if let Some(spare) = run.spare {
+        match settle_membership(&run, spare).await {
+            Ok((version, d)) => run.event(&format!(
+                "layout settled on v{version} after {} ms",
+                d.as_millis()
+            )),
+            Err(e) => {
+                run.event(&format!("layout did not settle: {e}"));
+                run.error(e);
+            }
+        }
+    }
     let converged_ms = converge(&run, &mut rng).await.map(|d| d.as_millis() as u64);
     match converged_ms {
         Some(ms) => run.event(&format!("converged after {ms} ms")),
@@ -514,7 +607,8 @@ async fn client_loop(run: Arc<Run>, client: usize, mut rng: Rng) {
             return;
         }
         let w = run.cfg.workloads[rng.below(run.cfg.workloads.len() as u64) as usize];
-        let node = rng.below(run.cfg.nodes as u64) as usize;
+        // Any machine coordinates, the spare too (a node outside the layout still does).
+        let node = rng.below(run.machines() as u64) as usize;
         let unique = run.unique.fetch_add(1, Ordering::SeqCst);
         let mut choice = rng.next_u64();
         if w == Workload::Counter && run.cfg.faults.contains(&Fault::Unsynced) {
@@ -541,7 +635,7 @@ async fn nemesis_loop(run: Arc<Run>, mut rng: Rng) {
         .faults
         .iter()
         .copied()
-        .filter(|f| *f != Fault::Unsynced)
+        .filter(|f| nemesis::is_drawn(*f))
         .collect();
     if events.is_empty() {
         return;
@@ -556,7 +650,8 @@ async fn nemesis_loop(run: Arc<Run>, mut rng: Rng) {
         if run.fault_phase_over() {
             return;
         }
-        let n = run.cfg.nodes;
+        // Faults hit every machine, the spare too.
+        let n = run.machines();
         let (action, lasting) = nemesis::draw(&mut rng, &events, n, &run.base_links);
         if let (Action::Crash(_), true, Some(t)) = (&action, unsynced, last_restart) {
             if env::now().saturating_duration_since(t) < 2 * WRITEBACK {
@@ -572,6 +667,216 @@ async fn nemesis_loop(run: Arc<Run>, mut rng: Rng) {
         }
         run.event(&format!("nemesis healed {action}"));
     }
+}
+
+/// The membership fault's lane, concurrent with the one-at-a-time faults: after a pause,
+/// the spare joins the layout, stays a while (often less than its transfer takes, so the
+/// leave stacks on the join), and leaves. Each change is committed through a layout node
+/// that is up; a commit that fails (no majority during a partition, a proposer that
+/// crashed) is recorded and the lane goes on. One change at a time.
+async fn membership_loop(run: Arc<Run>, spare: usize, mut rng: Rng) {
+    loop {
+        let d = nemesis::draw_membership(&mut rng);
+        env::sleep(d.gap).await;
+        if run.fault_phase_over() {
+            return;
+        }
+        change_membership(&run, spare, true, d.join_via).await;
+        env::sleep(d.lasting).await;
+        change_membership(&run, spare, false, d.leave_via).await;
+    }
+}
+
+/// Grow the layout by the spare (`join`) or shrink it back, committed through the up
+/// layout node `via_draw` picks; the trace records the attempt and what came of it.
+async fn change_membership(run: &Run, spare: usize, join: bool, via_draw: u64) {
+    let kind = if join { "join" } else { "leave" };
+    let via = {
+        let c = run.cluster();
+        let up: Vec<usize> = (0..run.cfg.nodes).filter(|&i| c.is_up(i)).collect();
+        (!up.is_empty()).then(|| up[(via_draw % up.len() as u64) as usize])
+    };
+    let Some(via) = via else {
+        run.event(&format!(
+            "nemesis membership {kind} n{}: skipped, no layout node is up",
+            spare + 1
+        ));
+        return;
+    };
+    run.event(&format!(
+        "nemesis membership {kind} n{} via n{}",
+        spare + 1,
+        via + 1
+    ));
+    let outcome = commit_change(run, spare, join, via).await;
+    run.event(&format!(
+        "nemesis membership {kind} n{} via n{}: {outcome}",
+        spare + 1,
+        via + 1
+    ));
+}
+
+/// Stage the spare's join or leave on node `via` and commit it; what came of it.
+async fn commit_change(run: &Run, spare: usize, join: bool, via: usize) -> String {
+    let (node, member) = {
+        let c = run.cluster();
+        (c.node(via), c.member(spare))
+    };
+    let Some((node, _)) = node else {
+        return "skipped: the node is down".into();
+    };
+    let view = node.membership().view();
+    let current = view.history.current();
+    if current.has(&member.name) == join {
+        return format!(
+            "skipped: {} is {} a member of v{} (as this node knows it)",
+            member.name,
+            if join { "already" } else { "not" },
+            current.version
+        );
+    }
+    let change = if join {
+        Change::Join {
+            name: member.name.clone(),
+            addr: member.addr,
+            zone: None,
+        }
+    } else {
+        Change::Leave {
+            name: member.name.clone(),
+        }
+    };
+    // A commit that failed earlier leaves its change staged there; staging on top of it
+    // would stack the same change twice. At most one change is pending at a time.
+    for (what, req) in [
+        (
+            "dropping earlier staged changes",
+            ClientRequest::ClusterAbort,
+        ),
+        ("staging", ClientRequest::ClusterStage(change)),
+    ] {
+        match run.call(via, req).await {
+            Outcome::Answer(ClientResponse::Staged(_)) => {}
+            other => return format!("{what} failed: {}", describe_outcome(other)),
+        }
+    }
+    match run
+        .call_within(via, ClientRequest::ClusterCommit, COMMIT_PATIENCE)
+        .await
+    {
+        Outcome::Answer(ClientResponse::Committed(l)) => {
+            format!("committed v{} [{}]", l.version, l.names().join(" "))
+        }
+        other => format!("commit failed: {}", describe_outcome(other)),
+    }
+}
+
+fn describe_outcome(o: Outcome) -> String {
+    match o {
+        Outcome::Answer(ClientResponse::Error(e)) => format!("{:?}: {}", e.kind, e.message),
+        Outcome::Answer(other) => format!("unexpected reply {other:?}"),
+        Outcome::Refused => "the node is down".into(),
+        Outcome::Lost => "no answer (it may still take effect)".into(),
+    }
+}
+
+/// After the heal: commit the spare's leave while it is a member of the newest layout any
+/// node holds, then wait until every node holds one live version, the same one. Bounded by
+/// [`SETTLE_WITHIN`] of simulated time; returns the version and how long it took, or why
+/// the layout did not settle.
+async fn settle_membership(run: &Run, spare: usize) -> Result<(u64, Duration), String> {
+    let start = env::now();
+    let spare_name = name(spare);
+    let mut last_commit: Option<Instant> = None;
+    loop {
+        // (machine, name, view) of every node up.
+        let views: Vec<(usize, String, Arc<View>)> = {
+            let c = run.cluster();
+            (0..c.len())
+                .filter_map(|i| {
+                    c.node(i)
+                        .map(|(n, _)| (i, n.name().to_string(), n.membership().view()))
+                })
+                .collect()
+        };
+        let newest = views.iter().map(|(_, _, v)| v.version()).max().unwrap_or(0);
+        let spare_in = views
+            .iter()
+            .find(|(_, _, v)| v.version() == newest)
+            .is_some_and(|(_, _, v)| v.history.current().has(&spare_name));
+        let down = (0..run.machines()).find(|i| !views.iter().any(|(j, _, _)| j == i));
+        let why = if let Some(i) = down {
+            // The heal restarted every machine; one that did not come back is an error
+            // recorded already, and its layout cannot be judged.
+            format!("{} is down", name(i))
+        } else if spare_in {
+            // Through a layout node that holds the newest version (a stale one would only
+            // learn that its staged change lost); one attempt a second.
+            let retry = last_commit
+                .is_none_or(|t| env::now().saturating_duration_since(t) >= Duration::from_secs(1));
+            let via = views
+                .iter()
+                .find(|(i, _, v)| *i < run.cfg.nodes && v.version() == newest)
+                .map(|(i, _, _)| *i);
+            if let (true, Some(via)) = (retry, via) {
+                commit_leave_via(run, spare, via).await;
+                last_commit = Some(env::now());
+            }
+            format!("{spare_name} is still a member of v{newest}")
+        } else if let Some(why) = unsettled(&views) {
+            why
+        } else {
+            return Ok((newest, env::now().saturating_duration_since(start)));
+        };
+        if env::now().saturating_duration_since(start) >= SETTLE_WITHIN {
+            return Err(format!(
+                "the layout did not settle within {} s after the heal: {why}",
+                SETTLE_WITHIN.as_secs()
+            ));
+        }
+        env::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The heal's leave of the spare, committed through layout node `via`.
+async fn commit_leave_via(run: &Run, spare: usize, via: usize) {
+    run.event(&format!(
+        "heal membership leave n{} via n{}",
+        spare + 1,
+        via + 1
+    ));
+    let outcome = commit_change(run, spare, false, via).await;
+    run.event(&format!(
+        "heal membership leave n{} via n{}: {outcome}",
+        spare + 1,
+        via + 1
+    ));
+}
+
+/// Why the nodes' layouts differ or are in transition, if they do or are.
+fn unsettled(views: &[(usize, String, Arc<View>)]) -> Option<String> {
+    for (_, node, v) in views {
+        if v.history.in_transition() {
+            let live: Vec<String> = v
+                .history
+                .live
+                .iter()
+                .map(|l| format!("v{}", l.version))
+                .collect();
+            return Some(format!("{node} holds live versions {}", live.join(", ")));
+        }
+    }
+    let (_, first, v0) = views.first()?;
+    views
+        .iter()
+        .find(|(_, _, v)| v.version() != v0.version())
+        .map(|(_, node, v)| {
+            format!(
+                "{node} holds layout v{}, {first} v{}",
+                v.version(),
+                v0.version()
+            )
+        })
 }
 
 fn name(i: usize) -> String {
@@ -664,6 +969,16 @@ async fn converged(run: &Run) -> bool {
     let Some((first, _)) = nodes.first() else {
         return false;
     };
+    // The owners come from the first node's ring, which is every node's only when every
+    // node holds one live layout version, the same one (the heal waits for that after
+    // membership changes; without them every node stays on v1).
+    let version = first.membership().view().read_layout_version();
+    if nodes.iter().any(|(node, _)| {
+        let v = node.membership().view();
+        v.history.in_transition() || v.read_layout_version() != version
+    }) {
+        return false;
+    }
     for w in &run.cfg.workloads {
         let n = w.keyspace_def(run.cfg.nodes).n as usize;
         for k in w.keys() {
@@ -781,6 +1096,13 @@ fn summarize(r: &jepsen_like::CheckResult) -> String {
             c.final_bounds,
             c.errors.len()
         ));
+        // The first out-of-bounds read, so a failing seed says which read to look for.
+        if let Some(e) = c.errors.first() {
+            parts.push(format!(
+                "first: process {:?} read {} outside [{}, {}]",
+                e.op.process, e.value, e.lower, e.upper
+            ));
+        }
     }
     if !r.failures.is_empty() {
         parts.push(format!("{} key(s) not linearizable", r.failures.len()));

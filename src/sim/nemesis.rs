@@ -1,6 +1,12 @@
 //! The simulator's nemesis: faults drawn from the run's seed, one at a time, each healed
 //! before the next — partitions of every shape `scripts/netsplit.sh` knows, crashes and
 //! restarts, clock skew, drift and jumps, message loss and duplication, and disk faults.
+//!
+//! `membership` is opt-in (not in [`EVENTS`]): an operator's layout change rather than a
+//! fault of one machine. The run gets a spare machine outside the layout, and a lane of its
+//! own, concurrent with the one-at-a-time faults above, grows the layout by it and shrinks
+//! it back ([`draw_membership`]), so joins, leaves and the transfers between them meet
+//! partitions, crashes, clock jumps, loss and disk faults.
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
@@ -26,6 +32,9 @@ pub enum Fault {
     Disk,
     /// Not an event but a mode: every node runs with `sync = false`.
     Unsynced,
+    /// Layout changes: a spare machine joins the layout and leaves it again, in a lane of
+    /// its own (opt-in: not in [`EVENTS`]).
+    Membership,
 }
 
 /// Every fault kind that is an event (the default set).
@@ -47,6 +56,7 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::Disk => "disk",
             Fault::Unsynced => "unsynced",
+            Fault::Membership => "membership",
         }
     }
 }
@@ -59,13 +69,13 @@ impl fmt::Display for Fault {
 
 /// A fault name that is not one of the known kinds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?}: expected none, all, or a comma-separated list of partition, crash, clock, loss, disk, unsynced")]
+#[error("unknown fault {0:?}: expected none, all, or a comma-separated list of partition, crash, clock, loss, disk, unsynced, membership")]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
     type Err = UnknownFault;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [EVENTS.as_slice(), &[Fault::Unsynced]]
+        [EVENTS.as_slice(), &[Fault::Unsynced, Fault::Membership]]
             .concat()
             .into_iter()
             .find(|f| f.name() == s)
@@ -232,14 +242,16 @@ impl fmt::Display for Action {
     }
 }
 
+/// Whether `f` is one of the faults [`draw`] draws (the others are a mode, `unsynced`, and
+/// a lane of their own, `membership`).
+pub fn is_drawn(f: Fault) -> bool {
+    !matches!(f, Fault::Unsynced | Fault::Membership)
+}
+
 /// Draw the next action among `faults` for a cluster of `n` machines, and how long it
 /// lasts before it is healed.
 pub fn draw(rng: &mut Rng, faults: &[Fault], n: usize, base: &LinkFaults) -> (Action, Duration) {
-    let events: Vec<Fault> = faults
-        .iter()
-        .copied()
-        .filter(|f| *f != Fault::Unsynced)
-        .collect();
+    let events: Vec<Fault> = faults.iter().copied().filter(|f| is_drawn(*f)).collect();
     let kind = events[rng.below(events.len() as u64) as usize];
     let node = rng.below(n as u64) as usize;
     let lasting = Duration::from_millis(200 + rng.below(1300));
@@ -277,9 +289,35 @@ pub fn draw(rng: &mut Rng, faults: &[Fault], n: usize, base: &LinkFaults) -> (Ac
                 Action::DiskFull(node)
             }
         }
-        Fault::Unsynced => unreachable!("filtered out above"),
+        Fault::Unsynced | Fault::Membership => unreachable!("filtered out above"),
     };
     (action, lasting)
+}
+
+/// The next step of the membership lane: the pause before the spare joins, which up
+/// layout node (an index into `up`) the join is committed through, how long the spare
+/// stays a member, and which up layout node commits the leave (drawn now, applied to the
+/// nodes up then). The lasting time is often shorter than a transfer takes, so a leave
+/// regularly stacks on a join still moving data.
+pub struct MembershipDraw {
+    /// Pause before the join.
+    pub gap: Duration,
+    /// Draw for the node the join is committed through.
+    pub join_via: u64,
+    /// How long the spare stays in the layout.
+    pub lasting: Duration,
+    /// Draw for the node the leave is committed through.
+    pub leave_via: u64,
+}
+
+/// Draw the membership lane's next join and leave.
+pub fn draw_membership(rng: &mut Rng) -> MembershipDraw {
+    MembershipDraw {
+        gap: Duration::from_millis(200 + rng.below(1800)),
+        join_via: rng.next_u64(),
+        lasting: Duration::from_millis(500 + rng.below(4500)),
+        leave_via: rng.next_u64(),
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +350,11 @@ mod tests {
     #[test]
     fn fault_lists() {
         assert_eq!(parse_faults("all").unwrap(), EVENTS.to_vec());
+        // `membership` is opt-in: named, never part of `all`.
+        assert_eq!(
+            parse_faults("membership,all").unwrap(),
+            [EVENTS.as_slice(), &[Fault::Membership]].concat()
+        );
         assert!(parse_faults("none").unwrap().is_empty());
         assert_eq!(
             parse_faults("crash,partition,crash").unwrap(),
