@@ -177,10 +177,10 @@ impl ReplicaService {
             _ => return None,
         };
         let view = m.view();
-        let owns = view.rings().iter().any(|r| {
-            r.preference_list(partition, ks.n as usize)
-                .contains(&self.name)
-        });
+        let owns = view
+            .rings()
+            .iter()
+            .any(|r| r.holds(partition, ks.n as usize, &self.name));
         (!owns).then(|| {
             format!(
                 "{} owns partition {:?} of {} in none of its live layout versions (current v{})",

@@ -156,6 +156,22 @@ impl Ring {
 
     /// As [`Ring::preference_list`], for a raw token.
     pub fn preference_list_for_token(&self, token: u64, n: usize) -> Vec<String> {
+        self.replica_indexes(token, n)
+            .into_iter()
+            .map(|i| self.nodes[i].clone())
+            .collect()
+    }
+
+    /// Whether `node` is one of the first `n` replicas of `partition`: the check every
+    /// replica request makes ([`crate::replica_service`]), without building the list.
+    pub fn holds(&self, partition: &[u8], n: usize, node: &str) -> bool {
+        self.replica_indexes(token_of(partition), n)
+            .into_iter()
+            .any(|i| self.nodes[i] == node)
+    }
+
+    /// The preference list as indexes into `nodes`.
+    fn replica_indexes(&self, token: u64, n: usize) -> Vec<usize> {
         let want = n.min(self.nodes.len());
         // Nodes in zones not used yet, as many as there are zones (at most `want`); then
         // the nodes skipped for their zone, in ring order, for the rest.
@@ -181,7 +197,7 @@ impl Ring {
             }
         }
         picked.extend(skipped.into_iter().take(want - picked.len().min(want)));
-        picked.into_iter().map(|i| self.nodes[i].clone()).collect()
+        picked
     }
 
     /// Share of the ring (0..1) for which each node is the *primary* replica.
@@ -210,6 +226,24 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    /// Goal: `holds` agrees with the preference list for every node, with and without zones.
+    #[test]
+    fn holds_agrees_with_the_preference_list() {
+        let zones: Vec<Option<String>> = (0..6).map(|i| Some(format!("z{}", i % 3))).collect();
+        for ring in [
+            Ring::new(&names(6), 64).unwrap(),
+            Ring::with_zones(&names(6), &zones, 64).unwrap(),
+        ] {
+            for i in 0..300 {
+                let p = format!("p{i}");
+                let pl = ring.preference_list(p.as_bytes(), 3);
+                for n in names(6) {
+                    assert_eq!(ring.holds(p.as_bytes(), 3, &n), pl.contains(&n), "{p} {n}");
+                }
+            }
+        }
     }
 
     /// Goal: preference lists hold N distinct nodes, and items of one partition share one.
