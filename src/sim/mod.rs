@@ -703,17 +703,17 @@ async fn change_membership(run: &Run, spare: usize, join: bool, via_draw: u64) {
         ));
         return;
     };
-    run.event(&format!(
-        "nemesis membership {kind} n{} via n{}",
-        spare + 1,
-        via + 1
-    ));
+    commit_traced(run, "nemesis", spare, join, via).await;
+}
+
+/// Commit the spare's join or leave through layout node `via`, recording the attempt and
+/// its outcome in the trace under `phase` (`nemesis` or `heal`).
+async fn commit_traced(run: &Run, phase: &str, spare: usize, join: bool, via: usize) {
+    let kind = if join { "join" } else { "leave" };
+    let what = format!("{phase} membership {kind} n{} via n{}", spare + 1, via + 1);
+    run.event(&what);
     let outcome = commit_change(run, spare, join, via).await;
-    run.event(&format!(
-        "nemesis membership {kind} n{} via n{}: {outcome}",
-        spare + 1,
-        via + 1
-    ));
+    run.event(&format!("{what}: {outcome}"));
 }
 
 /// Stage the spare's join or leave on node `via` and commit it; what came of it.
@@ -819,7 +819,7 @@ async fn settle_membership(run: &Run, spare: usize) -> Result<(u64, Duration), S
                 .find(|(i, _, v)| *i < run.cfg.nodes && v.version() == newest)
                 .map(|(i, _, _)| *i);
             if let (true, Some(via)) = (retry, via) {
-                commit_leave_via(run, spare, via).await;
+                commit_traced(run, "heal", spare, false, via).await;
                 last_commit = Some(env::now());
             }
             format!("{spare_name} is still a member of v{newest}")
@@ -836,21 +836,6 @@ async fn settle_membership(run: &Run, spare: usize) -> Result<(u64, Duration), S
         }
         env::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The heal's leave of the spare, committed through layout node `via`.
-async fn commit_leave_via(run: &Run, spare: usize, via: usize) {
-    run.event(&format!(
-        "heal membership leave n{} via n{}",
-        spare + 1,
-        via + 1
-    ));
-    let outcome = commit_change(run, spare, false, via).await;
-    run.event(&format!(
-        "heal membership leave n{} via n{}: {outcome}",
-        spare + 1,
-        via + 1
-    ));
 }
 
 /// Why the nodes' layouts differ or are in transition, if they do or are.
