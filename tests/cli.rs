@@ -269,10 +269,17 @@ fn dev_cluster_kill_9_loses_no_acknowledged_write() {
         stderr(&o)
     );
     guard.extra.push(KillOnDrop(restart_node(&dir, 2)));
+    // Back as every coordinator sees it: each node's failure detector (a probe a second)
+    // clears n2 on its own schedule, and until then that node routes around it.
     wait_until("n2 to come back", || {
-        cli(&dir, &["put", "probe", "x", "-w", "3"])
+        (1..=3).all(|i| {
+            cli(
+                &dir,
+                &["put", "probe", "x", "-w", "3", "--node", &format!("n{i}")],
+            )
             .status
             .success()
+        })
     });
 
     // Acknowledged writes with W=3, then kill -9 every node at once.

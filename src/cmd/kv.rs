@@ -552,13 +552,44 @@ pub fn keyspaces(a: ClusterArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn status(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let (node, nodes) = with_client(&a, |client, _| {
-        Box::pin(async move { Ok(client.status().await?) })
+    let ((node, nodes), layouts) = with_client(&a, |client, _| {
+        Box::pin(async move {
+            let status = client.status().await?;
+            // The layout line is a help, not the answer: a node that cannot say still
+            // shows its status.
+            let layouts = client.cluster_status().await.ok();
+            Ok((status, layouts))
+        })
     })?;
+    let layout_line = layouts.as_ref().map(|r| {
+        let h = &r.history;
+        let live: Vec<String> = h.live.iter().map(|l| format!("v{}", l.version)).collect();
+        if h.in_transition() {
+            format!(
+                "layout v{}: data is moving (live {}; `quorumkv cluster status` shows progress)",
+                h.current().version,
+                live.join(", ")
+            )
+        } else {
+            format!("layout v{}: no change in progress", h.current().version)
+        }
+    });
     if a.output == Output::Json {
-        println!("{}", json!({"contacted": node, "nodes": nodes}));
+        let layout = layouts.as_ref().map(|r| {
+            json!({
+                "current": r.history.current().version,
+                "live": r.history.live.iter().map(|l| l.version).collect::<Vec<_>>(),
+            })
+        });
+        println!(
+            "{}",
+            json!({"contacted": node, "nodes": nodes, "layout": layout})
+        );
     } else {
         println!("as seen by {node}:");
+        if let Some(l) = &layout_line {
+            println!("{l}");
+        }
         println!(
             "{:<8} {:<22} {:<8} {:<13} {:>9} {:>13} {:>11}",
             "node", "address", "state", "detector", "ownership", "hints held", "hint bytes"
