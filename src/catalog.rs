@@ -248,10 +248,7 @@ impl Catalog {
 
     /// Delete every stored item of keyspace `name`, in bounded batches.
     fn purge_data(&self, name: &str) -> Result<usize, CatalogError> {
-        let mut start = name.as_bytes().to_vec();
-        start.push(0);
-        let mut end = name.as_bytes().to_vec();
-        end.push(1);
+        let (start, end) = crate::key::keyspace_range(name);
         let mut deleted = 0;
         crate::aae::tree::purge_keyspace(&*self.storage, name)?;
         crate::tombstones::purge_keyspace(&*self.storage, name)?;

@@ -122,6 +122,16 @@ impl Key {
     }
 }
 
+/// The storage range `[start, end)` holding every item of `keyspace`: its name and the
+/// 0x00 that ends it, up to the name and 0x01.
+pub fn keyspace_range(keyspace: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut start = keyspace.as_bytes().to_vec();
+    let mut end = start.clone();
+    start.push(0);
+    end.push(1);
+    (start, end)
+}
+
 /// The storage prefix shared by every item of one partition.
 pub fn partition_prefix(keyspace: &str, partition: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(keyspace.len() + partition.len() + 4);

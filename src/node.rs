@@ -206,7 +206,7 @@ impl Node {
         let (catalog, mut warnings) = Catalog::open(
             p.storage.clone(),
             p.env.clone(),
-            view.history.current().members.len().max(p.members.len()),
+            smallest_layout(&view),
             p.keyspaces,
         )?;
         warnings.extend(layout_warnings);
@@ -272,8 +272,7 @@ impl Node {
                     p.set_members(members.into_iter().map(|m| m.name).collect());
                 }
                 if let Some(c) = catalog.upgrade() {
-                    let smallest = v.history.live.iter().map(|l| l.members.len()).min();
-                    c.set_cluster_size(smallest.unwrap_or(1));
+                    c.set_cluster_size(smallest_layout(v));
                 }
             });
         }
@@ -570,13 +569,14 @@ impl Node {
                     transfer: self.transfers.status(),
                 },
             ))),
-            ClientRequest::ClusterStage(change) => {
-                self.check_change(&change)?;
-                self.membership
-                    .stage(change)
-                    .map(ClientResponse::Staged)
-                    .map_err(|e| CoordinatorError::Layout(e.to_string()))
-            }
+            ClientRequest::ClusterStage(change) => self
+                .membership
+                .stage(change, |next| {
+                    self.layout_fits(next)
+                        .map_err(crate::membership::layout::LayoutError::BadChange)
+                })
+                .map(ClientResponse::Staged)
+                .map_err(|e| CoordinatorError::Layout(e.to_string())),
             ClientRequest::ClusterAbort => self
                 .membership
                 .abort()
@@ -621,52 +621,36 @@ impl Node {
         }
     }
 
-    /// Refuse a change this cluster cannot take: a leave or remove while a transfer runs
-    /// is fine (versions stack), but the result must keep every keyspace's N replicas.
-    fn check_change(
-        &self,
-        change: &crate::membership::layout::Change,
-    ) -> Result<(), CoordinatorError> {
-        let mut changes = self.membership.staged();
-        if changes.base != self.membership.view().version() {
-            changes.changes.clear();
-        }
-        changes.changes.push(change.clone());
-        let next = self
-            .membership
-            .view()
-            .history
-            .current()
-            .apply(&changes.changes)
-            .map_err(|e| CoordinatorError::Layout(e.to_string()))?;
-        self.check_layout(&next)
-    }
-
     /// A layout must hold at least N members for every keyspace.
     fn check_layout(
         &self,
         next: &crate::membership::layout::Layout,
     ) -> Result<(), CoordinatorError> {
-        if let Some(ks) = self
+        self.layout_fits(next).map_err(CoordinatorError::Layout)
+    }
+
+    /// Why `next` cannot serve this cluster's keyspaces, if it cannot: fewer members than
+    /// some keyspace's N.
+    fn layout_fits(&self, next: &crate::membership::layout::Layout) -> Result<(), String> {
+        match self
             .catalog
             .list()
             .into_iter()
             .find(|k| k.n as usize > next.members.len())
         {
-            return Err(CoordinatorError::Layout(format!(
+            Some(ks) => Err(format!(
                 "layout v{} would have {} member(s), but keyspace {:?} keeps n={} replicas of every key: drop or shrink the keyspace first, or add nodes",
                 next.version,
                 next.members.len(),
                 ks.name,
                 ks.n
-            )));
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// What the staged changes would do: ranges moving, bytes to transfer (each member's
-    /// data size from its `status`... estimated from this node's own size times its share),
-    /// and the balance after.
+    /// What the staged changes would do: ranges moving, bytes to transfer (from each
+    /// member's storage estimate, [`Node::data_sizes`]), and the balance after.
     async fn plan(&self) -> Result<crate::membership::layout::Plan, CoordinatorError> {
         let (next, staged) = self
             .membership
@@ -782,7 +766,7 @@ impl Node {
         let span = tracing::debug_span!("peer_request", node = %self.name, %from);
         async move {
             // A request from a peer proves it is up.
-            if self.membership.view().history.is_member(&from) {
+            if self.peers.is_member(&from) {
                 self.peers.heard_from(&from);
             }
             match req {
@@ -795,6 +779,16 @@ impl Node {
         .instrument(span)
         .await
     }
+}
+
+/// The members of the smallest live layout version: what bounds a keyspace's N.
+fn smallest_layout(view: &crate::membership::View) -> usize {
+    view.history
+        .live
+        .iter()
+        .map(|l| l.members.len())
+        .min()
+        .unwrap_or(1)
 }
 
 fn op_name(req: &ClientRequest) -> &'static str {
@@ -880,15 +874,7 @@ mod tests {
     use crate::storage::{prefix_end, BatchOp, MemoryStorage};
     use crate::transport::memory::MemoryNetwork;
 
-    fn members(n: usize) -> Vec<Member> {
-        (1..=n)
-            .map(|i| Member {
-                name: format!("n{i}"),
-                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
-                zone: None,
-            })
-            .collect()
-    }
+    use crate::membership::layout::test_members as members;
 
     /// Node `n1` of a `size`-node cluster over `storage`, with `keyspaces` in its config.
     fn node(

@@ -147,9 +147,7 @@ pub fn serve_page(
         });
     }
     let max_bytes = max_bytes.clamp(1024, MAX_PAGE_BYTES) as usize;
-    let mut prefix = ks.name.as_bytes().to_vec();
-    prefix.push(0);
-    let end = prefix_end(&prefix).unwrap_or_default();
+    let (prefix, end) = crate::key::keyspace_range(&ks.name);
     let mut start = match after {
         Some(a) => {
             let mut s = a.to_vec();
@@ -237,6 +235,9 @@ pub struct TransferParams {
 pub struct Transfers {
     p: TransferParams,
     status: Mutex<TransferStatus>,
+    /// The layout version the last clean-up was for (0: not read from storage yet), so a
+    /// step with nothing to do reads nothing.
+    cleaned: std::sync::atomic::AtomicU64,
 }
 
 /// A resumable cursor: in progress after a key, or done.
@@ -259,10 +260,7 @@ fn checkpoint_key(version: u64, source: &str, keyspace: &str) -> Vec<u8> {
 /// unless a later clean-up says otherwise (a node's first start: its data is its own).
 pub fn init_cleaned(storage: &dyn Storage, v: u64) -> Result<(), StorageError> {
     if read_u64(storage, CLEANED_KEY)?.is_none() {
-        storage.write(vec![BatchOp::Put(
-            CLEANED_KEY.to_vec(),
-            v.to_be_bytes().to_vec(),
-        )])?;
+        write_u64(storage, CLEANED_KEY, v)?;
     }
     Ok(())
 }
@@ -274,10 +272,11 @@ pub fn trees_built_on(storage: &dyn Storage) -> Result<Option<u64>, StorageError
 
 /// Record that the stored trees are built on layout version `v`'s ring.
 pub fn mark_trees(storage: &dyn Storage, v: u64) -> Result<(), StorageError> {
-    storage.write(vec![BatchOp::Put(
-        TREES_KEY.to_vec(),
-        v.to_be_bytes().to_vec(),
-    )])
+    write_u64(storage, TREES_KEY, v)
+}
+
+fn write_u64(storage: &dyn Storage, key: &[u8], v: u64) -> Result<(), StorageError> {
+    storage.write(vec![BatchOp::Put(key.to_vec(), v.to_be_bytes().to_vec())])
 }
 
 fn read_u64(storage: &dyn Storage, key: &[u8]) -> Result<Option<u64>, StorageError> {
@@ -292,6 +291,7 @@ impl Transfers {
         Arc::new(Transfers {
             p,
             status: Mutex::new(TransferStatus::default()),
+            cleaned: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -514,19 +514,19 @@ impl Transfers {
     async fn settle(&self, view: &View) -> Result<(), TransferError> {
         let v = view.read_layout_version();
         let storage = Arc::clone(self.storage());
-        let cleaned = read_u64(&*storage, CLEANED_KEY)?;
-        // Recorded at the node's start (`init_cleaned`), so always there.
-        match cleaned {
-            Some(c) if c < v => {
-                let dropped = self.drop_unowned(view).await?;
-                storage.write(vec![BatchOp::Put(
-                    CLEANED_KEY.to_vec(),
-                    v.to_be_bytes().to_vec(),
-                )])?;
-                self.note(|s| s.keys_dropped += dropped as u64);
-                tracing::info!(node = %self.p.name, version = v, dropped, "removed the keys this node no longer owns");
-            }
-            _ => {}
+        use std::sync::atomic::Ordering;
+        let mut cleaned = self.cleaned.load(Ordering::Acquire);
+        if cleaned == 0 {
+            // Recorded at the node's start (`init_cleaned`), so always there.
+            cleaned = read_u64(&*storage, CLEANED_KEY)?.unwrap_or(v);
+            self.cleaned.store(cleaned, Ordering::Release);
+        }
+        if cleaned < v {
+            let dropped = self.drop_unowned(view).await?;
+            write_u64(&*storage, CLEANED_KEY, v)?;
+            self.cleaned.store(v, Ordering::Release);
+            self.note(|s| s.keys_dropped += dropped as u64);
+            tracing::info!(node = %self.p.name, version = v, dropped, "removed the keys this node no longer owns");
         }
         if let Some(trees) = self.p.replica.aae() {
             if trees.ring_version() != v {
@@ -544,10 +544,7 @@ impl Transfers {
                         .await
                         .ok_or_else(|| TransferError::Replica("tree rebuild task failed".into()))?
                         .map_err(|e| TransferError::Replica(e.to_string()))?;
-                    storage.write(vec![BatchOp::Put(
-                        TREES_KEY.to_vec(),
-                        v.to_be_bytes().to_vec(),
-                    )])?;
+                    mark_trees(&*storage, v)?;
                     tracing::info!(node = %self.p.name, version = v, "anti-entropy trees rebuilt on the new layout's ring");
                 }
             }
@@ -559,10 +556,7 @@ impl Transfers {
     async fn drop_unowned(&self, view: &View) -> Result<usize, TransferError> {
         let mut dropped = 0;
         for ks in self.p.catalog.list() {
-            let mut prefix = ks.name.as_bytes().to_vec();
-            prefix.push(0);
-            let end = prefix_end(&prefix).unwrap_or_default();
-            let mut start = prefix;
+            let (mut start, end) = crate::key::keyspace_range(&ks.name);
             loop {
                 // A new version may make this node an owner again: decide each page on the
                 // view it was decided on, and stop if that is no longer current.
@@ -608,17 +602,10 @@ impl Transfers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Member;
     use crate::membership::layout::{Change, History, Layout};
     use crate::storage::MemoryStorage;
 
-    fn member(i: usize) -> Member {
-        Member {
-            name: format!("n{i}"),
-            addr: format!("127.0.0.1:{}", 7100 + i).parse().unwrap(),
-            zone: None,
-        }
-    }
+    use crate::membership::layout::test_member as member;
 
     /// A view with v1 = n1..n3 and v2 = v1 + n4, and a store holding `keys` keys of `ks`.
     fn setup(keys: usize) -> (View, MemoryStorage, KeyspaceDef, Vec<Vec<u8>>) {

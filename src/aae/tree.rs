@@ -439,9 +439,7 @@ impl TreeIndex {
         let mut stats = RebuildStats::default();
         let mut segments: HashMap<Vec<u8>, u64> = HashMap::new();
         for ks in keyspaces {
-            let mut start = ks.name.as_bytes().to_vec();
-            start.push(0);
-            let end = prefix_end(&start).unwrap_or_default();
+            let (mut start, end) = crate::key::keyspace_range(&ks.name);
             loop {
                 let rows = storage.scan(&start, &end, PAGE)?;
                 let Some((last, _)) = rows.last() else { break };

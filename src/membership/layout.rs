@@ -762,6 +762,22 @@ pub fn choose(own: Layout, promises: &[Option<(Ballot, Layout)>]) -> Layout {
         .unwrap_or(own)
 }
 
+/// Member `n{i}` on loopback port 7100 + i: the members unit tests build layouts of.
+#[cfg(test)]
+pub(crate) fn test_member(i: usize) -> Member {
+    Member {
+        name: format!("n{i}"),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7100 + i as u16)),
+        zone: None,
+    }
+}
+
+/// Members `n1`..`nN` ([`test_member`]).
+#[cfg(test)]
+pub(crate) fn test_members(n: usize) -> Vec<Member> {
+    (1..=n).map(test_member).collect()
+}
+
 /// The smallest majority of `n` voters.
 pub fn majority(n: usize) -> usize {
     n / 2 + 1
@@ -771,13 +787,7 @@ pub fn majority(n: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn member(i: usize) -> Member {
-        Member {
-            name: format!("n{i}"),
-            addr: format!("127.0.0.1:{}", 7100 + i).parse().unwrap(),
-            zone: None,
-        }
-    }
+    use super::test_member as member;
 
     fn layout(n: usize) -> Layout {
         Layout::initial((1..=n).map(member).collect(), 64).unwrap()

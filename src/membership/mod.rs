@@ -323,8 +323,13 @@ impl Membership {
             .clone()
     }
 
-    /// Stage `change` on top of the current version, after checking it applies.
-    pub fn stage(&self, change: Change) -> Result<Staged, MembershipError> {
+    /// Stage `change` on top of the current version, after checking it applies and that
+    /// `fits` accepts the layout the staged changes would then make.
+    pub fn stage(
+        &self,
+        change: Change,
+        fits: impl FnOnce(&Layout) -> Result<(), LayoutError>,
+    ) -> Result<Staged, MembershipError> {
         let view = self.view();
         let current = view.history.current();
         let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,7 +342,7 @@ impl Membership {
             staged.clone()
         };
         next.changes.push(change);
-        current.apply(&next.changes)?;
+        fits(&current.apply(&next.changes)?)?;
         self.storage
             .write(vec![BatchOp::Put(STAGED_KEY.to_vec(), encode(&next))])?;
         *staged = next.clone();
@@ -377,31 +382,32 @@ impl Membership {
         Ok(())
     }
 
-    /// Commit protocol, phase 1, as an acceptor (the promise is durable before it is given).
+    /// Commit protocol, phase 1, as an acceptor.
     pub fn prepare(&self, slot: u64, ballot: &Ballot) -> Result<Promise, MembershipError> {
-        let view = self.view();
-        let mut a = self.acceptor.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = a.clone();
-        let p = next.prepare(&view.history, slot, ballot);
-        if next != *a {
-            self.save_acceptor(&next)?;
-            *a = next;
-        }
-        Ok(p)
+        self.acceptor_step(|a, h| a.prepare(h, slot, ballot))
     }
 
     /// Commit protocol, phase 2, as an acceptor.
     pub fn accept(&self, ballot: &Ballot, layout: &Layout) -> Result<Accepted, MembershipError> {
         layout.check()?;
+        self.acceptor_step(|a, h| a.accept(h, ballot, layout))
+    }
+
+    /// One acceptor step on the current history; its new state is stored before the
+    /// answer is given (a node that forgot a promise could let two layouts win).
+    fn acceptor_step<T>(
+        &self,
+        step: impl FnOnce(&mut Acceptor, &History) -> T,
+    ) -> Result<T, MembershipError> {
         let view = self.view();
         let mut a = self.acceptor.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = a.clone();
-        let r = next.accept(&view.history, ballot, layout);
+        let answer = step(&mut next, &view.history);
         if next != *a {
             self.save_acceptor(&next)?;
             *a = next;
         }
-        Ok(r)
+        Ok(answer)
     }
 
     /// The highest ballot round this node has seen (a proposer starts above it).
@@ -422,15 +428,7 @@ mod tests {
     use super::*;
     use crate::storage::MemoryStorage;
 
-    fn members(n: usize) -> Vec<Member> {
-        (1..=n)
-            .map(|i| Member {
-                name: format!("n{i}"),
-                addr: format!("127.0.0.1:{}", 7100 + i).parse().unwrap(),
-                zone: None,
-            })
-            .collect()
-    }
+    use layout::test_members as members;
 
     /// Goal: a node starts from the layout it stored, not from a changed node.toml; its
     /// staged changes and acceptor promises survive a restart too.
@@ -440,11 +438,14 @@ mod tests {
         let (m, w) = Membership::open("n1", storage.clone(), members(3), 16).unwrap();
         assert!(w.is_empty());
         let m4 = members(4).pop().unwrap();
-        m.stage(Change::Join {
-            name: m4.name.clone(),
-            addr: m4.addr,
-            zone: None,
-        })
+        m.stage(
+            Change::Join {
+                name: m4.name.clone(),
+                addr: m4.addr,
+                zone: None,
+            },
+            |_| Ok(()),
+        )
         .unwrap();
         let (l2, _) = m.proposal().unwrap();
         let b = Ballot {
