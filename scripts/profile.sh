@@ -6,7 +6,8 @@
 # missing. Call graphs by DWARF unwinding: release builds keep no frame pointers.
 #
 #   scripts/profile.sh                 # -> ./profile-out/{flamegraph.svg,top.txt,stat.txt}
-# Knobs (environment): DURATION (s, default 10), CONCURRENCY (32), OUT, PORT_BASE (17600).
+# Knobs (environment): DURATION (s, default 10), CONCURRENCY (32), OUT, PORT_BASE (17600),
+# BIN (a quorumkv binary to profile instead of building this checkout: before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -21,8 +22,11 @@ source scripts/prereqs.sh
 quorumkv_prereqs
 command -v perf >/dev/null 2>&1 || quorumkv_apt_install linux-perf
 command -v inferno-flamegraph >/dev/null 2>&1 || cargo install --locked inferno
-cargo build --locked --release --bin quorumkv
-BIN=$CARGO_TARGET_DIR/release/quorumkv
+if [ -z "${BIN:-}" ]; then
+    cargo build --locked --release --bin quorumkv
+    BIN=$CARGO_TARGET_DIR/release/quorumkv
+fi
+[ -x "$BIN" ] || { echo "error: BIN=$BIN is not an executable" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/quorumkv-profile.XXXXXX)
 cleanup() {

@@ -229,6 +229,18 @@ pub struct Limits {
     /// stamp far in the future would win every later write to its key. Default 60000.
     #[serde(default = "default_max_clock_skew_ms")]
     pub max_clock_skew_ms: u64,
+    /// Most replication requests a coordinator sends a peer in one bundle (one stream; the
+    /// peer merges the bundle in one storage batch, one fsync). Requests are bundled only
+    /// while `max_bundles_in_flight` bundles to that peer are already outstanding, so an
+    /// idle cluster sends each one at once, alone; 1 turns bundling off. At most 4096.
+    /// Default 64.
+    #[serde(default = "default_max_bundle_items")]
+    pub max_bundle_items: usize,
+    /// Replication bundles to one peer in flight at once, 1 to 64. Fewer means bigger
+    /// bundles under load (fewer streams and fsyncs), more means less waiting behind a
+    /// slow one. Default 2.
+    #[serde(default = "default_max_bundles_in_flight")]
+    pub max_bundles_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -246,6 +258,8 @@ impl Default for Limits {
             max_streams_per_connection: default_max_streams(),
             max_pending_read_repairs: default_max_repairs(),
             max_clock_skew_ms: default_max_clock_skew_ms(),
+            max_bundle_items: default_max_bundle_items(),
+            max_bundles_in_flight: default_max_bundles_in_flight(),
         }
     }
 }
@@ -688,6 +702,12 @@ fn default_node_reserved_bytes() -> usize {
 fn default_max_connections_per_client() -> usize {
     16
 }
+fn default_max_bundle_items() -> usize {
+    64
+}
+fn default_max_bundles_in_flight() -> usize {
+    2
+}
 fn default_max_reply_bytes() -> usize {
     4 << 20
 }
@@ -856,6 +876,18 @@ impl NodeConfig {
         }
         if l.max_streams_per_connection == 0 || l.max_pending_read_repairs == 0 {
             return invalid("limits must be positive".into());
+        }
+        if !(1..=4096).contains(&l.max_bundle_items) {
+            return invalid(format!(
+                "limits.max_bundle_items must be between 1 (no bundling) and 4096, got {}",
+                l.max_bundle_items
+            ));
+        }
+        if !(1..=64).contains(&l.max_bundles_in_flight) {
+            return invalid(format!(
+                "limits.max_bundles_in_flight must be between 1 and 64, got {}",
+                l.max_bundles_in_flight
+            ));
         }
         if l.max_object_bytes < l.max_value_bytes.saturating_add(4 * 1024) {
             return invalid(format!(
@@ -1139,6 +1171,40 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(field), "{section}: {e}");
+        }
+    }
+
+    /// Goal: replication bundling's limits default to 64 items and 2 bundles in flight,
+    /// accept their bounds (1 item turns bundling off), and refuse values outside them
+    /// naming the field.
+    #[test]
+    fn bundle_limits_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(
+            (
+                cfg.limits.max_bundle_items,
+                cfg.limits.max_bundles_in_flight
+            ),
+            (64, 2)
+        );
+        let with = |section: &str| MINIMAL.replace("[tls]", &format!("[limits]\n{section}\n[tls]"));
+        for ok in [
+            "max_bundle_items = 1",
+            "max_bundle_items = 4096\nmax_bundles_in_flight = 64",
+        ] {
+            NodeConfig::load(&write(dir.path(), &with(ok))).unwrap();
+        }
+        for (bad, field) in [
+            ("max_bundle_items = 0", "limits.max_bundle_items"),
+            ("max_bundle_items = 4097", "limits.max_bundle_items"),
+            ("max_bundles_in_flight = 0", "limits.max_bundles_in_flight"),
+            ("max_bundles_in_flight = 65", "limits.max_bundles_in_flight"),
+        ] {
+            let e = NodeConfig::load(&write(dir.path(), &with(bad)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{bad}: {e}");
         }
     }
 

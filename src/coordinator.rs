@@ -1375,7 +1375,7 @@ impl Coordinator {
                 break;
             }
             // The client's page is bounded in bytes too (always at least one item).
-            let bytes = sort.len() + object_bytes(&o);
+            let bytes = sort.len() + o.approx_bytes();
             if !page.is_empty() && page_bytes + bytes > self.limits.max_reply_bytes {
                 break;
             }
@@ -1739,20 +1739,4 @@ async fn hand_over(
             ),
         }),
     }
-}
-
-fn object_bytes(o: &Object) -> usize {
-    let siblings: usize = o
-        .siblings
-        .iter()
-        .map(|s| {
-            48 + s.value.as_ref().map_or(0, Vec::len) + s.actor.as_ref().map_or(0, String::len)
-        })
-        .sum();
-    let crdt = o
-        .crdt
-        .as_ref()
-        .and_then(|c| rmp_serde::to_vec(c).ok())
-        .map_or(0, |v| v.len());
-    32 + siblings + 24 * o.vv.0.len() + crdt
 }

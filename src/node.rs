@@ -246,14 +246,21 @@ impl Node {
             p.bugs,
         );
         let transport = p.transport;
-        let peers = Arc::new(Peers::new(
-            p.name.clone(),
-            names,
-            Arc::clone(&transport),
-            Arc::clone(&replica_service),
-            p.env.clone(),
-            detector,
-        ));
+        let peers = Arc::new(
+            Peers::new(
+                p.name.clone(),
+                names,
+                Arc::clone(&transport),
+                Arc::clone(&replica_service),
+                p.env.clone(),
+                detector,
+            )
+            .with_bundles(crate::peers::BundleLimits {
+                max_items: p.limits.max_bundle_items,
+                max_bytes: p.limits.max_object_bytes,
+                in_flight: p.limits.max_bundles_in_flight,
+            }),
+        );
         // Every layout change: peers, the detector, the transport's addresses and the
         // keyspaces' bound on `n` follow the nodes of the live versions.
         {

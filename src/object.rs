@@ -68,6 +68,24 @@ pub struct Object {
 }
 
 impl Object {
+    /// About how many bytes the object takes encoded, without encoding it: what a scan
+    /// page or a replication bundle counts against its byte budget.
+    pub fn approx_bytes(&self) -> usize {
+        let siblings: usize = self
+            .siblings
+            .iter()
+            .map(|s| {
+                48 + s.value.as_ref().map_or(0, Vec::len) + s.actor.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let crdt = self
+            .crdt
+            .as_ref()
+            .and_then(|c| rmp_serde::to_vec(c).ok())
+            .map_or(0, |v| v.len());
+        32 + siblings + 24 * self.vv.0.len() + crdt
+    }
+
     /// Whether the object holds no version at all (never written on this replica).
     pub fn is_empty(&self) -> bool {
         self.siblings.is_empty() && self.vv.0.is_empty() && self.crdt.is_none()

@@ -740,6 +740,274 @@ impl CallFailure {
 
 /// Refuse replies whose CRDT state breaks an invariant (see `crdt::check_well_formed`)
 /// before any comparison or merge touches them.
+/// How replication to one peer is bundled (`[limits]` `max_bundle_items`,
+/// `max_bundles_in_flight`; see [`Bundles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleLimits {
+    /// Most requests in one bundle; 1 turns bundling off.
+    pub max_items: usize,
+    /// Most estimated bytes of objects in one bundle (a larger object travels alone).
+    pub max_bytes: usize,
+    /// Bundles to one peer in flight at once; requests arriving meanwhile wait and go
+    /// together in the next.
+    pub in_flight: usize,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        let l = crate::config::Limits::default();
+        BundleLimits {
+            max_items: l.max_bundle_items,
+            max_bytes: l.max_object_bytes,
+            in_flight: l.max_bundles_in_flight,
+        }
+    }
+}
+
+/// One request waiting for a bundle, and where its reply goes.
+struct Bundled {
+    req: PeerRequest,
+    bytes: usize,
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<Result<PeerResponse, TransportError>>,
+}
+
+/// Requests queued per peer, at most this many bundles' worth; a caller beyond waits for
+/// room (within its own deadline).
+const QUEUED_BUNDLES: usize = 8;
+
+/// Replication bundling: each peer gets a queue and a task that sends what is queued as
+/// one [`PeerRequest::Bundle`] (one stream; the replica merges it in one storage batch)
+/// whenever fewer than `in_flight` bundles to that peer are outstanding. An idle peer
+/// gets each request at once, alone, as before; under load the requests that arrive
+/// while the last bundles travel and are fsync'd go together — group commit across the
+/// network, sized by the load itself, with no timer that would delay a lone request.
+struct Bundles {
+    limits: BundleLimits,
+    transport: Arc<dyn Transport>,
+    env: Arc<dyn Env>,
+    queues: std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<Bundled>>>,
+}
+
+impl Bundles {
+    fn new(transport: Arc<dyn Transport>, env: Arc<dyn Env>, limits: BundleLimits) -> Self {
+        Bundles {
+            limits: BundleLimits {
+                max_items: limits.max_items.max(1),
+                max_bytes: limits.max_bytes.max(1),
+                in_flight: limits.in_flight.max(1),
+            },
+            transport,
+            env,
+            queues: Default::default(),
+        }
+    }
+
+    /// Whether `req` goes through a bundle: replication, when bundling is on.
+    fn takes(&self, req: &PeerRequest) -> bool {
+        self.limits.max_items > 1 && matches!(req, PeerRequest::Replicate { .. })
+    }
+
+    /// Send `req` to `to` in the next bundle to it.
+    async fn call(
+        &self,
+        to: &str,
+        req: PeerRequest,
+        deadline: Instant,
+    ) -> Result<PeerResponse, TransportError> {
+        let bytes = match &req {
+            PeerRequest::Replicate { key, object, .. } => {
+                key.partition.len() + key.sort.len() + object.approx_bytes()
+            }
+            _ => 0,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let item = Bundled {
+            req,
+            bytes,
+            deadline,
+            reply: tx,
+        };
+        let queue = self.queue(to);
+        if queue.send(item).await.is_err() {
+            return Err(TransportError::Unreachable(format!(
+                "{to}: its replication queue is closed (the node is stopping)"
+            )));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(TransportError::Unreachable(format!(
+                "{to}: the bundle carrying this request was dropped past its deadline"
+            )))
+        })
+    }
+
+    /// The queue to `to`, starting its sender task on first use.
+    fn queue(&self, to: &str) -> mpsc::Sender<Bundled> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = queues.get(to) {
+            if !q.is_closed() {
+                return q.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.limits.max_items * QUEUED_BUNDLES);
+        let sender = BundleSender {
+            to: to.to_string(),
+            limits: self.limits,
+            transport: Arc::clone(&self.transport),
+            env: Arc::clone(&self.env),
+            knows_bundles: std::sync::atomic::AtomicBool::new(true),
+        };
+        self.env.spawn(Box::pin(sender.run(rx)));
+        queues.insert(to.to_string(), tx.clone());
+        tx
+    }
+}
+
+/// The task that sends one peer its bundles.
+struct BundleSender {
+    to: String,
+    limits: BundleLimits,
+    transport: Arc<dyn Transport>,
+    env: Arc<dyn Env>,
+    /// False once the peer refused a bundle as a frame it cannot decode (a node of an
+    /// older build during a rolling upgrade): it then gets one request per stream.
+    knows_bundles: std::sync::atomic::AtomicBool,
+}
+
+impl BundleSender {
+    /// Until every queue handle is gone (the node stopped): wait for a request, wait for a
+    /// free slot, take whatever else queued meanwhile (within the limits) and send it.
+    async fn run(self, mut rx: mpsc::Receiver<Bundled>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.in_flight));
+        let me = Arc::new(self);
+        let mut carried: Option<Bundled> = None;
+        loop {
+            let first = match carried.take() {
+                Some(b) => b,
+                None => match rx.recv().await {
+                    Some(b) => b,
+                    None => return,
+                },
+            };
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let mut bytes = first.bytes;
+            let mut bundle = vec![first];
+            while bundle.len() < me.limits.max_items {
+                let Ok(next) = rx.try_recv() else { break };
+                if bytes + next.bytes > me.limits.max_bytes {
+                    carried = Some(next);
+                    break;
+                }
+                bytes += next.bytes;
+                bundle.push(next);
+            }
+            let me2 = Arc::clone(&me);
+            me.env.spawn(Box::pin(async move {
+                me2.send(bundle).await;
+                drop(slot);
+            }));
+        }
+    }
+
+    /// Send one request on its own stream, as without bundles.
+    async fn send_alone(&self, b: Bundled) {
+        let call = self.transport.call(&self.to, b.req);
+        if let Ok(out) = env::timeout_at(&*self.env, b.deadline, call).await {
+            let _ = b.reply.send(out);
+        }
+    }
+
+    /// Send one bundle and hand each item its reply. Items whose caller gave up (past its
+    /// deadline) are left out; the exchange is bounded by the latest remaining deadline.
+    async fn send(&self, bundle: Vec<Bundled>) {
+        let mut bundle: Vec<Bundled> = bundle
+            .into_iter()
+            .filter(|b| !b.reply.is_closed())
+            .collect();
+        let Some(deadline) = bundle.iter().map(|b| b.deadline).max() else {
+            return;
+        };
+        let knows = self
+            .knows_bundles
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if bundle.len() == 1 {
+            let b = bundle.remove(0);
+            self.send_alone(b).await;
+            return;
+        }
+        if !knows {
+            // What a peer without bundles gets: one request per stream, concurrently.
+            for b in bundle {
+                let (transport, env, to) = (
+                    Arc::clone(&self.transport),
+                    Arc::clone(&self.env),
+                    self.to.clone(),
+                );
+                self.env.spawn(Box::pin(async move {
+                    if let Ok(out) =
+                        env::timeout_at(&*env, b.deadline, transport.call(&to, b.req)).await
+                    {
+                        let _ = b.reply.send(out);
+                    }
+                }));
+            }
+            return;
+        }
+        let reqs: Vec<PeerRequest> = bundle.iter().map(|b| b.req.clone()).collect();
+        let n = reqs.len();
+        let out = env::timeout_at(
+            &*self.env,
+            deadline,
+            self.transport.call(&self.to, PeerRequest::Bundle(reqs)),
+        )
+        .await;
+        match out {
+            // Past every caller's deadline: they have all given up.
+            Err(_) => {}
+            Ok(Ok(PeerResponse::Bundle(replies))) if replies.len() == n => {
+                for (b, r) in bundle.into_iter().zip(replies) {
+                    let _ = b.reply.send(Ok(r));
+                }
+            }
+            Ok(Ok(PeerResponse::Error(PeerError::Invalid(m))))
+                if m.contains("malformed request frame") =>
+            {
+                tracing::warn!(peer = %self.to, error = %m, "peer cannot decode replication bundles (an older build?); sending it one request per stream");
+                self.knows_bundles
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                let rest = std::mem::take(&mut bundle);
+                Box::pin(self.send(rest)).await;
+            }
+            // The whole bundle refused (overloaded, say): each item was.
+            Ok(Ok(PeerResponse::Error(e))) => {
+                for b in bundle {
+                    let _ = b.reply.send(Ok(PeerResponse::Error(e.clone())));
+                }
+            }
+            Ok(Ok(other)) => {
+                let e = TransportError::Protocol(format!(
+                    "{} answered a bundle of {n} with {:?}",
+                    self.to,
+                    match &other {
+                        PeerResponse::Bundle(r) => format!("a bundle of {}", r.len()),
+                        o => o.kind().to_string(),
+                    }
+                ));
+                for b in bundle {
+                    let _ = b.reply.send(Err(e.clone()));
+                }
+            }
+            Ok(Err(e)) => {
+                for b in bundle {
+                    let _ = b.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 fn well_formed(resp: &PeerResponse) -> Result<(), crate::crdt::CrdtError> {
     use crate::crdt::check_well_formed;
     match resp {
@@ -979,6 +1247,8 @@ pub struct Peers {
     env: Arc<dyn Env>,
     /// What this node believes about each peer; every call's outcome feeds it.
     detector: Arc<Detector>,
+    /// Replication to each peer, bundled while earlier replication to it is in flight.
+    bundles: Bundles,
 }
 
 impl Peers {
@@ -995,11 +1265,22 @@ impl Peers {
         Peers {
             name,
             members: std::sync::RwLock::new(members),
-            transport,
             local,
+            bundles: Bundles::new(
+                Arc::clone(&transport),
+                Arc::clone(&env),
+                BundleLimits::default(),
+            ),
+            transport,
             env,
             detector,
         }
+    }
+
+    /// The same peers, bundling replication within `limits` (`limits.max_items` 1: never).
+    pub fn with_bundles(mut self, limits: BundleLimits) -> Self {
+        self.bundles = Bundles::new(Arc::clone(&self.transport), Arc::clone(&self.env), limits);
+        self
     }
 
     /// The failure detector this node's calls feed.
@@ -1065,6 +1346,8 @@ impl Peers {
         let fut = async {
             if to == self.name {
                 Ok(self.local.handle(req).await)
+            } else if self.bundles.takes(&req) {
+                self.bundles.call(to, req, deadline).await
             } else {
                 self.transport.call(to, req).await
             }
@@ -1236,6 +1519,11 @@ mod tests {
 
     /// Node `n1` of `n1`, `n2`, reaching `n2` through `transport`.
     fn peers(transport: Arc<dyn Transport>) -> Arc<Peers> {
+        peers_with(transport, BundleLimits::default())
+    }
+
+    /// As [`peers`], bundling replication within `limits`.
+    fn peers_with(transport: Arc<dyn Transport>, limits: BundleLimits) -> Arc<Peers> {
         let env: Arc<dyn Env> = crate::env::TokioEnv::system();
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let metrics: Arc<Metrics> = Arc::default();
@@ -1263,14 +1551,17 @@ mod tests {
             Arc::default(),
             Default::default(),
         );
-        Arc::new(Peers::new(
-            "n1".into(),
-            vec!["n1".into(), "n2".into()],
-            transport,
-            local,
-            env,
-            detector,
-        ))
+        Arc::new(
+            Peers::new(
+                "n1".into(),
+                vec!["n1".into(), "n2".into()],
+                transport,
+                local,
+                env,
+                detector,
+            )
+            .with_bundles(limits),
+        )
     }
 
     /// Goal: a reply of another kind than the request gets never reaches the caller: it
@@ -1354,6 +1645,190 @@ mod tests {
         rx.seal();
         assert!(rx.recv().await.is_some());
         assert!(rx.recv().await.is_none());
+    }
+
+    /// A replication of key `k` in keyspace `ks`.
+    fn replicate(k: &str) -> Replicate {
+        let mut object = Object::default();
+        object
+            .apply_write(
+                "n1@1",
+                &VersionVector::default(),
+                Some(k.as_bytes().to_vec()),
+                1,
+            )
+            .unwrap();
+        Replicate {
+            keyspace: KeyspaceDef::new("ks", 2, 1, 1),
+            key: Key::parse(k),
+            object,
+        }
+    }
+
+    /// A peer that answers after the test lets it (one permit per call) and records the
+    /// shape of each request it got: 1 for a lone replication, n for a bundle of n.
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        shapes: std::sync::Mutex<Vec<usize>>,
+        knows_bundles: bool,
+    }
+
+    impl Transport for Gated {
+        fn call(
+            &self,
+            _to: &str,
+            req: PeerRequest,
+        ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+            Box::pin(async move {
+                let shape = match &req {
+                    PeerRequest::Bundle(items) => items.len(),
+                    _ => 1,
+                };
+                self.shapes.lock().unwrap().push(shape);
+                if let PeerRequest::Bundle(items) = &req {
+                    if !self.knows_bundles {
+                        return Ok(PeerResponse::Error(PeerError::Invalid(
+                            "malformed request frame: unknown variant `Bundle`".into(),
+                        )));
+                    }
+                    self.gate.acquire().await.unwrap().forget();
+                    return Ok(PeerResponse::Bundle(vec![PeerResponse::Ack; items.len()]));
+                }
+                self.gate.acquire().await.unwrap().forget();
+                Ok(PeerResponse::Ack)
+            })
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Goal: replication to a peer goes alone while nothing to it is in flight, and the
+    /// requests that arrive while a bundle travels go together in the next one (one stream
+    /// for many), each caller getting its own answer.
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // test tasks on the test's own runtime
+    async fn replication_is_bundled_only_while_earlier_replication_travels() {
+        let gated = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            shapes: Default::default(),
+            knows_bundles: true,
+        });
+        let limits = BundleLimits {
+            max_items: 64,
+            max_bytes: 1 << 20,
+            in_flight: 1,
+        };
+        let peers = peers_with(Arc::clone(&gated) as Arc<dyn Transport>, limits);
+        let deadline = peers.env.now() + std::time::Duration::from_secs(10);
+        let call = |k: String| {
+            let p = Arc::clone(&peers);
+            tokio::spawn(async move { p.call("n2", replicate(&k), deadline).await })
+        };
+        let first = call("k0".into());
+        settle().await;
+        assert_eq!(
+            *gated.shapes.lock().unwrap(),
+            [1],
+            "an idle peer gets the request alone"
+        );
+        let rest: Vec<_> = (1..10).map(|i| call(format!("k{i}"))).collect();
+        settle().await;
+        assert_eq!(
+            *gated.shapes.lock().unwrap(),
+            [1],
+            "the others wait for the slot"
+        );
+        gated.gate.add_permits(2);
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *gated.shapes.lock().unwrap(),
+            [1, 9],
+            "the nine went as one bundle"
+        );
+        gated.gate.add_permits(1);
+        peers.call("n2", replicate("k10"), deadline).await.unwrap();
+        assert_eq!(*gated.shapes.lock().unwrap(), [1, 9, 1]);
+    }
+
+    /// Goal: a peer that cannot decode a bundle (an older build, mid rolling upgrade) gets
+    /// the bundle's requests one per stream, then every later one too; nothing is lost.
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // test tasks on the test's own runtime
+    async fn a_peer_without_bundles_gets_one_request_per_stream() {
+        let gated = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            shapes: Default::default(),
+            knows_bundles: false,
+        });
+        let limits = BundleLimits {
+            max_items: 64,
+            max_bytes: 1 << 20,
+            in_flight: 1,
+        };
+        let peers = peers_with(Arc::clone(&gated) as Arc<dyn Transport>, limits);
+        let deadline = peers.env.now() + std::time::Duration::from_secs(10);
+        let call = |k: String| {
+            let p = Arc::clone(&peers);
+            tokio::spawn(async move { p.call("n2", replicate(&k), deadline).await })
+        };
+        let mut calls = vec![call("k0".into())];
+        settle().await;
+        calls.extend((1..4).map(|i| call(format!("k{i}"))));
+        settle().await;
+        gated.gate.add_permits(100);
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        peers.call("n2", replicate("k4"), deadline).await.unwrap();
+        let shapes = gated.shapes.lock().unwrap().clone();
+        assert_eq!(
+            shapes,
+            [1, 3, 1, 1, 1, 1],
+            "one refused bundle of 3, then singles"
+        );
+    }
+
+    /// Goal: a replica serves a bundle item by item: replications of one keyspace are
+    /// stored (in one batch), an item that is not a replication is refused alone.
+    #[tokio::test]
+    async fn a_bundle_refuses_only_its_bad_items() {
+        let peers = peers(Arc::new(AcksEverything));
+        let items = vec![
+            replicate("a").into_request(),
+            PeerRequest::Ping,
+            replicate("b").into_request(),
+        ];
+        let PeerResponse::Bundle(replies) = peers.local.handle(PeerRequest::Bundle(items)).await
+        else {
+            panic!("a bundle is answered by a bundle")
+        };
+        assert_eq!(replies[0], PeerResponse::Ack);
+        assert!(
+            matches!(&replies[1], PeerResponse::Error(PeerError::Invalid(m)) if m.contains("only replicate requests")),
+            "{:?}",
+            replies[1]
+        );
+        assert_eq!(replies[2], PeerResponse::Ack);
+        let deadline = peers.env.now() + std::time::Duration::from_secs(1);
+        for k in ["a", "b"] {
+            let read = Read {
+                keyspace: KeyspaceDef::new("ks", 2, 1, 1),
+                key: Key::parse(k),
+                own_copy: false,
+            };
+            let got = peers.call("n1", read, deadline).await.unwrap().unwrap();
+            assert_eq!(
+                got.live_values().next().unwrap().value.as_deref(),
+                Some(k.as_bytes())
+            );
+        }
     }
 
     fn accept_unit(r: Reply<()>) -> Result<(), ReplicaFailure> {

@@ -873,6 +873,13 @@ pub enum PeerRequest {
         /// Most bytes of objects in one page.
         max_bytes: u32,
     },
+    /// Several requests to one peer in one frame, answered by one
+    /// [`PeerResponse::Bundle`] with a reply per item, in order. A coordinator bundles the
+    /// replication it sends a peer while earlier bundles to that peer are in flight
+    /// (`crate::peers`), and the replica merges a bundle's items in one storage batch: one
+    /// stream and one fsync for many writes under load, none of either added when idle.
+    /// Only `Replicate` items are accepted; any other item is refused on its own.
+    Bundle(Vec<PeerRequest>),
 }
 
 /// One key of a [`PeerRequest::TombstoneCheck`] reply.
@@ -949,17 +956,21 @@ impl PeerRequest {
             | PeerRequest::LayoutSync { .. }
             | PeerRequest::DataSize
             | PeerRequest::LayoutPrepare { .. }
-            | PeerRequest::LayoutAccept { .. } => None,
+            | PeerRequest::LayoutAccept { .. }
+            | PeerRequest::Bundle(_) => None,
         }
     }
 
     /// Whether applying the request twice has the effect of applying it once (merges,
     /// reads, metadata). The lead writes are not: each issues a new version.
     pub fn idempotent(&self) -> bool {
-        !matches!(
-            self,
-            PeerRequest::Write { .. } | PeerRequest::WriteBatch { .. } | PeerRequest::Update { .. }
-        )
+        match self {
+            PeerRequest::Write { .. }
+            | PeerRequest::WriteBatch { .. }
+            | PeerRequest::Update { .. } => false,
+            PeerRequest::Bundle(items) => items.iter().all(PeerRequest::idempotent),
+            _ => true,
+        }
     }
 
     /// The request's name, for traces and logs.
@@ -988,6 +999,7 @@ impl PeerRequest {
             PeerRequest::LayoutAccept { .. } => "layout-accept",
             PeerRequest::StreamRange { .. } => "stream-range",
             PeerRequest::DataSize => "data-size",
+            PeerRequest::Bundle(_) => "bundle",
         }
     }
 }
@@ -1061,6 +1073,8 @@ pub enum PeerResponse {
         /// xxh3 of the items (see `crate::transfer::checksum`).
         checksum: u64,
     },
+    /// For `Bundle`: one reply per item, in the bundle's order.
+    Bundle(Vec<PeerResponse>),
 }
 
 impl PeerResponse {
@@ -1085,6 +1099,7 @@ impl PeerResponse {
             PeerResponse::Stream { .. } => "stream",
             PeerResponse::DataSize(_) => "data-size",
             PeerResponse::Error(_) => "error",
+            PeerResponse::Bundle(_) => "bundle",
         }
     }
 }

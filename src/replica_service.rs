@@ -13,7 +13,10 @@ use std::sync::Arc;
 use crate::catalog::Catalog;
 use crate::env::Env;
 use crate::hints::{HintError, HintStore};
+use crate::key::Key;
+use crate::keyspace::KeyspaceDef;
 use crate::metrics::Metrics;
+use crate::object::Object;
 use crate::proto::{PeerError, PeerRequest, PeerResponse};
 use crate::replica::{Replica, ReplicaError, WriteItem};
 use crate::storage::StorageError;
@@ -199,7 +202,9 @@ impl ReplicaService {
             PeerRequest::Write { .. }
             | PeerRequest::WriteBatch { .. }
             | PeerRequest::Update { .. } => "write",
-            PeerRequest::Replicate { .. } | PeerRequest::ReplicateBatch { .. } => "replicate",
+            PeerRequest::Replicate { .. }
+            | PeerRequest::ReplicateBatch { .. }
+            | PeerRequest::Bundle(_) => "replicate",
             PeerRequest::StoreHint { .. } => "hint",
             PeerRequest::TombstoneCheck { .. } | PeerRequest::ReapTombstones { .. } => "other",
             PeerRequest::Scan { .. } => "scan",
@@ -394,6 +399,9 @@ impl ReplicaService {
                     .await
                     .map(|n| PeerResponse::Reaped(n as u32))
             }
+            PeerRequest::Bundle(items) => {
+                return PeerResponse::Bundle(self.apply_bundle(items).await);
+            }
             PeerRequest::DataSize => Ok(PeerResponse::DataSize(
                 self.replica.storage().approximate_bytes(),
             )),
@@ -434,6 +442,71 @@ impl ReplicaService {
             }
         };
         result.unwrap_or_else(|e| PeerResponse::Error(peer_error(&self.name, e)))
+    }
+}
+
+impl ReplicaService {
+    /// Serve a bundle: every `Replicate` item of one keyspace is merged in one storage
+    /// batch (one fsync for the lot), so a peer's replication under load costs this
+    /// replica one write instead of one per key. Each item still gets its own answer: an
+    /// item that is not a replication, names a keyspace this node refuses to learn, or
+    /// carries a malformed object is refused alone, without failing the others. A storage
+    /// failure fails the items of its batch, none of which was stored (a batch is atomic).
+    async fn apply_bundle(&self, items: Vec<PeerRequest>) -> Vec<PeerResponse> {
+        let mut replies: Vec<Option<PeerResponse>> = vec![None; items.len()];
+        // (keyspace, item indexes, keys and objects) per keyspace, in first-seen order.
+        type Group = (KeyspaceDef, Vec<usize>, Vec<(Key, Object)>);
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let PeerRequest::Replicate {
+                keyspace,
+                key,
+                object,
+            } = item
+            else {
+                replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
+                    "node {}: a bundle holds only replicate requests, item {i} is {:?}",
+                    self.name,
+                    item.kind()
+                ))));
+                continue;
+            };
+            if let Err(e) = self.catalog.learn(keyspace.clone()) {
+                replies[i] = Some(PeerResponse::Error(PeerError::Invalid(e.to_string())));
+                continue;
+            }
+            if let Err(e) = crate::crdt::check_well_formed(&object.crdt) {
+                replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
+                    "node {}: incoming object of {key} refused: {e}",
+                    self.name
+                ))));
+                continue;
+            }
+            match groups.iter_mut().find(|g| g.0 == keyspace) {
+                Some(g) => {
+                    g.1.push(i);
+                    g.2.push((key, object));
+                }
+                None => groups.push((keyspace, vec![i], vec![(key, object)])),
+            }
+        }
+        for (keyspace, indexes, objects) in groups {
+            let reply = match self.replica.merge_keys(&keyspace, objects).await {
+                Ok(()) => PeerResponse::Ack,
+                Err(e) => PeerResponse::Error(peer_error(&self.name, e)),
+            };
+            for i in indexes {
+                replies[i] = Some(reply.clone());
+            }
+        }
+        replies
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    PeerResponse::Error(PeerError::Invalid("bundle item not served".into()))
+                })
+            })
+            .collect()
     }
 }
 
