@@ -229,14 +229,15 @@ pub struct Limits {
     /// stamp far in the future would win every later write to its key. Default 60000.
     #[serde(default = "default_max_clock_skew_ms")]
     pub max_clock_skew_ms: u64,
-    /// Most replication requests a coordinator sends a peer in one bundle (one stream; the
-    /// peer merges the bundle in one storage batch, one fsync). Requests are bundled only
-    /// while `max_bundles_in_flight` bundles to that peer are already outstanding, so an
-    /// idle cluster sends each one at once, alone; 1 turns bundling off. At most 4096.
-    /// Default 64.
+    /// Most replication requests (or, in a queue of their own, replica reads) a coordinator
+    /// sends a peer in one bundle (one stream; the peer merges a bundle's replication in
+    /// one storage batch, one fsync). Requests are bundled only while
+    /// `max_bundles_in_flight` bundles of their kind to that peer are already outstanding,
+    /// so an idle cluster sends each one at once, alone; 1 turns bundling off. At most
+    /// 4096. Default 64.
     #[serde(default = "default_max_bundle_items")]
     pub max_bundle_items: usize,
-    /// Replication bundles to one peer in flight at once, 1 to 64. Fewer means bigger
+    /// Bundles of each kind (replication, reads) to one peer in flight at once, 1 to 64. Fewer means bigger
     /// bundles under load (fewer streams and fsyncs), more means less waiting behind a
     /// slow one. Default 2.
     #[serde(default = "default_max_bundles_in_flight")]

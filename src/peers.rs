@@ -772,13 +772,22 @@ struct Bundled {
     reply: tokio::sync::oneshot::Sender<Result<PeerResponse, TransportError>>,
 }
 
+/// What a bundle carries: its requests are all of one class, so a read never waits for a
+/// slot held by replication (whose bundles wait for an fsync on the peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Class {
+    Replicate,
+    Read,
+}
+
 /// Requests queued per peer, at most this many bundles' worth; a caller beyond waits for
 /// room (within its own deadline).
 const QUEUED_BUNDLES: usize = 8;
 
-/// Replication bundling: each peer gets a queue and a task that sends what is queued as
-/// one [`PeerRequest::Bundle`] (one stream; the replica merges it in one storage batch)
-/// whenever fewer than `in_flight` bundles to that peer are outstanding. An idle peer
+/// Bundling of replication and reads: each peer gets a queue per [`Class`] and a task
+/// that sends what is queued as one [`PeerRequest::Bundle`] (one stream; the replica
+/// merges a bundle's replication in one storage batch) whenever fewer than `in_flight`
+/// bundles of that class to that peer are outstanding. An idle peer
 /// gets each request at once, alone, as before; under load the requests that arrive
 /// while the last bundles travel and are fsync'd go together — group commit across the
 /// network, sized by the load itself, with no timer that would delay a lone request.
@@ -786,7 +795,8 @@ struct Bundles {
     limits: BundleLimits,
     transport: Arc<dyn Transport>,
     env: Arc<dyn Env>,
-    queues: std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<Bundled>>>,
+    /// One queue per (peer, class): reads never wait behind replication's fsyncs.
+    queues: std::sync::Mutex<std::collections::HashMap<(String, Class), mpsc::Sender<Bundled>>>,
 }
 
 impl Bundles {
@@ -803,15 +813,24 @@ impl Bundles {
         }
     }
 
-    /// Whether `req` goes through a bundle: replication, when bundling is on.
-    fn takes(&self, req: &PeerRequest) -> bool {
-        self.limits.max_items > 1 && matches!(req, PeerRequest::Replicate { .. })
+    /// The queue `req` goes through, if it is bundled: replication and reads, when
+    /// bundling is on.
+    fn takes(&self, req: &PeerRequest) -> Option<Class> {
+        if self.limits.max_items <= 1 {
+            return None;
+        }
+        match req {
+            PeerRequest::Replicate { .. } => Some(Class::Replicate),
+            PeerRequest::Read { .. } => Some(Class::Read),
+            _ => None,
+        }
     }
 
     /// Send `req` to `to` in the next bundle to it.
     async fn call(
         &self,
         to: &str,
+        class: Class,
         req: PeerRequest,
         deadline: Instant,
     ) -> Result<PeerResponse, TransportError> {
@@ -819,6 +838,7 @@ impl Bundles {
             PeerRequest::Replicate { key, object, .. } => {
                 key.partition.len() + key.sort.len() + object.approx_bytes()
             }
+            PeerRequest::Read { key, .. } => key.partition.len() + key.sort.len(),
             _ => 0,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -828,7 +848,7 @@ impl Bundles {
             deadline,
             reply: tx,
         };
-        let queue = self.queue(to);
+        let queue = self.queue(to, class);
         if queue.send(item).await.is_err() {
             return Err(TransportError::Unreachable(format!(
                 "{to}: its replication queue is closed (the node is stopping)"
@@ -842,9 +862,10 @@ impl Bundles {
     }
 
     /// The queue to `to`, starting its sender task on first use.
-    fn queue(&self, to: &str) -> mpsc::Sender<Bundled> {
+    fn queue(&self, to: &str, class: Class) -> mpsc::Sender<Bundled> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(q) = queues.get(to) {
+        let id = (to.to_string(), class);
+        if let Some(q) = queues.get(&id) {
             if !q.is_closed() {
                 return q.clone();
             }
@@ -858,7 +879,7 @@ impl Bundles {
             knows_bundles: std::sync::atomic::AtomicBool::new(true),
         };
         self.env.spawn(Box::pin(sender.run(rx)));
-        queues.insert(to.to_string(), tx.clone());
+        queues.insert(id, tx.clone());
         tx
     }
 }
@@ -1346,8 +1367,8 @@ impl Peers {
         let fut = async {
             if to == self.name {
                 Ok(self.local.handle(req).await)
-            } else if self.bundles.takes(&req) {
-                self.bundles.call(to, req, deadline).await
+            } else if let Some(class) = self.bundles.takes(&req) {
+                self.bundles.call(to, class, req, deadline).await
             } else {
                 self.transport.call(to, req).await
             }
@@ -1685,6 +1706,9 @@ mod tests {
                     _ => 1,
                 };
                 self.shapes.lock().unwrap().push(shape);
+                if let PeerRequest::Read { .. } = &req {
+                    return Ok(PeerResponse::Object(None));
+                }
                 if let PeerRequest::Bundle(items) = &req {
                     if !self.knows_bundles {
                         return Ok(PeerResponse::Error(PeerError::Invalid(
@@ -1708,7 +1732,7 @@ mod tests {
 
     /// Goal: replication to a peer goes alone while nothing to it is in flight, and the
     /// requests that arrive while a bundle travels go together in the next one (one stream
-    /// for many), each caller getting its own answer.
+    /// for many), each caller getting its own answer; a read meanwhile is not held up.
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // test tasks on the test's own runtime
     async fn replication_is_bundled_only_while_earlier_replication_travels() {
@@ -1742,6 +1766,17 @@ mod tests {
             [1],
             "the others wait for the slot"
         );
+        let read = Read {
+            keyspace: KeyspaceDef::new("ks", 2, 1, 1),
+            key: Key::parse("k0"),
+            own_copy: false,
+        };
+        assert_eq!(peers.call("n2", read, deadline).await.unwrap(), None);
+        assert_eq!(
+            *gated.shapes.lock().unwrap(),
+            [1, 1],
+            "a read has its own queue: it does not wait behind replication"
+        );
         gated.gate.add_permits(2);
         first.await.unwrap().unwrap();
         for r in rest {
@@ -1749,12 +1784,12 @@ mod tests {
         }
         assert_eq!(
             *gated.shapes.lock().unwrap(),
-            [1, 9],
+            [1, 1, 9],
             "the nine went as one bundle"
         );
         gated.gate.add_permits(1);
         peers.call("n2", replicate("k10"), deadline).await.unwrap();
-        assert_eq!(*gated.shapes.lock().unwrap(), [1, 9, 1]);
+        assert_eq!(*gated.shapes.lock().unwrap(), [1, 1, 9, 1]);
     }
 
     /// Goal: a peer that cannot decode a bundle (an older build, mid rolling upgrade) gets
@@ -1796,14 +1831,20 @@ mod tests {
     }
 
     /// Goal: a replica serves a bundle item by item: replications of one keyspace are
-    /// stored (in one batch), an item that is not a replication is refused alone.
+    /// stored (in one batch), a read sees them, an item of another kind is refused alone.
     #[tokio::test]
     async fn a_bundle_refuses_only_its_bad_items() {
         let peers = peers(Arc::new(AcksEverything));
+        let read_a = Read {
+            keyspace: KeyspaceDef::new("ks", 2, 1, 1),
+            key: Key::parse("a"),
+            own_copy: false,
+        };
         let items = vec![
             replicate("a").into_request(),
             PeerRequest::Ping,
             replicate("b").into_request(),
+            read_a.into_request(),
         ];
         let PeerResponse::Bundle(replies) = peers.local.handle(PeerRequest::Bundle(items)).await
         else {
@@ -1811,11 +1852,21 @@ mod tests {
         };
         assert_eq!(replies[0], PeerResponse::Ack);
         assert!(
-            matches!(&replies[1], PeerResponse::Error(PeerError::Invalid(m)) if m.contains("only replicate requests")),
+            matches!(&replies[1], PeerResponse::Error(PeerError::Invalid(m)) if m.contains("only replicate and read requests")),
             "{:?}",
             replies[1]
         );
         assert_eq!(replies[2], PeerResponse::Ack);
+        let PeerResponse::Object(Some(a)) = &replies[3] else {
+            panic!(
+                "the read is answered with the merged object: {:?}",
+                replies[3]
+            )
+        };
+        assert_eq!(
+            a.live_values().next().unwrap().value.as_deref(),
+            Some(&b"a"[..])
+        );
         let deadline = peers.env.now() + std::time::Duration::from_secs(1);
         for k in ["a", "b"] {
             let read = Read {

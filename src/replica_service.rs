@@ -448,33 +448,48 @@ impl ReplicaService {
 impl ReplicaService {
     /// Serve a bundle: every `Replicate` item of one keyspace is merged in one storage
     /// batch (one fsync for the lot), so a peer's replication under load costs this
-    /// replica one write instead of one per key. Each item still gets its own answer: an
-    /// item that is not a replication, names a keyspace this node refuses to learn, or
-    /// carries a malformed object is refused alone, without failing the others. A storage
+    /// replica one write instead of one per key; `Read` items are served one by one. Each
+    /// item still gets its own answer: an item of another kind, one that names a keyspace
+    /// this node refuses to learn, a read of a partition it does not own, or a malformed
+    /// object is refused alone, without failing the others. A storage
     /// failure fails the items of its batch, none of which was stored (a batch is atomic).
     async fn apply_bundle(&self, items: Vec<PeerRequest>) -> Vec<PeerResponse> {
         let mut replies: Vec<Option<PeerResponse>> = vec![None; items.len()];
         // (keyspace, item indexes, keys and objects) per keyspace, in first-seen order.
         type Group = (KeyspaceDef, Vec<usize>, Vec<(Key, Object)>);
         let mut groups: Vec<Group> = Vec::new();
+        // Reads are served after the merges: a bundle's requests were all in flight at
+        // once, so any order is one they could have arrived in.
+        let mut reads: Vec<(usize, KeyspaceDef, Key)> = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            let PeerRequest::Replicate {
-                keyspace,
-                key,
-                object,
-            } = item
-            else {
-                replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
-                    "node {}: a bundle holds only replicate requests, item {i} is {:?}",
-                    self.name,
-                    item.kind()
-                ))));
+            if let Some(refusal) = self.not_an_owner(&item) {
+                replies[i] = Some(PeerResponse::Error(PeerError::NotOwner(refusal)));
                 continue;
+            }
+            let (keyspace, key, object) = match item {
+                PeerRequest::Read { keyspace, key, .. } => (keyspace, key, None),
+                PeerRequest::Replicate {
+                    keyspace,
+                    key,
+                    object,
+                } => (keyspace, key, Some(object)),
+                other => {
+                    replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
+                        "node {}: a bundle holds only replicate and read requests, item {i} is {:?}",
+                        self.name,
+                        other.kind()
+                    ))));
+                    continue;
+                }
             };
             if let Err(e) = self.catalog.learn(keyspace.clone()) {
                 replies[i] = Some(PeerResponse::Error(PeerError::Invalid(e.to_string())));
                 continue;
             }
+            let Some(object) = object else {
+                reads.push((i, keyspace, key));
+                continue;
+            };
             if let Err(e) = crate::crdt::check_well_formed(&object.crdt) {
                 replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
                     "node {}: incoming object of {key} refused: {e}",
@@ -498,6 +513,12 @@ impl ReplicaService {
             for i in indexes {
                 replies[i] = Some(reply.clone());
             }
+        }
+        for (i, keyspace, key) in reads {
+            replies[i] = Some(match self.replica.read(&keyspace, &key).await {
+                Ok(o) => PeerResponse::Object(o),
+                Err(e) => PeerResponse::Error(peer_error(&self.name, e)),
+            });
         }
         replies
             .into_iter()
