@@ -138,6 +138,14 @@ pub struct StorageConfig {
     /// can vanish (a process crash alone does not lose them).
     #[serde(default = "yes")]
     pub sync: bool,
+    /// When this node leads a write, replicate it while its own fsync runs instead of
+    /// after it, counting the lead towards W (and PW) once that fsync succeeded: one fsync
+    /// less on every write's path. Default `false` (the lead benchmarks it before it is
+    /// turned on by default). Needs `sync = true` (ignored otherwise). Safe through power
+    /// loss because a node that did not stop cleanly takes a new incarnation
+    /// (docs/CONSISTENCY.md, "Overlapped lead fsync").
+    #[serde(default)]
+    pub overlap_lead_sync: bool,
 }
 
 impl Default for StorageConfig {
@@ -145,6 +153,7 @@ impl Default for StorageConfig {
         StorageConfig {
             engine: default_engine(),
             sync: true,
+            overlap_lead_sync: false,
         }
     }
 }
