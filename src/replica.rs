@@ -1719,6 +1719,176 @@ mod tests {
         );
     }
 
+    /// A replica named `name` over the simulated disk `disk`, overlapping its lead
+    /// writes when `overlap`.
+    fn on_disk(disk: &Arc<crate::sim::storage::SimDisk>, overlap: bool) -> Arc<Replica> {
+        Replica::new(
+            "n1",
+            Arc::new(disk.open()),
+            crate::env::TokioEnv::new(Arc::new(ManualClock::new(1000))),
+            ReplicaOptions {
+                overlap_lead_sync: overlap,
+                ..ReplicaOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Goal: the running marker makes an unclean stop of an overlapping node a new
+    /// incarnation, and only that: a clean stop keeps it; a start with overlap off after
+    /// an unclean overlapped run still renews (the previous run overlapped) and clears the
+    /// marker; the re-introduced bug keeps the old incarnation.
+    #[test]
+    fn an_unclean_overlapped_stop_is_a_new_incarnation() {
+        let disk = crate::sim::storage::SimDisk::new(false, 3);
+        let a = on_disk(&disk, true).actor();
+        disk.crash();
+        let b = on_disk(&disk, true).actor();
+        assert_ne!(a, b, "power lost while overlapping: a new incarnation");
+        let r = on_disk(&disk, true);
+        assert_ne!(r.actor(), b, "the previous run did not stop cleanly either");
+        let c = r.actor();
+        r.stop_cleanly().unwrap();
+        assert_eq!(on_disk(&disk, false).actor(), c, "a clean stop keeps it");
+        // An unclean overlapped run, then a start without overlap: renewed, marker gone.
+        let d = on_disk(&disk, true).actor();
+        disk.crash();
+        let e = on_disk(&disk, false).actor();
+        assert_ne!(e, d);
+        assert_eq!(on_disk(&disk, false).actor(), e, "no overlap, no marker: kept");
+        // The re-introduced bug ignores the marker.
+        let f = on_disk(&disk, true).actor();
+        disk.crash();
+        let kept = Replica::new(
+            "n1",
+            Arc::new(disk.open()),
+            crate::env::TokioEnv::new(Arc::new(ManualClock::new(1000))),
+            ReplicaOptions {
+                overlap_lead_sync: true,
+                bugs: InjectedBugs {
+                    overlap_keeps_incarnation: true,
+                    ..InjectedBugs::default()
+                },
+                ..ReplicaOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(kept.actor(), f);
+    }
+
+    /// Goal: an overlapped lead write is visible at once and durable only once its
+    /// `Durable` completed: a power-off before loses it (and the handle reports the
+    /// failed sync); after, it survives. Without overlap the same call stores synced.
+    #[tokio::test]
+    async fn overlapped_writes_are_durable_once_their_sync_completes() {
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let key = Key::simple("x");
+        let item = |v: &[u8]| WriteItem {
+            sort: key.sort.clone(),
+            context: VersionVector::new(),
+            value: Some(v.to_vec()),
+            client_ts: None,
+            actor: None,
+        };
+        let disk = crate::sim::storage::SimDisk::new(false, 5);
+        let r = on_disk(&disk, true);
+        let (_, durable) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item(b"lost")], false)
+            .await
+            .unwrap();
+        assert!(durable.is_pending());
+        assert_eq!(disk.crash(), 1, "the deferred write was not yet durable");
+        assert!(durable.wait().await.is_err(), "its sync cannot succeed now");
+        let r = on_disk(&disk, true);
+        assert!(r.read(&ks, &key).await.unwrap().is_none());
+
+        let (_, durable) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item(b"kept")], false)
+            .await
+            .unwrap();
+        durable.wait().await.unwrap();
+        disk.crash();
+        let r = on_disk(&disk, false);
+        let o = r.read(&ks, &key).await.unwrap().expect("durable after its sync");
+        assert_eq!(o.siblings[0].value.as_deref(), Some(&b"kept"[..]));
+        let (_, durable) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item(b"synced")], false)
+            .await
+            .unwrap();
+        assert!(!durable.is_pending(), "overlap off: stored synced");
+    }
+
+    /// Goal: no dirty read — a read or scan that sees an overlapped write answers only
+    /// once the write is durable (a power-off right after the answer keeps it); a CRDT
+    /// update overlaps the same way; concurrent leads share the sync task's fsyncs.
+    #[tokio::test]
+    async fn reads_of_a_deferred_write_wait_until_it_is_durable() {
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let disk = crate::sim::storage::SimDisk::new(false, 9);
+        let r = on_disk(&disk, true);
+        let mut pending = Vec::new();
+        for k in ["a", "b", "c"] {
+            let key = Key::simple(k);
+            let item = WriteItem {
+                sort: key.sort.clone(),
+                context: VersionVector::new(),
+                value: Some(k.as_bytes().to_vec()),
+                client_ts: None,
+                actor: None,
+            };
+            let (_, d) = r
+                .write_batch_overlapped(&ks, &key.partition, vec![item], false)
+                .await
+                .unwrap();
+            pending.push(d);
+        }
+        assert!(r.is_dirty(&Key::simple("a").encode("k")));
+        let seen = r.read(&ks, &Key::simple("a")).await.unwrap();
+        assert!(seen.is_some());
+        assert!(!r.is_dirty(&Key::simple("a").encode("k")), "synced by then");
+        for d in pending {
+            d.wait().await.unwrap();
+        }
+        assert_eq!(disk.crash(), 0, "the read answered only once all was durable");
+
+        let r = on_disk(&disk, true);
+        let key = Key::simple("d");
+        let item = WriteItem {
+            sort: key.sort.clone(),
+            context: VersionVector::new(),
+            value: Some(b"d".to_vec()),
+            client_ts: None,
+            actor: None,
+        };
+        let (_, d) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item], false)
+            .await
+            .unwrap();
+        drop(d); // nobody waits: the sync task runs anyway
+        let (page, _) = r
+            .scan(&ks, &key.partition, b"", None, 10, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(disk.crash(), 0, "the scan answered only once it was durable");
+
+        let mut ctr = KeyspaceDef::new("c", 3, 2, 2);
+        ctr.policy = ConflictPolicy::Counter;
+        let r = on_disk(&disk, true);
+        let (_, d) = r
+            .update_overlapped(
+                &ctr,
+                &Key::simple("n"),
+                crate::crdt::CrdtOp::CounterAdd(2),
+                VersionVector::new(),
+            )
+            .await
+            .unwrap();
+        assert!(d.is_pending());
+        d.wait().await.unwrap();
+        assert_eq!(disk.crash(), 0);
+    }
+
     /// Goal: a corrupt stored record is reported as corrupt, not as a panic or a miss.
     #[tokio::test]
     async fn corrupt_record_is_an_error() {

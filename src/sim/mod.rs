@@ -137,7 +137,6 @@ impl SimBugs {
                 // The start-up half of the overlap rule off: a node that lost power with
                 // deferred writes whose objects reached peers keeps its incarnation.
                 self.replica.overlap_keeps_incarnation = true;
-                self.replica.ignore_lost_dots = true;
                 if !faults.contains(&Fault::Overlap) {
                     faults.push(Fault::Overlap);
                 }
