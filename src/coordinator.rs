@@ -1178,18 +1178,21 @@ impl Coordinator {
         us: u64,
         result: Result<(), ReplicaError>,
     ) -> Option<ReplicaFailure> {
-        self.metrics.overlapped_lead_syncs.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .overlapped_lead_syncs
+            .fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 trace.add(lead, || {
-                    format!("lead's write durable after {us} µs (fsync overlapped with replication)")
+                    format!(
+                        "lead's write durable after {us} µs (fsync overlapped with replication)"
+                    )
                 });
                 None
             }
             Err(e) => {
-                let f = CallFailure::Refused(crate::proto::PeerError::Storage(format!(
-                    "{lead}: {e}"
-                )));
+                let f =
+                    CallFailure::Refused(crate::proto::PeerError::Storage(format!("{lead}: {e}")));
                 Some(trace.failure(lead, us, &f))
             }
         }

@@ -76,9 +76,12 @@ pub struct ClusterOptions {
     pub storage_for: Option<StorageMaker>,
 }
 
+/// A function from a node's name to its storage.
+pub type MakeStorage = dyn Fn(&str) -> Arc<dyn Storage> + Send + Sync;
+
 /// Makes a node's storage from its name (see [`ClusterOptions::storage_for`]).
 #[derive(Clone)]
-pub struct StorageMaker(pub Arc<dyn Fn(&str) -> Arc<dyn Storage> + Send + Sync>);
+pub struct StorageMaker(pub Arc<MakeStorage>);
 
 impl std::fmt::Debug for StorageMaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,14 +289,13 @@ impl MemoryCluster {
     fn start(&mut self, name: &str, clock: Arc<dyn Clock>) -> Result<Arc<Node>, NodeError> {
         let r = &mut self.recipe;
         let o = &r.opts;
-        let storage = Arc::clone(
-            r.storages
-                .entry(name.to_string())
-                .or_insert_with(|| match &o.storage_for {
+        let storage =
+            Arc::clone(r.storages.entry(name.to_string()).or_insert_with(
+                || match &o.storage_for {
                     Some(make) => (make.0)(name),
                     None => Arc::new(MemoryStorage::new()),
-                }),
-        );
+                },
+            ));
         let env = Arc::new(TaskEnv {
             inner: crate::env::TokioEnv::new(clock),
             tasks: Default::default(),

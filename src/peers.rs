@@ -1348,14 +1348,12 @@ impl Peers {
             Err(_) => Err(CallFailure::Timeout),
             Ok((PeerResponse::Error(e), _)) => Err(CallFailure::Refused(e)),
             Ok((resp, durable)) => match well_formed(&resp) {
-                Ok(()) => C::reply(resp)
-                    .map(|r| (r, durable))
-                    .map_err(|wrong| {
-                        CallFailure::Transport(TransportError::Protocol(format!(
-                            "{} answered request {kind:?} with reply {:?}",
-                            self.name, wrong.got
-                        )))
-                    }),
+                Ok(()) => C::reply(resp).map(|r| (r, durable)).map_err(|wrong| {
+                    CallFailure::Transport(TransportError::Protocol(format!(
+                        "{} answered request {kind:?} with reply {:?}",
+                        self.name, wrong.got
+                    )))
+                }),
                 Err(e) => Err(CallFailure::Refused(PeerError::Invalid(format!(
                     "{} sent {e}",
                     self.name

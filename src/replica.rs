@@ -630,7 +630,8 @@ impl Replica {
             q.running = true;
         }
         let me = Arc::clone(self);
-        self.env.spawn(Box::pin(async move { me.sync_loop().await }));
+        self.env
+            .spawn(Box::pin(async move { me.sync_loop().await }));
     }
 
     /// The sync task: until nothing waits, take every waiter, fsync once, tell them. A
@@ -678,10 +679,13 @@ impl Replica {
                 }
             }
             let mut q = self.lock_syncs();
-            q.failed = result.is_err();
             if let Err(e) = &result {
-                tracing::warn!(node = %self.name, error = %e, "fsync of deferred lead writes failed; retrying");
+                // Once per run of failures, not at every retry.
+                if !q.failed {
+                    tracing::warn!(node = %self.name, error = %e, "fsync of deferred lead writes failed; retrying every {} ms while reads wait for it", SYNC_RETRY.as_millis());
+                }
             }
+            q.failed = result.is_err();
             q.waiting.extend(retry);
         }
     }
@@ -800,7 +804,9 @@ impl Replica {
             return Err(e.into());
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.lock_syncs().waiting.push(SyncWaiter { keys, tx: Some(tx) });
+        self.lock_syncs()
+            .waiting
+            .push(SyncWaiter { keys, tx: Some(tx) });
         Ok(Durable(Some(rx)))
     }
 
@@ -966,106 +972,108 @@ impl Replica {
         policy.check_lead_write(ks)?;
         let ks = ks.clone();
         let partition = partition.to_vec();
-        let done = self.run(move |r| {
-            let keys: Vec<Key> = items
-                .iter()
-                .map(|i| Key {
-                    partition: partition.clone(),
-                    sort: i.sort.clone(),
-                })
-                .collect();
-            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
-            let _guards = r.lock_all(&skeys);
-            let mut out = Vec::with_capacity(items.len());
-            let mut batch = Vec::with_capacity(items.len());
-            let mut total = 0usize;
-            // Later items of the batch see earlier ones (a batch may touch a key twice).
-            let mut staged: Vec<(Vec<u8>, Object, usize)> = Vec::new();
-            let mut changes = Vec::new();
-            for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
-                let (mut o, size_before) = match staged.iter().rev().find(|(k, _, _)| *k == skey) {
-                    Some((_, o, size)) => (o.clone(), *size),
-                    None => r.load_sized(key, &skey)?,
-                };
-                let old = r.aae.is_some().then(|| o.clone());
-                let actor = r.issuing_actor(&o.vv, &item.context)?;
-                let was_tombstoned = only_tombstones(&o);
-                if if_context
-                    && !matches!(
-                        o.vv.partial_cmp_vv(&item.context),
-                        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-                    )
-                {
-                    return Err(ReplicaError::Conflict {
+        let done = self
+            .run(move |r| {
+                let keys: Vec<Key> = items
+                    .iter()
+                    .map(|i| Key {
+                        partition: partition.clone(),
+                        sort: i.sort.clone(),
+                    })
+                    .collect();
+                let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
+                let _guards = r.lock_all(&skeys);
+                let mut out = Vec::with_capacity(items.len());
+                let mut batch = Vec::with_capacity(items.len());
+                let mut total = 0usize;
+                // Later items of the batch see earlier ones (a batch may touch a key twice).
+                let mut staged: Vec<(Vec<u8>, Object, usize)> = Vec::new();
+                let mut changes = Vec::new();
+                for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
+                    let (mut o, size_before) =
+                        match staged.iter().rev().find(|(k, _, _)| *k == skey) {
+                            Some((_, o, size)) => (o.clone(), *size),
+                            None => r.load_sized(key, &skey)?,
+                        };
+                    let old = r.aae.is_some().then(|| o.clone());
+                    let actor = r.issuing_actor(&o.vv, &item.context)?;
+                    let was_tombstoned = only_tombstones(&o);
+                    if if_context
+                        && !matches!(
+                            o.vv.partial_cmp_vv(&item.context),
+                            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                        )
+                    {
+                        return Err(ReplicaError::Conflict {
+                            key: key.to_string(),
+                        });
+                    }
+                    let ts = policy.stamp(&r.hlc, &o, item.client_ts);
+                    let now = r.env.now_ms();
+                    // A re-introduced bug (simulation only): the lead ignores the context.
+                    let blind = VersionVector::new();
+                    let context = if r.bugs.ignore_context {
+                        &blind
+                    } else {
+                        &item.context
+                    };
+                    // This key may have had earlier lives, reaped or dropped here: its dots
+                    // start above every counter those held (see the module comment). A copy
+                    // already above the floor keeps its counters; one at or below it may be a
+                    // partial copy that came back (a merge after a drop), whose next counter
+                    // could have been issued in the forgotten life.
+                    let floor = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
+                    if floor > 0 && o.vv.get(&actor) <= floor && !r.bugs.no_reap_floor {
+                        o.vv.witness(&actor, floor);
+                    }
+                    let write = LeadWrite {
+                        lead: &actor,
+                        context,
+                        value: item.value,
+                        now_ms: now,
+                        ts,
+                        actor: item.actor,
+                    };
+                    let refused = |source| ReplicaError::Causality {
                         key: key.to_string(),
-                    });
+                        source,
+                    };
+                    let dot = policy.write(&ks, &mut o, write).map_err(refused)?;
+                    if o.siblings.len() > ks.max_siblings as usize {
+                        return Err(ReplicaError::SiblingLimit {
+                            key: key.to_string(),
+                            keyspace: ks.name.clone(),
+                            count: o.siblings.len(),
+                            max: ks.max_siblings,
+                        });
+                    }
+                    let bytes = r.capped(key, encode_object(&o), size_before)?;
+                    total = total.saturating_add(bytes.len());
+                    if keys.len() > 1 && total > r.max_object_bytes {
+                        return Err(ReplicaError::BatchTooLarge {
+                            size: total,
+                            max: r.max_object_bytes,
+                        });
+                    }
+                    let size = bytes.len();
+                    if let Some(old) = &old {
+                        changes.extend(r.tree_change(&ks, key, &skey, old, &o));
+                    }
+                    batch.extend(tombstone_index_op(&skey, was_tombstoned, &o, now));
+                    batch.push(BatchOp::Put(skey.clone(), bytes));
+                    staged.push((skey, o.clone(), size));
+                    out.push((o, dot));
                 }
-                let ts = policy.stamp(&r.hlc, &o, item.client_ts);
-                let now = r.env.now_ms();
-                // A re-introduced bug (simulation only): the lead ignores the context.
-                let blind = VersionVector::new();
-                let context = if r.bugs.ignore_context {
-                    &blind
+                let durable = if deferred {
+                    let keys = staged.iter().map(|(k, _, _)| k.clone()).collect();
+                    r.store_deferred(batch, changes, keys)?
                 } else {
-                    &item.context
+                    r.store(batch, changes)?;
+                    Durable::now()
                 };
-                // This key may have had earlier lives, reaped or dropped here: its dots
-                // start above every counter those held (see the module comment). A copy
-                // already above the floor keeps its counters; one at or below it may be a
-                // partial copy that came back (a merge after a drop), whose next counter
-                // could have been issued in the forgotten life.
-                let floor = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
-                if floor > 0 && o.vv.get(&actor) <= floor && !r.bugs.no_reap_floor {
-                    o.vv.witness(&actor, floor);
-                }
-                let write = LeadWrite {
-                    lead: &actor,
-                    context,
-                    value: item.value,
-                    now_ms: now,
-                    ts,
-                    actor: item.actor,
-                };
-                let refused = |source| ReplicaError::Causality {
-                    key: key.to_string(),
-                    source,
-                };
-                let dot = policy.write(&ks, &mut o, write).map_err(refused)?;
-                if o.siblings.len() > ks.max_siblings as usize {
-                    return Err(ReplicaError::SiblingLimit {
-                        key: key.to_string(),
-                        keyspace: ks.name.clone(),
-                        count: o.siblings.len(),
-                        max: ks.max_siblings,
-                    });
-                }
-                let bytes = r.capped(key, encode_object(&o), size_before)?;
-                total = total.saturating_add(bytes.len());
-                if keys.len() > 1 && total > r.max_object_bytes {
-                    return Err(ReplicaError::BatchTooLarge {
-                        size: total,
-                        max: r.max_object_bytes,
-                    });
-                }
-                let size = bytes.len();
-                if let Some(old) = &old {
-                    changes.extend(r.tree_change(&ks, key, &skey, old, &o));
-                }
-                batch.extend(tombstone_index_op(&skey, was_tombstoned, &o, now));
-                batch.push(BatchOp::Put(skey.clone(), bytes));
-                staged.push((skey, o.clone(), size));
-                out.push((o, dot));
-            }
-            let durable = if deferred {
-                let keys = staged.iter().map(|(k, _, _)| k.clone()).collect();
-                r.store_deferred(batch, changes, keys)?
-            } else {
-                r.store(batch, changes)?;
-                Durable::now()
-            };
-            Ok((out, durable))
-        })
-        .await;
+                Ok((out, durable))
+            })
+            .await;
         if matches!(&done, Ok((_, d)) if d.is_pending()) {
             self.kick_sync();
         }
@@ -1108,29 +1116,30 @@ impl Replica {
     ) -> Result<(Object, Durable), ReplicaError> {
         let ks = ks.clone();
         let key = key.clone();
-        let done = self.run(move |r| {
-            let skey = key.encode(&ks.name);
-            let _guards = r.lock_all(std::slice::from_ref(&skey));
-            let (mut o, size_before) = r.load_sized(&key, &skey)?;
-            let old = r.aae.is_some().then(|| o.clone());
-            ks.policy
-                .resolver()
-                .update(&ks, &mut o, &r.actor(), &op, &context)?;
-            let bytes = r.capped(&key, encode_object(&o), size_before)?;
-            let changes = old
-                .and_then(|old| r.tree_change(&ks, &key, &skey, &old, &o))
-                .into_iter()
-                .collect();
-            let batch = vec![BatchOp::Put(skey.clone(), bytes)];
-            let durable = if deferred {
-                r.store_deferred(batch, changes, vec![skey])?
-            } else {
-                r.store(batch, changes)?;
-                Durable::now()
-            };
-            Ok((o, durable))
-        })
-        .await;
+        let done = self
+            .run(move |r| {
+                let skey = key.encode(&ks.name);
+                let _guards = r.lock_all(std::slice::from_ref(&skey));
+                let (mut o, size_before) = r.load_sized(&key, &skey)?;
+                let old = r.aae.is_some().then(|| o.clone());
+                ks.policy
+                    .resolver()
+                    .update(&ks, &mut o, &r.actor(), &op, &context)?;
+                let bytes = r.capped(&key, encode_object(&o), size_before)?;
+                let changes = old
+                    .and_then(|old| r.tree_change(&ks, &key, &skey, &old, &o))
+                    .into_iter()
+                    .collect();
+                let batch = vec![BatchOp::Put(skey.clone(), bytes)];
+                let durable = if deferred {
+                    r.store_deferred(batch, changes, vec![skey])?
+                } else {
+                    r.store(batch, changes)?;
+                    Durable::now()
+                };
+                Ok((o, durable))
+            })
+            .await;
         if matches!(&done, Ok((_, d)) if d.is_pending()) {
             self.kick_sync();
         }
@@ -1412,30 +1421,31 @@ impl Replica {
         }
         let partition = partition.to_vec();
         let (s, e) = (start.clone(), end.clone());
-        let page = self.run(move |r| {
-            // One extra item tells whether the range continues past the limit.
-            let rows = r.storage.scan(&start, &end, limit.saturating_add(1))?;
-            let mut more = rows.len() > limit;
-            let mut out = Vec::with_capacity(rows.len().min(limit));
-            // The page also stops once its stored bytes reach `max_bytes` (always after at
-            // least one item, so a page makes progress).
-            let mut bytes = 0usize;
-            for (k, v) in rows.into_iter().take(limit) {
-                if !out.is_empty() && bytes + k.len() + v.len() > max_bytes {
-                    more = true;
-                    break;
+        let page = self
+            .run(move |r| {
+                // One extra item tells whether the range continues past the limit.
+                let rows = r.storage.scan(&start, &end, limit.saturating_add(1))?;
+                let mut more = rows.len() > limit;
+                let mut out = Vec::with_capacity(rows.len().min(limit));
+                // The page also stops once its stored bytes reach `max_bytes` (always after at
+                // least one item, so a page makes progress).
+                let mut bytes = 0usize;
+                for (k, v) in rows.into_iter().take(limit) {
+                    if !out.is_empty() && bytes + k.len() + v.len() > max_bytes {
+                        more = true;
+                        break;
+                    }
+                    bytes += k.len() + v.len();
+                    let sort = k[prefix.len()..].to_vec();
+                    let key = Key {
+                        partition: partition.clone(),
+                        sort: sort.clone(),
+                    };
+                    out.push((sort, decode_object(&key, &v)?));
                 }
-                bytes += k.len() + v.len();
-                let sort = k[prefix.len()..].to_vec();
-                let key = Key {
-                    partition: partition.clone(),
-                    sort: sort.clone(),
-                };
-                out.push((sort, decode_object(&key, &v)?));
-            }
-            Ok((out, more))
-        })
-        .await?;
+                Ok((out, more))
+            })
+            .await?;
         // A page that may hold a deferred write not yet durable is answered once it is.
         if self.dirty_in(&s, &e) {
             self.sync_barrier().await?;
@@ -1755,7 +1765,11 @@ mod tests {
         disk.crash();
         let e = on_disk(&disk, false).actor();
         assert_ne!(e, d);
-        assert_eq!(on_disk(&disk, false).actor(), e, "no overlap, no marker: kept");
+        assert_eq!(
+            on_disk(&disk, false).actor(),
+            e,
+            "no overlap, no marker: kept"
+        );
         // The re-introduced bug ignores the marker.
         let f = on_disk(&disk, true).actor();
         disk.crash();
@@ -1809,7 +1823,11 @@ mod tests {
         durable.wait().await.unwrap();
         disk.crash();
         let r = on_disk(&disk, false);
-        let o = r.read(&ks, &key).await.unwrap().expect("durable after its sync");
+        let o = r
+            .read(&ks, &key)
+            .await
+            .unwrap()
+            .expect("durable after its sync");
         assert_eq!(o.siblings[0].value.as_deref(), Some(&b"kept"[..]));
         let (_, durable) = r
             .write_batch_overlapped(&ks, &key.partition, vec![item(b"synced")], false)
@@ -1849,7 +1867,11 @@ mod tests {
         for d in pending {
             d.wait().await.unwrap();
         }
-        assert_eq!(disk.crash(), 0, "the read answered only once all was durable");
+        assert_eq!(
+            disk.crash(),
+            0,
+            "the read answered only once all was durable"
+        );
 
         let r = on_disk(&disk, true);
         let key = Key::simple("d");
@@ -1870,7 +1892,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(page.len(), 1);
-        assert_eq!(disk.crash(), 0, "the scan answered only once it was durable");
+        assert_eq!(
+            disk.crash(),
+            0,
+            "the scan answered only once it was durable"
+        );
 
         let mut ctr = KeyspaceDef::new("c", 3, 2, 2);
         ctr.policy = ConflictPolicy::Counter;

@@ -83,10 +83,10 @@ impl FromStr for Fault {
             EVENTS.as_slice(),
             &[Fault::Unsynced, Fault::Membership, Fault::Overlap],
         ]
-            .concat()
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| UnknownFault(s.to_string()))
+        .concat()
+        .into_iter()
+        .find(|f| f.name() == s)
+        .ok_or_else(|| UnknownFault(s.to_string()))
     }
 }
 

@@ -287,10 +287,16 @@ mod tests {
     fn deferred_writes_need_a_sync() {
         let disk = SimDisk::new(false, 7);
         let lat = disk.open().sync_latency().as_millis() as u64;
-        assert!((SYNC_LATENCY_MS.0..=SYNC_LATENCY_MS.1).contains(&lat), "{lat}");
+        assert!(
+            (SYNC_LATENCY_MS.0..=SYNC_LATENCY_MS.1).contains(&lat),
+            "{lat}"
+        );
         let h = disk.open();
         h.write_deferred(put("a")).unwrap();
-        assert!(h.get(b"a").unwrap().is_some(), "a deferred write is visible");
+        assert!(
+            h.get(b"a").unwrap().is_some(),
+            "a deferred write is visible"
+        );
         assert_eq!(disk.crash(), 1);
         let h = disk.open();
         assert!(h.get(b"a").unwrap().is_none(), "lost without a sync");

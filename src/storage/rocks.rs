@@ -249,7 +249,6 @@ impl RocksStorage {
         }
         Ok(out)
     }
-
 }
 
 #[cfg(test)]
