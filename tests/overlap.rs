@@ -1,17 +1,21 @@
 //! The coordinator's overlapped lead (`storage.overlap_lead_sync`), end to end in one
 //! process: writes led by a node that replicates while its own fsync runs are read back
 //! everywhere, and a lead whose fsync fails is not counted towards W. Each node's disk is
-//! the simulator's `SimDisk` (real durability semantics and fsync faults).
+//! the simulator's `SimDisk` (real durability semantics and fsync faults), or RocksDB
+//! behind real QUIC nodes.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use common::{get_request, keyspace, put_request, update_request, values, TIMEOUT};
+use common::{
+    eventually, get_request, keyspace, put_request, running_node, update_request, values, TIMEOUT,
+};
+use quorumkv::config::{StorageConfig, Timeouts};
 use quorumkv::coordinator::CoordinatorError;
 use quorumkv::crdt::CrdtOp;
-use quorumkv::inprocess::{ClusterOptions, MemoryCluster, StorageMaker};
+use quorumkv::inprocess::{ClusterOptions, MemoryCluster, QuicCluster, StorageMaker};
 use quorumkv::keyspace::{ConflictPolicy, KeyspaceDef};
 use quorumkv::proto::{PutRequest, TraceEvent, UpdateRequest};
 use quorumkv::sim::storage::SimDisk;
@@ -144,4 +148,62 @@ async fn a_lead_whose_fsync_fails_is_not_counted() {
         .await
         .unwrap();
     assert_eq!(values(&g), vec!["v"]);
+}
+
+/// Goal: on real nodes (QUIC, RocksDB with SyncWAL on a blocking thread), writes led
+/// overlapped reach W = 3 only once the lead's own fsync succeeded, are read back at
+/// R = 3 after a clean restart of the lead, and a clean stop (SIGTERM's path) removes the
+/// running marker, so the lead keeps its incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocksdb_nodes_overlap_and_a_clean_restart_keeps_the_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = QuicCluster::start(
+        dir.path(),
+        3,
+        &[KeyspaceDef::new("ks", 3, 2, 2)],
+        StorageConfig {
+            engine: "rocksdb".into(),
+            sync: true,
+            overlap_lead_sync: true,
+        },
+        Timeouts::default(),
+    )
+    .await
+    .unwrap();
+    let n1 = running_node(&c, 0);
+    let actor = n1.replica_actor();
+    for i in 0..20 {
+        let p = n1
+            .put(PutRequest {
+                w: Some(3),
+                trace: true,
+                ..put_request("ks", &format!("k{i}"), format!("v{i}"), "")
+            })
+            .await
+            .unwrap();
+        assert!(said(&p.trace, "n1", "durable after"), "{:#?}", p.trace);
+    }
+    drop(n1); // the node holds the database open
+    c.restart(0).await.unwrap();
+    let n1 = running_node(&c, 0);
+    assert_eq!(
+        n1.replica_actor(),
+        actor,
+        "a clean stop keeps the incarnation"
+    );
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let got = eventually(
+            &format!("{key} read back through the restarted lead"),
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis(100),
+            || {
+                let (n1, key) = (Arc::clone(&n1), key.clone());
+                async move { n1.get(get_request("ks", &key, Some(3))).await }
+            },
+        )
+        .await;
+        assert_eq!(values(&got), vec![format!("v{i}")]);
+    }
+    c.shutdown().await;
 }
