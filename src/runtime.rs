@@ -179,6 +179,9 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
     if clock_offset.is_some() {
         warnings.push("faults.allow_clock_offset is on: admin clients can move this node's clock (for fault-injection tests only)".into());
     }
+    if cfg.storage.overlap_lead_sync && !cfg.storage.sync {
+        warnings.push("storage.overlap_lead_sync is ignored with storage.sync = false (nothing is fsync'd to overlap)".into());
+    }
     let node = Node::new(NodeParams {
         name: cfg.name.clone(),
         members: cfg.cluster.nodes.clone(),
