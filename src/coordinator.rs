@@ -1069,9 +1069,20 @@ impl Coordinator {
                     .call_local_overlapped(write.clone(), deadline)
                     .await
                     .map(|(reply, durable)| {
-                        let sync: Option<LeadSync> = durable
-                            .is_pending()
-                            .then(|| Box::pin(durable.wait()) as LeadSync);
+                        // Bounded by the request's deadline like every replica's answer: a
+                        // stuck fsync is the lead's failure, not a hung request.
+                        let env = Arc::clone(&self.env);
+                        let sync: Option<LeadSync> = durable.is_pending().then(|| {
+                            Box::pin(async move {
+                                crate::env::timeout_at(&*env, deadline, durable.wait())
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(ReplicaError::Sync(
+                                            "not durable within the request's deadline".into(),
+                                        ))
+                                    })
+                            }) as LeadSync
+                        });
                         (reply, sync)
                     })
             } else {
