@@ -78,6 +78,10 @@ pub struct Metrics {
     /// Overlapped lead writes (`storage.overlap_lead_sync`) whose fsync completed before
     /// the write was answered, successfully or not.
     pub overlapped_lead_syncs: AtomicU64,
+    /// fsyncs the replica's sync task ran for deferred lead writes and the reads waiting
+    /// on them (each may cover many: overlapped writes per fsync is the group commit's
+    /// gain).
+    pub deferred_fsyncs: AtomicU64,
     /// Client timestamps refused for being further ahead of the node's clock than
     /// `limits.max_clock_skew_ms`.
     pub future_timestamps_refused: AtomicU64,
@@ -155,6 +159,7 @@ impl Default for Metrics {
             objects_over_cap: AtomicU64::new(0),
             incarnation_changes: AtomicU64::new(0),
             overlapped_lead_syncs: AtomicU64::new(0),
+            deferred_fsyncs: AtomicU64::new(0),
             future_timestamps_refused: AtomicU64::new(0),
             read_repairs_skipped: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
@@ -522,6 +527,11 @@ impl Metrics {
                 "quorumkv_overlapped_lead_syncs_total",
                 "Overlapped lead writes whose fsync completed before the write was answered.",
                 &self.overlapped_lead_syncs,
+            ),
+            (
+                "quorumkv_deferred_fsyncs_total",
+                "fsyncs run for deferred (overlapped) lead writes; each may cover many.",
+                &self.deferred_fsyncs,
             ),
             (
                 "quorumkv_future_timestamps_refused_total",
