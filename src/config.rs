@@ -138,6 +138,14 @@ pub struct StorageConfig {
     /// can vanish (a process crash alone does not lose them).
     #[serde(default = "yes")]
     pub sync: bool,
+    /// When this node leads a write, replicate it while its own fsync runs instead of
+    /// after it, counting the lead towards W (and PW) once that fsync succeeded: one fsync
+    /// less on every write's path. Default `false` (the lead benchmarks it before it is
+    /// turned on by default). Needs `sync = true` (ignored otherwise). Safe through power
+    /// loss because a node that did not stop cleanly takes a new incarnation
+    /// (docs/CONSISTENCY.md, "Overlapped lead fsync").
+    #[serde(default)]
+    pub overlap_lead_sync: bool,
 }
 
 impl Default for StorageConfig {
@@ -145,6 +153,7 @@ impl Default for StorageConfig {
         StorageConfig {
             engine: default_engine(),
             sync: true,
+            overlap_lead_sync: false,
         }
     }
 }
@@ -1065,10 +1074,24 @@ nodes = [{ name = "n1", addr = "127.0.0.1:7001" }, { name = "n2", addr = "127.0.
         let dir = tempfile::tempdir().unwrap();
         let cfg = NodeConfig::load(&write(dir.path(), MINIMAL)).unwrap();
         assert!(cfg.storage.sync, "durable by default");
+        assert!(!cfg.storage.overlap_lead_sync, "overlap is off by default");
         assert_eq!(cfg.storage.engine, "rocksdb");
         assert_eq!(cfg.ring.vnodes, DEFAULT_VNODES);
         assert_eq!(cfg.timeouts.request_ms, 2000);
         assert_eq!(cfg.data_dir, dir.path().join("data"));
+    }
+
+    /// Goal: `storage.overlap_lead_sync` is read from node.toml, and a misspelt storage
+    /// field is refused rather than silently leaving overlap off.
+    #[test]
+    fn overlap_lead_sync_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{MINIMAL}[storage]\noverlap_lead_sync = true\n");
+        let cfg = NodeConfig::load(&write(dir.path(), &text)).unwrap();
+        assert!(cfg.storage.overlap_lead_sync && cfg.storage.sync);
+        let bad = format!("{MINIMAL}[storage]\noverlap_lead_fsync = true\n");
+        let e = NodeConfig::load(&write(dir.path(), &bad)).unwrap_err();
+        assert!(e.to_string().contains("overlap_lead_fsync"), "{e}");
     }
 
     /// Goal: zones are read per member; a cluster where some members have a zone and

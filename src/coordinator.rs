@@ -57,6 +57,7 @@ use crate::proto::{
     PutRequest, PutResponse, ReplicaFailure, ScanItem, ScanRequest, ScanResponse, SiblingView,
     TraceEvent, UpdateRequest, UpdateResponse,
 };
+use crate::replica::ReplicaError;
 use crate::replica_service::MAX_SCAN_LIMIT;
 use crate::ring::Ring;
 
@@ -294,7 +295,71 @@ pub struct CoordinatorParams {
     pub speculative_read: Duration,
     /// Re-introduced bugs (tests only).
     pub bugs: crate::replica::InjectedBugs,
+    /// `storage.overlap_lead_sync`: when this node leads a write, replicate it while its
+    /// own fsync runs, counting it once durable.
+    pub overlap_lead_sync: bool,
 }
+
+/// A lead's deferred write, completing once it is durable (its fsync overlapped with
+/// replication).
+type LeadSync =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ReplicaError>> + Send>>;
+
+/// What a replication loop waits for next: the lead's fsync or a replica's answer.
+enum Step<T> {
+    /// The lead's fsync completed.
+    Lead(Result<(), ReplicaError>),
+    /// A replica answered.
+    Peer(T),
+}
+
+/// The next of the lead's fsync (while `lead` is pending) and `peer` (while
+/// `peers_open`); `None` when neither is left. The lead's comes first when both are ready
+/// (`biased`: the simulator's runs stay deterministic).
+async fn next_step<T>(
+    lead: &mut Option<LeadSync>,
+    peers_open: &mut bool,
+    peer: impl std::future::Future<Output = Option<T>>,
+) -> Option<Step<T>> {
+    let mut peer = std::pin::pin!(peer);
+    loop {
+        let got = match (lead.as_mut(), *peers_open) {
+            (None, false) => return None,
+            (None, true) => match peer.as_mut().await {
+                Some(t) => return Some(Step::Peer(t)),
+                None => {
+                    *peers_open = false;
+                    return None;
+                }
+            },
+            (Some(f), false) => Step::Lead(f.await),
+            (Some(f), true) => tokio::select! {
+                biased;
+                r = f => Step::Lead(r),
+                p = peer.as_mut() => match p {
+                    Some(t) => Step::Peer(t),
+                    None => {
+                        *peers_open = false;
+                        continue;
+                    }
+                },
+            },
+        };
+        if matches!(got, Step::Lead(_)) {
+            *lead = None;
+        }
+        return Some(got);
+    }
+}
+
+/// The first step of a write: the lead, its reply, its pending fsync (an overlapped
+/// lead's), and the failures met on the way.
+type LeadOutcome<R> = (
+    String,
+    R,
+    Option<LeadSync>,
+    BTreeMap<String, ReplicaFailure>,
+);
 
 /// Coordinates clients' requests on one node.
 pub struct Coordinator {
@@ -325,6 +390,8 @@ pub struct Coordinator {
     speculative_read: Duration,
     /// Re-introduced bugs (tests only).
     bugs: crate::replica::InjectedBugs,
+    /// Overlap this node's fsync as a lead with replication (`storage.overlap_lead_sync`).
+    overlap_lead_sync: bool,
 }
 
 impl Coordinator {
@@ -344,6 +411,7 @@ impl Coordinator {
             sloppy: p.sloppy,
             speculative_read: p.speculative_read,
             bugs: p.bugs,
+            overlap_lead_sync: p.overlap_lead_sync,
         }
     }
 
@@ -772,7 +840,7 @@ impl Coordinator {
             client_ts: req.timestamp,
             actor: req.actor.clone(),
         };
-        let (lead, peers::Written { object, dot }, failures) = self
+        let (lead, peers::Written { object, dot }, lead_sync, failures) = self
             .lead_write(&pl, &write, op, w, deadline, &mut trace)
             .await?;
         let dot = surviving_dot(&object, dot.as_ref());
@@ -785,7 +853,7 @@ impl Coordinator {
         let quorum = Quorum { w, pw };
         let out = Outgoing::One(replicate);
         self.replicate(
-            &sets, &lead, out, op, quorum, deadline, failures, &mut trace,
+            &sets, &lead, lead_sync, out, op, quorum, deadline, failures, &mut trace,
         )
         .await?;
         Ok(PutResponse {
@@ -841,7 +909,7 @@ impl Coordinator {
             partition: partition.clone(),
             items,
         };
-        let (lead, peers::WrittenBatch { objects, dots }, failures) = self
+        let (lead, peers::WrittenBatch { objects, dots }, lead_sync, failures) = self
             .lead_write(&pl, &write, "batch", w, deadline, &mut trace)
             .await?;
         let dots = objects
@@ -862,7 +930,7 @@ impl Coordinator {
         let quorum = Quorum { w, pw: 0 };
         let out = Outgoing::Batch(replicate);
         self.replicate(
-            &sets, &lead, out, "batch", quorum, deadline, failures, &mut trace,
+            &sets, &lead, lead_sync, out, "batch", quorum, deadline, failures, &mut trace,
         )
         .await?;
         Ok(BatchResponse {
@@ -908,7 +976,7 @@ impl Coordinator {
             op: req.op.clone(),
             context,
         };
-        let (lead, object, failures) = self
+        let (lead, object, lead_sync, failures) = self
             .lead_write(&pl, &update, op, w, deadline, &mut trace)
             .await?;
         let context_out = self.seal_context(&ks, &req.key, &policy.context(&object));
@@ -920,7 +988,7 @@ impl Coordinator {
         let quorum = Quorum { w, pw: 0 };
         let out = Outgoing::One(replicate);
         self.replicate(
-            &sets, &lead, out, op, quorum, deadline, failures, &mut trace,
+            &sets, &lead, lead_sync, out, op, quorum, deadline, failures, &mut trace,
         )
         .await?;
         Ok(UpdateResponse {
@@ -980,7 +1048,9 @@ impl Coordinator {
     }
 
     /// Step 1 of a write: find a replica that issues the new version(s). Returns the lead,
-    /// its reply, and the failures met on the way.
+    /// its reply, its fsync still to come when this node led overlapped
+    /// (`storage.overlap_lead_sync`: stored deferred, synced while the write replicates),
+    /// and the failures met on the way.
     async fn lead_write<C: PeerCall + Clone>(
         &self,
         pl: &[String],
@@ -989,23 +1059,53 @@ impl Coordinator {
         w: u8,
         deadline: Instant,
         trace: &mut Trace,
-    ) -> Result<(String, C::Reply, BTreeMap<String, ReplicaFailure>), CoordinatorError> {
+    ) -> Result<LeadOutcome<C::Reply>, CoordinatorError> {
         let mut failures: BTreeMap<String, ReplicaFailure> = BTreeMap::new();
         let candidates = self.lead_candidates(pl);
         for cand in candidates {
             let started = self.env.now();
-            match self.peers.call(&cand, write.clone(), deadline).await {
-                Ok(reply) => {
+            let answer = if self.overlap_lead_sync && cand == self.name {
+                self.peers
+                    .call_local_overlapped(write.clone(), deadline)
+                    .await
+                    .map(|(reply, durable)| {
+                        // Bounded by the request's deadline like every replica's answer: a
+                        // stuck fsync is the lead's failure, not a hung request.
+                        let env = Arc::clone(&self.env);
+                        let sync: Option<LeadSync> = durable.is_pending().then(|| {
+                            Box::pin(async move {
+                                crate::env::timeout_at(&*env, deadline, durable.wait())
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(ReplicaError::Sync(
+                                            "not durable within the request's deadline".into(),
+                                        ))
+                                    })
+                            }) as LeadSync
+                        });
+                        (reply, sync)
+                    })
+            } else {
+                self.peers
+                    .call(&cand, write.clone(), deadline)
+                    .await
+                    .map(|reply| (reply, None))
+            };
+            match answer {
+                Ok((reply, sync)) => {
                     trace.add(&cand, || {
-                        format!(
-                            "lead replica: issued the version(s) and stored them after {} µs",
-                            self.env
-                                .now()
-                                .saturating_duration_since(started)
-                                .as_micros()
-                        )
+                        let us = self
+                            .env
+                            .now()
+                            .saturating_duration_since(started)
+                            .as_micros();
+                        if sync.is_some() {
+                            format!("lead replica: issued the version(s) and stored them after {us} µs, not yet durable (its fsync runs alongside replication; it counts once done)")
+                        } else {
+                            format!("lead replica: issued the version(s) and stored them after {us} µs")
+                        }
                     });
-                    return Ok((cand, reply, failures));
+                    return Ok((cand, reply, sync, failures));
                 }
                 Err(CallFailure::Refused(PeerError::SiblingLimit(m))) => {
                     return Err(CoordinatorError::SiblingLimit(m))
@@ -1051,10 +1151,15 @@ impl Coordinator {
     /// While data moves between layouts, `sets` holds one replica set per live layout
     /// version and the write goes through [`Coordinator::replicate_strict`] instead.
     #[allow(clippy::too_many_arguments)]
+    ///
+    /// `lead_sync`, when the lead stored its write deferred (an overlapped local lead):
+    /// the lead counts (towards W and PW) only once it completes without error; until
+    /// then the others' answers count as they come.
     async fn replicate(
         &self,
         sets: &[Vec<String>],
         lead: &str,
+        lead_sync: Option<LeadSync>,
         out: Outgoing,
         op: &'static str,
         quorum: Quorum,
@@ -1064,11 +1169,53 @@ impl Coordinator {
     ) -> Result<(), CoordinatorError> {
         if sets.len() == 1 && self.sloppy && out.keyspace().sloppy_quorum {
             return self
-                .replicate_sloppy(&sets[0], lead, out, op, quorum, deadline, failures, trace)
+                .replicate_sloppy(
+                    &sets[0], lead, lead_sync, out, op, quorum, deadline, failures, trace,
+                )
                 .await;
         }
-        self.replicate_strict(sets, lead, out, op, quorum, deadline, failures, trace)
-            .await
+        self.replicate_strict(
+            sets, lead, lead_sync, out, op, quorum, deadline, failures, trace,
+        )
+        .await
+    }
+
+    /// Trace the overlapped lead's fsync outcome after `us` µs; its failure, if any, to
+    /// record.
+    fn lead_synced(
+        &self,
+        trace: &mut Trace,
+        lead: &str,
+        us: u64,
+        result: Result<(), ReplicaError>,
+    ) -> Option<ReplicaFailure> {
+        self.metrics
+            .overlapped_lead_syncs
+            .fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                trace.add(lead, || {
+                    format!(
+                        "lead's write durable after {us} µs (fsync overlapped with replication)"
+                    )
+                });
+                None
+            }
+            Err(e) => {
+                let f =
+                    CallFailure::Refused(crate::proto::PeerError::Storage(format!("{lead}: {e}")));
+                Some(trace.failure(lead, us, &f))
+            }
+        }
+    }
+
+    /// Trace a write answered while the lead's fsync still runs (it was not counted).
+    fn lead_still_syncing(&self, trace: &mut Trace, lead: &str, lead_sync: &Option<LeadSync>) {
+        if lead_sync.is_some() {
+            trace.add(lead, || {
+                "lead's fsync still running: the write was acknowledged without it".to_string()
+            });
+        }
     }
 
     /// Step 2 to the primaries only: the lead's result goes to every other replica, and
@@ -1083,6 +1230,7 @@ impl Coordinator {
         &self,
         sets: &[Vec<String>],
         lead: &str,
+        mut lead_sync: Option<LeadSync>,
         out: Outgoing,
         op: &'static str,
         quorum: Quorum,
@@ -1102,8 +1250,16 @@ impl Coordinator {
                 format!("layouts in transition: the write must reach w={w} in each of {sets:?}")
             });
         }
-        let mut acked: Vec<String> = vec![lead.to_string()];
+        // An overlapped lead is pending until its fsync completes.
+        let mut acked: Vec<String> = Vec::new();
         let mut pending: Vec<String> = targets.clone();
+        if lead_sync.is_some() {
+            pending.push(lead.to_string());
+        } else {
+            acked.push(lead.to_string());
+        }
+        let start = self.env.now();
+        let mut peers_open = true;
         let count =
             |acked: &[String], set: &[String]| set.iter().filter(|n| acked.contains(n)).count();
         let enough = |acked: &[String]| sets.iter().all(|s| count(acked, s) >= w.min(s.len()));
@@ -1114,7 +1270,26 @@ impl Coordinator {
         };
         let mut rx = out.fan_out(&self.peers, &targets, deadline);
         while !enough(&acked) && possible(&acked, &pending) {
-            let Some(reply) = rx.recv().await else { break };
+            let Some(step) = next_step(&mut lead_sync, &mut peers_open, rx.recv()).await else {
+                break;
+            };
+            let reply = match step {
+                Step::Lead(result) => {
+                    pending.retain(|n| n != lead);
+                    let us = self.env.now().saturating_duration_since(start).as_micros() as u64;
+                    match self.lead_synced(trace, lead, us, result) {
+                        None => {
+                            failures.remove(lead);
+                            acked.push(lead.to_string());
+                        }
+                        Some(f) => {
+                            failures.insert(lead.to_string(), f);
+                        }
+                    }
+                    continue;
+                }
+                Step::Peer(reply) => reply,
+            };
             pending.retain(|n| *n != reply.node);
             let us = reply.us;
             match reply.result {
@@ -1138,6 +1313,7 @@ impl Coordinator {
                 failures: failures.into_values().collect(),
             });
         }
+        self.lead_still_syncing(trace, lead, &lead_sync);
         trace.add(&self.name, || match sets {
             [_] => format!("{op} acknowledged by {} replica(s)", acked.len()),
             _ => format!("{op} acknowledged by w={w} in every live layout's replica set"),
@@ -1159,6 +1335,7 @@ impl Coordinator {
         &self,
         pl: &[String],
         lead: &str,
+        mut lead_sync: Option<LeadSync>,
         replicate: Outgoing,
         op: &'static str,
         quorum: Quorum,
@@ -1208,17 +1385,37 @@ impl Coordinator {
             }));
         }
         drop(tx);
-        let (mut primaries, mut total) = (1u8, 1u8);
-        let mut pending = others.len();
+        // An overlapped lead counts once its fsync completes.
+        let lead_now = u8::from(lead_sync.is_none());
+        let (mut primaries, mut total) = (lead_now, lead_now);
+        let mut pending = others.len() + usize::from(lead_sync.is_some());
+        let mut peers_open = true;
         let enough = |p: u8, t: u8| t >= quorum.w && p >= quorum.pw;
         let possible = |p: u8, t: u8, left: usize| {
             t as usize + left >= quorum.w as usize && p as usize + left >= quorum.pw as usize
         };
         while !enough(primaries, total) && possible(primaries, total, pending) {
-            let Some((owner, us, held)) = rx.recv().await else {
+            let Some(step) = next_step(&mut lead_sync, &mut peers_open, rx.recv()).await else {
                 break;
             };
             pending -= 1;
+            let (owner, us, held) = match step {
+                Step::Lead(result) => {
+                    let us = self.env.now().saturating_duration_since(start).as_micros() as u64;
+                    match self.lead_synced(trace, lead, us, result) {
+                        None => {
+                            failures.remove(lead);
+                            primaries += 1;
+                            total += 1;
+                        }
+                        Some(f) => {
+                            failures.insert(lead.to_string(), f);
+                        }
+                    }
+                    continue;
+                }
+                Step::Peer(answer) => answer,
+            };
             match held {
                 Held::Primary => {
                     trace.add(&owner, || format!("stored replica after {us} µs"));
@@ -1278,6 +1475,7 @@ impl Coordinator {
                 failures: failures.into_values().collect(),
             });
         }
+        self.lead_still_syncing(trace, lead, &lead_sync);
         trace.add(&self.name, || {
             format!("{op} acknowledged by {total} node(s), {primaries} of them primaries")
         });

@@ -69,6 +69,24 @@ pub struct ClusterOptions {
     pub run_membership: bool,
     /// `[membership]`.
     pub membership: crate::config::MembershipConfig,
+    /// `storage.overlap_lead_sync` of every node.
+    pub overlap_lead_sync: bool,
+    /// Each node's storage, by name, when it first starts (`None`: in memory), so a test
+    /// can give a node a disk with faults (the simulator's [`crate::sim::storage::SimDisk`]).
+    pub storage_for: Option<StorageMaker>,
+}
+
+/// A function from a node's name to its storage.
+pub type MakeStorage = dyn Fn(&str) -> Arc<dyn Storage> + Send + Sync;
+
+/// Makes a node's storage from its name (see [`ClusterOptions::storage_for`]).
+#[derive(Clone)]
+pub struct StorageMaker(pub Arc<MakeStorage>);
+
+impl std::fmt::Debug for StorageMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageMaker")
+    }
 }
 
 /// Nodes connected by a [`MemoryNetwork`].
@@ -228,6 +246,8 @@ impl MemoryCluster {
             speculative_read,
             run_membership,
             membership,
+            overlap_lead_sync,
+            storage_for,
         } = opts;
         let speculative_read = speculative_read.unwrap_or(Duration::from_millis(
             crate::config::DEFAULT_SPECULATIVE_READ_MS,
@@ -249,6 +269,8 @@ impl MemoryCluster {
                     speculative_read: Some(speculative_read),
                     run_membership,
                     membership,
+                    overlap_lead_sync,
+                    storage_for,
                 },
                 context_key: crate::context::ContextKey::random(),
                 first: members.clone(),
@@ -267,11 +289,13 @@ impl MemoryCluster {
     fn start(&mut self, name: &str, clock: Arc<dyn Clock>) -> Result<Arc<Node>, NodeError> {
         let r = &mut self.recipe;
         let o = &r.opts;
-        let storage = Arc::clone(
-            r.storages
-                .entry(name.to_string())
-                .or_insert_with(|| Arc::new(MemoryStorage::new())),
-        );
+        let storage =
+            Arc::clone(r.storages.entry(name.to_string()).or_insert_with(
+                || match &o.storage_for {
+                    Some(make) => (make.0)(name),
+                    None => Arc::new(MemoryStorage::new()),
+                },
+            ));
         let env = Arc::new(TaskEnv {
             inner: crate::env::TokioEnv::new(clock),
             tasks: Default::default(),
@@ -291,6 +315,7 @@ impl MemoryCluster {
             keyspaces: r.keyspaces.clone(),
             context_key: r.context_key.clone(),
             new_incarnation: false,
+            overlap_lead_sync: o.overlap_lead_sync,
             bugs: o.bugs,
             clock_offset: None,
             anti_entropy: o.anti_entropy.clone(),

@@ -75,6 +75,13 @@ pub struct Metrics {
     /// Times this node took a new incarnation because it found it had lost dots it once
     /// issued (a restored backup, or a crash with `sync = false`).
     pub incarnation_changes: AtomicU64,
+    /// Overlapped lead writes (`storage.overlap_lead_sync`) whose fsync completed before
+    /// the write was answered, successfully or not.
+    pub overlapped_lead_syncs: AtomicU64,
+    /// fsyncs the replica's sync task ran for deferred lead writes and the reads waiting
+    /// on them (each may cover many: overlapped writes per fsync is the group commit's
+    /// gain).
+    pub deferred_fsyncs: AtomicU64,
     /// Client timestamps refused for being further ahead of the node's clock than
     /// `limits.max_clock_skew_ms`.
     pub future_timestamps_refused: AtomicU64,
@@ -151,6 +158,8 @@ impl Default for Metrics {
             read_repairs: AtomicU64::new(0),
             objects_over_cap: AtomicU64::new(0),
             incarnation_changes: AtomicU64::new(0),
+            overlapped_lead_syncs: AtomicU64::new(0),
+            deferred_fsyncs: AtomicU64::new(0),
             future_timestamps_refused: AtomicU64::new(0),
             read_repairs_skipped: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
@@ -513,6 +522,16 @@ impl Metrics {
                 "quorumkv_incarnation_changes_total",
                 "New incarnations taken after finding dots this node issued but lost.",
                 &self.incarnation_changes,
+            ),
+            (
+                "quorumkv_overlapped_lead_syncs_total",
+                "Overlapped lead writes whose fsync completed before the write was answered.",
+                &self.overlapped_lead_syncs,
+            ),
+            (
+                "quorumkv_deferred_fsyncs_total",
+                "fsyncs run for deferred (overlapped) lead writes; each may cover many.",
+                &self.deferred_fsyncs,
             ),
             (
                 "quorumkv_future_timestamps_refused_total",

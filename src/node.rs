@@ -100,6 +100,10 @@ pub struct NodeParams {
     /// Take a new incarnation even if the database holds one: with `sync = false` (a
     /// crash may have lost writes this node acknowledged) and after restoring a backup.
     pub new_incarnation: bool,
+    /// Overlap this node's fsync as a lead with replication (`storage.overlap_lead_sync`,
+    /// only with `storage.sync = true`): lead writes it coordinates are stored deferred,
+    /// and it keeps the running marker that makes an unclean restart a new incarnation.
+    pub overlap_lead_sync: bool,
     /// Bug classes re-introduced on purpose (simulation tests only; all off otherwise).
     pub bugs: crate::replica::InjectedBugs,
     /// The clock `SetClockOffset` moves (the same one `env` reads), when the node's
@@ -200,6 +204,7 @@ impl Node {
                 metrics: Arc::clone(&metrics),
                 bugs: p.bugs,
                 aae: trees.clone(),
+                overlap_lead_sync: p.overlap_lead_sync,
             },
         )
         .map_err(|e| NodeError::Metadata(format!("node incarnation: {e}")))?;
@@ -324,6 +329,7 @@ impl Node {
             sloppy: p.hints.enabled,
             speculative_read: p.speculative_read,
             bugs: p.bugs,
+            overlap_lead_sync: p.overlap_lead_sync,
         }));
         // The handoff loop runs in the node's Env, so the simulator drives it too.
         crate::hints::spawn_replay(&hints, &peers, p.request_timeout);
@@ -375,6 +381,10 @@ impl Node {
     /// Record a clean stop: the anti-entropy trees are in step with the data, so the next
     /// start need not rebuild them. Call once nothing writes any more.
     pub fn mark_clean_stop(&self) {
+        // The running marker goes (overlap_lead_sync): this start is not an unclean one.
+        if let Err(e) = self.replica.stop_cleanly() {
+            tracing::warn!(node = %self.name, error = %e, "could not record the clean stop; the next start takes a new incarnation");
+        }
         if self.anti_entropy.is_some() {
             if let Err(e) = crate::aae::tree::TreeIndex::mark(&**self.replica.storage(), true) {
                 tracing::warn!(node = %self.name, error = %e, "could not record the clean stop; anti-entropy trees will be rebuilt at the next start");
@@ -903,6 +913,7 @@ mod tests {
             keyspaces,
             context_key: crate::context::ContextKey::random(),
             new_incarnation: false,
+            overlap_lead_sync: false,
             bugs: Default::default(),
             clock_offset: None,
             anti_entropy: Default::default(),

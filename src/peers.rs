@@ -1353,6 +1353,36 @@ impl Peers {
             .await
     }
 
+    /// A lead write (`call`) on this node's own replica, overlapped with replication
+    /// (`storage.overlap_lead_sync`): the reply as soon as the write is stored deferred,
+    /// with the [`crate::replica::Durable`] that completes once it is on disk. Bounded by
+    /// `deadline` and checked as [`Peers::call`] checks a reply.
+    pub async fn call_local_overlapped<C: PeerCall>(
+        &self,
+        call: C,
+        deadline: Instant,
+    ) -> Result<(C::Reply, crate::replica::Durable), CallFailure> {
+        let req = call.into_request();
+        let kind = req.kind();
+        let fut = self.local.handle_overlapped(req);
+        match env::timeout_at(&*self.env, deadline, fut).await {
+            Err(_) => Err(CallFailure::Timeout),
+            Ok((PeerResponse::Error(e), _)) => Err(CallFailure::Refused(e)),
+            Ok((resp, durable)) => match well_formed(&resp) {
+                Ok(()) => C::reply(resp).map(|r| (r, durable)).map_err(|wrong| {
+                    CallFailure::Transport(TransportError::Protocol(format!(
+                        "{} answered request {kind:?} with reply {:?}",
+                        self.name, wrong.got
+                    )))
+                }),
+                Err(e) => Err(CallFailure::Refused(PeerError::Invalid(format!(
+                    "{} sent {e}",
+                    self.name
+                )))),
+            },
+        }
+    }
+
     /// The one call path: the deadline, the reply's checks and the peer's health (a
     /// failure is recorded only if `record_failure`).
     async fn send<C: PeerCall>(

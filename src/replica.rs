@@ -23,6 +23,23 @@
 //! actor than its own copy holds. Every dot this replica issues is stored before its
 //! object leaves, so such a claim can only mean lost data.
 //!
+//! **Overlapped lead writes** (`storage.overlap_lead_sync`). A lead may store its write
+//! *deferred* — visible at once, durable at the next fsync — and hand the object to the
+//! coordinator together with a [`Durable`] that completes once a sync covering it has
+//! run; the coordinator replicates meanwhile and counts the lead towards W only then. One
+//! sync task per replica runs the fsyncs (off the async threads, like every blocking
+//! store) and serves every write registered before it started: concurrent leads share
+//! one fsync. Two consequences are handled here:
+//! - *kv679 after a power loss*: the deferred write's object may reach other replicas
+//!   before this replica's copy is durable; a power loss then loses dots that live
+//!   elsewhere, and re-issuing them would let peers drop a new write. So a node running
+//!   with overlap keeps a durable *running marker* (written synced at start, removed
+//!   synced at a clean stop): a start that finds it takes a new incarnation, whatever the
+//!   current setting (the previous run may have overlapped).
+//! - *dirty reads*: a read or scan that sees a key with a deferred write not yet synced
+//!   waits for a sync before answering, so no client reads a value a power loss could
+//!   still take back from this replica (docs/CONSISTENCY.md).
+//!
 //! **Tombstones and the reap floor.** Every store keeps a *tombstone index* in the same
 //! batch: a key whose object holds only tombstones has a record saying since when
 //! ([`crate::tombstones`] reaps from it). Removing a tombstone forgets the key's
@@ -42,6 +59,8 @@
 
 #![deny(clippy::disallowed_methods)] // protocol code: the seam is crate::env (clippy.toml)
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::aae::tree::{TreeChange, TreeError, TreeIndex};
@@ -128,6 +147,11 @@ pub enum ReplicaError {
     /// An anti-entropy tree entry is damaged (a rebuild replaces it).
     #[error("anti-entropy tree: {0}")]
     Tree(String),
+    /// The fsync that was to make a deferred write durable failed (or the sync task
+    /// ended with the process): the write is visible here but may not survive a power
+    /// loss.
+    #[error("fsync of a deferred write failed: {0}")]
+    Sync(String),
 }
 
 impl From<TreeError> for ReplicaError {
@@ -146,6 +170,18 @@ const LOCK_STRIPES: usize = 256;
 
 /// Storage key of the node's incarnation (metadata sorts after every keyspace).
 const INCARNATION_KEY: &[u8] = b"\xFFmeta\x00incarnation";
+
+/// Storage key of the running marker: present while a node that overlaps its lead's fsync
+/// with replication runs; found at start, the previous run did not stop cleanly.
+const RUNNING_KEY: &[u8] = b"\xFFmeta\x00running";
+
+/// Most deferred writes and read barriers waiting for the sync task; past it a lead write
+/// is stored synced (and a read syncs itself), so the queue stays bounded.
+const MAX_PENDING_SYNCS: usize = 4096;
+
+/// How long the sync task waits before trying again after an fsync failed (a failing
+/// disk must not turn it into a busy loop).
+const SYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Storage key of the reap floor: the incarnation it belongs to (4 bytes) and the floor
 /// (8 bytes), big-endian.
@@ -166,6 +202,9 @@ pub struct ReplicaOptions {
     /// The anti-entropy trees every store updates in its own batch (`None`: anti-entropy
     /// is off).
     pub aae: Option<Arc<TreeIndex>>,
+    /// `storage.overlap_lead_sync` (with `sync = true`): lead writes asked for it are
+    /// stored deferred and synced alongside replication, and the running marker is kept.
+    pub overlap_lead_sync: bool,
 }
 
 /// Bugs the simulator re-introduces to show that its swarm finds them (docs/SIMULATION.md).
@@ -204,6 +243,10 @@ pub struct InjectedBugs {
     /// Writes during a layout change reach a quorum of the newest version's owners only,
     /// while reads still go to the oldest version's.
     pub write_newest_layout_only: bool,
+    /// A start that finds the running marker (an overlapping node that lost power) keeps
+    /// the old incarnation: dots whose objects reached peers before the power loss took
+    /// them here are issued again.
+    pub overlap_keeps_incarnation: bool,
 }
 
 impl Default for ReplicaOptions {
@@ -214,6 +257,7 @@ impl Default for ReplicaOptions {
             metrics: Arc::default(),
             bugs: InjectedBugs::default(),
             aae: None,
+            overlap_lead_sync: false,
         }
     }
 }
@@ -335,6 +379,65 @@ pub struct Replica {
     /// The reap floor of the current actor (see the module comment); 0 when nothing was
     /// reaped in this incarnation.
     reap_floor: std::sync::atomic::AtomicU64,
+    /// Lead writes may be stored deferred (`storage.overlap_lead_sync`).
+    overlap: bool,
+    /// Storage keys with a deferred write whose sync has not completed, and how many.
+    dirty: Mutex<BTreeMap<Vec<u8>, u32>>,
+    /// Sum of `dirty`'s counts: reads skip the map's lock while it is zero.
+    dirty_count: AtomicUsize,
+    /// Deferred writes and read barriers waiting for the sync task.
+    syncs: Mutex<SyncQueue>,
+    /// True once stopped cleanly: deferred stores hold it shared from their check to their
+    /// write, so none lands after the running marker is removed.
+    stopped: RwLock<bool>,
+}
+
+/// What waits for the replica's sync task.
+#[derive(Default)]
+struct SyncQueue {
+    waiting: Vec<SyncWaiter>,
+    /// A sync task is running (it takes `waiting` before each fsync).
+    running: bool,
+    /// The last fsync failed: the next waits [`SYNC_RETRY`] first.
+    failed: bool,
+}
+
+/// A deferred write (its keys) or a read barrier (no keys) waiting for an fsync.
+struct SyncWaiter {
+    keys: Vec<Vec<u8>>,
+    /// Who to tell; `None` for the keys of a write whose fsync failed, kept dirty until an
+    /// fsync succeeds.
+    tx: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+/// Completes once a lead's deferred write is durable (or its fsync failed); a synced
+/// write's completes at once.
+#[must_use = "a deferred write counts only once its sync is awaited"]
+pub struct Durable(Option<tokio::sync::oneshot::Receiver<Result<(), String>>>);
+
+impl Durable {
+    /// Already durable (stored synced).
+    pub fn now() -> Self {
+        Durable(None)
+    }
+
+    /// Whether the write still waits for its fsync.
+    pub fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Wait until the write is durable; an error when its fsync failed or the sync task
+    /// ended (the process is going away).
+    pub async fn wait(self) -> Result<(), ReplicaError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(m)) => Err(ReplicaError::Sync(m)),
+                Err(_) => Err(ReplicaError::Sync("the sync task ended".into())),
+            },
+        }
+    }
 }
 
 /// The stored form of an object: a format byte, then its MessagePack encoding.
@@ -381,14 +484,25 @@ impl Replica {
         env: Arc<dyn Env>,
         opts: ReplicaOptions,
     ) -> Result<Arc<Self>, ReplicaError> {
+        // A running marker left behind: the previous run overlapped its lead's fsync with
+        // replication and did not stop cleanly, so objects holding dots it issued may be
+        // on peers while a power loss took them here (see the module comment).
+        let unclean = storage.get(RUNNING_KEY)?.is_some();
+        let renew = opts.new_incarnation || (unclean && !opts.bugs.overlap_keeps_incarnation);
         let inc = match stored_incarnation(storage.as_ref())? {
-            Some(inc) if !opts.new_incarnation => inc,
+            Some(inc) if !renew => inc,
             previous => {
                 let inc = store_new_incarnation(storage.as_ref(), &*env, previous)?;
-                tracing::info!(node = name, incarnation = %format!("{inc:08x}"), previous = ?previous.map(|p| format!("{p:08x}")), "new node incarnation");
+                tracing::info!(node = name, incarnation = %format!("{inc:08x}"), previous = ?previous.map(|p| format!("{p:08x}")), unclean_overlapped_stop = unclean, "new node incarnation");
                 inc
             }
         };
+        // Synced: the marker is durable before any deferred write can be.
+        if opts.overlap_lead_sync {
+            storage.write(vec![BatchOp::Put(RUNNING_KEY.to_vec(), vec![1])])?;
+        } else if unclean {
+            storage.write(vec![BatchOp::Delete(RUNNING_KEY.to_vec())])?;
+        }
         let reap_floor = stored_reap_floor(storage.as_ref(), inc)?;
         Ok(Arc::new(Replica {
             reap_floor: reap_floor.into(),
@@ -403,7 +517,180 @@ impl Replica {
             hlc: Hlc::new(env.clone()),
             env,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            overlap: opts.overlap_lead_sync,
+            dirty: Mutex::new(BTreeMap::new()),
+            dirty_count: AtomicUsize::new(0),
+            syncs: Mutex::new(SyncQueue::default()),
+            stopped: RwLock::new(false),
         }))
+    }
+
+    /// Record a clean stop: no deferred store starts any more, and the running marker is
+    /// removed with a synced write (which makes every deferred write before it durable).
+    /// Call once nothing writes any more.
+    pub fn stop_cleanly(&self) -> Result<(), ReplicaError> {
+        let mut stopped = self.stopped.write().unwrap_or_else(|e| e.into_inner());
+        *stopped = true;
+        if self.overlap {
+            self.storage
+                .write(vec![BatchOp::Delete(RUNNING_KEY.to_vec())])?;
+        }
+        Ok(())
+    }
+
+    /// Whether lead writes asked to overlap are stored deferred.
+    pub fn overlaps_lead_sync(&self) -> bool {
+        self.overlap
+    }
+
+    fn lock_syncs(&self) -> std::sync::MutexGuard<'_, SyncQueue> {
+        self.syncs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark_dirty(&self, keys: &[Vec<u8>]) {
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            *d.entry(k.clone()).or_insert(0) += 1;
+        }
+        self.dirty_count
+            .fetch_add(keys.len(), AtomicOrdering::SeqCst);
+    }
+
+    fn unmark_dirty(&self, keys: &[Vec<u8>]) {
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            if let Some(n) = d.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    d.remove(k);
+                }
+                self.dirty_count.fetch_sub(1, AtomicOrdering::SeqCst);
+            }
+        }
+    }
+
+    /// Whether a key in `[start, end)` has a deferred write not yet durable. Checked after
+    /// the storage read: the key is marked before its write is applied and unmarked after
+    /// its sync, so a read that saw a deferred write finds it marked.
+    fn dirty_in(&self, start: &[u8], end: &[u8]) -> bool {
+        if self.dirty_count.load(AtomicOrdering::SeqCst) == 0 {
+            return false;
+        }
+        let d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        d.range::<[u8], _>((
+            std::ops::Bound::Included(start),
+            std::ops::Bound::Excluded(end),
+        ))
+        .next()
+        .is_some()
+    }
+
+    /// Whether `skey` has a deferred write not yet durable.
+    fn is_dirty(&self, skey: &[u8]) -> bool {
+        if self.dirty_count.load(AtomicOrdering::SeqCst) == 0 {
+            return false;
+        }
+        let d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        d.contains_key(skey)
+    }
+
+    /// Wait until everything stored before this call is durable (a read that saw a
+    /// deferred write): a waiter on the next fsync, or an fsync of its own when the
+    /// queue is full.
+    async fn sync_barrier(self: &Arc<Self>) -> Result<(), ReplicaError> {
+        let rx = {
+            let mut q = self.lock_syncs();
+            if q.waiting.len() >= MAX_PENDING_SYNCS {
+                None
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                q.waiting.push(SyncWaiter {
+                    keys: Vec::new(),
+                    tx: Some(tx),
+                });
+                Some(rx)
+            }
+        };
+        match rx {
+            Some(rx) => {
+                self.kick_sync();
+                Durable(Some(rx)).wait().await
+            }
+            None => self.run(|r| Ok(r.storage.sync()?)).await,
+        }
+    }
+
+    /// Start the sync task if something waits and none runs.
+    fn kick_sync(self: &Arc<Self>) {
+        {
+            let mut q = self.lock_syncs();
+            if q.running || q.waiting.is_empty() {
+                return;
+            }
+            q.running = true;
+        }
+        let me = Arc::clone(self);
+        self.env
+            .spawn(Box::pin(async move { me.sync_loop().await }));
+    }
+
+    /// The sync task: until nothing waits, take every waiter, fsync once, tell them. A
+    /// waiter registered during an fsync waits for the next, which covers its write.
+    async fn sync_loop(self: Arc<Self>) {
+        loop {
+            let (waiters, after_failure) = {
+                let mut q = self.lock_syncs();
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    return;
+                }
+                (std::mem::take(&mut q.waiting), q.failed)
+            };
+            let mut pause = self.storage.sync_latency();
+            if after_failure {
+                pause += SYNC_RETRY;
+            }
+            if !pause.is_zero() {
+                self.env.sleep_until(self.env.now() + pause).await;
+            }
+            let result = if self.storage.blocking() {
+                let storage = Arc::clone(&self.storage);
+                env::blocking(&*self.env, move || storage.sync())
+                    .await
+                    .unwrap_or_else(|| Err(StorageError::Rocks("sync task failed".into())))
+            } else {
+                self.storage.sync()
+            };
+            self.metrics
+                .deferred_fsyncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = result.map_err(|e| e.to_string());
+            let mut retry = Vec::new();
+            for w in waiters {
+                if result.is_ok() {
+                    self.unmark_dirty(&w.keys);
+                } else if !w.keys.is_empty() {
+                    // Still not durable: reads of these keys keep waiting, for the next
+                    // fsync that succeeds.
+                    retry.push(SyncWaiter {
+                        keys: w.keys,
+                        tx: None,
+                    });
+                }
+                if let Some(tx) = w.tx {
+                    let _ = tx.send(result.clone());
+                }
+            }
+            let mut q = self.lock_syncs();
+            if let Err(e) = &result {
+                // Once per run of failures, not at every retry.
+                if !q.failed {
+                    tracing::warn!(node = %self.name, error = %e, "fsync of deferred lead writes failed; retrying every {} ms while reads wait for it", SYNC_RETRY.as_millis());
+                }
+            }
+            q.failed = result.is_err();
+            q.waiting.extend(retry);
+        }
     }
 
     /// The actor id this replica issues dots as now.
@@ -494,12 +781,44 @@ impl Replica {
         self.aae.as_ref()?.change(ks, key, skey, old, new)
     }
 
+    /// As [`Replica::store`], deferred: visible at once, durable once the sync task's
+    /// next fsync ran (the returned receiver says when). `keys` (the objects' storage
+    /// keys) are marked dirty until then. Stored synced instead (no receiver) when
+    /// overlap is off, the replica stopped, or the sync queue is full.
+    fn store_deferred(
+        &self,
+        batch: Vec<BatchOp>,
+        changes: Vec<TreeChange>,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Durable, ReplicaError> {
+        let stopped = self.stopped.read().unwrap_or_else(|e| e.into_inner());
+        let full = self.lock_syncs().waiting.len() >= MAX_PENDING_SYNCS;
+        if !self.overlap || *stopped || full {
+            self.store(batch, changes)?;
+            return Ok(Durable::now());
+        }
+        self.mark_dirty(&keys);
+        let written = match self.aae.as_ref() {
+            Some(trees) => trees.write(&*self.storage, batch, changes, true),
+            None => self.storage.write_deferred(batch).map_err(TreeError::from),
+        };
+        if let Err(e) = written {
+            self.unmark_dirty(&keys);
+            return Err(e.into());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock_syncs()
+            .waiting
+            .push(SyncWaiter { keys, tx: Some(tx) });
+        Ok(Durable(Some(rx)))
+    }
+
     /// Store a batch of objects together with their anti-entropy tree `changes` (one
     /// storage batch); durable on return (unless the simulator re-introduced the
     /// ack-before-durable bug).
     fn store(&self, batch: Vec<BatchOp>, changes: Vec<TreeChange>) -> Result<(), ReplicaError> {
         let write = |storage: &dyn Storage, aae: Option<&Arc<TreeIndex>>| match aae {
-            Some(trees) => trees.write(storage, batch, changes),
+            Some(trees) => trees.write(storage, batch, changes, false),
             None => storage.write(batch).map_err(TreeError::from),
         };
         if !self.bugs.ack_before_durable {
@@ -575,11 +894,18 @@ impl Replica {
         // every read to a blocking thread cost ~4 context switches each (perf: 11 per
         // client operation), more than the read; only reads that would touch disk go
         // there.
-        if let Some(res) = self.storage.get_cached(&skey) {
-            return Ok(present(stored_object(key, res?)?));
+        let bytes = match self.storage.get_cached(&skey) {
+            Some(res) => res?,
+            None => {
+                let skey = skey.clone();
+                self.run(move |r| Ok(r.storage.get(&skey)?)).await?
+            }
+        };
+        // A deferred write not yet durable is answered only once it is (no dirty read).
+        if self.is_dirty(&skey) {
+            self.sync_barrier().await?;
         }
-        let key = key.clone();
-        self.run(move |r| Ok(present(r.load(&key, &skey)?))).await
+        Ok(present(stored_object(key, bytes)?))
     }
 
     /// Apply a client write as its lead replica; returns the stored object and the new
@@ -618,104 +944,143 @@ impl Replica {
         items: Vec<WriteItem>,
         if_context: bool,
     ) -> Result<Vec<(Object, Dot)>, ReplicaError> {
+        let (out, _synced) = self
+            .write_batch_as(ks, partition, items, if_context, false)
+            .await?;
+        Ok(out)
+    }
+
+    /// As [`Replica::write_batch`], stored deferred when overlap is on: the objects come
+    /// back at once, with a [`Durable`] that completes once they are on disk.
+    pub async fn write_batch_overlapped(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        partition: &[u8],
+        items: Vec<WriteItem>,
+        if_context: bool,
+    ) -> Result<(Vec<(Object, Dot)>, Durable), ReplicaError> {
+        self.write_batch_as(ks, partition, items, if_context, true)
+            .await
+    }
+
+    async fn write_batch_as(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        partition: &[u8],
+        items: Vec<WriteItem>,
+        if_context: bool,
+        deferred: bool,
+    ) -> Result<(Vec<(Object, Dot)>, Durable), ReplicaError> {
         let policy = ks.policy.resolver();
         policy.check_lead_write(ks)?;
         let ks = ks.clone();
         let partition = partition.to_vec();
-        self.run(move |r| {
-            let keys: Vec<Key> = items
-                .iter()
-                .map(|i| Key {
-                    partition: partition.clone(),
-                    sort: i.sort.clone(),
-                })
-                .collect();
-            let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
-            let _guards = r.lock_all(&skeys);
-            let mut out = Vec::with_capacity(items.len());
-            let mut batch = Vec::with_capacity(items.len());
-            let mut total = 0usize;
-            // Later items of the batch see earlier ones (a batch may touch a key twice).
-            let mut staged: Vec<(Vec<u8>, Object, usize)> = Vec::new();
-            let mut changes = Vec::new();
-            for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
-                let (mut o, size_before) = match staged.iter().rev().find(|(k, _, _)| *k == skey) {
-                    Some((_, o, size)) => (o.clone(), *size),
-                    None => r.load_sized(key, &skey)?,
-                };
-                let old = r.aae.is_some().then(|| o.clone());
-                let actor = r.issuing_actor(&o.vv, &item.context)?;
-                let was_tombstoned = only_tombstones(&o);
-                if if_context
-                    && !matches!(
-                        o.vv.partial_cmp_vv(&item.context),
-                        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-                    )
-                {
-                    return Err(ReplicaError::Conflict {
+        let done = self
+            .run(move |r| {
+                let keys: Vec<Key> = items
+                    .iter()
+                    .map(|i| Key {
+                        partition: partition.clone(),
+                        sort: i.sort.clone(),
+                    })
+                    .collect();
+                let skeys: Vec<Vec<u8>> = keys.iter().map(|k| k.encode(&ks.name)).collect();
+                let _guards = r.lock_all(&skeys);
+                let mut out = Vec::with_capacity(items.len());
+                let mut batch = Vec::with_capacity(items.len());
+                let mut total = 0usize;
+                // Later items of the batch see earlier ones (a batch may touch a key twice).
+                let mut staged: Vec<(Vec<u8>, Object, usize)> = Vec::new();
+                let mut changes = Vec::new();
+                for ((item, key), skey) in items.into_iter().zip(&keys).zip(skeys) {
+                    let (mut o, size_before) =
+                        match staged.iter().rev().find(|(k, _, _)| *k == skey) {
+                            Some((_, o, size)) => (o.clone(), *size),
+                            None => r.load_sized(key, &skey)?,
+                        };
+                    let old = r.aae.is_some().then(|| o.clone());
+                    let actor = r.issuing_actor(&o.vv, &item.context)?;
+                    let was_tombstoned = only_tombstones(&o);
+                    if if_context
+                        && !matches!(
+                            o.vv.partial_cmp_vv(&item.context),
+                            Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                        )
+                    {
+                        return Err(ReplicaError::Conflict {
+                            key: key.to_string(),
+                        });
+                    }
+                    let ts = policy.stamp(&r.hlc, &o, item.client_ts);
+                    let now = r.env.now_ms();
+                    // A re-introduced bug (simulation only): the lead ignores the context.
+                    let blind = VersionVector::new();
+                    let context = if r.bugs.ignore_context {
+                        &blind
+                    } else {
+                        &item.context
+                    };
+                    // This key may have had earlier lives, reaped or dropped here: its dots
+                    // start above every counter those held (see the module comment). A copy
+                    // already above the floor keeps its counters; one at or below it may be a
+                    // partial copy that came back (a merge after a drop), whose next counter
+                    // could have been issued in the forgotten life.
+                    let floor = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
+                    if floor > 0 && o.vv.get(&actor) <= floor && !r.bugs.no_reap_floor {
+                        o.vv.witness(&actor, floor);
+                    }
+                    let write = LeadWrite {
+                        lead: &actor,
+                        context,
+                        value: item.value,
+                        now_ms: now,
+                        ts,
+                        actor: item.actor,
+                    };
+                    let refused = |source| ReplicaError::Causality {
                         key: key.to_string(),
-                    });
+                        source,
+                    };
+                    let dot = policy.write(&ks, &mut o, write).map_err(refused)?;
+                    if o.siblings.len() > ks.max_siblings as usize {
+                        return Err(ReplicaError::SiblingLimit {
+                            key: key.to_string(),
+                            keyspace: ks.name.clone(),
+                            count: o.siblings.len(),
+                            max: ks.max_siblings,
+                        });
+                    }
+                    let bytes = r.capped(key, encode_object(&o), size_before)?;
+                    total = total.saturating_add(bytes.len());
+                    if keys.len() > 1 && total > r.max_object_bytes {
+                        return Err(ReplicaError::BatchTooLarge {
+                            size: total,
+                            max: r.max_object_bytes,
+                        });
+                    }
+                    let size = bytes.len();
+                    if let Some(old) = &old {
+                        changes.extend(r.tree_change(&ks, key, &skey, old, &o));
+                    }
+                    batch.extend(tombstone_index_op(&skey, was_tombstoned, &o, now));
+                    batch.push(BatchOp::Put(skey.clone(), bytes));
+                    staged.push((skey, o.clone(), size));
+                    out.push((o, dot));
                 }
-                let ts = policy.stamp(&r.hlc, &o, item.client_ts);
-                let now = r.env.now_ms();
-                // A re-introduced bug (simulation only): the lead ignores the context.
-                let blind = VersionVector::new();
-                let context = if r.bugs.ignore_context {
-                    &blind
+                let durable = if deferred {
+                    let keys = staged.iter().map(|(k, _, _)| k.clone()).collect();
+                    r.store_deferred(batch, changes, keys)?
                 } else {
-                    &item.context
+                    r.store(batch, changes)?;
+                    Durable::now()
                 };
-                // This key may have had earlier lives, reaped or dropped here: its dots
-                // start above every counter those held (see the module comment). A copy
-                // already above the floor keeps its counters; one at or below it may be a
-                // partial copy that came back (a merge after a drop), whose next counter
-                // could have been issued in the forgotten life.
-                let floor = r.reap_floor.load(std::sync::atomic::Ordering::Acquire);
-                if floor > 0 && o.vv.get(&actor) <= floor && !r.bugs.no_reap_floor {
-                    o.vv.witness(&actor, floor);
-                }
-                let write = LeadWrite {
-                    lead: &actor,
-                    context,
-                    value: item.value,
-                    now_ms: now,
-                    ts,
-                    actor: item.actor,
-                };
-                let refused = |source| ReplicaError::Causality {
-                    key: key.to_string(),
-                    source,
-                };
-                let dot = policy.write(&ks, &mut o, write).map_err(refused)?;
-                if o.siblings.len() > ks.max_siblings as usize {
-                    return Err(ReplicaError::SiblingLimit {
-                        key: key.to_string(),
-                        keyspace: ks.name.clone(),
-                        count: o.siblings.len(),
-                        max: ks.max_siblings,
-                    });
-                }
-                let bytes = r.capped(key, encode_object(&o), size_before)?;
-                total = total.saturating_add(bytes.len());
-                if keys.len() > 1 && total > r.max_object_bytes {
-                    return Err(ReplicaError::BatchTooLarge {
-                        size: total,
-                        max: r.max_object_bytes,
-                    });
-                }
-                let size = bytes.len();
-                if let Some(old) = &old {
-                    changes.extend(r.tree_change(&ks, key, &skey, old, &o));
-                }
-                batch.extend(tombstone_index_op(&skey, was_tombstoned, &o, now));
-                batch.push(BatchOp::Put(skey.clone(), bytes));
-                staged.push((skey, o.clone(), size));
-                out.push((o, dot));
-            }
-            r.store(batch, changes)?;
-            Ok(out)
-        })
-        .await
+                Ok((out, durable))
+            })
+            .await;
+        if matches!(&done, Ok((_, d)) if d.is_pending()) {
+            self.kick_sync();
+        }
+        done
     }
 
     /// Apply a CRDT operation as the key's lead replica (the actor is this node's
@@ -728,25 +1093,60 @@ impl Replica {
         op: crate::crdt::CrdtOp,
         context: VersionVector,
     ) -> Result<Object, ReplicaError> {
+        let (o, _synced) = self.update_as(ks, key, op, context, false).await?;
+        Ok(o)
+    }
+
+    /// As [`Replica::update`], stored deferred when overlap is on (see
+    /// [`Replica::write_batch_overlapped`]).
+    pub async fn update_overlapped(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        key: &Key,
+        op: crate::crdt::CrdtOp,
+        context: VersionVector,
+    ) -> Result<(Object, Durable), ReplicaError> {
+        self.update_as(ks, key, op, context, true).await
+    }
+
+    async fn update_as(
+        self: &Arc<Self>,
+        ks: &KeyspaceDef,
+        key: &Key,
+        op: crate::crdt::CrdtOp,
+        context: VersionVector,
+        deferred: bool,
+    ) -> Result<(Object, Durable), ReplicaError> {
         let ks = ks.clone();
         let key = key.clone();
-        self.run(move |r| {
-            let skey = key.encode(&ks.name);
-            let _guards = r.lock_all(std::slice::from_ref(&skey));
-            let (mut o, size_before) = r.load_sized(&key, &skey)?;
-            let old = r.aae.is_some().then(|| o.clone());
-            ks.policy
-                .resolver()
-                .update(&ks, &mut o, &r.actor(), &op, &context)?;
-            let bytes = r.capped(&key, encode_object(&o), size_before)?;
-            let changes = old
-                .and_then(|old| r.tree_change(&ks, &key, &skey, &old, &o))
-                .into_iter()
-                .collect();
-            r.store(vec![BatchOp::Put(skey, bytes)], changes)?;
-            Ok(o)
-        })
-        .await
+        let done = self
+            .run(move |r| {
+                let skey = key.encode(&ks.name);
+                let _guards = r.lock_all(std::slice::from_ref(&skey));
+                let (mut o, size_before) = r.load_sized(&key, &skey)?;
+                let old = r.aae.is_some().then(|| o.clone());
+                ks.policy
+                    .resolver()
+                    .update(&ks, &mut o, &r.actor(), &op, &context)?;
+                let bytes = r.capped(&key, encode_object(&o), size_before)?;
+                let changes = old
+                    .and_then(|old| r.tree_change(&ks, &key, &skey, &old, &o))
+                    .into_iter()
+                    .collect();
+                let batch = vec![BatchOp::Put(skey.clone(), bytes)];
+                let durable = if deferred {
+                    r.store_deferred(batch, changes, vec![skey])?
+                } else {
+                    r.store(batch, changes)?;
+                    Durable::now()
+                };
+                Ok((o, durable))
+            })
+            .await;
+        if matches!(&done, Ok((_, d)) if d.is_pending()) {
+            self.kick_sync();
+        }
+        done
     }
 
     /// Merge `incoming` into this replica's copy. Never refuses on the sibling cap: the
@@ -1023,30 +1423,37 @@ impl Replica {
             return Ok((Vec::new(), false));
         }
         let partition = partition.to_vec();
-        self.run(move |r| {
-            // One extra item tells whether the range continues past the limit.
-            let rows = r.storage.scan(&start, &end, limit.saturating_add(1))?;
-            let mut more = rows.len() > limit;
-            let mut out = Vec::with_capacity(rows.len().min(limit));
-            // The page also stops once its stored bytes reach `max_bytes` (always after at
-            // least one item, so a page makes progress).
-            let mut bytes = 0usize;
-            for (k, v) in rows.into_iter().take(limit) {
-                if !out.is_empty() && bytes + k.len() + v.len() > max_bytes {
-                    more = true;
-                    break;
+        let (s, e) = (start.clone(), end.clone());
+        let page = self
+            .run(move |r| {
+                // One extra item tells whether the range continues past the limit.
+                let rows = r.storage.scan(&start, &end, limit.saturating_add(1))?;
+                let mut more = rows.len() > limit;
+                let mut out = Vec::with_capacity(rows.len().min(limit));
+                // The page also stops once its stored bytes reach `max_bytes` (always after at
+                // least one item, so a page makes progress).
+                let mut bytes = 0usize;
+                for (k, v) in rows.into_iter().take(limit) {
+                    if !out.is_empty() && bytes + k.len() + v.len() > max_bytes {
+                        more = true;
+                        break;
+                    }
+                    bytes += k.len() + v.len();
+                    let sort = k[prefix.len()..].to_vec();
+                    let key = Key {
+                        partition: partition.clone(),
+                        sort: sort.clone(),
+                    };
+                    out.push((sort, decode_object(&key, &v)?));
                 }
-                bytes += k.len() + v.len();
-                let sort = k[prefix.len()..].to_vec();
-                let key = Key {
-                    partition: partition.clone(),
-                    sort: sort.clone(),
-                };
-                out.push((sort, decode_object(&key, &v)?));
-            }
-            Ok((out, more))
-        })
-        .await
+                Ok((out, more))
+            })
+            .await?;
+        // A page that may hold a deferred write not yet durable is answered once it is.
+        if self.dirty_in(&s, &e) {
+            self.sync_barrier().await?;
+        }
+        Ok(page)
     }
 }
 
@@ -1323,6 +1730,238 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![Some(b"new".to_vec())]
         );
+    }
+
+    /// A replica named `name` over the simulated disk `disk`, overlapping its lead
+    /// writes when `overlap`.
+    fn on_disk(disk: &Arc<crate::sim::storage::SimDisk>, overlap: bool) -> Arc<Replica> {
+        Replica::new(
+            "n1",
+            Arc::new(disk.open()),
+            crate::env::TokioEnv::new(Arc::new(ManualClock::new(1000))),
+            ReplicaOptions {
+                overlap_lead_sync: overlap,
+                ..ReplicaOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Goal: the running marker makes an unclean stop of an overlapping node a new
+    /// incarnation, and only that: a clean stop keeps it; a start with overlap off after
+    /// an unclean overlapped run still renews (the previous run overlapped) and clears the
+    /// marker; the re-introduced bug keeps the old incarnation.
+    #[test]
+    fn an_unclean_overlapped_stop_is_a_new_incarnation() {
+        let disk = crate::sim::storage::SimDisk::new(false, 3);
+        let a = on_disk(&disk, true).actor();
+        disk.crash();
+        let b = on_disk(&disk, true).actor();
+        assert_ne!(a, b, "power lost while overlapping: a new incarnation");
+        let r = on_disk(&disk, true);
+        assert_ne!(r.actor(), b, "the previous run did not stop cleanly either");
+        let c = r.actor();
+        r.stop_cleanly().unwrap();
+        assert_eq!(on_disk(&disk, false).actor(), c, "a clean stop keeps it");
+        // An unclean overlapped run, then a start without overlap: renewed, marker gone.
+        let d = on_disk(&disk, true).actor();
+        disk.crash();
+        let e = on_disk(&disk, false).actor();
+        assert_ne!(e, d);
+        assert_eq!(
+            on_disk(&disk, false).actor(),
+            e,
+            "no overlap, no marker: kept"
+        );
+        // The re-introduced bug ignores the marker.
+        let f = on_disk(&disk, true).actor();
+        disk.crash();
+        let kept = Replica::new(
+            "n1",
+            Arc::new(disk.open()),
+            crate::env::TokioEnv::new(Arc::new(ManualClock::new(1000))),
+            ReplicaOptions {
+                overlap_lead_sync: true,
+                bugs: InjectedBugs {
+                    overlap_keeps_incarnation: true,
+                    ..InjectedBugs::default()
+                },
+                ..ReplicaOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(kept.actor(), f);
+    }
+
+    /// Goal: an overlapped lead write is visible at once and durable only once its
+    /// `Durable` completed: a power-off before loses it (and the handle reports the
+    /// failed sync); after, it survives. Without overlap the same call stores synced.
+    #[tokio::test]
+    async fn overlapped_writes_are_durable_once_their_sync_completes() {
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let key = Key::simple("x");
+        let item = |v: &[u8]| WriteItem {
+            sort: key.sort.clone(),
+            context: VersionVector::new(),
+            value: Some(v.to_vec()),
+            client_ts: None,
+            actor: None,
+        };
+        let disk = crate::sim::storage::SimDisk::new(false, 5);
+        let r = on_disk(&disk, true);
+        let (_, durable) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item(b"lost")], false)
+            .await
+            .unwrap();
+        assert!(durable.is_pending());
+        assert_eq!(disk.crash(), 1, "the deferred write was not yet durable");
+        assert!(durable.wait().await.is_err(), "its sync cannot succeed now");
+        let r = on_disk(&disk, true);
+        assert!(r.read(&ks, &key).await.unwrap().is_none());
+
+        let (_, durable) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item(b"kept")], false)
+            .await
+            .unwrap();
+        durable.wait().await.unwrap();
+        disk.crash();
+        let r = on_disk(&disk, false);
+        let o = r
+            .read(&ks, &key)
+            .await
+            .unwrap()
+            .expect("durable after its sync");
+        assert_eq!(o.siblings[0].value.as_deref(), Some(&b"kept"[..]));
+        let (_, durable) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item(b"synced")], false)
+            .await
+            .unwrap();
+        assert!(!durable.is_pending(), "overlap off: stored synced");
+    }
+
+    /// Goal: no dirty read — a read or scan that sees an overlapped write answers only
+    /// once the write is durable (a power-off right after the answer keeps it); a CRDT
+    /// update overlaps the same way; concurrent leads share the sync task's fsyncs.
+    #[tokio::test]
+    async fn reads_of_a_deferred_write_wait_until_it_is_durable() {
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let disk = crate::sim::storage::SimDisk::new(false, 9);
+        let r = on_disk(&disk, true);
+        let mut pending = Vec::new();
+        for k in ["a", "b", "c"] {
+            let key = Key::simple(k);
+            let item = WriteItem {
+                sort: key.sort.clone(),
+                context: VersionVector::new(),
+                value: Some(k.as_bytes().to_vec()),
+                client_ts: None,
+                actor: None,
+            };
+            let (_, d) = r
+                .write_batch_overlapped(&ks, &key.partition, vec![item], false)
+                .await
+                .unwrap();
+            pending.push(d);
+        }
+        assert!(r.is_dirty(&Key::simple("a").encode("k")));
+        let seen = r.read(&ks, &Key::simple("a")).await.unwrap();
+        assert!(seen.is_some());
+        assert!(!r.is_dirty(&Key::simple("a").encode("k")), "synced by then");
+        for d in pending {
+            d.wait().await.unwrap();
+        }
+        assert_eq!(
+            disk.crash(),
+            0,
+            "the read answered only once all was durable"
+        );
+
+        let r = on_disk(&disk, true);
+        let key = Key::simple("d");
+        let item = WriteItem {
+            sort: key.sort.clone(),
+            context: VersionVector::new(),
+            value: Some(b"d".to_vec()),
+            client_ts: None,
+            actor: None,
+        };
+        let (_, d) = r
+            .write_batch_overlapped(&ks, &key.partition, vec![item], false)
+            .await
+            .unwrap();
+        drop(d); // nobody waits: the sync task runs anyway
+        let (page, _) = r
+            .scan(&ks, &key.partition, b"", None, 10, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(
+            disk.crash(),
+            0,
+            "the scan answered only once it was durable"
+        );
+
+        let mut ctr = KeyspaceDef::new("c", 3, 2, 2);
+        ctr.policy = ConflictPolicy::Counter;
+        let r = on_disk(&disk, true);
+        let (_, d) = r
+            .update_overlapped(
+                &ctr,
+                &Key::simple("n"),
+                crate::crdt::CrdtOp::CounterAdd(2),
+                VersionVector::new(),
+            )
+            .await
+            .unwrap();
+        assert!(d.is_pending());
+        d.wait().await.unwrap();
+        assert_eq!(disk.crash(), 0);
+    }
+
+    /// Goal: concurrent overlapped leads share fsyncs (group commit without a timer):
+    /// twenty writes arriving together are made durable by at most two fsyncs.
+    #[tokio::test]
+    async fn concurrent_overlapped_writes_share_an_fsync() {
+        let ks = KeyspaceDef::new("k", 3, 2, 2);
+        let disk = crate::sim::storage::SimDisk::new(false, 11);
+        let r = on_disk(&disk, true);
+        let mut writes: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = (0..20)
+            .map(|i| {
+                let (r, ks) = (Arc::clone(&r), ks.clone());
+                async move {
+                    let key = Key::simple(format!("k{i}"));
+                    let item = WriteItem {
+                        sort: key.sort.clone(),
+                        context: VersionVector::new(),
+                        value: Some(b"v".to_vec()),
+                        client_ts: None,
+                        actor: None,
+                    };
+                    let (_, d) = r
+                        .write_batch_overlapped(&ks, &key.partition, vec![item], false)
+                        .await
+                        .unwrap();
+                    d.wait().await.unwrap();
+                }
+            })
+            .map(|f| Box::pin(f) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)
+            .collect();
+        // All polled together, as concurrent requests are.
+        std::future::poll_fn(|cx| {
+            writes.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+            if writes.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        let fsyncs = r
+            .metrics
+            .deferred_fsyncs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!((1..=2).contains(&fsyncs), "{fsyncs} fsyncs for 20 writes");
+        assert_eq!(disk.crash(), 0, "all durable");
     }
 
     /// Goal: a corrupt stored record is reported as corrupt, not as a panic or a miss.

@@ -18,7 +18,7 @@ use crate::keyspace::KeyspaceDef;
 use crate::metrics::Metrics;
 use crate::object::Object;
 use crate::proto::{PeerError, PeerRequest, PeerResponse};
-use crate::replica::{Replica, ReplicaError, WriteItem};
+use crate::replica::{Durable, Replica, ReplicaError, WriteItem};
 use crate::storage::StorageError;
 
 /// Most items one scan page returns, whatever the client asks for: bounds the reply
@@ -217,23 +217,53 @@ impl ReplicaService {
         reply
     }
 
-    async fn apply(&self, req: PeerRequest) -> PeerResponse {
-        // Every data request carries its keyspace, so a replica that missed the keyspace's
-        // creation learns it here, before serving the request.
+    /// Serve this node's own coordinator's lead write (`Write`, `WriteBatch`, `Update`)
+    /// overlapped (`storage.overlap_lead_sync`): stored deferred, answered at once, with
+    /// the [`Durable`] that completes once it is on disk. Any other request is served as
+    /// [`ReplicaService::handle`] serves it, already durable.
+    pub async fn handle_overlapped(&self, req: PeerRequest) -> (PeerResponse, Durable) {
+        if !matches!(
+            req,
+            PeerRequest::Write { .. } | PeerRequest::WriteBatch { .. } | PeerRequest::Update { .. }
+        ) {
+            return (self.handle(req).await, Durable::now());
+        }
+        let started = self.env.now();
+        let reply = match self.admit(&req) {
+            Some(refused) => (refused, Durable::now()),
+            None => match self.lead(req, true).await {
+                Ok(done) => done,
+                Err(e) => (
+                    PeerResponse::Error(peer_error(&self.name, e)),
+                    Durable::now(),
+                ),
+            },
+        };
+        self.metrics
+            .replica_done("write", self.env.now().saturating_duration_since(started));
+        reply
+    }
+
+    /// The checks before any request is served: its keyspace is learnt (a replica that
+    /// missed the keyspace's creation learns it from the first request), and a partition
+    /// this node does not own is refused. `Some` is the refusal.
+    fn admit(&self, req: &PeerRequest) -> Option<PeerResponse> {
         if let Some(def) = req.keyspace() {
             if let Err(e) = self.catalog.learn(def.clone()) {
-                return PeerResponse::Error(PeerError::Invalid(e.to_string()));
+                return Some(PeerResponse::Error(PeerError::Invalid(e.to_string())));
             }
         }
-        if let Some(refusal) = self.not_an_owner(&req) {
-            return PeerResponse::Error(PeerError::NotOwner(refusal));
-        }
-        let result: Result<PeerResponse, ReplicaError> = match req {
-            PeerRequest::Read { keyspace, key, .. } => self
-                .replica
-                .read(&keyspace, &key)
-                .await
-                .map(PeerResponse::Object),
+        self.not_an_owner(req)
+            .map(|refusal| PeerResponse::Error(PeerError::NotOwner(refusal)))
+    }
+
+    /// A lead write (`Write`, `WriteBatch`, `Update`), stored `deferred` or synced.
+    async fn lead(
+        &self,
+        req: PeerRequest,
+        deferred: bool,
+    ) -> Result<(PeerResponse, Durable), ReplicaError> {
+        match req {
             PeerRequest::Write {
                 keyspace,
                 key,
@@ -250,18 +280,27 @@ impl ReplicaService {
                     client_ts,
                     actor,
                 };
-                self.replica
-                    .write_batch(&keyspace, &key.partition, vec![item], if_context)
-                    .await
-                    .and_then(|mut objects| {
-                        objects
-                            .pop()
-                            .map(|(object, dot)| PeerResponse::Written {
-                                object,
-                                dot: Some(dot),
-                            })
-                            .ok_or_else(|| ReplicaError::Task("empty batch result".into()))
-                    })
+                let (mut objects, durable) = if deferred {
+                    self.replica
+                        .write_batch_overlapped(&keyspace, &key.partition, vec![item], if_context)
+                        .await?
+                } else {
+                    let written = self
+                        .replica
+                        .write_batch(&keyspace, &key.partition, vec![item], if_context)
+                        .await?;
+                    (written, Durable::now())
+                };
+                let (object, dot) = objects
+                    .pop()
+                    .ok_or_else(|| ReplicaError::Task("empty batch result".into()))?;
+                Ok((
+                    PeerResponse::Written {
+                        object,
+                        dot: Some(dot),
+                    },
+                    durable,
+                ))
             }
             PeerRequest::WriteBatch {
                 keyspace,
@@ -278,24 +317,56 @@ impl ReplicaService {
                         actor: None,
                     })
                     .collect();
-                self.replica
-                    .write_batch(&keyspace, &partition, items, false)
-                    .await
-                    .map(|written| {
-                        let (objects, dots) = written.into_iter().unzip();
-                        PeerResponse::WrittenBatch { objects, dots }
-                    })
+                let (written, durable) = if deferred {
+                    self.replica
+                        .write_batch_overlapped(&keyspace, &partition, items, false)
+                        .await?
+                } else {
+                    let written = self
+                        .replica
+                        .write_batch(&keyspace, &partition, items, false)
+                        .await?;
+                    (written, Durable::now())
+                };
+                let (objects, dots) = written.into_iter().unzip();
+                Ok((PeerResponse::WrittenBatch { objects, dots }, durable))
             }
             PeerRequest::Update {
                 keyspace,
                 key,
                 op,
                 context,
-            } => self
+            } => {
+                let (object, durable) = if deferred {
+                    self.replica
+                        .update_overlapped(&keyspace, &key, op, context)
+                        .await?
+                } else {
+                    let object = self.replica.update(&keyspace, &key, op, context).await?;
+                    (object, Durable::now())
+                };
+                Ok((PeerResponse::Written { object, dot: None }, durable))
+            }
+            other => Err(ReplicaError::Task(format!(
+                "a {} request is not a lead write",
+                other.kind()
+            ))),
+        }
+    }
+
+    async fn apply(&self, req: PeerRequest) -> PeerResponse {
+        if let Some(refused) = self.admit(&req) {
+            return refused;
+        }
+        let result: Result<PeerResponse, ReplicaError> = match req {
+            PeerRequest::Read { keyspace, key, .. } => self
                 .replica
-                .update(&keyspace, &key, op, context)
+                .read(&keyspace, &key)
                 .await
-                .map(|object| PeerResponse::Written { object, dot: None }),
+                .map(PeerResponse::Object),
+            req @ (PeerRequest::Write { .. }
+            | PeerRequest::WriteBatch { .. }
+            | PeerRequest::Update { .. }) => self.lead(req, false).await.map(|(r, _)| r),
             PeerRequest::Replicate {
                 keyspace,
                 key,

@@ -179,6 +179,9 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
     if clock_offset.is_some() {
         warnings.push("faults.allow_clock_offset is on: admin clients can move this node's clock (for fault-injection tests only)".into());
     }
+    if cfg.storage.overlap_lead_sync && !cfg.storage.sync {
+        warnings.push("storage.overlap_lead_sync is ignored with storage.sync = false (nothing is fsync'd to overlap)".into());
+    }
     let node = Node::new(NodeParams {
         name: cfg.name.clone(),
         members: cfg.cluster.nodes.clone(),
@@ -200,6 +203,9 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
             cfg.storage.sync,
             cfg.new_incarnation,
         ),
+        // With sync = false every start is a new incarnation and nothing is fsync'd:
+        // nothing to overlap.
+        overlap_lead_sync: cfg.storage.sync && cfg.storage.overlap_lead_sync,
         bugs: Default::default(),
         clock_offset,
         anti_entropy: cfg.anti_entropy.clone(),
@@ -237,7 +243,7 @@ pub async fn start(cfg: &NodeConfig, socket: Option<UdpSocket>) -> Result<Runnin
         .map(|ae| tokio::spawn(Arc::clone(ae).run()));
     // Tombstone reaping, on its own schedule (`tombstones.interval_ms`).
     let reaper = node.reaper().map(|r| tokio::spawn(Arc::clone(r).run()));
-    tracing::info!(node = %cfg.name, %addr, engine = %cfg.storage.engine, sync = cfg.storage.sync, "node started");
+    tracing::info!(node = %cfg.name, %addr, engine = %cfg.storage.engine, sync = cfg.storage.sync, overlap_lead_sync = cfg.storage.overlap_lead_sync, "node started");
     Ok(RunningNode {
         node,
         endpoint,

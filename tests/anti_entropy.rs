@@ -278,6 +278,7 @@ fn single_node(storage: Arc<dyn Storage>, ks: &KeyspaceDef) -> Arc<Node> {
         keyspaces: vec![ks.clone()],
         context_key: quorumkv::context::ContextKey::random(),
         new_incarnation: false,
+        overlap_lead_sync: false,
         bugs: Default::default(),
         clock_offset: None,
         anti_entropy: AntiEntropyConfig::default(),

@@ -86,6 +86,7 @@ impl Sim {
             unsynced: false,
             bugs,
             keep_incarnation: false,
+            overlap_lead_sync: false,
             anti_entropy: quorumkv::config::AntiEntropyConfig {
                 enabled: false,
                 ..Default::default()

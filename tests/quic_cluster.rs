@@ -659,6 +659,7 @@ async fn node_warns_when_its_certificate_expires_soon() {
         StorageConfig {
             engine: "memory".into(),
             sync: false,
+            overlap_lead_sync: false,
         },
         short_timeouts(),
     )

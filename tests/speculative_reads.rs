@@ -49,6 +49,7 @@ fn cluster(seed: u64, speculative_read: Duration) -> SimCluster {
         unsynced: false,
         bugs: Default::default(),
         keep_incarnation: false,
+        overlap_lead_sync: false,
         anti_entropy: quorumkv::config::AntiEntropyConfig {
             enabled: false,
             ..Default::default()

@@ -283,17 +283,26 @@ impl TreeIndex {
             .collect()
     }
 
-    /// Write `batch` together with the tree updates of `changes`, atomically. Segments
-    /// are read-modify-written under their stripe locks, so concurrent batches touching
-    /// the same segment cannot lose each other's update.
+    /// Write `batch` together with the tree updates of `changes`, atomically (`deferred`:
+    /// with [`Storage::write_deferred`], durable at the next sync). Segments are
+    /// read-modify-written under their stripe locks, so concurrent batches touching the
+    /// same segment cannot lose each other's update.
     pub fn write(
         &self,
         storage: &dyn Storage,
         mut batch: Vec<BatchOp>,
         changes: Vec<TreeChange>,
+        deferred: bool,
     ) -> Result<(), TreeError> {
+        let put = |batch| {
+            if deferred {
+                storage.write_deferred(batch)
+            } else {
+                storage.write(batch)
+            }
+        };
         if changes.is_empty() {
-            storage.write(batch)?;
+            put(batch)?;
             return Ok(());
         }
         let _guards = self.lock_stripes(
@@ -326,7 +335,7 @@ impl TreeIndex {
                 BatchOp::Put(c.index_key, c.new.to_be_bytes().to_vec())
             });
         }
-        storage.write(batch)?;
+        put(batch)?;
         Ok(())
     }
 

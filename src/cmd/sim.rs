@@ -31,8 +31,9 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 5)]
     clients: usize,
     /// Faults: none, all, or a list of partition, crash, clock, loss, disk, unsynced,
-    /// membership (`all` is the first five; `membership` adds a spare node that joins and
-    /// leaves the layout).
+    /// membership, overlap (`all` is the first five; `membership` adds a spare node that
+    /// joins and leaves the layout; `overlap` runs every node with
+    /// `storage.overlap_lead_sync`).
     #[arg(long, default_value = "all")]
     faults: String,
     /// Workloads: all, or a list of siblings, set, counter, register.

@@ -108,6 +108,7 @@ impl LocalCluster {
         let storage = StorageConfig {
             engine: "rocksdb".into(),
             sync: true,
+            overlap_lead_sync: false,
         };
         let (configs, cluster_path) =
             write_cluster_files(dir, &addrs, &[], storage, Timeouts::default())

@@ -72,6 +72,7 @@ impl SimTarget {
             unsynced: false,
             bugs: Default::default(),
             keep_incarnation: false,
+            overlap_lead_sync: false,
             anti_entropy,
             hints: Default::default(),
             tombstones: Default::default(),

@@ -53,6 +53,9 @@ pub struct ClusterSpec {
     pub bugs: InjectedBugs,
     /// Re-introduced bug: restart an unsynced node under its old incarnation.
     pub keep_incarnation: bool,
+    /// Every node overlaps its lead's fsync with replication (`storage.overlap_lead_sync`;
+    /// not with `unsynced`, where nothing is fsync'd).
+    pub overlap_lead_sync: bool,
     /// Every node's `[anti_entropy]`.
     pub anti_entropy: crate::config::AntiEntropyConfig,
     /// Every node's `[hints]` (sloppy quorum and hinted handoff).
@@ -184,6 +187,7 @@ impl SimCluster {
             keyspaces: self.spec.keyspaces.clone(),
             context_key: self.context_key.clone(),
             new_incarnation,
+            overlap_lead_sync: self.spec.overlap_lead_sync && sync,
             bugs: self.spec.bugs,
             clock_offset: None,
             anti_entropy: self.spec.anti_entropy.clone(),

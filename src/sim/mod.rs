@@ -107,9 +107,10 @@ pub struct SimBugs {
 }
 
 /// The names `--bug` takes, and what each switches on.
-pub const BUG_NAMES: [&str; 6] = [
+pub const BUG_NAMES: [&str; 7] = [
     "ack-before-durable",
     "reissue-dot",
+    "overlap-keeps-incarnation",
     "ignore-context",
     "overwrite-repair",
     "sync-without-transfer",
@@ -130,6 +131,14 @@ impl SimBugs {
                 self.replica.ignore_lost_dots = true;
                 if !faults.contains(&Fault::Unsynced) {
                     faults.push(Fault::Unsynced);
+                }
+            }
+            "overlap-keeps-incarnation" => {
+                // The start-up half of the overlap rule off: a node that lost power with
+                // deferred writes whose objects reached peers keeps its incarnation.
+                self.replica.overlap_keeps_incarnation = true;
+                if !faults.contains(&Fault::Overlap) {
+                    faults.push(Fault::Overlap);
                 }
             }
             "ignore-context" => self.replica.ignore_context = true,
@@ -461,6 +470,7 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
         unsynced,
         bugs: cfg.bugs.replica,
         keep_incarnation: cfg.bugs.keep_incarnation,
+        overlap_lead_sync: cfg.faults.contains(&Fault::Overlap),
         anti_entropy: Default::default(),
         hints: Default::default(),
         tombstones: crate::config::TombstonesConfig {

@@ -35,6 +35,9 @@ pub enum Fault {
     /// Layout changes: a spare machine joins the layout and leaves it again, in a lane of
     /// its own (opt-in: not in [`EVENTS`]).
     Membership,
+    /// Not an event but a mode: every node overlaps its lead's fsync with replication
+    /// (`storage.overlap_lead_sync`).
+    Overlap,
 }
 
 /// Every fault kind that is an event (the default set).
@@ -57,6 +60,7 @@ impl Fault {
             Fault::Disk => "disk",
             Fault::Unsynced => "unsynced",
             Fault::Membership => "membership",
+            Fault::Overlap => "overlap",
         }
     }
 }
@@ -69,17 +73,20 @@ impl fmt::Display for Fault {
 
 /// A fault name that is not one of the known kinds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?}: expected none, all, or a comma-separated list of partition, crash, clock, loss, disk, unsynced, membership")]
+#[error("unknown fault {0:?}: expected none, all, or a comma-separated list of partition, crash, clock, loss, disk, unsynced, membership, overlap")]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
     type Err = UnknownFault;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [EVENTS.as_slice(), &[Fault::Unsynced, Fault::Membership]]
-            .concat()
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| UnknownFault(s.to_string()))
+        [
+            EVENTS.as_slice(),
+            &[Fault::Unsynced, Fault::Membership, Fault::Overlap],
+        ]
+        .concat()
+        .into_iter()
+        .find(|f| f.name() == s)
+        .ok_or_else(|| UnknownFault(s.to_string()))
     }
 }
 
@@ -242,10 +249,10 @@ impl fmt::Display for Action {
     }
 }
 
-/// Whether `f` is one of the faults [`draw`] draws (the others are a mode, `unsynced`, and
-/// a lane of their own, `membership`).
+/// Whether `f` is one of the faults [`draw`] draws (the others are modes, `unsynced` and
+/// `overlap`, and a lane of their own, `membership`).
 pub fn is_drawn(f: Fault) -> bool {
-    !matches!(f, Fault::Unsynced | Fault::Membership)
+    !matches!(f, Fault::Unsynced | Fault::Membership | Fault::Overlap)
 }
 
 /// Draw the next action among `faults` for a cluster of `n` machines, and how long it
@@ -289,7 +296,9 @@ pub fn draw(rng: &mut Rng, faults: &[Fault], n: usize, base: &LinkFaults) -> (Ac
                 Action::DiskFull(node)
             }
         }
-        Fault::Unsynced | Fault::Membership => unreachable!("filtered out above"),
+        Fault::Unsynced | Fault::Membership | Fault::Overlap => {
+            unreachable!("filtered out above")
+        }
     };
     (action, lasting)
 }

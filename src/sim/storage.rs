@@ -6,6 +6,14 @@
 //! the synced state only when the disk is flushed, so a crash loses every write since the
 //! last flush. A crash here is a machine crash (power loss): the page cache is gone.
 //!
+//! Deferred writes (`write_deferred`, an overlapped lead's store) go to the unsynced list
+//! even on a synced disk, and reach the synced state at the next successful `sync` or
+//! synced write (a write-ahead log is one sequential file: its fsync covers everything
+//! before it). A `sync` takes the disk's *fsync latency* of virtual time before it runs
+//! (drawn per disk from the seed, [`SYNC_LATENCY_MS`]), so a crash can land between an
+//! overlapped lead's replication and its fsync, as it can on a real machine; a failed
+//! fsync (the `disk` fault) leaves the deferred writes unsynced.
+//!
 //! Faults: a failed fsync refuses the write and applies nothing (RocksDB does not insert
 //! into the memtable when its WAL write fails), and a full disk refuses every write with
 //! [`StorageError::DiskFull`]. Each process gets a [`SimStorage`] handle stamped with the
@@ -22,6 +30,10 @@ use crate::storage::{BatchOp, Entries, Storage, StorageError};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// The range of a simulated disk's fsync latency, milliseconds (slow disks and busy
+/// volumes take tens of milliseconds; wide, so crashes meet overlapped leads' windows).
+pub const SYNC_LATENCY_MS: (u64, u64) = (1, 30);
+
 struct DiskState {
     view: Map,
     synced: Map,
@@ -32,6 +44,18 @@ struct DiskState {
     fsync_failure: f64,
     full: bool,
     rng: Rng,
+    /// How long a `sync` takes (virtual time, slept by the caller).
+    sync_latency: std::time::Duration,
+}
+
+impl DiskState {
+    /// Every pending batch becomes durable, in order.
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for batch in &pending {
+            apply(&mut self.synced, batch);
+        }
+    }
 }
 
 /// One simulated machine's disk.
@@ -56,6 +80,11 @@ impl SimDisk {
     /// An empty disk; `unsynced` disks sync only on [`SimDisk::flush`]; fault draws come
     /// from `seed`.
     pub fn new(unsynced: bool, seed: u64) -> Arc<Self> {
+        // Drawn from a stream of its own, so the fault draws of existing seeds stay as
+        // they were.
+        let (lo, hi) = SYNC_LATENCY_MS;
+        let latency_draw = Rng::new(seed ^ 0x5EED_F5C1).next_u64();
+        let sync_latency = std::time::Duration::from_millis(lo + latency_draw % (hi - lo + 1));
         Arc::new(SimDisk {
             state: Mutex::new(DiskState {
                 view: Map::new(),
@@ -66,6 +95,7 @@ impl SimDisk {
                 fsync_failure: 0.0,
                 full: false,
                 rng: Rng::new(seed),
+                sync_latency,
             }),
         })
     }
@@ -84,11 +114,7 @@ impl SimDisk {
 
     /// Sync everything written so far (the OS's periodic writeback, in unsynced mode).
     pub fn flush(&self) {
-        let mut s = self.lock();
-        let pending = std::mem::take(&mut s.pending);
-        for batch in &pending {
-            apply(&mut s.synced, batch);
-        }
+        self.lock().flush();
     }
 
     /// The machine crashes: unsynced writes are lost and the running process's handle dies.
@@ -154,9 +180,39 @@ impl Storage for SimStorage {
                 "IO error: fsync of the write-ahead log failed (simulated); the write was not applied".into(),
             ));
         }
+        // The log's fsync covers the deferred writes before this one.
+        s.flush();
         apply(&mut s.view, &batch);
         apply(&mut s.synced, &batch);
         Ok(())
+    }
+
+    fn write_deferred(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
+        let mut s = self.live()?;
+        if s.full {
+            return Err(StorageError::DiskFull(
+                "no space left on device (simulated)".into(),
+            ));
+        }
+        apply(&mut s.view, &batch);
+        s.pending.push(batch);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        let mut s = self.live()?;
+        let p = s.fsync_failure;
+        if s.rng.chance(p) {
+            return Err(StorageError::Rocks(
+                "IO error: fsync of the write-ahead log failed (simulated)".into(),
+            ));
+        }
+        s.flush();
+        Ok(())
+    }
+
+    fn sync_latency(&self) -> std::time::Duration {
+        self.disk.lock().sync_latency
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
@@ -222,5 +278,42 @@ mod tests {
             h.get(b"c").unwrap().is_none(),
             "a failed fsync applied the write"
         );
+    }
+
+    /// Goal: on a synced disk a deferred write is seen at once but lost by a power-off
+    /// before a sync; a sync (or a later synced write, as a log's fsync) makes it durable;
+    /// a failed sync leaves it unsynced; every disk has an fsync latency in range.
+    #[test]
+    fn deferred_writes_need_a_sync() {
+        let disk = SimDisk::new(false, 7);
+        let lat = disk.open().sync_latency().as_millis() as u64;
+        assert!(
+            (SYNC_LATENCY_MS.0..=SYNC_LATENCY_MS.1).contains(&lat),
+            "{lat}"
+        );
+        let h = disk.open();
+        h.write_deferred(put("a")).unwrap();
+        assert!(
+            h.get(b"a").unwrap().is_some(),
+            "a deferred write is visible"
+        );
+        assert_eq!(disk.crash(), 1);
+        let h = disk.open();
+        assert!(h.get(b"a").unwrap().is_none(), "lost without a sync");
+
+        h.write_deferred(put("b")).unwrap();
+        h.sync().unwrap();
+        h.write_deferred(put("c")).unwrap();
+        h.write(put("d")).unwrap();
+        disk.set_fsync_failure(1.0);
+        h.write_deferred(put("e")).unwrap();
+        assert!(h.sync().is_err());
+        disk.set_fsync_failure(0.0);
+        assert_eq!(disk.crash(), 1, "only the write whose sync failed is lost");
+        let h = disk.open();
+        for k in ["b", "c", "d"] {
+            assert!(h.get(k.as_bytes()).unwrap().is_some(), "{k} lost");
+        }
+        assert!(h.get(b"e").unwrap().is_none());
     }
 }

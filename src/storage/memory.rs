@@ -48,6 +48,15 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn write_deferred(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
+        // Nothing here is durable anyway: the same as a write.
+        self.write(batch)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
         if start > end {
             return Err(StorageError::BadRange("start is after end"));

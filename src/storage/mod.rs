@@ -1,6 +1,7 @@
 //! Storage: the `Storage` trait every engine implements, and the engines.
 //!
-//! The trait is deliberately small — point reads, atomic batches, ordered range scans —
+//! The trait is deliberately small — point reads, atomic batches (synced, or deferred until
+//! an explicit `sync`), ordered range scans —
 //! because everything above it (causality, merges, Merkle trees later) is engine-neutral.
 //! RocksDB is the real engine; the in-memory engine exists so protocol tests and the
 //! simulation run without a disk. One conformance suite (`conformance.rs`) runs against
@@ -59,6 +60,23 @@ pub trait Storage: Send + Sync + 'static {
     /// Apply every operation or none; durable on return when the engine is configured to
     /// sync.
     fn write(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;
+
+    /// Apply every operation or none, visible to reads at once but durable only after a
+    /// later [`Storage::sync`] (or a later synced `write`, which makes everything before it
+    /// durable, as a write-ahead log does). A power loss before then may lose it. The lead
+    /// uses it to overlap its fsync with replication (`storage.overlap_lead_sync`).
+    fn write_deferred(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;
+
+    /// Make every write so far durable (the write-ahead log's fsync); an error leaves the
+    /// deferred writes' durability unknown.
+    fn sync(&self) -> Result<(), StorageError>;
+
+    /// Time a [`Storage::sync`] takes that the engine does not spend inside the call: zero
+    /// for real engines (the call itself blocks for the fsync); the simulator's disks model
+    /// fsync latency with it, so an overlapped lead's window exists in virtual time.
+    fn sync_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     /// Up to `limit` entries with `start <= key < end`, in key order.
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError>;

@@ -4,7 +4,10 @@
 //! leaf and a partition's batch of items) lands atomically. With `sync = true` (the
 //! default) the WAL is fsync'd before `write` returns, so an acknowledged write survives
 //! `kill -9` and power loss; with `sync = false` it survives a process crash (the WAL is
-//! in the OS page cache) but not a power loss.
+//! in the OS page cache) but not a power loss. `write_deferred` writes without the fsync
+//! whatever `sync` says, and `sync` is RocksDB's SyncWAL (`flush_wal(true)`): how an
+//! overlapped lead (`storage.overlap_lead_sync`) stores first and fsyncs alongside
+//! replication, several leads' writes sharing one fsync.
 //!
 //! **Column families.** Hinted-handoff records (`crate::hints`, keys under
 //! `0xFE "hint"`) live in their own column family, `hints`: they are written once and
@@ -173,6 +176,31 @@ impl Storage for RocksStorage {
     }
 
     fn write(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
+        self.write_batch(batch, self.sync)
+    }
+
+    fn write_deferred(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
+        self.write_batch(batch, false)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        // SyncWAL: fsyncs every WAL file written so far, so every write before this call
+        // (deferred or not) survives a power loss once it returns.
+        self.db.flush_wal(true).map_err(rocks_err)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        self.scan_merged(start, end, limit)
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+}
+
+impl RocksStorage {
+    /// One atomic `WriteBatch`, its WAL fsync'd before return when `sync`.
+    fn write_batch(&self, batch: Vec<BatchOp>, sync: bool) -> Result<(), StorageError> {
         let hints = self.hints_cf()?;
         let mut wb = WriteBatch::default();
         for op in batch {
@@ -184,11 +212,12 @@ impl Storage for RocksStorage {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
+        wo.set_sync(sync);
         self.db.write_opt(wb, &wo).map_err(rocks_err)
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
+    /// A scan across both families, in key order.
+    fn scan_merged(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StorageError> {
         if start > end {
             return Err(StorageError::BadRange("start is after end"));
         }
@@ -219,10 +248,6 @@ impl Storage for RocksStorage {
             out.extend(if take_a { a.next() } else { b.next() });
         }
         Ok(out)
-    }
-
-    fn blocking(&self) -> bool {
-        true
     }
 }
 

@@ -242,6 +242,7 @@ pub fn rocksdb_storage(sync: bool) -> StorageConfig {
     StorageConfig {
         engine: "rocksdb".into(),
         sync,
+        overlap_lead_sync: false,
     }
 }
 
