@@ -182,27 +182,28 @@ fn overlap_crash_cfg() -> SimConfig {
 
 /// Goal: the swarm finds an overlapping node that keeps its incarnation after losing
 /// power (its deferred write's object reached peers, the write is lost here, and the
-/// dot is issued again for another write, which peers drop) within 40 seeds of crashes.
+/// dot is issued again for another write, which peers drop) within 100 seeds of crashes
+/// (5% of seeds fail; the first is 47).
 #[test]
 fn swarm_finds_overlap_keeping_the_incarnation() {
-    let found = seeds_to_failure_with("overlap-keeps-incarnation", 40, overlap_crash_cfg());
+    let found = seeds_to_failure_with("overlap-keeps-incarnation", 100, overlap_crash_cfg());
     assert!(
         found.is_some(),
-        "overlap-keeps-incarnation not found in 40 seeds"
+        "overlap-keeps-incarnation not found in 100 seeds"
     );
 }
 
 /// Goal: overlapping the lead's fsync with replication, with the running marker's new
 /// incarnation after every unclean stop (the real node's rule), loses no acknowledged
 /// write: under all faults, and on the crash-only seeds where the bug above fails first
-/// (23, 24, 26), which therefore are the bug's failures, not the mode's.
+/// (47, 57, 81), which therefore are the bug's failures, not the mode's.
 #[test]
 fn overlapped_leads_pass() {
     let mut all = cfg(500);
     all.faults.push(Fault::Overlap);
     let runs = (0..4)
         .map(|s| (s, all.clone()))
-        .chain([23, 24, 26].map(|s| (s, overlap_crash_cfg())));
+        .chain([47, 57, 81].map(|s| (s, overlap_crash_cfg())));
     for (seed, c) in runs {
         let r = sim::run(seed, &c);
         assert!(r.passed(), "{}", sim::describe(&r));

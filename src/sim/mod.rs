@@ -453,13 +453,15 @@ async fn run_async(seed: u64, cfg: SimConfig) -> SimReport {
             .iter()
             .map(|w| {
                 let mut def = w.keyspace_def(cfg.nodes);
-                // With the spare in the layout there is a stand-in beyond the N = 3
-                // primaries, and a write W counted with a stand-in's hint may be missed by
-                // a quorum read until the hint is replayed: what a sloppy quorum gives up
-                // (docs/CONSISTENCY.md), and the counter checker judges every read. So the
-                // counter keeps strict quorums there, and its reads judge whether the
-                // layouts keep R + W > N across versions; the other workloads stay sloppy.
-                if spares > 0 && *w == Workload::Counter {
+                // With more nodes than N (a 5-node cluster, or the spare in the layout)
+                // there are stand-ins beyond the N primaries, and a write W counted with a
+                // stand-in's hint may be missed by a quorum read until the hint is
+                // replayed: what a sloppy quorum gives up (docs/CONSISTENCY.md), and the
+                // counter checker judges every read. So the counter keeps strict quorums
+                // there, and its reads judge R + W > N (across layout versions too); the
+                // other workloads, which judge only what survives, stay sloppy.
+                let stand_ins = cfg.nodes + spares > def.n as usize;
+                if stand_ins && *w == Workload::Counter {
                     def.sloppy_quorum = false;
                 }
                 def
