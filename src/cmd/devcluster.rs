@@ -47,10 +47,10 @@ pub struct DevClusterArgs {
     /// Disable fsync of the write-ahead log (faster; unsafe on power loss).
     #[arg(long)]
     no_sync: bool,
-    /// Every node overlaps its fsync as a write's lead with replication
-    /// (`storage.overlap_lead_sync`).
-    #[arg(long, conflicts_with = "no_sync")]
-    overlap_lead_sync: bool,
+    /// Nodes do not overlap their fsync as a write's lead with replication
+    /// (`storage.overlap_lead_sync = false`; on by default).
+    #[arg(long)]
+    no_overlap_lead_sync: bool,
     /// Exit after the nodes answer instead of waiting for Ctrl-C (nodes keep running;
     /// stop them with the pids in DIR/<node>/pid).
     #[arg(long)]
@@ -61,7 +61,7 @@ pub struct DevClusterArgs {
     #[arg(
         long,
         value_name = "NAME",
-        conflicts_with_all = ["nodes", "base_port", "n", "r", "w", "no_sync", "overlap_lead_sync", "detach"]
+        conflicts_with_all = ["nodes", "base_port", "n", "r", "w", "no_sync", "no_overlap_lead_sync", "detach"]
     )]
     add: Option<String>,
     /// Zone of the node --add starts (needed when the cluster's members have zones).
@@ -182,7 +182,7 @@ fn create(a: &DevClusterArgs, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let storage = StorageConfig {
         engine: "rocksdb".into(),
         sync: !a.no_sync,
-        overlap_lead_sync: a.overlap_lead_sync,
+        overlap_lead_sync: !a.no_overlap_lead_sync,
     };
     let (cfgs, _) = write_cluster_files(dir, &addrs, &[ks], storage, Timeouts::default())?;
     println!("created a {nodes}-node cluster in {}", dir.display());
