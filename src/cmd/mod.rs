@@ -196,16 +196,7 @@ fn init_logging(default: &str) {
 
 /// A tokio runtime for a command.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Ok(n) = std::env::var("QUORUMKV_WORKER_THREADS") {
-        let n: usize = n.parse().map_err(|_| {
-            anyhow::anyhow!("QUORUMKV_WORKER_THREADS must be a positive number, got {n:?}")
-        })?;
-        anyhow::ensure!(
-            n > 0,
-            "QUORUMKV_WORKER_THREADS must be a positive number, got 0"
-        );
-        b.worker_threads(n);
-    }
-    Ok(b.enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
