@@ -1754,6 +1754,22 @@ mod tests {
         }
     }
 
+    /// Node n1 reaching n2 through a [`Gated`] transport, one bundle in flight at a time.
+    fn gated_peers(knows_bundles: bool) -> (Arc<Gated>, Arc<Peers>) {
+        let gated = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            shapes: Default::default(),
+            knows_bundles,
+        });
+        let limits = BundleLimits {
+            max_items: 64,
+            max_bytes: 1 << 20,
+            in_flight: 1,
+        };
+        let peers = peers_with(Arc::clone(&gated) as Arc<dyn Transport>, limits);
+        (gated, peers)
+    }
+
     async fn settle() {
         for _ in 0..50 {
             tokio::task::yield_now().await;
@@ -1766,17 +1782,7 @@ mod tests {
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // test tasks on the test's own runtime
     async fn replication_is_bundled_only_while_earlier_replication_travels() {
-        let gated = Arc::new(Gated {
-            gate: tokio::sync::Semaphore::new(0),
-            shapes: Default::default(),
-            knows_bundles: true,
-        });
-        let limits = BundleLimits {
-            max_items: 64,
-            max_bytes: 1 << 20,
-            in_flight: 1,
-        };
-        let peers = peers_with(Arc::clone(&gated) as Arc<dyn Transport>, limits);
+        let (gated, peers) = gated_peers(true);
         let deadline = peers.env.now() + std::time::Duration::from_secs(10);
         let call = |k: String| {
             let p = Arc::clone(&peers);
@@ -1827,17 +1833,7 @@ mod tests {
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // test tasks on the test's own runtime
     async fn a_peer_without_bundles_gets_one_request_per_stream() {
-        let gated = Arc::new(Gated {
-            gate: tokio::sync::Semaphore::new(0),
-            shapes: Default::default(),
-            knows_bundles: false,
-        });
-        let limits = BundleLimits {
-            max_items: 64,
-            max_bytes: 1 << 20,
-            in_flight: 1,
-        };
-        let peers = peers_with(Arc::clone(&gated) as Arc<dyn Transport>, limits);
+        let (gated, peers) = gated_peers(false);
         let deadline = peers.env.now() + std::time::Duration::from_secs(10);
         let call = |k: String| {
             let p = Arc::clone(&peers);

@@ -1734,6 +1734,23 @@ mod tests {
 
     /// A replica named `name` over the simulated disk `disk`, overlapping its lead
     /// writes when `overlap`.
+    /// A blind overlapped lead write of `value` to key `k` (its `Durable` handle).
+    async fn put_overlapped(r: &Arc<Replica>, ks: &KeyspaceDef, k: &str, value: &[u8]) -> Durable {
+        let key = Key::simple(k);
+        let item = WriteItem {
+            sort: key.sort.clone(),
+            context: VersionVector::new(),
+            value: Some(value.to_vec()),
+            client_ts: None,
+            actor: None,
+        };
+        let (_, durable) = r
+            .write_batch_overlapped(ks, &key.partition, vec![item], false)
+            .await
+            .unwrap();
+        durable
+    }
+
     fn on_disk(disk: &Arc<crate::sim::storage::SimDisk>, overlap: bool) -> Arc<Replica> {
         Replica::new(
             "n1",
@@ -1849,19 +1866,7 @@ mod tests {
         let r = on_disk(&disk, true);
         let mut pending = Vec::new();
         for k in ["a", "b", "c"] {
-            let key = Key::simple(k);
-            let item = WriteItem {
-                sort: key.sort.clone(),
-                context: VersionVector::new(),
-                value: Some(k.as_bytes().to_vec()),
-                client_ts: None,
-                actor: None,
-            };
-            let (_, d) = r
-                .write_batch_overlapped(&ks, &key.partition, vec![item], false)
-                .await
-                .unwrap();
-            pending.push(d);
+            pending.push(put_overlapped(&r, &ks, k, k.as_bytes()).await);
         }
         assert!(r.is_dirty(&Key::simple("a").encode("k")));
         let seen = r.read(&ks, &Key::simple("a")).await.unwrap();
@@ -1878,18 +1883,7 @@ mod tests {
 
         let r = on_disk(&disk, true);
         let key = Key::simple("d");
-        let item = WriteItem {
-            sort: key.sort.clone(),
-            context: VersionVector::new(),
-            value: Some(b"d".to_vec()),
-            client_ts: None,
-            actor: None,
-        };
-        let (_, d) = r
-            .write_batch_overlapped(&ks, &key.partition, vec![item], false)
-            .await
-            .unwrap();
-        drop(d); // nobody waits: the sync task runs anyway
+        drop(put_overlapped(&r, &ks, "d", b"d").await); // nobody waits: the sync task runs anyway
         let (page, _) = r
             .scan(&ks, &key.partition, b"", None, 10, usize::MAX)
             .await
@@ -1929,18 +1923,7 @@ mod tests {
             .map(|i| {
                 let (r, ks) = (Arc::clone(&r), ks.clone());
                 async move {
-                    let key = Key::simple(format!("k{i}"));
-                    let item = WriteItem {
-                        sort: key.sort.clone(),
-                        context: VersionVector::new(),
-                        value: Some(b"v".to_vec()),
-                        client_ts: None,
-                        actor: None,
-                    };
-                    let (_, d) = r
-                        .write_batch_overlapped(&ks, &key.partition, vec![item], false)
-                        .await
-                        .unwrap();
+                    let d = put_overlapped(&r, &ks, &format!("k{i}"), b"v").await;
                     d.wait().await.unwrap();
                 }
             })
