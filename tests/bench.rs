@@ -269,6 +269,39 @@ fn bad_arguments_are_refused() {
     }
 }
 
+/// Goal: a benchmark against a cluster none of whose nodes answers stops at once with an
+/// error naming the problem, instead of running every operation into its own connection
+/// attempts for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_cluster_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(dir.path()).await;
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .arg("bench")
+            .arg("--cluster")
+            .arg(&c.cluster_file)
+            .args(["--records", "1000", "--timeout-ms", "2000", "--quiet"])
+            .output(),
+    )
+    .await
+    .expect("bench gave up by itself")
+    .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a dead cluster was benchmarked");
+    assert!(err.contains("cannot reach"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 fn histogram(dist: Distribution, count: u64, draws: usize) -> Vec<u64> {
     let mut rng = Rng::new(42);
     let mut ch = KeyChooser::new(dist, count);

@@ -251,14 +251,31 @@ impl Target {
             message,
         };
         match c.spec {
-            TargetSpec::Quorumkv => Ok(Target::Quorumkv {
-                client: c
+            TargetSpec::Quorumkv => {
+                let client = c
                     .client
-                    .ok_or_else(|| fail("no quorumkv client (no --cluster file)".into()))?,
-                keyspace: c.keyspace,
-                r: c.r,
-                w: c.w,
-            }),
+                    .ok_or_else(|| fail("no quorumkv client (no --cluster file)".into()))?;
+                // A cluster none of whose contact points answers is refused here, at once,
+                // as the other drivers do: otherwise every operation of the run would wait
+                // out its own connection attempts and the benchmark would crawl on for
+                // many minutes without a word.
+                match tokio::time::timeout(c.timeout, client.ping()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(fail(e.to_string())),
+                    Err(_) => {
+                        return Err(fail(format!(
+                            "no contact point answered a ping within {:?}",
+                            c.timeout
+                        )))
+                    }
+                }
+                Ok(Target::Quorumkv {
+                    client,
+                    keyspace: c.keyspace,
+                    r: c.r,
+                    w: c.w,
+                })
+            }
             TargetSpec::Echo => {
                 let server = EchoServer::start().map_err(|e| fail(e.to_string()))?;
                 let client = server.client().await.map_err(|e| fail(e.to_string()))?;
