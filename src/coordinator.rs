@@ -1150,11 +1150,11 @@ impl Coordinator {
     ///
     /// While data moves between layouts, `sets` holds one replica set per live layout
     /// version and the write goes through [`Coordinator::replicate_strict`] instead.
-    #[allow(clippy::too_many_arguments)]
     ///
     /// `lead_sync`, when the lead stored its write deferred (an overlapped local lead):
     /// the lead counts (towards W and PW) only once it completes without error; until
     /// then the others' answers count as they come.
+    #[allow(clippy::too_many_arguments)]
     async fn replicate(
         &self,
         sets: &[Vec<String>],

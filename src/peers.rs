@@ -942,7 +942,7 @@ impl BundleSender {
 
     /// Send one bundle and hand each item its reply. Items whose caller gave up (past its
     /// deadline) are left out; the exchange is bounded by the latest remaining deadline.
-    async fn send(&self, bundle: Vec<Bundled>) {
+    async fn send(self: Arc<Self>, bundle: Vec<Bundled>) {
         let mut bundle: Vec<Bundled> = bundle
             .into_iter()
             .filter(|b| !b.reply.is_closed())
@@ -961,18 +961,9 @@ impl BundleSender {
         if !knows {
             // What a peer without bundles gets: one request per stream, concurrently.
             for b in bundle {
-                let (transport, env, to) = (
-                    Arc::clone(&self.transport),
-                    Arc::clone(&self.env),
-                    self.to.clone(),
-                );
-                self.env.spawn(Box::pin(async move {
-                    if let Ok(out) =
-                        env::timeout_at(&*env, b.deadline, transport.call(&to, b.req)).await
-                    {
-                        let _ = b.reply.send(out);
-                    }
-                }));
+                let me = Arc::clone(&self);
+                self.env
+                    .spawn(Box::pin(async move { me.send_alone(b).await }));
             }
             return;
         }
@@ -999,7 +990,7 @@ impl BundleSender {
                 self.knows_bundles
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 let rest = std::mem::take(&mut bundle);
-                Box::pin(self.send(rest)).await;
+                Box::pin(Arc::clone(&self).send(rest)).await;
             }
             // The whole bundle refused (overloaded, say): each item was.
             Ok(Ok(PeerResponse::Error(e))) => {

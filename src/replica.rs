@@ -945,25 +945,15 @@ impl Replica {
         if_context: bool,
     ) -> Result<Vec<(Object, Dot)>, ReplicaError> {
         let (out, _synced) = self
-            .write_batch_as(ks, partition, items, if_context, false)
+            .lead_write_batch(ks, partition, items, if_context, false)
             .await?;
         Ok(out)
     }
 
-    /// As [`Replica::write_batch`], stored deferred when overlap is on: the objects come
-    /// back at once, with a [`Durable`] that completes once they are on disk.
-    pub async fn write_batch_overlapped(
-        self: &Arc<Self>,
-        ks: &KeyspaceDef,
-        partition: &[u8],
-        items: Vec<WriteItem>,
-        if_context: bool,
-    ) -> Result<(Vec<(Object, Dot)>, Durable), ReplicaError> {
-        self.write_batch_as(ks, partition, items, if_context, true)
-            .await
-    }
-
-    async fn write_batch_as(
+    /// As [`Replica::write_batch`], with `deferred` (and overlap on) stored deferred: the
+    /// objects come back at once, with a [`Durable`] that completes once they are on disk.
+    /// Otherwise stored synced, with a [`Durable`] already complete.
+    pub async fn lead_write_batch(
         self: &Arc<Self>,
         ks: &KeyspaceDef,
         partition: &[u8],
@@ -1093,23 +1083,13 @@ impl Replica {
         op: crate::crdt::CrdtOp,
         context: VersionVector,
     ) -> Result<Object, ReplicaError> {
-        let (o, _synced) = self.update_as(ks, key, op, context, false).await?;
+        let (o, _synced) = self.lead_update(ks, key, op, context, false).await?;
         Ok(o)
     }
 
-    /// As [`Replica::update`], stored deferred when overlap is on (see
-    /// [`Replica::write_batch_overlapped`]).
-    pub async fn update_overlapped(
-        self: &Arc<Self>,
-        ks: &KeyspaceDef,
-        key: &Key,
-        op: crate::crdt::CrdtOp,
-        context: VersionVector,
-    ) -> Result<(Object, Durable), ReplicaError> {
-        self.update_as(ks, key, op, context, true).await
-    }
-
-    async fn update_as(
+    /// As [`Replica::update`], with `deferred` (and overlap on) stored deferred (see
+    /// [`Replica::lead_write_batch`]).
+    pub async fn lead_update(
         self: &Arc<Self>,
         ks: &KeyspaceDef,
         key: &Key,
@@ -1745,7 +1725,7 @@ mod tests {
             actor: None,
         };
         let (_, durable) = r
-            .write_batch_overlapped(ks, &key.partition, vec![item], false)
+            .lead_write_batch(ks, &key.partition, vec![item], false, true)
             .await
             .unwrap();
         durable
@@ -1827,7 +1807,7 @@ mod tests {
         let disk = crate::sim::storage::SimDisk::new(false, 5);
         let r = on_disk(&disk, true);
         let (_, durable) = r
-            .write_batch_overlapped(&ks, &key.partition, vec![item(b"lost")], false)
+            .lead_write_batch(&ks, &key.partition, vec![item(b"lost")], false, true)
             .await
             .unwrap();
         assert!(durable.is_pending());
@@ -1837,7 +1817,7 @@ mod tests {
         assert!(r.read(&ks, &key).await.unwrap().is_none());
 
         let (_, durable) = r
-            .write_batch_overlapped(&ks, &key.partition, vec![item(b"kept")], false)
+            .lead_write_batch(&ks, &key.partition, vec![item(b"kept")], false, true)
             .await
             .unwrap();
         durable.wait().await.unwrap();
@@ -1850,7 +1830,7 @@ mod tests {
             .expect("durable after its sync");
         assert_eq!(o.siblings[0].value.as_deref(), Some(&b"kept"[..]));
         let (_, durable) = r
-            .write_batch_overlapped(&ks, &key.partition, vec![item(b"synced")], false)
+            .lead_write_batch(&ks, &key.partition, vec![item(b"synced")], false, true)
             .await
             .unwrap();
         assert!(!durable.is_pending(), "overlap off: stored synced");
@@ -1899,11 +1879,12 @@ mod tests {
         ctr.policy = ConflictPolicy::Counter;
         let r = on_disk(&disk, true);
         let (_, d) = r
-            .update_overlapped(
+            .lead_update(
                 &ctr,
                 &Key::simple("n"),
                 crate::crdt::CrdtOp::CounterAdd(2),
                 VersionVector::new(),
+                true,
             )
             .await
             .unwrap();

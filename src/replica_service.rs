@@ -280,17 +280,10 @@ impl ReplicaService {
                     client_ts,
                     actor,
                 };
-                let (mut objects, durable) = if deferred {
-                    self.replica
-                        .write_batch_overlapped(&keyspace, &key.partition, vec![item], if_context)
-                        .await?
-                } else {
-                    let written = self
-                        .replica
-                        .write_batch(&keyspace, &key.partition, vec![item], if_context)
-                        .await?;
-                    (written, Durable::now())
-                };
+                let (mut objects, durable) = self
+                    .replica
+                    .lead_write_batch(&keyspace, &key.partition, vec![item], if_context, deferred)
+                    .await?;
                 let (object, dot) = objects
                     .pop()
                     .ok_or_else(|| ReplicaError::Task("empty batch result".into()))?;
@@ -317,17 +310,10 @@ impl ReplicaService {
                         actor: None,
                     })
                     .collect();
-                let (written, durable) = if deferred {
-                    self.replica
-                        .write_batch_overlapped(&keyspace, &partition, items, false)
-                        .await?
-                } else {
-                    let written = self
-                        .replica
-                        .write_batch(&keyspace, &partition, items, false)
-                        .await?;
-                    (written, Durable::now())
-                };
+                let (written, durable) = self
+                    .replica
+                    .lead_write_batch(&keyspace, &partition, items, false, deferred)
+                    .await?;
                 let (objects, dots) = written.into_iter().unzip();
                 Ok((PeerResponse::WrittenBatch { objects, dots }, durable))
             }
@@ -337,14 +323,10 @@ impl ReplicaService {
                 op,
                 context,
             } => {
-                let (object, durable) = if deferred {
-                    self.replica
-                        .update_overlapped(&keyspace, &key, op, context)
-                        .await?
-                } else {
-                    let object = self.replica.update(&keyspace, &key, op, context).await?;
-                    (object, Durable::now())
-                };
+                let (object, durable) = self
+                    .replica
+                    .lead_update(&keyspace, &key, op, context, deferred)
+                    .await?;
                 Ok((PeerResponse::Written { object, dot: None }, durable))
             }
             other => Err(ReplicaError::Task(format!(
@@ -520,9 +502,10 @@ impl ReplicaService {
     /// Serve a bundle: every `Replicate` item of one keyspace is merged in one storage
     /// batch (one fsync for the lot), so a peer's replication under load costs this
     /// replica one write instead of one per key; `Read` items are served one by one. Each
-    /// item still gets its own answer: an item of another kind, one that names a keyspace
-    /// this node refuses to learn, a read of a partition it does not own, or a malformed
-    /// object is refused alone, without failing the others. A storage
+    /// item still gets its own answer and the checks a lone request gets
+    /// ([`ReplicaService::admit`]): an item of another kind, one that names a keyspace this
+    /// node refuses to learn, a read of a partition it does not own, or a malformed object
+    /// is refused alone, without failing the others. A storage
     /// failure fails the items of its batch, none of which was stored (a batch is atomic).
     async fn apply_bundle(&self, items: Vec<PeerRequest>) -> Vec<PeerResponse> {
         let mut replies: Vec<Option<PeerResponse>> = vec![None; items.len()];
@@ -533,8 +516,19 @@ impl ReplicaService {
         // once, so any order is one they could have arrived in.
         let mut reads: Vec<(usize, KeyspaceDef, Key)> = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            if let Some(refusal) = self.not_an_owner(&item) {
-                replies[i] = Some(PeerResponse::Error(PeerError::NotOwner(refusal)));
+            if !matches!(
+                item,
+                PeerRequest::Read { .. } | PeerRequest::Replicate { .. }
+            ) {
+                replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
+                    "node {}: a bundle holds only replicate and read requests, item {i} is {:?}",
+                    self.name,
+                    item.kind()
+                ))));
+                continue;
+            }
+            if let Some(refused) = self.admit(&item) {
+                replies[i] = Some(refused);
                 continue;
             }
             let (keyspace, key, object) = match item {
@@ -544,19 +538,8 @@ impl ReplicaService {
                     key,
                     object,
                 } => (keyspace, key, Some(object)),
-                other => {
-                    replies[i] = Some(PeerResponse::Error(PeerError::Invalid(format!(
-                        "node {}: a bundle holds only replicate and read requests, item {i} is {:?}",
-                        self.name,
-                        other.kind()
-                    ))));
-                    continue;
-                }
+                _ => continue, // refused above
             };
-            if let Err(e) = self.catalog.learn(keyspace.clone()) {
-                replies[i] = Some(PeerResponse::Error(PeerError::Invalid(e.to_string())));
-                continue;
-            }
             let Some(object) = object else {
                 reads.push((i, keyspace, key));
                 continue;
